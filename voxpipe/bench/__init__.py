@@ -1,0 +1,1 @@
+"""Simulated callers, offline A/B runs and their reports."""

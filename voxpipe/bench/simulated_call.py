@@ -1,0 +1,256 @@
+"""Play a scripted caller against a deployment and measure each turn.
+
+The caller's audio is streamed into the call's pipeline as real-time 20 ms frames (silence between turns,
+as a phone line would carry), and the bot's audio is captured as played. Each turn's latency is measured
+from the audio: the end of the caller's speech is the last audible sample fed, the bot's answer starts at
+its first audible sample played (see docs/latency.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from voxpipe.config.models import Deployment
+from voxpipe.pipeline.builder import CallContext, build_call, run_call
+from voxpipe.pipeline.latency import StageTimeline, first_audible, last_audible
+from voxpipe.transports.memory import MemoryTransport, PlayedChunk
+
+FRAME_SECS = 0.02
+INPUT_RATE = 16000
+OUTPUT_RATE = 24000
+
+
+def resample(pcm: bytes, rate_in: int, rate_out: int) -> bytes:
+    if rate_in == rate_out:
+        return pcm
+    import soxr
+
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    return soxr.resample(samples, rate_in, rate_out).astype(np.int16).tobytes()
+
+
+@dataclass(frozen=True)
+class CallerTurn:
+    """What the caller says in one turn: PCM16 mono at 16 kHz, and the words if known."""
+
+    audio: bytes
+    text: str | None = None
+
+    @classmethod
+    def from_text(cls, text: str) -> CallerTurn:
+        """Speak ``text`` with the local TTS (needs ``voxpipe[local]``)."""
+        from voxpipe.providers.builtin.local_tts import speak
+
+        return cls(speak(text, INPUT_RATE), text)
+
+    @classmethod
+    def from_wav(cls, path: str | Path, text: str | None = None) -> CallerTurn:
+        """Read a 16-bit WAV (any rate, mono or stereo: the first channel is used)."""
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2:
+                raise ValueError(f"{path}: only 16-bit PCM WAV files are supported")
+            samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+            mono = samples[:: wav.getnchannels()].tobytes()
+            return cls(resample(mono, wav.getframerate(), INPUT_RATE), text)
+
+
+@dataclass
+class TurnResult:
+    """One exchange. Times are ``time.monotonic()`` seconds; ``None`` when the stage never produced output."""
+
+    caller_text: str | None
+    heard: str
+    reply: str
+    user_speech_end: float | None
+    stt_final: float | None = None
+    llm_first_token: float | None = None
+    tts_first_audio: float | None = None
+    audio_out_first: float | None = None
+
+    def after_speech_ms(self, moment: float | None) -> float | None:
+        """Milliseconds from the end of the caller's speech to ``moment``."""
+        if moment is None or self.user_speech_end is None:
+            return None
+        return round((moment - self.user_speech_end) * 1000, 1)
+
+    @property
+    def voice_to_voice_ms(self) -> float | None:
+        """End of the caller's speech to the first audible sample of the reply, as the caller hears it."""
+        return self.after_speech_ms(self.audio_out_first)
+
+    def latency_ms(self) -> dict[str, float | None]:
+        return {
+            "stt_final": self.after_speech_ms(self.stt_final),
+            "llm_first_token": self.after_speech_ms(self.llm_first_token),
+            "tts_first_audio": self.after_speech_ms(self.tts_first_audio),
+            "first_audio_out": self.voice_to_voice_ms,
+            "voice_to_voice": self.voice_to_voice_ms,
+        }
+
+
+@dataclass
+class CallResult:
+    deployment: str
+    mode: str
+    started_at: float
+    greeting: str = ""
+    turns: list[TurnResult] = field(default_factory=list)
+    caller_audio: list[tuple[float, bytes]] = field(default_factory=list)
+    bot_audio: list[PlayedChunk] = field(default_factory=list)
+
+    def bot_track(self, sample_rate: int = OUTPUT_RATE) -> np.ndarray:
+        """The bot's audio on the call's timeline (sample 0 = call start), as the caller heard it."""
+        return _place(
+            [(c.started_at, resample(c.audio, c.sample_rate, sample_rate)) for c in self.bot_audio],
+            self.started_at,
+            sample_rate,
+        )
+
+    def caller_track(self, sample_rate: int = OUTPUT_RATE) -> np.ndarray:
+        return _place(
+            [(t, resample(pcm, INPUT_RATE, sample_rate)) for t, pcm in self.caller_audio], self.started_at, sample_rate
+        )
+
+    def write_wav(self, path: str | Path, *, stereo: bool = False, sample_rate: int = OUTPUT_RATE) -> None:
+        """Write the bot's side (mono), or caller left and bot right (``stereo``), on one timeline."""
+        bot = self.bot_track(sample_rate)
+        channels = [bot]
+        if stereo:
+            caller = self.caller_track(sample_rate)
+            length = max(len(bot), len(caller))
+            channels = [np.pad(caller, (0, length - len(caller))), np.pad(bot, (0, length - len(bot)))]
+        with wave.open(str(path), "wb") as wav:
+            wav.setnchannels(len(channels))
+            wav.setsampwidth(2)
+            wav.setframerate(sample_rate)
+            wav.writeframes(np.stack(channels, axis=1).astype(np.int16).tobytes())
+
+
+def _place(chunks: list[tuple[float, bytes]], origin: float, rate: int) -> np.ndarray:
+    end = max((round((t - origin) * rate) + len(pcm) // 2 for t, pcm in chunks), default=0)
+    track = np.zeros(end, dtype=np.int16)
+    for t, pcm in chunks:
+        start = round((t - origin) * rate)
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        track[start : start + len(samples)] = samples
+    return track
+
+
+class _Caller:
+    """Feeds audio on a real-time 20 ms schedule and watches what the bot plays back."""
+
+    def __init__(self, transport: MemoryTransport, result: CallResult):
+        self.transport = transport
+        self.result = result
+        self.next_frame_at = time.monotonic()
+        self.frame_bytes = int(INPUT_RATE * FRAME_SECS) * 2
+
+    async def send(self, pcm: bytes) -> float | None:
+        """Stream ``pcm``; return the time just after its last audible sample (``None`` if silent)."""
+        end = None
+        for offset in range(0, len(pcm), self.frame_bytes):
+            frame = pcm[offset : offset + self.frame_bytes].ljust(self.frame_bytes, b"\0")
+            await asyncio.sleep(max(0.0, self.next_frame_at - time.monotonic()))
+            sent_at = self.next_frame_at
+            await self.transport.feed(frame)
+            self.result.caller_audio.append((sent_at, frame))
+            audible = last_audible(frame, INPUT_RATE)
+            if audible is not None:
+                end = sent_at + audible
+            self.next_frame_at += FRAME_SECS
+        return end
+
+    async def silence_until(self, done: Callable[[], bool], timeout: float) -> None:
+        silence = b"\0" * self.frame_bytes
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            await self.send(silence)
+
+    def bot_audible_after(self, moment: float) -> tuple[float | None, float | None]:
+        """First and last audible played instants of the bot after ``moment``."""
+        first = last = None
+        for chunk in self.transport.played:
+            if chunk.started_at + len(chunk.audio) / 2 / chunk.sample_rate < moment:
+                continue
+            start = first_audible(chunk.audio, chunk.sample_rate)
+            if start is not None and chunk.started_at + start >= moment:
+                first = first if first is not None else chunk.started_at + start
+                last = chunk.started_at + (last_audible(chunk.audio, chunk.sample_rate) or 0)
+        return first, last
+
+    def bot_finished(self, since: float, settle_secs: float) -> Callable[[], bool]:
+        def done() -> bool:
+            first, last = self.bot_audible_after(since)
+            return first is not None and last is not None and time.monotonic() - last > settle_secs
+
+        return done
+
+
+async def simulate_call(
+    deployment: Deployment,
+    turns: list[CallerTurn],
+    *,
+    settle_secs: float = 1.0,
+    reply_timeout_secs: float = 20.0,
+    call: CallContext | None = None,
+) -> CallResult:
+    """Run one call: greeting (if any), then each caller turn, waiting for the bot to finish replying."""
+    transport = MemoryTransport(INPUT_RATE, OUTPUT_RATE)
+    timeline = StageTimeline()
+    call_pipeline = build_call(deployment, transport, call, observers=[timeline], clock=timeline.clock)
+    result = CallResult(deployment.name, deployment.mode, started_at=time.monotonic())
+    caller = _Caller(transport, result)
+
+    async def script() -> None:
+        await transport.ready.wait()
+        result.started_at = caller.next_frame_at = time.monotonic()
+        opening = call_pipeline.opening_frames()
+        if opening:
+            await call_pipeline.worker.queue_frames(opening)
+            await caller.silence_until(caller.bot_finished(result.started_at, settle_secs), reply_timeout_secs)
+            result.greeting = _joined(timeline.between(result.started_at, time.monotonic()), "bot_text")
+        for turn in turns:
+            turn_start = caller.next_frame_at
+            speech_end = await caller.send(turn.audio)
+            await caller.silence_until(caller.bot_finished(speech_end or turn_start, settle_secs), reply_timeout_secs)
+            result.turns.append(_measure(turn, turn_start, speech_end, time.monotonic(), timeline, caller))
+        result.bot_audio = list(transport.played)
+        await call_pipeline.hang_up()
+
+    await asyncio.gather(run_call(call_pipeline), script())
+    return result
+
+
+def _joined(events: list, stage: str) -> str:
+    return " ".join(" ".join(e.text for e in events if e.stage == stage).split())
+
+
+def _measure(
+    turn: CallerTurn, start: float, speech_end: float | None, end: float, timeline: StageTimeline, caller: _Caller
+) -> TurnResult:
+    events = timeline.between(start, end)
+    after = [e for e in events if speech_end is not None and e.at >= speech_end]
+
+    def first(stage: str) -> float | None:
+        return next((e.at for e in after if e.stage == stage), None)
+
+    llm_first = first("llm_token")
+    finals = [e for e in events if e.stage == "stt_final" and (llm_first is None or e.at <= llm_first)]
+    reply = _joined(after, "bot_text") or "".join(e.text for e in after if e.stage == "llm_token").strip()
+    return TurnResult(
+        caller_text=turn.text,
+        heard=" ".join(e.text.strip() for e in finals),
+        reply=reply,
+        user_speech_end=speech_end,
+        stt_final=finals[-1].at if finals else None,
+        llm_first_token=llm_first,
+        tts_first_audio=first("tts_audio"),
+        audio_out_first=caller.bot_audible_after(speech_end)[0] if speech_end is not None else None,
+    )

@@ -1,0 +1,292 @@
+"""YAML file -> validated ``Deployment``, with every error naming file, line, key path and what is allowed.
+
+Steps: parse with ruamel.yaml (which keeps line numbers), substitute ``${VAR}`` / ``${VAR:-default}``,
+validate the document with pydantic, then validate what only the plugin registry knows: provider names,
+each provider's own options, tool kinds, and that secrets came from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from voxpipe.config.errors import ConfigError, ConfigProblem
+from voxpipe.config.models import RESERVED_SECTIONS, Deployment
+from voxpipe.providers.registry import Registry, default_registry
+
+Loc = tuple[str | int, ...]
+_VARIABLE = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Document:
+    """A parsed YAML document: plain data, the line of every key, and which values came from ``${VAR}``."""
+
+    def __init__(self, source: str, tree: Any, environ: Mapping[str, str]):
+        self.source = source
+        self.lines: dict[Loc, int] = {}
+        self.interpolated: set[Loc] = set()
+        self.problems: list[ConfigProblem] = []
+        self.data = self._convert(tree, (), environ)
+
+    def _convert(self, node: Any, loc: Loc, environ: Mapping[str, str]) -> Any:
+        if isinstance(node, Mapping):
+            out = {}
+            for key, value in node.items():
+                if hasattr(node, "lc"):
+                    self.lines[(*loc, str(key))] = node.lc.key(key)[0] + 1
+                out[str(key)] = self._convert(value, (*loc, str(key)), environ)
+            return out
+        if isinstance(node, list):
+            for index in range(len(node)):
+                if hasattr(node, "lc"):
+                    self.lines[(*loc, index)] = node.lc.item(index)[0] + 1
+            return [self._convert(item, (*loc, i), environ) for i, item in enumerate(node)]
+        if isinstance(node, str):
+            return self._interpolate(str(node), loc, environ)
+        if isinstance(node, bool) or node is None:
+            return node
+        if isinstance(node, int):
+            return int(node)
+        if isinstance(node, float):
+            return float(node)
+        return node
+
+    def _interpolate(self, text: str, loc: Loc, environ: Mapping[str, str]) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            escaped, name, default = match.groups()
+            if escaped:
+                return match.group(0)[1:]
+            self.interpolated.add(loc)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            self.problems.append(self.problem(loc, f"environment variable {name} is not set"))
+            return ""
+
+        return _VARIABLE.sub(substitute, text)
+
+    def line_of(self, loc: Loc) -> int | None:
+        """The line of the deepest key of ``loc`` that exists in the file."""
+        for end in range(len(loc), 0, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return 1 if self.lines else None
+
+    def problem(self, loc: Loc, message: str) -> ConfigProblem:
+        return ConfigProblem(self.source, self.line_of(loc), _format_path(loc), message)
+
+
+def _format_path(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_deployment(
+    path: str | Path, environ: Mapping[str, str] | None = None, registry: Registry | None = None
+) -> Deployment:
+    """Read, interpolate and validate one deployment file. Raises ``ConfigError``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(path), None, "", f"cannot read file: {exc.strerror}")]) from None
+    return parse_deployment(text, str(path), environ, registry)
+
+
+def parse_deployment(
+    text: str, source: str = "<string>", environ: Mapping[str, str] | None = None, registry: Registry | None = None
+) -> Deployment:
+    """Validate deployment YAML given as text. ``source`` names it in errors."""
+    try:
+        tree = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError([ConfigProblem(source, line, "", f"invalid YAML: {exc.problem or exc}")]) from None
+    if not isinstance(tree, Mapping):
+        raise ConfigError([ConfigProblem(source, 1, "", "a deployment file must be a mapping of sections")])
+    document = _Document(source, tree, os.environ if environ is None else environ)
+    return validate_document(document, registry or default_registry())
+
+
+def apply_overrides(deployment: Deployment, overrides: Mapping[str, Any], source: str = "<override>") -> Deployment:
+    """A copy of ``deployment`` with sections replaced or deep-merged (mappings merge, the rest replace).
+
+    Used for per-call overrides and experiment variants; the result is validated like a file.
+    """
+    merged = _deep_merge(deployment.model_dump(mode="json", exclude_none=True), overrides)
+    document = _Document(source, {}, {})
+    document.data = merged
+    return validate_document(document, default_registry(), allow_secrets=True)
+
+
+def _deep_merge(base: Any, override: Any) -> Any:
+    if isinstance(base, Mapping) and isinstance(override, Mapping):
+        return {**base, **{k: _deep_merge(base.get(k), v) for k, v in override.items()}}
+    return override
+
+
+def validate_document(document: _Document, registry: Registry, allow_secrets: bool = False) -> Deployment:
+    problems = list(document.problems)
+    data = document.data
+    for section in RESERVED_SECTIONS:
+        if section in data:
+            problems.append(document.problem((section,), "reserved for a later voxpipe release and not supported yet"))
+            data = {k: v for k, v in data.items() if k != section}
+    try:
+        deployment = Deployment.model_validate(data)
+    except ValidationError as exc:
+        problems += [_pydantic_problem(document, Deployment, (), data, err) for err in exc.errors()]
+        raise ConfigError(problems) from None
+    problems += _registry_problems(deployment, document, registry, allow_secrets)
+    if problems:
+        raise ConfigError(problems)
+    return deployment
+
+
+def _registry_problems(
+    deployment: Deployment, document: _Document, registry: Registry, allow_secrets: bool
+) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    for role in deployment.roles():
+        if not deployment.services(role):
+            problems.append(document.problem((role,), f"required in {deployment.mode} mode (a provider)"))
+    for role in ("stt", "llm", "tts", "realtime"):
+        for index, service in enumerate(deployment.services(role)):
+            loc: Loc = (role, index)
+            problems += _provider_problems(
+                document, registry, role, service.provider, service.options, loc, allow_secrets
+            )
+    vad = deployment.vad
+    problems += _provider_problems(document, registry, "vad", vad.provider, vad.options, ("vad",), allow_secrets)
+    for index, tool in enumerate(deployment.agent.tools):
+        loc = ("agent", "tools", index)
+        registered = registry.tool_kinds.get(tool.kind)
+        if registered is None:
+            known = ", ".join(sorted(registry.tool_kinds)) or "none installed"
+            problems.append(document.problem((*loc, "kind"), f"unknown tool kind '{tool.kind}' (known: {known})"))
+            continue
+        problems += _options_problems(document, registered.tool_kind.options, tool.options, loc, allow_secrets)
+        if tool.parameters is None and registered.tool_kind.parameters is None:
+            problems.append(document.problem(loc, "a JSON Schema of the arguments is required (parameters:)"))
+    return problems
+
+
+def _provider_problems(
+    document: _Document,
+    registry: Registry,
+    kind: str,
+    name: str,
+    options: dict[str, Any],
+    loc: Loc,
+    allow_secrets: bool,
+) -> list[ConfigProblem]:
+    registered = registry.get(kind, name)
+    if registered is None:
+        known = ", ".join(registry.names(kind)) or "none installed"
+        return [document.problem((*loc, "provider"), f"unknown provider '{name}' (known: {known})")]
+    return _options_problems(document, registered.provider.options, options, loc, allow_secrets)
+
+
+def _options_problems(
+    document: _Document, model: type[BaseModel], options: dict[str, Any], loc: Loc, allow_secrets: bool
+) -> list[ConfigProblem]:
+    base = (*loc, "options")
+    try:
+        validated = model.model_validate(options)
+    except ValidationError as exc:
+        return [_pydantic_problem(document, model, base, options, err) for err in exc.errors()]
+    problems = []
+    for name, info in type(validated).model_fields.items():
+        secret = info.annotation is not None and SecretStr in _flatten(info.annotation)
+        if secret and name in options and not allow_secrets and (*base, name) not in document.interpolated:
+            problems.append(
+                document.problem(
+                    (*base, name), "a secret must come from the environment: write it as ${ENV_VAR}, not inline"
+                )
+            )
+    return problems
+
+
+def _pydantic_problem(document: _Document, model: type[BaseModel], base: Loc, data: Any, err: Any) -> ConfigProblem:
+    loc, owner = _resolve_loc(model, err["loc"], data)
+    full = (*base, *loc)
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind == "extra_forbidden":
+        allowed = ", ".join(owner.model_fields) if owner else "see `voxpipe schema`"
+        message = f"unknown key '{loc[-1]}' (allowed: {allowed})"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind in ("literal_error", "enum"):
+        message = f"{err['input']!r} is not allowed (allowed: {_alternatives(ctx.get('expected', ''))})"
+    elif kind == "union_tag_invalid":
+        message = f"{ctx.get('tag')!r} is not allowed (allowed: {_alternatives(ctx.get('expected_tags', ''))})"
+    elif kind == "union_tag_not_found":
+        message = f"'{ctx.get('discriminator', '').strip(chr(39))}' is required"
+    else:
+        message = err["msg"][0].lower() + err["msg"][1:]
+    return document.problem(full, message)
+
+
+def _alternatives(expected: str) -> str:
+    return ", ".join(part.strip().strip("'") for part in re.split(r",| or ", expected) if part.strip())
+
+
+def _resolve_loc(model: type[BaseModel], loc: Loc, data: Any) -> tuple[Loc, type[BaseModel] | None]:
+    """Map pydantic's error location onto the file's key path, and find the model owning the last key.
+
+    Pydantic adds union tags to locations (``turn.silence.timeout_secs``) and sees a role written as one
+    mapping as a one-item list (``stt[0]``); the file has neither.
+    """
+    out: list[str | int] = []
+    annotation: Any = model
+    owner: type[BaseModel] | None = None
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        candidates = _flatten(annotation)
+        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if isinstance(part, str) and len(models) > 1 and parts:
+            annotation = next((m for m in models if _tag_of(m) == part), models[0])
+            continue  # a union tag: not a key in the file
+        if isinstance(part, int):
+            element = next((typing.get_args(c)[0] for c in candidates if typing.get_origin(c) is list), Any)
+            annotation = element
+            if isinstance(data, Mapping):
+                continue  # one mapping standing for a list of one
+            out.append(part)
+            data = data[part] if isinstance(data, list) and part < len(data) else None
+            continue
+        owner = models[0] if models else None
+        out.append(part)
+        field = owner.model_fields.get(part) if owner else None
+        annotation = field.annotation if field else Any
+        data = data.get(part) if isinstance(data, Mapping) else None
+    return tuple(out), owner
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("strategy")
+    return typing.get_args(field.annotation)[0] if field and typing.get_args(field.annotation) else None
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    """The alternatives of an annotation, looking through ``Annotated``, ``Optional`` and unions."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _flatten(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [alt for arg in typing.get_args(annotation) for alt in _flatten(arg)]
+    return [annotation]

@@ -1,0 +1,159 @@
+"""The validated shape of a deployment file.
+
+A ``Deployment`` is plain typed data. Provider ``options`` stay dicts here and are validated against the
+provider's own options model by :mod:`voxpipe.config.loader`, which knows the registry.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+VADPreset = Literal["quiet_office", "noisy_call_center", "phone_line"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VADSettings(Strict):
+    """Resolved voice-activity detection parameters (pipecat ``VADParams`` units)."""
+
+    confidence: float = Field(ge=0, le=1, description="Minimum speech probability of a 32 ms window.")
+    start_secs: float = Field(ge=0, description="Seconds of speech before the user counts as speaking.")
+    stop_secs: float = Field(ge=0, description="Seconds of silence before the user counts as stopped.")
+    min_volume: float = Field(ge=0, le=1, description="Minimum smoothed volume (0-1) counted as speech.")
+
+
+VAD_PRESETS: dict[str | None, VADSettings] = {
+    # pipecat's defaults: tuned for a headset in a quiet room.
+    None: VADSettings(confidence=0.7, start_secs=0.2, stop_secs=0.2, min_volume=0.6),
+    "quiet_office": VADSettings(confidence=0.6, start_secs=0.2, stop_secs=0.2, min_volume=0.5),
+    # Background talk: demand more confidence and longer speech before cutting the bot off.
+    "noisy_call_center": VADSettings(confidence=0.85, start_secs=0.35, stop_secs=0.3, min_volume=0.7),
+    # 8 kHz G.711 is quieter and band-limited: lower volume floor, slightly longer stop.
+    "phone_line": VADSettings(confidence=0.65, start_secs=0.2, stop_secs=0.3, min_volume=0.4),
+}
+
+
+class VADConfig(Strict):
+    """``vad:``: a preset sets every field; fields written explicitly override it."""
+
+    provider: str = "silero"
+    preset: VADPreset | None = None
+    confidence: float | None = Field(None, ge=0, le=1)
+    start_secs: float | None = Field(None, ge=0)
+    stop_secs: float | None = Field(None, ge=0)
+    min_volume: float | None = Field(None, ge=0, le=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def resolved(self) -> VADSettings:
+        explicit = self.model_dump(include=set(VADSettings.model_fields), exclude_none=True)
+        return VAD_PRESETS[self.preset].model_copy(update=explicit)
+
+
+class SilenceTurn(Strict):
+    """End the user's turn after a fixed silence following the VAD's stop."""
+
+    strategy: Literal["silence"] = "silence"
+    timeout_secs: float = Field(0.6, ge=0, description="Silence after VAD stop that ends the turn.")
+
+
+class SmartTurn(Strict):
+    """End the user's turn when the smart-turn v3 model says the utterance is complete."""
+
+    strategy: Literal["smart_turn"]
+    max_silence_secs: float = Field(3.0, gt=0, description="End the turn anyway after this much silence.")
+
+
+def _turn_strategy(value: Any) -> str:
+    """``strategy`` picks the turn model; without it, the silence timeout applies."""
+    found = value.get("strategy") if isinstance(value, dict) else getattr(value, "strategy", None)
+    return found or "silence"
+
+
+TurnConfig = Annotated[
+    Annotated[SilenceTurn, Tag("silence")] | Annotated[SmartTurn, Tag("smart_turn")],
+    Discriminator(_turn_strategy),
+]
+
+
+class InterruptionsConfig(Strict):
+    """Barge-in: whether the caller may interrupt the bot, and how many words it takes."""
+
+    enabled: bool = True
+    min_words: int = Field(0, ge=0, description="Words the caller must say before the bot stops (0: any speech).")
+
+
+class ServiceConfig(Strict):
+    """One provider for one role: ``{provider, model, options}``."""
+
+    provider: str
+    model: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolConfig(Strict):
+    """A function the agent may call. ``kind`` picks the tool-kind plugin (http, python, end_call, ...)."""
+
+    kind: str
+    name: str | None = Field(None, description="Function name the model sees; defaults to the kind.")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments.")
+    timeout_secs: float = Field(10.0, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def function_name(self) -> str:
+        return self.name or self.kind
+
+
+class AgentConfig(Strict):
+    """What the agent is: its instructions, what it says first, and the tools it may call."""
+
+    instructions: str
+    greeting: str | None = None
+    tools: list[ToolConfig] = Field(default_factory=list)
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tool_names(cls, tools: list[ToolConfig]) -> list[ToolConfig]:
+        names = [t.function_name for t in tools]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"tool names must be unique; repeated: {', '.join(duplicates)}")
+        return tools
+
+
+ROLES_BY_MODE: dict[str, tuple[str, ...]] = {"cascade": ("stt", "llm", "tts"), "realtime": ("realtime",)}
+RESERVED_SECTIONS = ("transport", "sessions", "pricing", "experiment")
+
+
+class Deployment(Strict):
+    """One deployment file: how every call of this agent is handled."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="URL-safe name (path prefix when served).")
+    mode: Literal["cascade", "realtime"] = "cascade"
+    agent: AgentConfig
+    vad: VADConfig = Field(default_factory=VADConfig)
+    turn: TurnConfig = Field(default_factory=SilenceTurn)
+    interruptions: InterruptionsConfig = Field(default_factory=InterruptionsConfig)
+    stt: list[ServiceConfig] | None = None
+    llm: list[ServiceConfig] | None = None
+    tts: list[ServiceConfig] | None = None
+    realtime: list[ServiceConfig] | None = None
+
+    @field_validator("stt", "llm", "tts", "realtime", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        """A role takes one provider or a priority-ordered list of them (fallback)."""
+        return value if value is None or isinstance(value, list) else [value]
+
+    def roles(self) -> tuple[str, ...]:
+        """The roles this deployment's mode needs."""
+        return ROLES_BY_MODE[self.mode]
+
+    def services(self, role: str) -> list[ServiceConfig]:
+        """The provider chain of ``role`` (primary first)."""
+        return getattr(self, role) or []

@@ -1,0 +1,1 @@
+"""Per-call pipelines: ``builder`` turns a Deployment into a pipecat pipeline; ``tools`` wires agent tools."""

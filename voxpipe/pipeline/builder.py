@@ -1,0 +1,209 @@
+"""Deployment + call context -> the pipecat pipeline of one call.
+
+cascade:  transport in -> STT -> user aggregator (VAD + turn strategy) -> LLM -> TTS -> transport out
+          -> assistant aggregator
+realtime: transport in -> user aggregator -> realtime service -> transport out -> assistant aggregator
+
+This module and the registry are the only places that see every role; providers and transports know
+nothing of each other. Each call gets its own worker (and, in ``run_call``, its own runner), so one call's
+idle timeout or failure never ends another.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipecat.clocks.base_clock import BaseClock
+from pipecat.frames.frames import EndWorkerFrame, Frame, LLMMessagesAppendFrame, TTSSpeakFrame
+from pipecat.observers.base_observer import BaseObserver
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.service_switcher import ServiceSwitcher, ServiceSwitcherStrategyFailover
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_start import MinWordsUserTurnStartStrategy, VADUserTurnStartStrategy
+from pipecat.turns.user_start.transcription_user_turn_start_strategy import TranscriptionUserTurnStartStrategy
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy, TurnAnalyzerUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies, UserTurnStrategies
+from pipecat.workers.runner import WorkerRunner
+
+from voxpipe.config.models import Deployment, ServiceConfig, SmartTurn
+from voxpipe.pipeline.shared_models import SharedSmartTurnAnalyzer
+from voxpipe.pipeline.tools import EffectHandler, register_tools, tools_schema
+from voxpipe.providers.registry import Registry, default_registry
+from voxpipe.providers.spec import AudioFormat, ServiceRequest
+
+IDLE_TIMEOUT_SECS = 300.0
+
+
+async def _no_effect(effect: str, arguments: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass
+class CallContext:
+    """What the transport knows about one call before it starts."""
+
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    caller_id: str | None = None
+    audio: AudioFormat = field(default_factory=AudioFormat)
+    on_effect: EffectHandler = _no_effect
+    idle_timeout_secs: float = IDLE_TIMEOUT_SECS
+
+
+@dataclass
+class CallPipeline:
+    """The built pipeline of one call, with handles the transport and observers need."""
+
+    deployment: Deployment
+    call: CallContext
+    pipeline: Pipeline
+    worker: PipelineWorker
+    context: LLMContext
+    services: dict[str, FrameProcessor]
+
+    def opening_frames(self) -> list[Frame]:
+        """Frames to queue once the caller is connected: the greeting, if the agent has one."""
+        greeting = self.deployment.agent.greeting
+        if not greeting:
+            return []
+        if self.deployment.mode == "cascade":
+            return [TTSSpeakFrame(greeting)]
+        # A realtime model speaks for itself: ask it to say the greeting verbatim.
+        message = {"role": "user", "content": f"Greet the caller by saying exactly: {greeting}"}
+        return [LLMMessagesAppendFrame(messages=[message], run_llm=True)]
+
+    async def hang_up(self) -> None:
+        """End the call gracefully: queued audio (the bot's last words) plays first."""
+        await self.worker.queue_frame(EndWorkerFrame())
+
+
+def build_service(
+    role: str, config: ServiceConfig, deployment: Deployment, call: CallContext, registry: Registry
+) -> Any:
+    """Build one provider's pipecat service (or VAD analyzer) for this call."""
+    registered = registry.get(role, config.provider)
+    if registered is None:  # validated configs never get here; apply_overrides re-validates
+        raise LookupError(f"unknown {role} provider {config.provider!r}")
+    provider = registered.provider
+    request = ServiceRequest(
+        call_id=call.call_id,
+        model=config.model or provider.default_model,
+        options=provider.options.model_validate(config.options),
+        agent=deployment.agent,
+        vad=deployment.vad.resolved(),
+        audio=call.audio,
+    )
+    return provider.build(request)
+
+
+def _build_role(role: str, deployment: Deployment, call: CallContext, registry: Registry) -> FrameProcessor:
+    """The role's service; a chain of several providers becomes a failover switcher (primary first)."""
+    services = [build_service(role, c, deployment, call, registry) for c in deployment.services(role)]
+    if len(services) == 1:
+        return services[0]
+    return ServiceSwitcher(services=services, strategy_type=ServiceSwitcherStrategyFailover)
+
+
+def _user_params(deployment: Deployment, call: CallContext, registry: Registry) -> LLMUserAggregatorParams:
+    interruptions = deployment.interruptions
+    if deployment.mode == "realtime":
+        # The realtime provider's server VAD owns turn-taking (configured from the `vad` section).
+        return LLMUserAggregatorParams(
+            user_turn_strategies=ExternalUserTurnStrategies(enable_interruptions=interruptions.enabled)
+        )
+    start = (
+        [MinWordsUserTurnStartStrategy(min_words=interruptions.min_words, enable_interruptions=interruptions.enabled)]
+        if interruptions.min_words
+        else [
+            VADUserTurnStartStrategy(enable_interruptions=interruptions.enabled),
+            TranscriptionUserTurnStartStrategy(enable_interruptions=interruptions.enabled),
+        ]
+    )
+    turn = deployment.turn
+    stop = (
+        [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=SharedSmartTurnAnalyzer(params=_smart_turn_params(turn)))]
+        if isinstance(turn, SmartTurn)
+        else [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=turn.timeout_secs)]
+    )
+    vad = build_service("vad", _vad_config(deployment), deployment, call, registry)
+    return LLMUserAggregatorParams(vad_analyzer=vad, user_turn_strategies=UserTurnStrategies(start=start, stop=stop))
+
+
+def _smart_turn_params(turn: SmartTurn) -> Any:
+    from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+
+    return SmartTurnParams(stop_secs=turn.max_silence_secs)
+
+
+def _vad_config(deployment: Deployment) -> ServiceConfig:
+    return ServiceConfig(provider=deployment.vad.provider, options=deployment.vad.options)
+
+
+def build_call(
+    deployment: Deployment,
+    transport: BaseTransport,
+    call: CallContext | None = None,
+    *,
+    observers: Sequence[BaseObserver] = (),
+    clock: BaseClock | None = None,
+    registry: Registry | None = None,
+) -> CallPipeline:
+    """Build the pipeline and worker of one call. Nothing runs until the worker is run."""
+    call = call or CallContext()
+    registry = registry or default_registry()
+    services = {role: _build_role(role, deployment, call, registry) for role in deployment.roles()}
+    llm_role = "llm" if deployment.mode == "cascade" else "realtime"
+    tools = tools_schema(deployment.agent, registry)
+    context = LLMContext(tools=tools) if tools else LLMContext()
+    for llm in _llm_services(services[llm_role]):
+        register_tools(llm, deployment.agent, registry, call.on_effect)
+    aggregators = LLMContextAggregatorPair(
+        context,
+        user_params=_user_params(deployment, call, registry),
+        realtime_service_mode=deployment.mode == "realtime",
+    )
+    processors: list[FrameProcessor] = [transport.input()]
+    if deployment.mode == "cascade":
+        processors += [services["stt"], aggregators.user(), services["llm"], services["tts"]]
+    else:
+        processors += [aggregators.user(), services["realtime"]]
+    processors += [transport.output(), aggregators.assistant()]
+    pipeline = Pipeline(processors)
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(
+            audio_in_sample_rate=call.audio.sample_rate_in,
+            audio_out_sample_rate=call.audio.sample_rate_out,
+            enable_metrics=True,
+            enable_usage_metrics=True,
+            send_initial_empty_metrics=False,  # pipecat's zero TTFB records would skew every average
+        ),
+        observers=list(observers),
+        clock=clock,
+        enable_rtvi=False,  # lean by default: only a browser client needs RTVI
+        enable_turn_tracking=False,
+        idle_timeout_secs=call.idle_timeout_secs,
+        cancel_runner_on_idle_timeout=False,
+        conversation_id=call.call_id,
+    )
+    return CallPipeline(deployment, call, pipeline, worker, context, services)
+
+
+def _llm_services(service: FrameProcessor) -> list[Any]:
+    """The LLM services of a role: the service itself, or every service of a failover switcher."""
+    return list(service.strategy.services) if isinstance(service, ServiceSwitcher) else [service]
+
+
+async def run_call(call_pipeline: CallPipeline) -> None:
+    """Run one call to its end on a runner of its own."""
+    runner = WorkerRunner(handle_sigint=False, name=f"call-{call_pipeline.call.call_id}")
+    await runner.run(call_pipeline.worker)

@@ -1,0 +1,92 @@
+"""VAD and turn-model analyzers whose ONNX sessions are loaded once per process and shared by every call.
+
+Plain pipecat builds a new ``onnxruntime.InferenceSession`` for each analyzer, so every call pays
+~10 MB (Silero) and ~21 MB (smart-turn v3) plus load time. An InferenceSession is stateless and safe to
+``run`` from several threads; the per-stream state (Silero's RNN state and context window, smart-turn's
+audio buffer) lives in the analyzer objects, which stay one per call. Measure with
+``benchmarks/memory_per_call.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTurnParams
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+
+
+def _bundled(package: str, name: str) -> str:
+    return str(resources.files(package).joinpath(name))
+
+
+@functools.cache
+def silero_session() -> ort.InferenceSession:
+    """The one Silero VAD session of this process (pipecat's bundled model)."""
+    options = ort.SessionOptions()
+    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(
+        _bundled("pipecat.audio.vad.data", "silero_vad.onnx"),
+        providers=["CPUExecutionProvider"],
+        sess_options=options,
+    )
+
+
+@functools.cache
+def smart_turn_session() -> ort.InferenceSession:
+    """The one smart-turn v3 session of this process (pipecat's bundled CPU model)."""
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(
+        _bundled("pipecat.audio.turn.smart_turn.data", "smart-turn-v3.2-cpu.onnx"), sess_options=options
+    )
+
+
+class _SharedSessionSileroModel(SileroOnnxModel):
+    """pipecat's Silero wrapper (per-stream state) over the process-wide session."""
+
+    def __init__(self, session: ort.InferenceSession):
+        self.session = session
+        self.reset_states()
+        self.sample_rates = [8000, 16000]
+
+
+class SharedSileroVADAnalyzer(SileroVADAnalyzer):
+    """``SileroVADAnalyzer`` that reuses the process-wide ONNX session instead of loading its own."""
+
+    def __init__(self, *, sample_rate: int | None = None, params: VADParams | None = None):
+        VADAnalyzer.__init__(self, sample_rate=sample_rate, params=params)  # skip the per-call model load
+        self._model = _SharedSessionSileroModel(silero_session())
+        self._windows_since_reset = 0
+        self._low_confidence_windows = 0
+
+
+class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
+    """``LocalSmartTurnAnalyzerV3`` that reuses the process-wide ONNX session instead of loading its own."""
+
+    def __init__(self, *, sample_rate: int | None = None, params: SmartTurnParams | None = None, **kwargs: Any):
+        BaseSmartTurn.__init__(self, sample_rate=sample_rate, params=params, **kwargs)  # skip the model load
+        self._log_data = False
+        self._session = smart_turn_session()
+
+
+def warm_up() -> None:
+    """Load the shared sessions now (a server calls this at start, not on its first call)."""
+    silero_session().run(
+        None,
+        {
+            "input": np.zeros((1, 576), dtype=np.float32),
+            "state": np.zeros((2, 1, 128), dtype=np.float32),
+            "sr": np.array(16000, dtype=np.int64),
+        },
+    )
+    smart_turn_session()

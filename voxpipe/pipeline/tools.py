@@ -1,0 +1,71 @@
+"""Turns ``agent.tools`` into pipecat function schemas and handlers for one call.
+
+A tool that raises or times out returns ``{"error": ...}`` to the model: a failing tool never ends the call.
+A tool with an ``effect`` (``end_call``, ``transfer``) reports it to the call once it succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loguru import logger
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.services.llm_service import FunctionCallParams, LLMService
+
+from voxpipe.config.models import AgentConfig, ToolConfig
+from voxpipe.providers.registry import Registry
+from voxpipe.providers.spec import ToolHandler, ToolKind
+
+EffectHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+def _schema(tool: ToolConfig, kind: ToolKind) -> FunctionSchema:
+    parameters = dict(tool.parameters or kind.parameters or {})
+    return FunctionSchema(
+        name=tool.function_name,
+        description=tool.description or kind.description,
+        properties=parameters.get("properties", {}),
+        required=list(parameters.get("required", [])),
+    )
+
+
+def tools_schema(agent: AgentConfig, registry: Registry) -> ToolsSchema | None:
+    """The functions the model is told about, or ``None`` when the agent has no tools."""
+    if not agent.tools:
+        return None
+    return ToolsSchema(standard_tools=[_schema(tool, registry.tool_kinds[tool.kind].tool_kind) for tool in agent.tools])
+
+
+async def run_tool(name: str, handler: ToolHandler, arguments: dict[str, Any], timeout_secs: float) -> Any:
+    """Run one tool call, turning failures and timeouts into an error result for the model."""
+    try:
+        return await asyncio.wait_for(handler(arguments), timeout_secs)
+    except TimeoutError:
+        logger.warning(f"tool {name} timed out after {timeout_secs:g}s")
+        return {"error": f"the tool {name} did not answer within {timeout_secs:g} seconds"}
+    except Exception as exc:
+        logger.warning(f"tool {name} failed: {exc!r}")
+        return {"error": f"the tool {name} failed: {exc}"}
+
+
+def register_tools(llm: LLMService, agent: AgentConfig, registry: Registry, on_effect: EffectHandler) -> None:
+    """Register a handler on ``llm`` for every tool of ``agent``."""
+    for tool in agent.tools:
+        kind = registry.tool_kinds[tool.kind].tool_kind
+        handler = kind.build(tool.function_name, kind.options.model_validate(tool.options))
+        llm.register_function(tool.function_name, _pipecat_handler(tool, kind, handler, on_effect))
+
+
+def _pipecat_handler(
+    tool: ToolConfig, kind: ToolKind, handler: ToolHandler, on_effect: EffectHandler
+) -> Callable[[FunctionCallParams], Awaitable[None]]:
+    async def handle(params: FunctionCallParams) -> None:
+        result = await run_tool(tool.function_name, handler, dict(params.arguments), tool.timeout_secs)
+        await params.result_callback(result)
+        if kind.effect and not (isinstance(result, dict) and "error" in result):
+            await on_effect(kind.effect, dict(params.arguments) | {"result": result})
+
+    return handle

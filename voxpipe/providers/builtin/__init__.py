@@ -1,0 +1,1 @@
+"""Built-in provider plugins, written exactly as third-party plugins are."""

@@ -1,0 +1,1 @@
+"""Transports: how audio reaches a call (in memory, Twilio, browser)."""
