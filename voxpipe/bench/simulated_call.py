@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pipecat.frames.frames import EndWorkerFrame, Frame
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.workers.runner import WorkerRunner
 
 from voxpipe.config.models import Deployment
-from voxpipe.pipeline.builder import CallContext, build_call, run_call
+from voxpipe.pipeline.builder import CallContext, build_call
 from voxpipe.pipeline.latency import StageTimeline, first_audible, last_audible
 from voxpipe.transports.memory import MemoryTransport, PlayedChunk
 
@@ -205,15 +208,44 @@ async def simulate_call(
     transport = MemoryTransport(INPUT_RATE, OUTPUT_RATE)
     timeline = StageTimeline()
     call_pipeline = build_call(deployment, transport, call, observers=[timeline], clock=timeline.clock)
-    result = CallResult(deployment.name, deployment.mode, started_at=time.monotonic())
+    return await drive_call(
+        CallUnderTest(deployment.name, deployment.mode, transport, call_pipeline.worker, timeline),
+        turns,
+        opening=call_pipeline.opening_frames(),
+        settle_secs=settle_secs,
+        reply_timeout_secs=reply_timeout_secs,
+    )
+
+
+@dataclass
+class CallUnderTest:
+    """A pipeline to drive: its memory transport, its worker, and a timeline observing it (with its clock)."""
+
+    name: str
+    mode: str
+    transport: MemoryTransport
+    worker: PipelineWorker
+    timeline: StageTimeline
+
+
+async def drive_call(
+    target: CallUnderTest,
+    turns: list[CallerTurn],
+    *,
+    opening: list[Frame] | None = None,
+    settle_secs: float = 1.0,
+    reply_timeout_secs: float = 20.0,
+) -> CallResult:
+    """Play ``turns`` into any pipeline built on a ``MemoryTransport`` (voxpipe's or hand-written)."""
+    transport, timeline = target.transport, target.timeline
+    result = CallResult(target.name, target.mode, started_at=time.monotonic())
     caller = _Caller(transport, result)
 
     async def script() -> None:
         await transport.ready.wait()
         result.started_at = caller.next_frame_at = time.monotonic()
-        opening = call_pipeline.opening_frames()
         if opening:
-            await call_pipeline.worker.queue_frames(opening)
+            await target.worker.queue_frames(opening)
             await caller.silence_until(caller.bot_finished(result.started_at, settle_secs), reply_timeout_secs)
             result.greeting = _joined(timeline.between(result.started_at, time.monotonic()), "bot_text")
         for turn in turns:
@@ -222,9 +254,11 @@ async def simulate_call(
             await caller.silence_until(caller.bot_finished(speech_end or turn_start, settle_secs), reply_timeout_secs)
             result.turns.append(_measure(turn, turn_start, speech_end, time.monotonic(), timeline, caller))
         result.bot_audio = list(transport.played)
-        await call_pipeline.hang_up()
+        await target.worker.queue_frame(EndWorkerFrame())
 
-    await asyncio.gather(run_call(call_pipeline), script())
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(target.worker)
+    await asyncio.gather(runner.run(), script())
     return result
 
 

@@ -206,4 +206,5 @@ def _llm_services(service: FrameProcessor) -> list[Any]:
 async def run_call(call_pipeline: CallPipeline) -> None:
     """Run one call to its end on a runner of its own."""
     runner = WorkerRunner(handle_sigint=False, name=f"call-{call_pipeline.call.call_id}")
-    await runner.run(call_pipeline.worker)
+    await runner.add_workers(call_pipeline.worker)
+    await runner.run()

