@@ -28,6 +28,7 @@ out = Console()
 err = Console(stderr=True)
 
 EXIT_CONFIG = 2
+OFFLINE = Path(__file__).parent / "configs" / "offline.yaml"
 
 
 @app.command()
@@ -91,7 +92,7 @@ def providers(as_json: Annotated[bool, typer.Option("--json", help="Print JSON w
 
 @app.command()
 def call(
-    config: Annotated[Path, typer.Argument(help="Deployment YAML file.")],
+    config: Annotated[Path, typer.Argument(help="Deployment YAML file (default: the offline one).")] = OFFLINE,
     say: Annotated[list[str] | None, typer.Option("--say", help="A caller turn, spoken by the local TTS.")] = None,
     input_wav: Annotated[list[Path] | None, typer.Option("--input", help="A caller turn read from a WAV.")] = None,
     out_wav: Annotated[Path | None, typer.Option("--out", help="Write the call's audio (caller L, bot R).")] = None,

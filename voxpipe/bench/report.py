@@ -35,6 +35,8 @@ def print_call(result: CallResult, console: Console) -> None:
             f"[bold]{_ms(turn.voice_to_voice_ms)}[/bold]",
         )
     console.print(table)
+    for usage in result.usage:
+        console.print(f"{usage.role} {usage.provider} ({usage.model or '-'}): ${usage.cost_usd:.5f}")
 
 
 def call_json(result: CallResult) -> dict[str, Any]:
@@ -52,4 +54,5 @@ def call_json(result: CallResult) -> dict[str, Any]:
             }
             for turn in result.turns
         ],
+        "usage": [usage.model_dump() for usage in result.usage],
     }

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ from pipecat.workers.runner import WorkerRunner
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.builder import CallContext, build_call
 from voxpipe.pipeline.latency import StageTimeline, first_audible, last_audible
+from voxpipe.pipeline.metering import CallMeter
+from voxpipe.records.model import CallRecord, TurnRecord, Usage
 from voxpipe.transports.memory import MemoryTransport, PlayedChunk
 
 FRAME_SECS = 0.02
@@ -88,6 +92,18 @@ class TurnResult:
         """End of the caller's speech to the first audible sample of the reply, as the caller hears it."""
         return self.after_speech_ms(self.audio_out_first)
 
+    def record(self, index: int) -> TurnRecord:
+        latency = self.latency_ms()
+        return TurnRecord(
+            index=index,
+            heard=self.heard,
+            reply=self.reply,
+            stt_final_ms=latency["stt_final"],
+            llm_first_token_ms=latency["llm_first_token"],
+            tts_first_audio_ms=latency["tts_first_audio"],
+            voice_to_voice_ms=self.voice_to_voice_ms,
+        )
+
     def latency_ms(self) -> dict[str, float | None]:
         return {
             "stt_final": self.after_speech_ms(self.stt_final),
@@ -107,6 +123,20 @@ class CallResult:
     turns: list[TurnResult] = field(default_factory=list)
     caller_audio: list[tuple[float, bytes]] = field(default_factory=list)
     bot_audio: list[PlayedChunk] = field(default_factory=list)
+    usage: list[Usage] = field(default_factory=list)
+    ended_at: float = 0.0
+
+    def record(self, call_id: str = "") -> CallRecord:
+        """The call's ``CallRecord``: turns, latency, usage and cost."""
+        return CallRecord(
+            call_id=call_id or uuid.uuid4().hex,
+            deployment=self.deployment,
+            mode=self.mode,
+            started_at=datetime.now(UTC) - timedelta(seconds=time.monotonic() - self.started_at),
+            duration_secs=self.ended_at - self.started_at,
+            turns=[turn.record(index) for index, turn in enumerate(self.turns, 1)],
+            usage=self.usage,
+        )
 
     def bot_track(self, sample_rate: int = OUTPUT_RATE) -> np.ndarray:
         """The bot's audio on the call's timeline (sample 0 = call start), as the caller heard it."""
@@ -209,7 +239,7 @@ async def simulate_call(
     timeline = StageTimeline()
     call_pipeline = build_call(deployment, transport, call, observers=[timeline], clock=timeline.clock)
     return await drive_call(
-        CallUnderTest(deployment.name, deployment.mode, transport, call_pipeline.worker, timeline),
+        CallUnderTest(deployment.name, deployment.mode, transport, call_pipeline.worker, timeline, call_pipeline.meter),
         turns,
         opening=call_pipeline.opening_frames(),
         settle_secs=settle_secs,
@@ -226,6 +256,7 @@ class CallUnderTest:
     transport: MemoryTransport
     worker: PipelineWorker
     timeline: StageTimeline
+    meter: CallMeter | None = None
 
 
 async def drive_call(
@@ -254,11 +285,14 @@ async def drive_call(
             await caller.silence_until(caller.bot_finished(speech_end or turn_start, settle_secs), reply_timeout_secs)
             result.turns.append(_measure(turn, turn_start, speech_end, time.monotonic(), timeline, caller))
         result.bot_audio = list(transport.played)
+        result.ended_at = time.monotonic()
         await target.worker.queue_frame(EndWorkerFrame())
 
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(target.worker)
     await asyncio.gather(runner.run(), script())
+    if target.meter is not None:
+        result.usage = target.meter.usage()  # services report usage until they stop
     return result
 
 

@@ -36,6 +36,7 @@ from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies, UserT
 from pipecat.workers.runner import WorkerRunner
 
 from voxpipe.config.models import Deployment, ServiceConfig, SmartTurn
+from voxpipe.pipeline.metering import CallMeter, ServiceRef
 from voxpipe.pipeline.shared_models import SharedSmartTurnAnalyzer
 from voxpipe.pipeline.tools import EffectHandler, register_tools, tools_schema
 from voxpipe.providers.registry import Registry, default_registry
@@ -69,6 +70,7 @@ class CallPipeline:
     worker: PipelineWorker
     context: LLMContext
     services: dict[str, FrameProcessor]
+    meter: CallMeter
 
     def opening_frames(self) -> list[Frame]:
         """Frames to queue once the caller is connected: the greeting, if the agent has one."""
@@ -88,26 +90,33 @@ class CallPipeline:
 
 def build_service(
     role: str, config: ServiceConfig, deployment: Deployment, call: CallContext, registry: Registry
-) -> Any:
-    """Build one provider's pipecat service (or VAD analyzer) for this call."""
+) -> tuple[Any, ServiceRef]:
+    """Build one provider's pipecat service (or VAD analyzer) for this call, and say what it stands for."""
     registered = registry.get(role, config.provider)
     if registered is None:  # validated configs never get here; apply_overrides re-validates
         raise LookupError(f"unknown {role} provider {config.provider!r}")
     provider = registered.provider
+    model = config.model or provider.default_model
     request = ServiceRequest(
         call_id=call.call_id,
-        model=config.model or provider.default_model,
+        model=model,
         options=provider.options.model_validate(config.options),
         agent=deployment.agent,
         vad=deployment.vad.resolved(),
         audio=call.audio,
     )
-    return provider.build(request)
+    return provider.build(request), ServiceRef(role, provider, model)
 
 
-def _build_role(role: str, deployment: Deployment, call: CallContext, registry: Registry) -> FrameProcessor:
+def _build_role(
+    role: str, deployment: Deployment, call: CallContext, registry: Registry, refs: dict[str, ServiceRef]
+) -> FrameProcessor:
     """The role's service; a chain of several providers becomes a failover switcher (primary first)."""
-    services = [build_service(role, c, deployment, call, registry) for c in deployment.services(role)]
+    services = []
+    for config in deployment.services(role):
+        service, ref = build_service(role, config, deployment, call, registry)
+        refs[service.name] = ref
+        services.append(service)
     if len(services) == 1:
         return services[0]
     return ServiceSwitcher(services=services, strategy_type=ServiceSwitcherStrategyFailover)
@@ -134,7 +143,7 @@ def _user_params(deployment: Deployment, call: CallContext, registry: Registry) 
         if isinstance(turn, SmartTurn)
         else [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=turn.timeout_secs)]
     )
-    vad = build_service("vad", _vad_config(deployment), deployment, call, registry)
+    vad, _ = build_service("vad", _vad_config(deployment), deployment, call, registry)
     return LLMUserAggregatorParams(vad_analyzer=vad, user_turn_strategies=UserTurnStrategies(start=start, stop=stop))
 
 
@@ -160,7 +169,9 @@ def build_call(
     """Build the pipeline and worker of one call. Nothing runs until the worker is run."""
     call = call or CallContext()
     registry = registry or default_registry()
-    services = {role: _build_role(role, deployment, call, registry) for role in deployment.roles()}
+    refs: dict[str, ServiceRef] = {}
+    services = {role: _build_role(role, deployment, call, registry, refs) for role in deployment.roles()}
+    meter = CallMeter(refs)
     llm_role = "llm" if deployment.mode == "cascade" else "realtime"
     tools = tools_schema(deployment.agent, registry)
     context = LLMContext(tools=tools) if tools else LLMContext()
@@ -187,7 +198,7 @@ def build_call(
             enable_usage_metrics=True,
             send_initial_empty_metrics=False,  # pipecat's zero TTFB records would skew every average
         ),
-        observers=list(observers),
+        observers=[meter.observer, *observers],
         clock=clock,
         enable_rtvi=False,  # lean by default: only a browser client needs RTVI
         enable_turn_tracking=False,
@@ -195,7 +206,7 @@ def build_call(
         cancel_runner_on_idle_timeout=False,
         conversation_id=call.call_id,
     )
-    return CallPipeline(deployment, call, pipeline, worker, context, services)
+    return CallPipeline(deployment, call, pipeline, worker, context, services, meter)
 
 
 def _llm_services(service: FrameProcessor) -> list[Any]:

@@ -102,6 +102,8 @@ class Provider(Generic[OptionsT]):
 
     ``build`` returns a pipecat ``FrameProcessor`` (for ``vad``: a pipecat ``VADAnalyzer``).
     ``prices`` maps model name to prices; the key ``"*"`` covers any model not listed.
+    ``prompt_tokens_include_cached`` says how the service reports LLM usage: OpenAI-style services count
+    cached tokens inside ``prompt_tokens`` (gross); Bedrock and Anthropic report them beside it (net).
     """
 
     name: str
@@ -111,6 +113,7 @@ class Provider(Generic[OptionsT]):
     prices: Mapping[str, Prices] = field(default_factory=dict)
     default_model: str | None = None
     description: str = ""
+    prompt_tokens_include_cached: bool = True
 
     def prices_for(self, model: str | None) -> Prices | None:
         """The prices of ``model``, falling back to the ``"*"`` entry."""

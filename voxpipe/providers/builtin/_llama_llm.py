@@ -129,7 +129,13 @@ class _Generation:
     """
 
     def __init__(
-        self, shared: SharedLlama, header: str, turns: list[Turn], *, max_tokens: int, temperature: float,
+        self,
+        shared: SharedLlama,
+        header: str,
+        turns: list[Turn],
+        *,
+        max_tokens: int,
+        temperature: float,
         stop: list[str],
     ) -> None:
         self._shared, self._header, self._turns = shared, header, turns
@@ -157,7 +163,7 @@ class _Generation:
     def _prompt_tokens(self) -> list[int]:
         """The prompt, without its oldest turns if the call no longer fits the context with a reply."""
         llama = self._shared.llama
-        for first in range(len(self._turns)):
+        for first in range(max(len(self._turns), 1)):  # with no turn yet the agent speaks first
             prompt = render_prompt(self._header, self._turns[first:])
             tokens = llama.tokenize(prompt.encode(), add_bos=True, special=False)
             if len(tokens) + self._max_tokens <= llama.n_ctx():
@@ -200,8 +206,16 @@ class LocalLlamaLLMService(LLMService):
     """
 
     def __init__(
-        self, *, llama: SharedLlama, model_name: str, instructions: str, examples: list[tuple[str, str]],
-        stop: list[str], max_tokens: int, temperature: float, **kwargs,
+        self,
+        *,
+        llama: SharedLlama,
+        model_name: str,
+        instructions: str,
+        examples: list[tuple[str, str]],
+        stop: list[str],
+        max_tokens: int,
+        temperature: float,
+        **kwargs,
     ) -> None:
         settings = LLMSettings(
             model=model_name,

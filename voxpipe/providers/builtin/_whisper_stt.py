@@ -72,9 +72,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
     call, TTFB from the base class) but shares one model between calls and decodes deterministically.
     """
 
-    def __init__(
-        self, *, whisper: SharedWhisper, model_name: str, language: str, beam_size: int, **kwargs
-    ) -> None:
+    def __init__(self, *, whisper: SharedWhisper, model_name: str, language: str, beam_size: int, **kwargs) -> None:
         super().__init__(
             settings=STTSettings(model=model_name, language=language),
             ttfs_p99_latency=TTFS_P99_SECS,

@@ -1,0 +1,79 @@
+"""What a call leaves behind: its turns, latencies, usage per provider and model, and what it cost."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class Usage(BaseModel):
+    """What one provider and model consumed during a call, in billing units (token counts are net buckets)."""
+
+    role: str = Field(description="stt, llm, tts or realtime.")
+    provider: str
+    model: str | None = None
+    audio_seconds: float = Field(0.0, description="Seconds of audio transcribed (STT).")
+    characters: int = Field(0, description="Characters synthesised (TTS).")
+    text_input_tokens: int = Field(0, description="Uncached text input tokens.")
+    cached_text_input_tokens: int = Field(0, description="Text input tokens read from the prompt cache.")
+    audio_input_tokens: int = Field(0, description="Uncached audio input tokens (realtime).")
+    cached_audio_input_tokens: int = Field(0, description="Audio input tokens read from the prompt cache.")
+    text_output_tokens: int = Field(0, description="Text output tokens, reasoning included.")
+    audio_output_tokens: int = Field(0, description="Audio output tokens (realtime).")
+    cost_usd: float = Field(0.0, description="Cost of this usage at the call's prices, in US dollars.")
+
+
+class TurnRecord(BaseModel):
+    """One exchange. Latencies are milliseconds after the end of the caller's speech (docs/latency.md)."""
+
+    index: int
+    heard: str = Field("", description="What the STT (or realtime model) transcribed.")
+    reply: str = Field("", description="What the bot said.")
+    stt_final_ms: float | None = None
+    llm_first_token_ms: float | None = None
+    tts_first_audio_ms: float | None = None
+    voice_to_voice_ms: float | None = Field(None, description="End of caller speech to first audible reply.")
+
+
+class FallbackEvent(BaseModel):
+    """The call moved a role from one provider to the next."""
+
+    role: str
+    from_provider: str
+    to_provider: str
+    reason: str
+    at_secs: float = Field(description="Seconds since the call started.")
+
+
+class CallRecord(BaseModel):
+    """Everything measured about one call."""
+
+    call_id: str
+    deployment: str
+    mode: str
+    started_at: datetime
+    duration_secs: float
+    caller_id: str | None = None
+    experiment: str | None = None
+    variant: str | None = None
+    turns: list[TurnRecord] = Field(default_factory=list)
+    usage: list[Usage] = Field(default_factory=list)
+    fallbacks: list[FallbackEvent] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+
+    @property
+    def cost_usd(self) -> float:
+        """Total cost of the call in US dollars."""
+        return sum(u.cost_usd for u in self.usage)
+
+    def cost_by_role(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for usage in self.usage:
+            out[usage.role] = out.get(usage.role, 0.0) + usage.cost_usd
+        return out
+
+    @property
+    def cost_per_minute(self) -> float:
+        """US dollars per minute of call time."""
+        return self.cost_usd / (self.duration_secs / 60) if self.duration_secs > 0 else 0.0
