@@ -75,6 +75,10 @@ class _Document:
 
         return _VARIABLE.sub(substitute, text)
 
+    def role_loc(self, role: str, index: int) -> Loc:
+        """Where the ``index``-th provider of ``role`` is written: ``stt`` (one mapping) or ``stt[1]`` (a list)."""
+        return (role, index) if isinstance(self.data.get(role), list) else (role,)
+
     def line_of(self, loc: Loc) -> int | None:
         """The line of the deepest key of ``loc`` that exists in the file."""
         for end in range(len(loc), 0, -1):
@@ -126,7 +130,8 @@ def apply_overrides(deployment: Deployment, overrides: Mapping[str, Any], source
 
     Used for per-call overrides and experiment variants; the result is validated like a file.
     """
-    merged = _deep_merge(deployment.model_dump(mode="json", exclude_none=True), overrides)
+    # Python mode keeps SecretStr values whole (JSON mode would mask them as '**********').
+    merged = _deep_merge(deployment.model_dump(exclude_none=True), overrides)
     document = _Document(source, {}, {})
     document.data = merged
     return validate_document(document, default_registry(), allow_secrets=True)
@@ -165,14 +170,14 @@ def _registry_problems(
             problems.append(document.problem((role,), f"required in {deployment.mode} mode (a provider)"))
     for role in ("stt", "llm", "tts", "realtime"):
         for index, service in enumerate(deployment.services(role)):
-            loc: Loc = (role, index)
+            loc = document.role_loc(role, index)
             problems += _provider_problems(
                 document, registry, role, service.provider, service.options, loc, allow_secrets
             )
     vad = deployment.vad
     problems += _provider_problems(document, registry, "vad", vad.provider, vad.options, ("vad",), allow_secrets)
     for index, tool in enumerate(deployment.agent.tools):
-        loc = ("agent", "tools", index)
+        loc: Loc = ("agent", "tools", index)
         registered = registry.tool_kinds.get(tool.kind)
         if registered is None:
             known = ", ".join(sorted(registry.tool_kinds)) or "none installed"

@@ -6,9 +6,12 @@ provider's own options model by :mod:`voxpipe.config.loader`, which knows the re
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, field_validator
+
+from voxpipe.providers.spec import Prices
 
 VADPreset = Literal["quiet_office", "noisy_call_center", "phone_line"]
 
@@ -126,8 +129,84 @@ class AgentConfig(Strict):
         return tools
 
 
+class TwilioConfig(Strict):
+    """Twilio credentials and Media Streams settings. Secrets come from ``${VAR}``."""
+
+    auth_token: SecretStr | None = Field(None, description="Validates X-Twilio-Signature; write ${TWILIO_AUTH_TOKEN}.")
+    account_sid: str | None = Field(None, description="With auth_token, lets voxpipe hang up through the REST API.")
+    validate_signatures: bool = Field(
+        True, description="Reject unsigned webhooks and WebSockets (403). Turning it off is logged loudly."
+    )
+    stream_parameters: dict[str, str] = Field(
+        default_factory=dict, description="<Parameter>s added to <Stream>, seen in start.customParameters."
+    )
+
+
+class ConversationRelayConfig(Strict):
+    """Attributes of the ``<ConversationRelay>`` noun (Twilio does STT and TTS; voxpipe streams text)."""
+
+    language: str = "en-US"
+    tts_provider: str | None = Field(None, description="ttsProvider, e.g. ElevenLabs, Google, Amazon.")
+    voice: str | None = None
+    transcription_provider: str | None = Field(None, description="transcriptionProvider, e.g. Deepgram, Google.")
+    interruptible: bool = True
+    dtmf_detection: bool = True
+
+
+class BrowserConfig(Strict):
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to open the browser WebSocket (public_url is always)."
+    )
+
+
+class TransportConfig(Strict):
+    """How callers reach the deployment when served (``voxpipe serve``)."""
+
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https://",
+        description="Public https base URL of the server; TwiML URLs and Twilio signatures are built from it.",
+    )
+    twilio: TwilioConfig = Field(default_factory=TwilioConfig)
+    conversation_relay: ConversationRelayConfig = Field(default_factory=ConversationRelayConfig)
+    browser: BrowserConfig = Field(default_factory=BrowserConfig)
+
+
+class SessionsConfig(Strict):
+    """Where conversations are kept, keyed by call id, so a reconnecting call resumes its context."""
+
+    store: Literal["memory", "sqlite", "redis", "dynamodb"] = "sqlite"
+    path: str = Field("voxpipe-sessions.db", description="SQLite file (store: sqlite).")
+    url: str | None = Field(None, description="Redis URL (store: redis).")
+    table: str | None = Field(None, description="DynamoDB table (store: dynamodb).")
+    ttl_secs: int = Field(86400, gt=0, description="Seconds a finished conversation is kept.")
+
+
+class PriceOverride(Prices):
+    """A deployment's own price for a provider or ``provider/model`` (negotiated rates, new models)."""
+
+    source: str = "deployment pricing section"
+    as_of: date = Field(default_factory=date.today)
+
+
+class Variant(Strict):
+    """One arm of an experiment: its share of callers and the sections it overrides."""
+
+    weight: float = Field(gt=0, description="Relative share of callers (weights need not sum to 100).")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Sections replaced or deep-merged for this arm, e.g. {llm: {...}}."
+    )
+
+
+class ExperimentConfig(Strict):
+    """A live A/B test: each caller is assigned one variant, sticky by a hash of the caller id."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    variants: dict[str, Variant] = Field(min_length=2)
+
+
 ROLES_BY_MODE: dict[str, tuple[str, ...]] = {"cascade": ("stt", "llm", "tts"), "realtime": ("realtime",)}
-RESERVED_SECTIONS = ("transport", "sessions", "pricing", "experiment")
+RESERVED_SECTIONS: tuple[str, ...] = ()
 
 
 class Deployment(Strict):
@@ -143,6 +222,12 @@ class Deployment(Strict):
     llm: list[ServiceConfig] | None = None
     tts: list[ServiceConfig] | None = None
     realtime: list[ServiceConfig] | None = None
+    transport: TransportConfig = Field(default_factory=TransportConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    pricing: dict[str, PriceOverride] = Field(
+        default_factory=dict, description="Price overrides keyed by provider or provider/model."
+    )
+    experiment: ExperimentConfig | None = None
 
     @field_validator("stt", "llm", "tts", "realtime", mode="before")
     @classmethod
