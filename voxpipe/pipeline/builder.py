@@ -58,6 +58,7 @@ class CallContext:
     audio: AudioFormat = field(default_factory=AudioFormat)
     on_effect: EffectHandler = _no_effect
     idle_timeout_secs: float = IDLE_TIMEOUT_SECS
+    history: list[dict[str, Any]] = field(default_factory=list)  # messages of a resumed conversation
 
 
 @dataclass
@@ -75,7 +76,7 @@ class CallPipeline:
     def opening_frames(self) -> list[Frame]:
         """Frames to queue once the caller is connected: the greeting, if the agent has one."""
         greeting = self.deployment.agent.greeting
-        if not greeting:
+        if not greeting or self.call.history:  # a resumed call is not greeted again
             return []
         if self.deployment.mode == "cascade":
             return [TTSSpeakFrame(greeting)]
@@ -174,7 +175,7 @@ def build_call(
     meter = CallMeter(refs)
     llm_role = "llm" if deployment.mode == "cascade" else "realtime"
     tools = tools_schema(deployment.agent, registry)
-    context = LLMContext(tools=tools) if tools else LLMContext()
+    context = LLMContext(messages=list(call.history), tools=tools) if tools else LLMContext(list(call.history))
     for llm in _llm_services(services[llm_role]):
         register_tools(llm, deployment.agent, registry, call.on_effect)
     aggregators = LLMContextAggregatorPair(

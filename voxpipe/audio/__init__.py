@@ -1,0 +1,1 @@
+"""Audio helpers shared by transports and providers: G.711 mu-law and resampling."""
