@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +30,24 @@ err = Console(stderr=True)
 
 EXIT_CONFIG = 2
 OFFLINE = Path(__file__).parent / "configs" / "offline.yaml"
+RecordsOption = Annotated[
+    Path | None,
+    typer.Option("--records", help="Call records database (default: $VOXPIPE_RECORDS or voxpipe-calls.db)."),
+]
+
+
+def _since(value: str | None) -> datetime | None:
+    """``30m``, ``6h``, ``7d`` ago, or an ISO date/time."""
+    if not value:
+        return None
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if value[-1] in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter("use 30m, 6h, 7d or an ISO date such as 2026-11-01") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @app.command()
@@ -97,11 +116,15 @@ def call(
     input_wav: Annotated[list[Path] | None, typer.Option("--input", help="A caller turn read from a WAV.")] = None,
     out_wav: Annotated[Path | None, typer.Option("--out", help="Write the call's audio (caller L, bot R).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the turns as JSON.")] = False,
+    caller: Annotated[str, typer.Option(help="Caller id (picks the experiment variant, if any).")] = "+15550100",
+    records_db: RecordsOption = None,
 ) -> None:
     """Play a caller against a deployment and report, per turn, what was heard, said, and how fast."""
     from voxpipe.bench.report import call_json, print_call
     from voxpipe.bench.simulated_call import CallerTurn, simulate_call
     from voxpipe.config.loader import load_deployment
+    from voxpipe.pipeline.experiment import ExperimentRouter
+    from voxpipe.records.store import RecordStore
 
     deployment = load_deployment(config)
     turns = [CallerTurn.from_text(text) for text in say or []]
@@ -111,7 +134,10 @@ def call(
         raise typer.Exit(EXIT_CONFIG)
     import asyncio
 
-    result = asyncio.run(simulate_call(deployment, turns))
+    routed, variant = ExperimentRouter(deployment).route(caller)
+    result = asyncio.run(simulate_call(routed, turns))
+    experiment = deployment.experiment.name if deployment.experiment else None
+    RecordStore(records_db).save(result.record(caller_id=caller, experiment=experiment, variant=variant))
     if out_wav:
         result.write_wav(out_wav)
     if as_json:
@@ -120,6 +146,64 @@ def call(
         print_call(result, out)
         if out_wav:
             out.print(f"wrote {out_wav}")
+
+
+@app.command()
+def calls(
+    since: Annotated[str | None, typer.Option(help="Only calls since: 30m, 6h, 7d or an ISO date.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+    records_db: RecordsOption = None,
+) -> None:
+    """List recorded calls: turns, voice-to-voice latency and cost."""
+    from voxpipe.records.stats import voice_to_voice
+    from voxpipe.records.store import RecordStore
+
+    records = RecordStore(records_db).list(since=_since(since))
+    if as_json:
+        for record in records:
+            print(record.model_dump_json())
+        return
+    table = Table("started", "call", "deployment", "variant", "turns", "v2v p50 ms", "cost $", "$/min", "errors")
+    for record in records:
+        latencies = sorted(voice_to_voice([record]))
+        p50 = f"{latencies[len(latencies) // 2]:.0f}" if latencies else "—"
+        table.add_row(
+            record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            record.call_id[:12],
+            record.deployment,
+            record.variant or "",
+            str(len(record.turns)),
+            p50,
+            f"{record.cost_usd:.4f}",
+            f"{record.cost_per_minute:.4f}",
+            str(len(record.errors)),
+        )
+    out.print(table)
+
+
+@app.command()
+def report(
+    experiment: Annotated[str, typer.Option(help="Experiment name (the deployment's experiment.name).")],
+    since: Annotated[str | None, typer.Option(help="Only calls since: 30m, 6h, 7d or an ISO date.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    records_db: RecordsOption = None,
+) -> None:
+    """Compare an experiment's variants: latency percentiles with 95% intervals, cost, errors, fallbacks."""
+    from voxpipe.bench.report import print_comparison
+    from voxpipe.records.stats import compare
+    from voxpipe.records.store import RecordStore
+
+    groups: dict[str, list] = {}
+    for record in RecordStore(records_db).list(since=_since(since), experiment=experiment):
+        groups.setdefault(record.variant or "?", []).append(record)
+    if not groups:
+        err.print(f"no recorded calls for experiment {experiment!r}")
+        raise typer.Exit(1)
+    summaries = compare(dict(sorted(groups.items())))
+    if as_json:
+        print(json.dumps([s.model_dump() for s in summaries], indent=2))
+    else:
+        print_comparison(summaries, out, title=f"experiment {experiment}")
 
 
 def _print_problems(exc: ConfigError) -> None:

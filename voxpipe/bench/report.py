@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from voxpipe.bench.simulated_call import CallResult
+from voxpipe.records.stats import Estimate, VariantSummary
 
 STAGES = ("stt_final", "llm_first_token", "tts_first_audio", "first_audio_out")
 
@@ -56,3 +57,36 @@ def call_json(result: CallResult) -> dict[str, Any]:
         ],
         "usage": [usage.model_dump() for usage in result.usage],
     }
+
+
+def _estimate(estimate: Estimate | None) -> str:
+    if estimate is None or estimate.value is None:
+        return "—"
+    if estimate.low is None or estimate.high is None:
+        return f"{estimate.value:.0f}"
+    return f"{estimate.value:.0f} [{estimate.low:.0f}–{estimate.high:.0f}]"
+
+
+def print_comparison(summaries: list[VariantSummary], console: Console, title: str) -> None:
+    """Variants side by side; the first is the baseline the others are tested against."""
+    table = Table(title=f"{title} — voice-to-voice ms with 95% bootstrap intervals")
+    for column in ("variant", "calls", "turns", "p50", "p90", "p99", "$/min", "errors", "fallbacks", "Δp50 vs base"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for summary in summaries:
+        latency = summary.voice_to_voice_ms
+        diff = _estimate(summary.median_diff_vs_baseline_ms)
+        if summary.significant is not None:
+            diff += " significant" if summary.significant else " n.s."
+        table.add_row(
+            summary.variant,
+            str(summary.calls),
+            str(summary.turns),
+            _estimate(latency["p50"]),
+            _estimate(latency["p90"]),
+            _estimate(latency["p99"]),
+            f"{summary.cost_per_minute_usd:.4f}",
+            f"{summary.error_rate:.0%}",
+            f"{summary.fallback_rate:.0%}",
+            diff if summary.median_diff_vs_baseline_ms else "baseline",
+        )
+    console.print(table)

@@ -126,9 +126,10 @@ class CallResult:
     usage: list[Usage] = field(default_factory=list)
     ended_at: float = 0.0
 
-    def record(self, call_id: str = "") -> CallRecord:
-        """The call's ``CallRecord``: turns, latency, usage and cost."""
+    def record(self, call_id: str = "", **labels: str | None) -> CallRecord:
+        """The call's ``CallRecord``: turns, latency, usage and cost (``labels``: caller_id, experiment, variant)."""
         return CallRecord(
+            **labels,
             call_id=call_id or uuid.uuid4().hex,
             deployment=self.deployment,
             mode=self.mode,
