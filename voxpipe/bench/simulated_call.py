@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from pipecat.frames.frames import EndWorkerFrame, Frame
@@ -152,7 +153,7 @@ class CallResult:
             [(t, resample(pcm, INPUT_RATE, sample_rate)) for t, pcm in self.caller_audio], self.started_at, sample_rate
         )
 
-    def write_wav(self, path: str | Path, *, stereo: bool = False, sample_rate: int = OUTPUT_RATE) -> None:
+    def write_wav(self, path: str | Path | BinaryIO, *, stereo: bool = False, sample_rate: int = OUTPUT_RATE) -> None:
         """Write the bot's side (mono), or caller left and bot right (``stereo``), on one timeline."""
         bot = self.bot_track(sample_rate)
         channels = [bot]
@@ -160,7 +161,7 @@ class CallResult:
             caller = self.caller_track(sample_rate)
             length = max(len(bot), len(caller))
             channels = [np.pad(caller, (0, length - len(caller))), np.pad(bot, (0, length - len(bot)))]
-        with wave.open(str(path), "wb") as wav:
+        with wave.open(str(path) if isinstance(path, Path) else path, "wb") as wav:
             wav.setnchannels(len(channels))
             wav.setsampwidth(2)
             wav.setframerate(sample_rate)
