@@ -29,7 +29,7 @@ from voxpipe_testkit.services import ScriptedLLMService, ScriptedSTTService, Ton
 
 from voxpipe.bench.simulated_call import CallerTurn, CallUnderTest, drive_call, simulate_call
 from voxpipe.config.loader import parse_deployment
-from voxpipe.pipeline.latency import StageTimeline
+from voxpipe.pipeline.latency import TurnMeter
 from voxpipe.transports.memory import MemoryTransport
 
 INSTRUCTIONS = "You are a receptionist."
@@ -51,7 +51,7 @@ SENTENCES = ["What are your opening hours?", "Can I book a tune-up for Friday?",
 def plain_pipecat_call() -> CallUnderTest:
     """The cascade as a pipecat user writes it by hand (pipecat's defaults for everything not set above)."""
     transport = MemoryTransport()
-    timeline = StageTimeline()
+    turn_meter = TurnMeter(transport.output())
     stt = ScriptedSTTService(
         options=ScriptedSTTOptions(transcripts=["what are your opening hours"]), ttfs_p99_latency=0.25
     )
@@ -72,10 +72,10 @@ def plain_pipecat_call() -> CallUnderTest:
     worker = PipelineWorker(
         pipeline,
         params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=24000, enable_metrics=True),
-        observers=[timeline],
-        clock=timeline.clock,
+        observers=[turn_meter],
+        clock=turn_meter.clock,
     )
-    return CallUnderTest("plain pipecat", "cascade", transport, worker, timeline)
+    return CallUnderTest("plain pipecat", "cascade", transport, worker, turn_meter)
 
 
 def voice_to_voice(turn_results: list) -> list[float]:

@@ -25,11 +25,11 @@ def print_call(result: CallResult, console: Console) -> None:
         table.add_column(column, overflow="fold")
     for column in ("STT final", "LLM 1st token", "TTS 1st audio", "audio out", "voice-to-voice"):
         table.add_column(column, justify="right")
-    for index, turn in enumerate(result.turns, 1):
+    for index, (text, turn) in enumerate(result.exchanges(), 1):
         latency = turn.latency_ms()
         table.add_row(
             str(index),
-            turn.caller_text or "(audio)",
+            text or "(audio)",
             turn.heard or "—",
             turn.reply or "—",
             *(_ms(latency[stage]) for stage in STAGES),
@@ -47,13 +47,13 @@ def call_json(result: CallResult) -> dict[str, Any]:
         "greeting": result.greeting,
         "turns": [
             {
-                "caller_text": turn.caller_text,
+                "caller_text": text,
                 "heard": turn.heard,
                 "reply": turn.reply,
                 "latency_ms": turn.latency_ms(),
                 "voice_to_voice_ms": turn.voice_to_voice_ms,
             }
-            for turn in result.turns
+            for text, turn in result.exchanges()
         ],
         "usage": [usage.model_dump() for usage in result.usage],
     }

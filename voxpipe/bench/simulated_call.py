@@ -25,9 +25,9 @@ from pipecat.workers.runner import WorkerRunner
 
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.builder import CallContext, build_call
-from voxpipe.pipeline.latency import StageTimeline, first_audible, last_audible
+from voxpipe.pipeline.latency import MeasuredTurn, TurnMeter, first_audible, last_audible
 from voxpipe.pipeline.metering import CallMeter
-from voxpipe.records.model import CallRecord, TurnRecord, Usage
+from voxpipe.records.model import CallRecord, Usage
 from voxpipe.transports.memory import MemoryTransport, PlayedChunk
 
 FRAME_SECS = 0.02
@@ -70,62 +70,22 @@ class CallerTurn:
 
 
 @dataclass
-class TurnResult:
-    """One exchange. Times are ``time.monotonic()`` seconds; ``None`` when the stage never produced output."""
-
-    caller_text: str | None
-    heard: str
-    reply: str
-    user_speech_end: float | None
-    stt_final: float | None = None
-    llm_first_token: float | None = None
-    tts_first_audio: float | None = None
-    audio_out_first: float | None = None
-
-    def after_speech_ms(self, moment: float | None) -> float | None:
-        """Milliseconds from the end of the caller's speech to ``moment``."""
-        if moment is None or self.user_speech_end is None:
-            return None
-        return round((moment - self.user_speech_end) * 1000, 1)
-
-    @property
-    def voice_to_voice_ms(self) -> float | None:
-        """End of the caller's speech to the first audible sample of the reply, as the caller hears it."""
-        return self.after_speech_ms(self.audio_out_first)
-
-    def record(self, index: int) -> TurnRecord:
-        latency = self.latency_ms()
-        return TurnRecord(
-            index=index,
-            heard=self.heard,
-            reply=self.reply,
-            stt_final_ms=latency["stt_final"],
-            llm_first_token_ms=latency["llm_first_token"],
-            tts_first_audio_ms=latency["tts_first_audio"],
-            voice_to_voice_ms=self.voice_to_voice_ms,
-        )
-
-    def latency_ms(self) -> dict[str, float | None]:
-        return {
-            "stt_final": self.after_speech_ms(self.stt_final),
-            "llm_first_token": self.after_speech_ms(self.llm_first_token),
-            "tts_first_audio": self.after_speech_ms(self.tts_first_audio),
-            "first_audio_out": self.voice_to_voice_ms,
-            "voice_to_voice": self.voice_to_voice_ms,
-        }
-
-
-@dataclass
 class CallResult:
     deployment: str
     mode: str
     started_at: float
     greeting: str = ""
-    turns: list[TurnResult] = field(default_factory=list)
+    turns: list[MeasuredTurn] = field(default_factory=list)
+    caller_texts: list[str | None] = field(default_factory=list)
     caller_audio: list[tuple[float, bytes]] = field(default_factory=list)
     bot_audio: list[PlayedChunk] = field(default_factory=list)
     usage: list[Usage] = field(default_factory=list)
     ended_at: float = 0.0
+
+    def exchanges(self) -> list[tuple[str | None, MeasuredTurn]]:
+        """Each measured turn with what the caller was scripted to say (``None`` when not known)."""
+        said = self.caller_texts + [None] * max(0, len(self.turns) - len(self.caller_texts))
+        return list(zip(said, self.turns, strict=False))
 
     def record(self, call_id: str = "", **labels: str | None) -> CallRecord:
         """The call's ``CallRecord``: turns, latency, usage and cost (``labels``: caller_id, experiment, variant)."""
@@ -187,20 +147,14 @@ class _Caller:
         self.next_frame_at = time.monotonic()
         self.frame_bytes = int(INPUT_RATE * FRAME_SECS) * 2
 
-    async def send(self, pcm: bytes) -> float | None:
-        """Stream ``pcm``; return the time just after its last audible sample (``None`` if silent)."""
-        end = None
+    async def send(self, pcm: bytes) -> None:
+        """Stream ``pcm`` in real time: each 20 ms frame is delivered when its last sample is 'captured'."""
         for offset in range(0, len(pcm), self.frame_bytes):
             frame = pcm[offset : offset + self.frame_bytes].ljust(self.frame_bytes, b"\0")
-            await asyncio.sleep(max(0.0, self.next_frame_at - time.monotonic()))
-            sent_at = self.next_frame_at
+            await asyncio.sleep(max(0.0, self.next_frame_at + FRAME_SECS - time.monotonic()))
             await self.transport.feed(frame)
-            self.result.caller_audio.append((sent_at, frame))
-            audible = last_audible(frame, INPUT_RATE)
-            if audible is not None:
-                end = sent_at + audible
+            self.result.caller_audio.append((self.next_frame_at, frame))
             self.next_frame_at += FRAME_SECS
-        return end
 
     async def silence_until(self, done: Callable[[], bool], timeout: float) -> None:
         silence = b"\0" * self.frame_bytes
@@ -238,10 +192,12 @@ async def simulate_call(
 ) -> CallResult:
     """Run one call: greeting (if any), then each caller turn, waiting for the bot to finish replying."""
     transport = MemoryTransport(INPUT_RATE, OUTPUT_RATE)
-    timeline = StageTimeline()
-    call_pipeline = build_call(deployment, transport, call, observers=[timeline], clock=timeline.clock)
+    turn_meter = TurnMeter(transport.output())
+    call_pipeline = build_call(deployment, transport, call, observers=[turn_meter], clock=turn_meter.clock)
     return await drive_call(
-        CallUnderTest(deployment.name, deployment.mode, transport, call_pipeline.worker, timeline, call_pipeline.meter),
+        CallUnderTest(
+            deployment.name, deployment.mode, transport, call_pipeline.worker, turn_meter, call_pipeline.meter
+        ),
         turns,
         opening=call_pipeline.opening_frames(),
         settle_secs=settle_secs,
@@ -251,13 +207,13 @@ async def simulate_call(
 
 @dataclass
 class CallUnderTest:
-    """A pipeline to drive: its memory transport, its worker, and a timeline observing it (with its clock)."""
+    """A pipeline to drive: its memory transport, its worker, and a turn meter observing it (with its clock)."""
 
     name: str
     mode: str
     transport: MemoryTransport
     worker: PipelineWorker
-    timeline: StageTimeline
+    turn_meter: TurnMeter
     meter: CallMeter | None = None
 
 
@@ -270,7 +226,7 @@ async def drive_call(
     reply_timeout_secs: float = 20.0,
 ) -> CallResult:
     """Play ``turns`` into any pipeline built on a ``MemoryTransport`` (voxpipe's or hand-written)."""
-    transport, timeline = target.transport, target.timeline
+    transport = target.transport
     result = CallResult(target.name, target.mode, started_at=time.monotonic())
     caller = _Caller(transport, result)
 
@@ -280,12 +236,11 @@ async def drive_call(
         if opening:
             await target.worker.queue_frames(opening)
             await caller.silence_until(caller.bot_finished(result.started_at, settle_secs), reply_timeout_secs)
-            result.greeting = _joined(timeline.between(result.started_at, time.monotonic()), "bot_text")
         for turn in turns:
             turn_start = caller.next_frame_at
-            speech_end = await caller.send(turn.audio)
-            await caller.silence_until(caller.bot_finished(speech_end or turn_start, settle_secs), reply_timeout_secs)
-            result.turns.append(_measure(turn, turn_start, speech_end, time.monotonic(), timeline, caller))
+            await caller.send(turn.audio)
+            await caller.silence_until(caller.bot_finished(turn_start, settle_secs), reply_timeout_secs)
+            result.caller_texts.append(turn.text)
         result.bot_audio = list(transport.played)
         result.ended_at = time.monotonic()
         await target.worker.queue_frame(EndWorkerFrame())
@@ -293,34 +248,8 @@ async def drive_call(
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(target.worker)
     await asyncio.gather(runner.run(), script())
+    result.turns = target.turn_meter.turns()
+    result.greeting = target.turn_meter.greeting()
     if target.meter is not None:
         result.usage = target.meter.usage()  # services report usage until they stop
     return result
-
-
-def _joined(events: list, stage: str) -> str:
-    return " ".join(" ".join(e.text for e in events if e.stage == stage).split())
-
-
-def _measure(
-    turn: CallerTurn, start: float, speech_end: float | None, end: float, timeline: StageTimeline, caller: _Caller
-) -> TurnResult:
-    events = timeline.between(start, end)
-    after = [e for e in events if speech_end is not None and e.at >= speech_end]
-
-    def first(stage: str) -> float | None:
-        return next((e.at for e in after if e.stage == stage), None)
-
-    llm_first = first("llm_token")
-    finals = [e for e in events if e.stage == "stt_final" and (llm_first is None or e.at <= llm_first)]
-    reply = _joined(after, "bot_text") or "".join(e.text for e in after if e.stage == "llm_token").strip()
-    return TurnResult(
-        caller_text=turn.text,
-        heard=" ".join(e.text.strip() for e in finals),
-        reply=reply,
-        user_speech_end=speech_end,
-        stt_final=finals[-1].at if finals else None,
-        llm_first_token=llm_first,
-        tts_first_audio=first("tts_audio"),
-        audio_out_first=caller.bot_audible_after(speech_end)[0] if speech_end is not None else None,
-    )

@@ -1,12 +1,19 @@
-"""Per-turn latency from the frames themselves.
+"""Per-turn latency of any call, measured from the audio and the frames themselves (docs/latency.md).
 
-``StageTimeline`` observes a call's pipeline and records when each stage first produced output: a final
-transcript, the LLM's first token, the TTS's first audio. Times are ``time.monotonic()`` seconds, converted
-from pipecat's frame timestamps through ``CallClock``, so they line up with the caller's own audio clock.
+``TurnMeter`` observes a call's pipeline. It needs no VAD and no knowledge of the transport beyond which
+processor plays the bot's audio, so it works the same for simulated, Twilio, browser and realtime calls:
 
-Voice-to-voice is defined in docs/latency.md: from the last audible sample of the caller's speech to the
-first audible sample of the bot's reply, as played to the caller. Both ends are measured on the audio, not on
-VAD events, so the figure holds in realtime mode too, where no local VAD runs.
+- the caller's speech: every ``InputAudioRawFrame`` the transport receives; the end of speech is the last
+  audible sample (above -36 dBFS) before the bot answers;
+- the bot's speech: every audio frame the output transport has played; a reply starts at its first audible
+  sample;
+- a turn: a bot reply that starts after the caller spoke (the greeting, and pauses inside one reply, are not
+  turns);
+- the stages in between: a final transcript, the LLM's first token, the TTS's first audio, from the frames'
+  pipeline-clock timestamps converted to ``time.monotonic()`` (``CallClock``).
+
+Timing conventions (pipecat's): an input frame is delivered when its last sample has been captured, and an
+output transport pushes a played frame on when its duration has elapsed (it paces writes at real time).
 """
 
 from __future__ import annotations
@@ -16,11 +23,21 @@ from dataclasses import dataclass
 
 import numpy as np
 from pipecat.clocks.system_clock import SystemClock
-from pipecat.frames.frames import LLMTextFrame, TranscriptionFrame, TTSAudioRawFrame, TTSTextFrame
+from pipecat.frames.frames import (
+    InputAudioRawFrame,
+    LLMTextFrame,
+    OutputAudioRawFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSTextFrame,
+)
 from pipecat.observers.base_observer import BaseObserver, FramePushed
-from pipecat.processors.frame_processor import FrameDirection
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from voxpipe.records.model import TurnRecord
 
 AUDIBLE = 500  # |sample| above this (-36 dBFS) counts as sound; TTS leading silence is below it
+NEW_REPLY_GAP_SECS = 0.3  # bot silence that separates two replies
 
 
 class CallClock(SystemClock):
@@ -36,6 +53,18 @@ class CallClock(SystemClock):
         return self.started_at + timestamp_ns / 1e9
 
 
+def first_audible(pcm: bytes, sample_rate: int) -> float | None:
+    """Seconds from the start of ``pcm`` to its first audible sample, or ``None`` if it is all silence."""
+    loud = np.flatnonzero(np.abs(np.frombuffer(pcm, dtype=np.int16).astype(np.int32)) > AUDIBLE)
+    return float(loud[0]) / sample_rate if loud.size else None
+
+
+def last_audible(pcm: bytes, sample_rate: int) -> float | None:
+    """Seconds from the start of ``pcm`` to just after its last audible sample, or ``None``."""
+    loud = np.flatnonzero(np.abs(np.frombuffer(pcm, dtype=np.int16).astype(np.int32)) > AUDIBLE)
+    return float(loud[-1] + 1) / sample_rate if loud.size else None
+
+
 @dataclass(frozen=True)
 class StageEvent:
     """One stage output: ``stage`` is ``stt_final``, ``llm_token``, ``tts_audio`` or ``bot_text``."""
@@ -45,20 +74,78 @@ class StageEvent:
     text: str = ""
 
 
-class StageTimeline(BaseObserver):
-    """Records stage outputs of one call, in order. Pass its ``clock`` to the call's worker."""
+@dataclass
+class MeasuredTurn:
+    """One exchange. Times are ``time.monotonic()`` seconds; ``None`` when a stage never produced output."""
 
-    def __init__(self) -> None:
+    user_speech_end: float
+    audio_out_first: float
+    heard: str = ""
+    reply: str = ""
+    stt_final: float | None = None
+    llm_first_token: float | None = None
+    tts_first_audio: float | None = None
+
+    def after_speech_ms(self, moment: float | None) -> float | None:
+        """Milliseconds from the end of the caller's speech to ``moment``."""
+        return None if moment is None else round((moment - self.user_speech_end) * 1000, 1)
+
+    @property
+    def voice_to_voice_ms(self) -> float | None:
+        """End of the caller's speech to the first audible sample of the reply, as played to the caller."""
+        return self.after_speech_ms(self.audio_out_first)
+
+    def latency_ms(self) -> dict[str, float | None]:
+        return {
+            "stt_final": self.after_speech_ms(self.stt_final),
+            "llm_first_token": self.after_speech_ms(self.llm_first_token),
+            "tts_first_audio": self.after_speech_ms(self.tts_first_audio),
+            "first_audio_out": self.voice_to_voice_ms,
+        }
+
+    def record(self, index: int) -> TurnRecord:
+        latency = self.latency_ms()
+        return TurnRecord(
+            index=index,
+            heard=self.heard,
+            reply=self.reply,
+            stt_final_ms=latency["stt_final"],
+            llm_first_token_ms=latency["llm_first_token"],
+            tts_first_audio_ms=latency["tts_first_audio"],
+            voice_to_voice_ms=self.voice_to_voice_ms,
+        )
+
+
+@dataclass
+class _Speech:
+    """Audible activity of one side: when it last was audible, and when the current stretch began."""
+
+    last_audible_end: float | None = None
+    stretch_start: float | None = None
+
+
+class TurnMeter(BaseObserver):
+    """Measures every turn of one call. Pass ``meter.clock`` to the call's worker as its clock."""
+
+    def __init__(self, output: FrameProcessor):
         super().__init__()
+        self.output = output
         self.clock = CallClock()
         self.events: list[StageEvent] = []
+        self._starts: list[tuple[float, float]] = []  # (caller's end of speech, bot reply start) per turn
+        self._caller = _Speech()
+        self._bot = _Speech()
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
         if data.direction != FrameDirection.DOWNSTREAM or not data.first_push:
             return
         at = self.clock.to_monotonic(data.timestamp)
-        if isinstance(frame, TranscriptionFrame):
+        if isinstance(frame, InputAudioRawFrame):
+            self._on_caller_audio(at - _duration(frame), frame)
+        elif isinstance(frame, OutputAudioRawFrame) and data.source is self.output:
+            self._on_bot_audio(at - _duration(frame), frame)
+        elif isinstance(frame, TranscriptionFrame):
             self.events.append(StageEvent(at, "stt_final", frame.text))
         elif isinstance(frame, TTSTextFrame):
             self.events.append(StageEvent(at, "bot_text", frame.text))
@@ -67,19 +154,63 @@ class StageTimeline(BaseObserver):
         elif isinstance(frame, TTSAudioRawFrame):
             self.events.append(StageEvent(at, "tts_audio"))
 
+    def _on_caller_audio(self, started_at: float, frame: InputAudioRawFrame) -> None:
+        end = last_audible(frame.audio, frame.sample_rate)
+        if end is not None:
+            self._caller.last_audible_end = started_at + end
+
+    def _on_bot_audio(self, started_at: float, frame: OutputAudioRawFrame) -> None:
+        start = first_audible(frame.audio, frame.sample_rate)
+        if start is None:
+            return
+        start += started_at
+        bot, caller = self._bot, self._caller
+        new_reply = bot.last_audible_end is None or start - bot.last_audible_end > NEW_REPLY_GAP_SECS
+        if new_reply:
+            spoke_since = caller.last_audible_end is not None and (
+                bot.stretch_start is None or caller.last_audible_end > bot.stretch_start
+            )
+            if spoke_since and caller.last_audible_end is not None:
+                self._starts.append((caller.last_audible_end, start))
+            bot.stretch_start = start
+        bot.last_audible_end = started_at + (last_audible(frame.audio, frame.sample_rate) or 0.0)
+
     def between(self, start: float, end: float) -> list[StageEvent]:
         return [e for e in self.events if start <= e.at < end]
 
+    def turns(self) -> list[MeasuredTurn]:
+        """Every turn so far, with its stages and texts."""
+        out = []
+        for index, (speech_end, reply_start) in enumerate(self._starts):
+            previous_reply = self._starts[index - 1][1] if index else float("-inf")
+            next_speech_end = self._starts[index + 1][0] if index + 1 < len(self._starts) else float("inf")
+            heard = [e for e in self.between(previous_reply, reply_start) if e.stage == "stt_final"]
+            answer = self.between(heard[-1].at if heard else speech_end, next_speech_end)
+            llm_first = next((e.at for e in answer if e.stage == "llm_token"), None)
+            tts_first = next((e.at for e in answer if e.stage == "tts_audio"), None)
+            reply = _joined(answer, "bot_text") or "".join(e.text for e in answer if e.stage == "llm_token").strip()
+            out.append(
+                MeasuredTurn(
+                    user_speech_end=speech_end,
+                    audio_out_first=reply_start,
+                    heard=" ".join(e.text.strip() for e in heard),
+                    reply=reply,
+                    stt_final=heard[-1].at if heard else None,
+                    llm_first_token=llm_first,
+                    tts_first_audio=tts_first,
+                )
+            )
+        return out
 
-def first_audible(pcm: bytes, sample_rate: int) -> float | None:
-    """Seconds from the start of ``pcm`` to its first audible sample, or ``None`` if it is all silence."""
-    samples = np.abs(np.frombuffer(pcm, dtype=np.int16).astype(np.int32))
-    loud = np.flatnonzero(samples > AUDIBLE)
-    return float(loud[0]) / sample_rate if loud.size else None
+    def greeting(self) -> str:
+        """What the bot said before the caller first spoke."""
+        end = self._starts[0][0] if self._starts else float("inf")
+        return _joined(self.between(float("-inf"), end), "bot_text")
 
 
-def last_audible(pcm: bytes, sample_rate: int) -> float | None:
-    """Seconds from the start of ``pcm`` to just after its last audible sample, or ``None``."""
-    samples = np.abs(np.frombuffer(pcm, dtype=np.int16).astype(np.int32))
-    loud = np.flatnonzero(samples > AUDIBLE)
-    return float(loud[-1] + 1) / sample_rate if loud.size else None
+def _duration(frame: InputAudioRawFrame | OutputAudioRawFrame) -> float:
+    return len(frame.audio) / 2 / frame.num_channels / frame.sample_rate
+
+
+def _joined(events: list[StageEvent], stage: str) -> str:
+    return " ".join(" ".join(e.text for e in events if e.stage == stage).split())

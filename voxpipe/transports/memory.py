@@ -55,12 +55,11 @@ class MemoryOutputTransport(BaseOutputTransport):
         await self.set_transport_ready(frame)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
-        now = time.monotonic()
-        started_at = max(now, self._next_play_at)
+        started_at = max(time.monotonic(), self._next_play_at)
         self.played.append(PlayedChunk(started_at, frame.audio, self.sample_rate))
         self._next_play_at = started_at + len(frame.audio) / 2 / self.sample_rate
-        # Hold the writer until the chunk before this one has finished playing, as a sound card would.
-        await asyncio.sleep(max(0.0, started_at - now))
+        # Return when the chunk has played, as pipecat's network transports do (send, then wait its duration).
+        await asyncio.sleep(max(0.0, self._next_play_at - time.monotonic()))
         return True
 
 
