@@ -20,7 +20,7 @@ from pipecat.clocks.base_clock import BaseClock
 from pipecat.frames.frames import EndWorkerFrame, Frame, LLMMessagesAppendFrame, TTSSpeakFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.service_switcher import ServiceSwitcher, ServiceSwitcherStrategyFailover
+from pipecat.pipeline.service_switcher import ServiceSwitcher
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
@@ -112,15 +112,18 @@ def build_service(
 def _build_role(
     role: str, deployment: Deployment, call: CallContext, registry: Registry, refs: dict[str, ServiceRef]
 ) -> FrameProcessor:
-    """The role's service; a chain of several providers becomes a failover switcher (primary first)."""
+    """The role's service; a chain of several providers becomes a fallback switcher (primary first)."""
+    from voxpipe.pipeline.fallback import FallbackSwitcher
+
+    configs = deployment.services(role)
     services = []
-    for config in deployment.services(role):
+    for config in configs:
         service, ref = build_service(role, config, deployment, call, registry)
         refs[service.name] = ref
         services.append(service)
     if len(services) == 1:
         return services[0]
-    return ServiceSwitcher(services=services, strategy_type=ServiceSwitcherStrategyFailover)
+    return FallbackSwitcher(role, services, [config.provider for config in configs])
 
 
 def _user_params(deployment: Deployment, call: CallContext, registry: Registry) -> LLMUserAggregatorParams:
@@ -172,7 +175,7 @@ def build_call(
     registry = registry or default_registry()
     refs: dict[str, ServiceRef] = {}
     services = {role: _build_role(role, deployment, call, registry, refs) for role in deployment.roles()}
-    meter = CallMeter(refs)
+    meter = CallMeter(refs, price_overrides=deployment.pricing)
     llm_role = "llm" if deployment.mode == "cascade" else "realtime"
     tools = tools_schema(deployment.agent, registry)
     context = LLMContext(messages=list(call.history), tools=tools) if tools else LLMContext(list(call.history))
@@ -199,7 +202,7 @@ def build_call(
             enable_usage_metrics=True,
             send_initial_empty_metrics=False,  # pipecat's zero TTFB records would skew every average
         ),
-        observers=[meter.observer, *observers],
+        observers=[*meter.observers, *observers],
         clock=clock,
         enable_rtvi=False,  # lean by default: only a browser client needs RTVI
         enable_turn_tracking=False,

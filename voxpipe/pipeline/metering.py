@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipecat.frames.frames import ErrorFrame
+from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.observers.service_metrics_observer import ServiceMetricsObserver, ServiceUsageRecord
 
 from voxpipe.providers.spec import Prices, Provider
 from voxpipe.records.cost import add_usage, price
-from voxpipe.records.model import Usage
+from voxpipe.records.model import FallbackEvent, Usage
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,15 @@ class CallMeter:
         self.services = services
         self.price_overrides = price_overrides or {}
         self.records: list[ServiceUsageRecord] = []
+        self.errors: list[str] = []
+        self.fallbacks: list[FallbackEvent] = []
         self.observer = ServiceMetricsObserver()
         self.observer.add_event_handler("on_service_usage", self._on_usage)
+        self.error_observer = _ErrorLog(self.errors)
+
+    @property
+    def observers(self) -> list[BaseObserver]:
+        return [self.observer, self.error_observer]
 
     async def _on_usage(self, observer: ServiceMetricsObserver, record: ServiceUsageRecord) -> None:
         self.records.append(record)
@@ -57,3 +66,17 @@ class CallMeter:
         """The deployment's ``pricing`` override (``provider/model`` or ``provider``), else the plugin's."""
         overrides = self.price_overrides
         return overrides.get(f"{provider.name}/{model}") or overrides.get(provider.name) or provider.prices_for(model)
+
+
+class _ErrorLog(BaseObserver):
+    """Keeps the message of every error frame of the call, once."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__()
+        self.errors = errors
+        self._seen: set[int] = set()
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        if isinstance(data.frame, ErrorFrame) and data.frame.id not in self._seen:
+            self._seen.add(data.frame.id)
+            self.errors.append(data.frame.error)

@@ -1,0 +1,93 @@
+"""Prometheus metrics of served calls (``GET /metrics`` on ``voxpipe serve``).
+
+Updated once per call from its ``CallRecord`` (and a gauge of calls in progress), so the numbers on the
+dashboard are exactly the ones ``voxpipe calls`` and ``voxpipe report`` show.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from voxpipe.records.model import CallRecord
+
+LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+STAGES = {
+    "stt_final": ("stt_final_ms", "stt"),
+    "llm_first_token": ("llm_first_token_ms", "llm"),
+    "tts_first_audio": ("tts_first_audio_ms", "tts"),
+    "voice_to_voice": ("voice_to_voice_ms", None),
+}
+USAGE_UNITS = (
+    "audio_seconds",
+    "characters",
+    "text_input_tokens",
+    "cached_text_input_tokens",
+    "audio_input_tokens",
+    "cached_audio_input_tokens",
+    "text_output_tokens",
+    "audio_output_tokens",
+)
+
+
+class CallMetrics:
+    """The metrics of one process; ``render()`` is the body of ``GET /metrics``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.active_calls = Gauge("voxpipe_active_calls", "Calls in progress.", ["deployment"], registry=self.registry)
+        self.calls = Counter("voxpipe_calls", "Calls ended.", ["deployment", "variant"], registry=self.registry)
+        self.turn_latency = Histogram(
+            "voxpipe_turn_latency_seconds",
+            "Seconds from the end of the caller's speech to each stage's first output (docs/latency.md).",
+            ["deployment", "stage", "provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "voxpipe_cost_usd",
+            "Cost in US dollars.",
+            ["deployment", "role", "provider", "model"],
+            registry=self.registry,
+        )
+        self.usage = Counter(
+            "voxpipe_usage",
+            "Usage in billing units (unit label).",
+            ["role", "provider", "model", "unit"],
+            registry=self.registry,
+        )
+        self.errors = Counter("voxpipe_errors", "Errors during calls.", ["deployment"], registry=self.registry)
+        self.fallbacks = Counter(
+            "voxpipe_fallbacks",
+            "Provider switches.",
+            ["deployment", "role", "from_provider", "to_provider"],
+            registry=self.registry,
+        )
+
+    def call_started(self, deployment: str) -> None:
+        self.active_calls.labels(deployment).inc()
+
+    def call_ended(self, record: CallRecord) -> None:
+        """Account for a finished call (and take it off the active gauge)."""
+        self.active_calls.labels(record.deployment).dec()
+        self.calls.labels(record.deployment, record.variant or "").inc()
+        providers = {usage.role: usage.provider for usage in record.usage}
+        realtime = providers.get("realtime", "")
+        for turn in record.turns:
+            for stage, (field, role) in STAGES.items():
+                value = getattr(turn, field)
+                if value is not None:
+                    provider = providers.get(role, realtime) if role else realtime or providers.get("tts", "")
+                    self.turn_latency.labels(record.deployment, stage, provider).observe(value / 1000)
+        for usage in record.usage:
+            model = usage.model or ""
+            self.cost.labels(record.deployment, usage.role, usage.provider, model).inc(usage.cost_usd)
+            for unit in USAGE_UNITS:
+                amount = getattr(usage, unit)
+                if amount:
+                    self.usage.labels(usage.role, usage.provider, model, unit).inc(amount)
+        self.errors.labels(record.deployment).inc(len(record.errors))
+        for switch in record.fallbacks:
+            self.fallbacks.labels(record.deployment, switch.role, switch.from_provider, switch.to_provider).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
