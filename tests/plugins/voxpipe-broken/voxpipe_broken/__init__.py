@@ -1,0 +1,1 @@
+"""Deliberately faulty voxpipe plugins for the registry tests (never installed; see README.md)."""
