@@ -24,6 +24,8 @@ from voxpipe.config.models import RESERVED_SECTIONS, Deployment
 from voxpipe.providers.registry import Registry, default_registry
 
 Loc = tuple[str | int, ...]
+INLINE_SECRET = "a secret must come from the environment: write it as ${ENV_VAR}, not inline"
+ROLES = {"stt", "llm", "tts", "realtime"}
 _VARIABLE = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -131,10 +133,21 @@ def apply_overrides(deployment: Deployment, overrides: Mapping[str, Any], source
     Used for per-call overrides and experiment variants; the result is validated like a file.
     """
     # Python mode keeps SecretStr values whole (JSON mode would mask them as '**********').
-    merged = _deep_merge(deployment.model_dump(exclude_none=True), overrides)
+    base = deployment.model_dump(exclude_none=True)
+    merged = _deep_merge(base, {k: v for k, v in overrides.items() if k not in ROLES})
+    for role in ROLES & overrides.keys():
+        merged[role] = _merge_role(base.get(role), overrides[role])
     document = _Document(source, {}, {})
     document.data = merged
     return validate_document(document, default_registry(), allow_secrets=True)
+
+
+def _merge_role(chain: list[dict[str, Any]] | None, override: Any) -> Any:
+    """A mapping overriding a one-provider role merges into it when it keeps (or omits) the provider."""
+    keeps_provider = isinstance(override, Mapping) and chain and len(chain) == 1
+    if keeps_provider and override.get("provider", chain[0]["provider"]) == chain[0]["provider"]:
+        return [_deep_merge(chain[0], override)]
+    return override
 
 
 def _deep_merge(base: Any, override: Any) -> Any:
@@ -155,6 +168,10 @@ def validate_document(document: _Document, registry: Registry, allow_secrets: bo
     except ValidationError as exc:
         problems += [_pydantic_problem(document, Deployment, (), data, err) for err in exc.errors()]
         raise ConfigError(problems) from None
+    if not allow_secrets:
+        problems += [
+            document.problem(loc, INLINE_SECRET) for loc in _secret_locs(deployment) if loc not in document.interpolated
+        ]
     problems += _registry_problems(deployment, document, registry, allow_secrets)
     if problems:
         raise ConfigError(problems)
@@ -213,16 +230,25 @@ def _options_problems(
         validated = model.model_validate(options)
     except ValidationError as exc:
         return [_pydantic_problem(document, model, base, options, err) for err in exc.errors()]
-    problems = []
-    for name, info in type(validated).model_fields.items():
-        secret = info.annotation is not None and SecretStr in _flatten(info.annotation)
-        if secret and name in options and not allow_secrets and (*base, name) not in document.interpolated:
-            problems.append(
-                document.problem(
-                    (*base, name), "a secret must come from the environment: write it as ${ENV_VAR}, not inline"
-                )
-            )
-    return problems
+    if allow_secrets:
+        return []
+    return [
+        document.problem(loc, INLINE_SECRET)
+        for loc in _secret_locs(validated, base)
+        if loc not in document.interpolated
+    ]
+
+
+def _secret_locs(model: BaseModel, loc: Loc = ()) -> list[Loc]:
+    """Where ``model`` (recursively) holds a secret that was set."""
+    found: list[Loc] = []
+    for name in model.model_fields_set:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            found.append((*loc, name))
+        elif isinstance(value, BaseModel):
+            found += _secret_locs(value, (*loc, name))
+    return found
 
 
 def _pydantic_problem(document: _Document, model: type[BaseModel], base: Loc, data: Any, err: Any) -> ConfigProblem:

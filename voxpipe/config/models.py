@@ -140,6 +140,11 @@ class TwilioConfig(Strict):
     stream_parameters: dict[str, str] = Field(
         default_factory=dict, description="<Parameter>s added to <Stream>, seen in start.customParameters."
     )
+    connect: Literal["stream", "conversation_relay"] = Field(
+        "stream",
+        description="What the voice webhook (POST /{name}/twiml) connects a call to: a Media Stream (voxpipe runs "
+        "STT and TTS) or ConversationRelay (Twilio runs them; only the llm role is used).",
+    )
 
 
 class ConversationRelayConfig(Strict):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from voxpipe.config.models import Deployment
 from voxpipe.providers.registry import Registry, default_registry
 
@@ -16,13 +18,20 @@ def _options_by_name(schemas: dict[str, dict[str, Any]], key: str) -> list[dict[
     ]
 
 
-def _provider_options(registry: Registry, kind: str) -> dict[str, dict[str, Any]]:
+def _hoisted(model: type[BaseModel], prefix: str, defs: dict[str, Any]) -> dict[str, Any]:
+    """``model``'s schema with its definitions moved to the root ``$defs`` under ``prefix`` (refs rewritten)."""
+    schema = model.model_json_schema(ref_template=f"#/$defs/{prefix}{{model}}")
+    defs.update({prefix + name: definition for name, definition in schema.pop("$defs", {}).items()})
+    return schema
+
+
+def _provider_options(registry: Registry, kind: str, defs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     providers = (registry.providers[(kind, name)].provider for name in registry.names(kind))
-    return {provider.name: provider.options.model_json_schema() for provider in providers}
+    return {p.name: _hoisted(p.options, f"{kind}.{p.name}.", defs) for p in providers}
 
 
-def _role_schema(registry: Registry, role: str) -> dict[str, Any]:
-    options = _provider_options(registry, role)
+def _role_schema(registry: Registry, role: str, defs: dict[str, Any]) -> dict[str, Any]:
+    options = _provider_options(registry, role, defs)
     service = {
         "type": "object",
         "additionalProperties": False,
@@ -41,13 +50,16 @@ def deployment_json_schema(registry: Registry | None = None) -> dict[str, Any]:
     registry = registry or default_registry()
     schema = Deployment.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    defs = schema["$defs"]
     for role in ("stt", "llm", "tts", "realtime"):
-        schema["properties"][role] = _role_schema(registry, role)
+        schema["properties"][role] = _role_schema(registry, role, defs)
     vad = schema["$defs"]["VADConfig"]["properties"]
     vad["provider"] = {"enum": registry.names("vad"), "default": "silero"}
-    schema["$defs"]["VADConfig"]["allOf"] = _options_by_name(_provider_options(registry, "vad"), "provider")
+    schema["$defs"]["VADConfig"]["allOf"] = _options_by_name(_provider_options(registry, "vad", defs), "provider")
     tool = schema["$defs"]["ToolConfig"]
     tool["properties"]["kind"] = {"enum": sorted(registry.tool_kinds)}
-    tool_options = {name: t.tool_kind.options.model_json_schema() for name, t in registry.tool_kinds.items()}
+    tool_options = {
+        name: _hoisted(t.tool_kind.options, f"tool.{name}.", defs) for name, t in registry.tool_kinds.items()
+    }
     tool["allOf"] = _options_by_name(tool_options, "kind")
     return schema
