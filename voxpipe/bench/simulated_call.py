@@ -31,6 +31,7 @@ from voxpipe.records.model import CallRecord, Usage
 from voxpipe.transports.memory import MemoryTransport, PlayedChunk
 
 FRAME_SECS = 0.02
+LEAD_IN_FRAMES = 25  # 0.5 s of silence before a caller speaks first
 INPUT_RATE = 16000
 OUTPUT_RATE = 24000
 
@@ -236,6 +237,8 @@ async def drive_call(
         if opening:
             await target.worker.queue_frames(opening)
             await caller.silence_until(caller.bot_finished(result.started_at, settle_secs), reply_timeout_secs)
+        else:  # a line is open before anyone speaks; pipecat's VAD needs 0.4 s of audio to gauge volume
+            await caller.send(b"\0" * caller.frame_bytes * LEAD_IN_FRAMES)
         for turn in turns:
             turn_start = caller.next_frame_at
             await caller.send(turn.audio)

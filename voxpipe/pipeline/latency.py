@@ -135,18 +135,25 @@ class TurnMeter(BaseObserver):
         self._starts: list[tuple[float, float]] = []  # (caller's end of speech, bot reply start) per turn
         self._caller = _Speech()
         self._bot = _Speech()
+        self._transcripts: set[int] = set()
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
-        if data.direction != FrameDirection.DOWNSTREAM or not data.first_push:
+        if not data.first_push:
             return
         at = self.clock.to_monotonic(data.timestamp)
+        if isinstance(frame, TranscriptionFrame):
+            # STT services push transcripts downstream; realtime services push the user's upstream.
+            if frame.id not in self._transcripts:
+                self._transcripts.add(frame.id)
+                self.events.append(StageEvent(at, "stt_final", frame.text))
+            return
+        if data.direction != FrameDirection.DOWNSTREAM:
+            return
         if isinstance(frame, InputAudioRawFrame):
             self._on_caller_audio(at - _duration(frame), frame)
         elif isinstance(frame, OutputAudioRawFrame) and data.source is self.output:
             self._on_bot_audio(at - _duration(frame), frame)
-        elif isinstance(frame, TranscriptionFrame):
-            self.events.append(StageEvent(at, "stt_final", frame.text))
         elif isinstance(frame, TTSTextFrame):
             self.events.append(StageEvent(at, "bot_text", frame.text))
         elif isinstance(frame, LLMTextFrame):
