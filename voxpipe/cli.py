@@ -206,6 +206,35 @@ def report(
         print_comparison(summaries, out, title=f"experiment {experiment}")
 
 
+@app.command()
+def bench(
+    configs: Annotated[list[Path], typer.Argument(help="Deployment YAML files; the first is the baseline.")],
+    corpus: Annotated[Path, typer.Option(help="Corpus directory: manifest.jsonl, or *.wav with same-name *.txt.")],
+    repeat: Annotated[int, typer.Option(min=1, help="Times each utterance is played per deployment.")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="Calls at once (keep 1 for local models).")] = 1,
+    report_html: Annotated[Path | None, typer.Option("--report", help="Write an HTML report, PNGs beside it.")] = None,
+    records_db: RecordsOption = None,
+) -> None:
+    """Replay a corpus of caller audio through deployments: latency, cost, errors and STT word error rate."""
+    from voxpipe.bench.corpus import CorpusError
+    from voxpipe.bench.runner import bench_command
+
+    try:
+        bench_command(
+            configs,
+            corpus,
+            repeat=repeat,
+            concurrency=concurrency,
+            report=report_html,
+            records_db=records_db,
+            out=out,
+            err=err,
+        )
+    except CorpusError as exc:
+        print(exc, file=sys.stderr)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
 def _print_problems(exc: ConfigError) -> None:
     for problem in exc.problems:
         print(problem, file=sys.stderr)

@@ -24,7 +24,6 @@ from voxpipe.bench.wer import corpus_word_error_rate
 from voxpipe.config.models import Deployment
 from voxpipe.records.stats import voice_to_voice
 
-ROLES = ("stt", "llm", "tts", "realtime")
 CHARTS = {
     "cdf": "Voice-to-voice latency: share of turns answered within x ms (empirical CDF).",
     "stages": "Median ms spent in each step after the end of the caller's speech.",
@@ -71,15 +70,15 @@ def _png(figure: Figure) -> bytes:
 def latency_cdf_png(result: BenchResult) -> bytes:
     figure = Figure(figsize=(8, 4), layout="constrained")
     axes = figure.add_subplot()
-    for label, records in result.records.items():
-        latencies = sorted(voice_to_voice(records))
+    measured = {label: voice_to_voice(records) for label, records in result.records.items()}
+    for label, latencies in measured.items():
         if latencies:
-            shares = [(index + 1) / len(latencies) for index in range(len(latencies))]
-            axes.step(latencies, shares, where="post", label=f"{label} (n={len(latencies)})")
+            axes.ecdf(latencies, label=f"{label} (n={len(latencies)})")
     for share in (0.5, 0.9):
         axes.axhline(share, color="#bbb", linewidth=0.8, linestyle="--")
     axes.set(xlabel="voice-to-voice latency (ms)", ylabel="share of turns", ylim=(0, 1.02))
-    axes.legend(loc="lower right")
+    if any(measured.values()):
+        axes.legend(loc="lower right")
     axes.grid(alpha=0.3)
     return _png(figure)
 
@@ -102,10 +101,11 @@ def stages_png(result: BenchResult) -> bytes:
 
 
 def cost_per_minute_by_role(result: BenchResult, label: str) -> dict[str, float]:
-    """US dollars per minute of call time, by role; they add up to the table's $/min."""
+    """US dollars per minute of call time, by role (every role that reported usage, even free); they add up
+    to the table's $/min."""
     records = result.records[label]
     minutes = sum(record.duration_secs for record in records) / 60
-    totals = dict.fromkeys(ROLES, 0.0)
+    totals: dict[str, float] = {}
     for record in records:
         for role, cost in record.cost_by_role().items():
             totals[role] = totals.get(role, 0.0) + cost
@@ -117,16 +117,17 @@ def cost_png(result: BenchResult) -> bytes:
     axes = figure.add_subplot()
     labels = list(result.records)
     by_role = {label: cost_per_minute_by_role(result, label) for label in labels}
+    roles = list(dict.fromkeys(role for costs in by_role.values() for role in costs))
     bottoms = [0.0] * len(labels)
-    for role in ROLES:
+    for role in roles:
         heights = [by_role[label].get(role, 0.0) for label in labels]
-        if any(heights):
-            axes.bar(labels, heights, bottom=bottoms, label=role)
-            bottoms = [bottom + height for bottom, height in zip(bottoms, heights, strict=True)]
+        axes.bar(range(len(labels)), heights, bottom=bottoms, label=role)
+        bottoms = [bottom + height for bottom, height in zip(bottoms, heights, strict=True)]
     for x, total in enumerate(bottoms):
         axes.annotate(f"${total:.4f}", (x, total), xytext=(0, 3), textcoords="offset points", ha="center")
-    axes.set(ylabel="US$ per minute", ylim=(0, max(bottoms) * 1.25 or 1.0))
-    if any(bottoms):
+    axes.set_xticks(range(len(labels)), labels)
+    axes.set(xlim=(-0.5, len(labels) - 0.5), ylabel="US$ per minute", ylim=(0, max(bottoms) * 1.25 or 0.01))
+    if roles:
         axes.legend()
     return _png(figure)
 
@@ -247,7 +248,7 @@ against the corpus text, after normalising case, punctuation and numbers.</p>
 {_table(["utterance", "expected", "deployment", "heard", "WER", "v2v ms", "reply"], utterance_rows(result.outcomes))}
 <h2>How the run was configured</h2>
 {_table(["setting", "value"], configuration_rows(result))}
-<p></p>
+<h3>Deployments</h3>
 {_table(["deployment", "file", "mode", "providers", "turn, VAD"], deployment_rows(result))}
 </body></html>
 """

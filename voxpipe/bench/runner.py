@@ -13,7 +13,7 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,12 +25,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from voxpipe.bench import simulated_call
 from voxpipe.bench.corpus import Utterance, load_corpus
 from voxpipe.bench.report import print_comparison
 from voxpipe.bench.wer import corpus_word_error_rate
 from voxpipe.config.models import Deployment
 from voxpipe.records.model import CallRecord
 from voxpipe.records.stats import VariantSummary, compare
+from voxpipe.records.store import RecordStore
 
 # The stages of a turn in time order, as named in ``VariantSummary.stage_p50_ms``, with the name of the step
 # that ends at each one (the step starts at the previous stage; the first starts at the end of speech).
@@ -78,7 +80,7 @@ class BenchPlan:
         return len(self.deployments) * len(self.utterances) * self.repeat
 
 
-def unique_label(name: str, taken: dict[str, Deployment]) -> str:
+def unique_label(name: str, taken: Container[str]) -> str:
     """``name``, or ``name#2``, ``name#3``... when two files use the same deployment name."""
     label, number = name, 1
     while label in taken:
@@ -139,8 +141,6 @@ def stage_breakdown(summary: VariantSummary) -> dict[str, float | None]:
 
 async def run_bench(plan: BenchPlan, console: Console | None = None) -> BenchResult:
     """Play every utterance ``plan.repeat`` times through every deployment, at most ``concurrency`` at once."""
-    from voxpipe.bench.simulated_call import simulate_call
-
     started_at = datetime.now(UTC)
     experiment = f"bench-{started_at:%Y%m%d-%H%M%S}"
     gate = asyncio.Semaphore(plan.concurrency)
@@ -153,7 +153,7 @@ async def run_bench(plan: BenchPlan, console: Console | None = None) -> BenchRes
         labels = {"caller_id": f"bench:{utterance.name}", "experiment": experiment, "variant": label}
         async with gate:
             try:
-                result = await simulate_call(
+                result = await simulated_call.simulate_call(
                     deployment,
                     [utterance.turn],
                     settle_secs=plan.settle_secs,
@@ -233,7 +233,7 @@ def print_bench(result: BenchResult, console: Console) -> None:
         console,
         title=f"bench {plan.corpus_dir.name}: {len(plan.utterances)} utterances × {plan.repeat}",
     )
-    table = Table(title="median ms spent in each step after the end of the caller's speech; STT word error rate")
+    table = Table(title="median ms per step after speech ends; STT WER")
     table.add_column("variant")
     for step in STAGES.values():
         table.add_column(step, justify="right")
@@ -270,8 +270,6 @@ def bench_command(
     err: Console,
 ) -> BenchResult:
     """What ``voxpipe bench`` does: run, save the records, print the tables, write the HTML report."""
-    from voxpipe.records.store import RecordStore
-
     plan = BenchPlan.load(configs, corpus_dir, repeat=repeat, concurrency=concurrency)
     with logs_above_progress(err):
         result = asyncio.run(run_bench(plan, err))
@@ -282,7 +280,7 @@ def bench_command(
     records_option = f" --records {records_db}" if records_db else ""
     out.print(f"records saved to {store.path}: voxpipe report --experiment {result.experiment}{records_option}")
     if report is not None:
-        from voxpipe.bench.html import write_report
+        from voxpipe.bench.html import write_report  # matplotlib: imported only when a report is asked for
 
         for path in write_report(result, report):
             out.print(f"wrote {path}")

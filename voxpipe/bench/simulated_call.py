@@ -27,7 +27,7 @@ from voxpipe.config.models import Deployment
 from voxpipe.pipeline.builder import CallContext, build_call
 from voxpipe.pipeline.latency import MeasuredTurn, TurnMeter, first_audible, last_audible
 from voxpipe.pipeline.metering import CallMeter
-from voxpipe.records.model import CallRecord, Usage
+from voxpipe.records.model import CallRecord, FallbackEvent, Usage
 from voxpipe.transports.memory import MemoryTransport, PlayedChunk
 
 FRAME_SECS = 0.02
@@ -81,6 +81,8 @@ class CallResult:
     caller_audio: list[tuple[float, bytes]] = field(default_factory=list)
     bot_audio: list[PlayedChunk] = field(default_factory=list)
     usage: list[Usage] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    fallbacks: list[FallbackEvent] = field(default_factory=list)
     ended_at: float = 0.0
 
     def exchanges(self) -> list[tuple[str | None, MeasuredTurn]]:
@@ -99,6 +101,8 @@ class CallResult:
             duration_secs=self.ended_at - self.started_at,
             turns=[turn.record(index) for index, turn in enumerate(self.turns, 1)],
             usage=self.usage,
+            errors=self.errors,
+            fallbacks=self.fallbacks,
         )
 
     def bot_track(self, sample_rate: int = OUTPUT_RATE) -> np.ndarray:
@@ -255,4 +259,5 @@ async def drive_call(
     result.greeting = target.turn_meter.greeting()
     if target.meter is not None:
         result.usage = target.meter.usage()  # services report usage until they stop
+        result.errors, result.fallbacks = target.meter.errors, target.meter.fallbacks
     return result

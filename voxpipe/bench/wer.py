@@ -2,7 +2,8 @@
 
 Both sides are normalised the same way before words are compared, so that differences of writing style are
 not counted as recognition errors: case, punctuation, hyphens and apostrophes are dropped, ``$45`` becomes
-``45 dollars``, ``9:30`` becomes ``9 30``, and spelled-out numbers become digits (``forty-five`` -> ``45``,
+``45 dollars``, ``9:30`` and ``9.30`` become ``9 30`` (so ``3.5`` is ``3 5``, and ``three point five``, with
+its extra word, counts one error), and spelled-out numbers become digits (``forty-five`` -> ``45``,
 ``two hundred and five`` -> ``205``, ``twelfth`` -> ``12th``). Number words are only joined when they read as
 one number: ``nine thirty`` stays two numbers, as a clock time should.
 
@@ -32,9 +33,9 @@ SPELLINGS = {"ok": "okay"}
 
 _CURRENCY = re.compile(r"\$(\d[\d,]*(?:\.\d+)?)")
 _DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d{3}\b)")
-_CLOCK = re.compile(r"(?<=\d):(?=\d)")
+_DIGIT_SEPARATOR = re.compile(r"(?<=\d)[:.](?=\d)")  # 9:30, 9.30 (whisper writes times both ways)
 _ABBREVIATION_DOT = re.compile(r"(?<=\b[a-z])\.(?=[a-z]\b)")  # a.m. -> am., e.g. -> eg.
-_NOT_WORD = re.compile(r"[^a-z0-9.\s]|(?<!\d)\.|\.(?!\d)")
+_NOT_WORD = re.compile(r"[^a-z0-9\s]")
 
 
 def _ordinal(value: int) -> str:
@@ -112,7 +113,7 @@ def _numbers_as_digits(words: list[str]) -> list[str]:
 def normalise(text: str) -> list[str]:
     """The words of ``text`` in a canonical form (see the module docstring)."""
     text = _CURRENCY.sub(r"\1 dollars", text.lower())
-    text = _ABBREVIATION_DOT.sub("", _CLOCK.sub(" ", _DIGIT_COMMA.sub("", text)))
+    text = _ABBREVIATION_DOT.sub("", _DIGIT_SEPARATOR.sub(" ", _DIGIT_COMMA.sub("", text)))
     text = text.replace("%", " percent").replace("&", " and ").replace("'", "").replace("’", "")
     words = [SPELLINGS.get(w, w) for w in _NOT_WORD.sub(" ", text).split() if w not in FILLERS]
     return _numbers_as_digits(words)
