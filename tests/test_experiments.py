@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import collections
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +61,7 @@ def test_a_bad_variant_fails_at_start_up() -> None:
         ExperimentRouter(parse_deployment(bad))
 
 
-async def test_live_split_is_recorded_and_reported(tmp_path: Path) -> None:
+async def test_live_split_is_recorded_and_reported(tmp_path: Path, run_cli: Callable[..., Any]) -> None:
     deployment = parse_deployment(EXPERIMENT)
     router = ExperimentRouter(deployment)
     store = RecordStore(tmp_path / "calls.db")
@@ -77,44 +77,14 @@ async def test_live_split_is_recorded_and_reported(tmp_path: Path) -> None:
             store.save(result.record(caller_id=caller, experiment="llm-latency", variant=assigned))
     records = store.list(experiment="llm-latency")
     assert collections.Counter(r.variant for r in records) == {"fast": 2, "slow": 2}
-    output = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "voxpipe.cli",
-            "report",
-            "--experiment",
-            "llm-latency",
-            "--json",
-            "--records",
-            str(tmp_path / "calls.db"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    summaries = {s["variant"]: s for s in json.loads(output.stdout)}
+    database = str(tmp_path / "calls.db")
+    report = run_cli("report", "--experiment", "llm-latency", "--json", "--records", database)
+    assert report.returncode == 0, report.stderr
+    summaries = {s["variant"]: s for s in json.loads(report.stdout)}
     assert summaries["fast"]["calls"] == 2 and summaries["slow"]["turns"] == 4
     diff = summaries["slow"]["median_diff_vs_baseline_ms"]["value"]
     assert 330 <= diff <= 470  # the slow arm's 0.4 s LLM latency, measured on the audio
-    listing = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "voxpipe.cli",
-            "calls",
-            "--since",
-            "1h",
-            "--json",
-            "--records",
-            str(tmp_path / "calls.db"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    listing = run_cli("calls", "--since", "1h", "--json", "--records", database)
     listed = [json.loads(line) for line in listing.stdout.splitlines()]
     assert [r["deployment"] for r in listed] == ["booking"] * 4
     assert all(r["turns"][0]["heard"] == "book a table" for r in listed)
