@@ -149,6 +149,18 @@ def call(
 
 
 @app.command()
+def serve(
+    configs: Annotated[list[Path], typer.Argument(help="Deployment YAML files; each is served under /{name}/.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+) -> None:
+    """Serve deployments to Twilio (Media Streams, ConversationRelay) and browsers, each under /{name}/."""
+    from voxpipe.server.serve import serve as serve_deployments
+
+    serve_deployments(configs, host, port)
+
+
+@app.command()
 def calls(
     since: Annotated[str | None, typer.Option(help="Only calls since: 30m, 6h, 7d or an ISO date.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,

@@ -1,0 +1,150 @@
+"""The browser page in headless Chromium, with a fake microphone fed from a WAV file.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install -y chromium chromium-driver``) and the
+``selenium`` package; skipped, saying so, only when Chromium is absent. The caller's WAV is real speech
+from the local TTS (the testkit's energy VAD hears it; the testkit STT returns the scripted words).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.simulators.server import RunningServer
+from voxpipe.config.loader import parse_deployment
+from voxpipe.server.app import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+PAGE_TIMEOUT_SECS = 40
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None or shutil.which(CHROMEDRIVER) is None,
+    reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)",
+)
+
+DEPLOYMENT = """
+name: web
+agent:
+  instructions: You are a scripted test agent.
+  greeting: Welcome to the web agent.
+vad: {provider: testkit_vad, start_secs: 0.1, stop_secs: 0.3}
+turn: {strategy: silence, timeout_secs: 0.2}
+stt: {provider: testkit_stt, options: {transcripts: ["what are your hours", "tell me more"]}}
+llm:
+  provider: testkit_llm
+  options:
+    replies:
+      - {when: hours, say: "We are open nine to five."}
+      - {when: more, say: "We also fix bicycles."}
+      - {when: "*", say: "You said: {user}"}
+tts: {provider: testkit_tts, options: {secs_per_char: 0.02}}
+sessions: {store: sqlite, path: "DB"}
+"""
+
+
+def caller_wav(path: Path) -> Path:
+    """Two questions with pauses long enough for the bot to answer (Chromium loops the file)."""
+    from voxpipe.providers.builtin.local_tts import speak
+
+    rate = 16000
+    pause = np.zeros(int(3.5 * rate), dtype="<i2").tobytes()
+    audio = pause + speak("What are your hours?", rate) + pause + speak("Tell me more.", rate) + pause * 2
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(audio)
+    return path
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={caller_wav(tmp_path / 'caller.wav')}",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(PAGE_TIMEOUT_SECS)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def lines(driver: object, role: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [item.text for item in driver.find_elements(By.CSS_SELECTOR, f"#transcript li.{role}")]
+
+
+def wait_until(condition: object, timeout: float = PAGE_TIMEOUT_SECS) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the page did not show what was expected in time")
+        time.sleep(0.2)
+
+
+def test_browser_call_shows_transcript_replies_and_latency_then_resumes(
+    browser: object, tmp_path: Path, registry: object
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    db = tmp_path / "s.db"
+    app = create_app([parse_deployment(DEPLOYMENT.replace("DB", str(db)))], warm_up=False)
+    with RunningServer(app) as server:
+        browser.get(f"{server.url}/web/")
+        wait_until(lambda: browser.find_element(By.ID, "title").text == "web")
+        browser.find_element(By.ID, "call").click()
+        wait_until(lambda: len(lines(browser, "assistant")) >= 3, timeout=60)
+        assert lines(browser, "user")[:2] == ["what are your hours", "tell me more"]
+        replies = lines(browser, "assistant")
+        assert replies[0] == "Welcome to the web agent."
+        assert replies[1].startswith("We are open nine to five.") and replies[1].endswith(" ms)")
+        assert replies[2].startswith("We also fix bicycles.")
+        session_id = browser.execute_script("return Object.values(sessionStorage)[0]")
+
+        # Reload: the tab keeps its session id, the server resumes the conversation (no second greeting).
+        browser.refresh()
+        wait_until(lambda: browser.find_element(By.ID, "title").text == "web")
+        browser.find_element(By.ID, "call").click()
+        wait_until(lambda: len(lines(browser, "assistant")) >= 1, timeout=60)
+        assert lines(browser, "assistant")[0] != "Welcome to the web agent."
+        browser.find_element(By.ID, "call").click()  # hang up
+        time.sleep(1.0)
+
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT message FROM messages WHERE call_id = ? ORDER BY seq", (session_id,))
+        messages = [json.loads(row[0]) for row in rows]
+    assert messages[:5] == [
+        {"role": "assistant", "content": "Welcome to the web agent."},
+        {"role": "user", "content": "what are your hours"},
+        {"role": "assistant", "content": "We are open nine to five."},
+        {"role": "user", "content": "tell me more"},
+        {"role": "assistant", "content": "We also fix bicycles."},
+    ]
+    assert len(messages) > 5  # the resumed call added to the same conversation

@@ -1,0 +1,44 @@
+"""Conversation storage keyed by call id: the ``SessionStore`` interface, its backends and their factory."""
+
+from __future__ import annotations
+
+from voxpipe.config.models import SessionsConfig
+from voxpipe.sessions.base import (
+    Conflict,
+    Message,
+    Session,
+    SessionRecorder,
+    SessionStore,
+    append_turns,
+)
+from voxpipe.sessions.memory import MemorySessionStore
+from voxpipe.sessions.sqlite import SQLiteSessionStore
+
+__all__ = [
+    "Conflict",
+    "MemorySessionStore",
+    "Message",
+    "SQLiteSessionStore",
+    "Session",
+    "SessionRecorder",
+    "SessionStore",
+    "StoreUnavailable",
+    "append_turns",
+    "open_store",
+]
+
+
+class StoreUnavailable(RuntimeError):
+    """The configured session store has no backend in this version of voxpipe."""
+
+
+def open_store(config: SessionsConfig) -> SessionStore:
+    """The store a deployment's ``sessions:`` section asks for."""
+    if config.store == "memory":
+        return MemorySessionStore(ttl_secs=config.ttl_secs)
+    if config.store == "sqlite":
+        return SQLiteSessionStore(config.path, ttl_secs=config.ttl_secs)
+    raise StoreUnavailable(
+        f"sessions.store '{config.store}' is not available yet in this voxpipe version "
+        "(use 'sqlite' or 'memory'; Redis and DynamoDB backends are planned)"
+    )

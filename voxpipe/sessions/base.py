@@ -1,0 +1,153 @@
+"""The ``SessionStore`` interface: each call's conversation and metadata, keyed by call id.
+
+A call that reconnects with the same id (Twilio ``callSid``, ConversationRelay ``sessionId``, a browser
+session) gets its stored messages back and resumes its context. Messages are only ever appended, except
+that the last assistant message may be cut to what the caller actually heard.
+
+Writes are conditional, as DynamoDB's ``attribute_not_exists`` or Redis ``WATCH`` would make them: an
+``append`` names how many messages the writer believes are stored, and fails with ``Conflict`` if another
+writer got there first. ``append_turns`` then re-appends at the new end, so concurrent writers (an old
+connection flushing its last turn while the reconnected one speaks) never lose a turn.
+
+This module and the backends stay free of pipecat, so a backend is a small, self-contained file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, Any]
+
+#: pipecat writes this into a tool message while the tool runs, and replaces it in place with the result.
+TOOL_PLACEHOLDER = "IN_PROGRESS"
+
+
+class Conflict(Exception):
+    """A conditional append found a different number of stored messages than the writer expected."""
+
+    def __init__(self, call_id: str, expected: int, actual: int):
+        super().__init__(f"session {call_id}: expected {expected} stored messages, found {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True)
+class Session:
+    """One call's stored conversation: its messages in order and free-form metadata (caller, transport...)."""
+
+    call_id: str
+    messages: list[Message] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> int:
+        """The number of stored messages: what the next conditional ``append`` must name."""
+        return len(self.messages)
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """Where conversations live. Every method is safe to call concurrently for the same call id."""
+
+    async def get(self, call_id: str) -> Session | None:
+        """The stored session, or ``None`` if there is none (or it expired)."""
+        ...
+
+    async def append(self, call_id: str, messages: Sequence[Message], *, expected: int) -> int:
+        """Append ``messages`` if exactly ``expected`` are stored (creating the session at 0).
+
+        Returns the new number of stored messages; raises ``Conflict`` otherwise and writes nothing.
+        """
+        ...
+
+    async def update_metadata(self, call_id: str, changes: Mapping[str, Any]) -> None:
+        """Merge ``changes`` into the session's metadata (creating the session if needed)."""
+        ...
+
+    async def truncate_last_assistant(self, call_id: str, content: str) -> bool:
+        """Replace the content of the last assistant message; ``False`` if there is none."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+
+async def append_turns(store: SessionStore, call_id: str, messages: Sequence[Message], expected: int) -> int:
+    """Append ``messages`` after the ``expected`` stored ones, or after whatever another writer added since.
+
+    Returns the new number of stored messages.
+    """
+    while True:
+        try:
+            return await store.append(call_id, messages, expected=expected)
+        except Conflict as conflict:
+            expected = conflict.actual
+
+
+def settled_length(messages: Sequence[Any]) -> int:
+    """How many leading messages are final: up to the first tool message still waiting for its result."""
+    for index, message in enumerate(messages):
+        if (
+            isinstance(message, Mapping)
+            and message.get("role") == "tool"
+            and message.get("content") == TOOL_PLACEHOLDER
+        ):
+            return index
+    return len(messages)
+
+
+class SessionRecorder:
+    """Keeps one call's stored conversation in step with its live message list.
+
+    ``messages`` returns the live list (pipecat's ``LLMContext.messages``), which starts with the
+    ``session``'s stored messages. Only plain dict messages are stored; provider-specific objects are skipped.
+    """
+
+    def __init__(self, store: SessionStore, session: Session, messages: Callable[[], list[Any]]):
+        self.store = store
+        self.call_id = session.call_id
+        self._messages = messages
+        self._stored = session.version  # messages in the store
+        self._synced = session.version  # live messages already written (the history comes first)
+        self._lock = asyncio.Lock()
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def request_sync(self) -> None:
+        """Write new settled messages soon, without blocking the caller (a pipeline observer)."""
+        task = asyncio.get_running_loop().create_task(self.sync())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def sync(self) -> None:
+        """Write every settled message not written yet."""
+        async with self._lock:
+            live = self._messages()
+            settled = settled_length(live)
+            new = [dict(m) for m in live[self._synced : settled] if isinstance(m, dict)]
+            if new:
+                self._stored = await append_turns(self.store, self.call_id, new, self._stored)
+            self._synced = max(self._synced, settled)
+
+    async def truncate_last_assistant(self, content: str) -> None:
+        """Cut the conversation's final message to ``content`` (what the caller heard), live and stored.
+
+        Only when that message is the assistant's text: if the caller barged in before the assistant said
+        anything, the last message is the caller's (or a tool's) and there is nothing to cut.
+        """
+        async with self._lock:
+            live = [m for m in self._messages() if isinstance(m, dict)]
+            if not live or live[-1].get("role") != "assistant" or not isinstance(live[-1].get("content"), str):
+                return
+            live[-1]["content"] = content
+            if self._synced >= len(self._messages()):
+                await self.store.truncate_last_assistant(self.call_id, content)
+
+    async def flush(self) -> None:
+        """Wait for scheduled writes, then write what is left (call this when the call ends)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self.sync()
