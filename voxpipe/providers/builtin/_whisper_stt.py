@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from typing import cast
 import numpy as np
 import soxr
 from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_suppressed_tokens
 from loguru import logger
 from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.services.settings import STTSettings
@@ -22,9 +25,16 @@ from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
 WHISPER_RATE = 16000  # whisper's feature extractor expects 16 kHz mono
+WINDOW_FRAMES = 3000  # whisper's fixed 30 s window, in 10 ms feature frames
+TRIM_PAD_FRAMES = 300  # silence kept after the speech when the window is trimmed (3 s; 2 s or less loops more)
+# A transcript whose decoding did not end within this many tokens per second of audio (plus a few) is
+# a repetition loop, not speech: whisper says about 3 tokens per second of fast speech.
+MAX_TOKENS_PER_SEC, MIN_MAX_TOKENS = 8, 10
+# Whisper's rule for "no speech here": a likely no-speech token and an unsure transcript.
+NO_SPEECH_PROB, LOG_PROB_FLOOR = 0.6, -1.0
 # Speech end to final transcript at p99 (VAD stop + transcription) as measured by
 # benchmarks/local_stages.py; turn strategies use it to know how long to wait for the text.
-TTFS_P99_SECS = 0.9
+TTFS_P99_SECS = 0.7
 
 
 @dataclass(frozen=True)
@@ -33,12 +43,17 @@ class SharedWhisper:
 
     model: WhisperModel
     executor: ThreadPoolExecutor
+    trim_window: bool
 
-    def transcribe(self, pcm: bytes, sample_rate: int, language: str | None, beam_size: int) -> str:
+    def transcribe(self, pcm: bytes, sample_rate: int, language: str, beam_size: int) -> str:
         """16-bit mono PCM -> text; blocking, so call it on ``executor``."""
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         if sample_rate != WHISPER_RATE:
             audio = soxr.resample(audio, sample_rate, WHISPER_RATE)
+        if self.trim_window:
+            text = self._transcribe_trimmed(audio, language, beam_size)
+            if text is not None:
+                return text
         segments, _ = self.model.transcribe(
             audio,
             language=language,
@@ -52,16 +67,67 @@ class SharedWhisper:
         # The segments are decoded lazily, while iterated: this must stay in the worker thread.
         return " ".join(segment.text.strip() for segment in segments).strip()
 
+    def _transcribe_trimmed(self, audio: np.ndarray, language: str, beam_size: int) -> str | None:
+        """Decode the utterance with whisper's window cut to the speech plus 3 s of silence.
+
+        faster-whisper always encodes 30 s, which is most of its time on a short utterance (0.4 of
+        0.5 s for tiny.en on two cores); the encoder takes shorter inputs and, with that much trailing
+        silence, gives the same words. The failure mode of a short window is a repetition loop
+        ("Yes? Yes? Yes?", "Where is the shop? Where is the shop?"), so a transcript that does not end or
+        repeats itself returns ``None`` and the caller decodes the full window; a caller who really said
+        "five five five" costs one extra decoding, not a wrong transcript. Also ``None`` for audio longer
+        than a window.
+        """
+        features = self.model.feature_extractor(audio)[:, :-1]  # the extractor adds one frame of padding
+        frames = features.shape[-1]
+        if frames + TRIM_PAD_FRAMES > WINDOW_FRAMES:
+            return None
+        encoded = self.model.encode(np.pad(features, ((0, 0), (0, TRIM_PAD_FRAMES))))
+        tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, "transcribe", language)
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        max_new_tokens = MIN_MAX_TOKENS + MAX_TOKENS_PER_SEC * frames // 100
+        result = self.model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=beam_size,
+            max_length=len(prompt) + max_new_tokens,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+        )[0]
+        tokens = result.sequences_ids[0]
+        text = tokenizer.decode(tokens).strip()
+        if len(tokens) >= max_new_tokens or _repeats_itself(text):
+            logger.debug(f"local_whisper: trimmed window looped ({text[:60]!r}); decoding the full window")
+            return None
+        average_log_prob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # as faster-whisper computes it
+        if result.no_speech_prob > NO_SPEECH_PROB and average_log_prob < LOG_PROB_FLOOR:
+            return ""
+        return text
+
+
+def _repeats_itself(text: str) -> bool:
+    """Whether a phrase of two or more words comes twice in a row, or one word three times."""
+    words = re.findall(r"[\w']+", text.lower())
+    for size in range(1, len(words) // 2 + 1):
+        times = 3 if size == 1 else 2
+        for start in range(len(words) - times * size + 1):
+            phrase = words[start : start + size]
+            if all(words[start + k * size : start + (k + 1) * size] == phrase for k in range(1, times)):
+                return True
+    return False
+
 
 @functools.cache
-def load_whisper(model_path: str, cpu_threads: int) -> SharedWhisper:
-    """Load a model once per process (keyed by path and threads) and warm it up."""
+def load_whisper(model_path: str, cpu_threads: int, trim_window: bool) -> SharedWhisper:
+    """Load a model once per process (keyed by path, threads and window) and warm it up."""
     logger.debug(f"local_whisper: loading {model_path}")
     model = WhisperModel(str(Path(model_path)), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
-    shared = SharedWhisper(model, ThreadPoolExecutor(max_workers=1, thread_name_prefix="local_whisper"))
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local_whisper")
+    shared = SharedWhisper(model, executor, trim_window)
     # The first transcription of a process is about twice as slow; pay for it here, not on a caller.
-    warmup_language = "en" if "en" in model.supported_languages else None
-    shared.transcribe(bytes(WHISPER_RATE), WHISPER_RATE, warmup_language, 1)
+    shared.transcribe(bytes(WHISPER_RATE), WHISPER_RATE, model.supported_languages[0], 1)
     return shared
 
 

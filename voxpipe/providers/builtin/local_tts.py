@@ -54,3 +54,16 @@ PROVIDER = Provider(
 @hookimpl
 def voxpipe_providers() -> list[Provider]:
     return [PROVIDER]
+
+
+def speak(text: str, sample_rate: int = 16000, voice: str = "heart") -> bytes:
+    """``text`` spoken by the local voice as PCM16 mono at ``sample_rate`` (for simulated callers and corpora)."""
+    import numpy as np
+    import soxr
+
+    from voxpipe.providers.builtin._hibari_tts import HIBARI_RATE, load_hibari
+
+    audio = np.asarray(load_hibari(voice).tts(text), dtype=np.float32)
+    if sample_rate != HIBARI_RATE:
+        audio = soxr.resample(audio, HIBARI_RATE, sample_rate)
+    return (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
