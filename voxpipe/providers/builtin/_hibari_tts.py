@@ -20,6 +20,19 @@ from pipecat.services.tts_service import TTSService
 from pipecat.transcriptions.language import Language
 
 CHUNK_SECS = 0.08  # audio per frame: small enough that playback starts before a long sentence is sent
+# hibari pads every sentence with ~0.32 s of silence before and ~0.47 s after it: dead air on a call.
+KEEP_BEFORE_SECS = 0.02
+KEEP_AFTER_SECS = 0.12
+SILENT = 1e-3  # -60 dBFS
+
+
+def trim_padding(wave: np.ndarray) -> np.ndarray:
+    """``wave`` without hibari's padding, keeping a short natural lead-in and pause."""
+    sound = np.flatnonzero(np.abs(wave) > SILENT)
+    if not sound.size:
+        return wave[:0]
+    start = max(0, sound[0] - int(KEEP_BEFORE_SECS * HIBARI_RATE))
+    return wave[start : sound[-1] + 1 + int(KEEP_AFTER_SECS * HIBARI_RATE)]
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,7 @@ class LocalHibariTTSService(TTSService):
             else None
         )
         while (wave := await loop.run_in_executor(self._hibari.executor, next, sentences, None)) is not None:
+            wave = trim_padding(wave)
             yield wave if resampler is None else resampler.resample_chunk(wave)
         if resampler is not None:
             yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
