@@ -160,6 +160,28 @@ def serve(
     serve_deployments(configs, host, port)
 
 
+deploy = typer.Typer(help="Generate deployment artifacts.", no_args_is_help=True)
+app.add_typer(deploy, name="deploy")
+
+
+@deploy.command("sam")
+def deploy_sam(
+    config: Annotated[Path, typer.Argument(help="Deployment YAML file.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (replaced).")],
+    relay: Annotated[bool, typer.Option("--relay/--no-relay", help="ConversationRelay on Lambda.")] = True,
+    bridge: Annotated[bool, typer.Option("--bridge/--no-bridge", help="The API Gateway audio bridge.")] = True,
+) -> None:
+    """Write an AWS SAM application (template.yaml + the functions' code) for a deployment."""
+    from voxpipe.serverless.sam import SamError, write_sam
+
+    try:
+        template = write_sam(config, out_dir, relay=relay, bridge=bridge)
+    except SamError as exc:
+        print(exc, file=sys.stderr)
+        raise typer.Exit(EXIT_CONFIG) from None
+    out.print(f"wrote {template}; next: cd {out_dir} && sam build && sam deploy --guided")
+
+
 @app.command()
 def calls(
     since: Annotated[str | None, typer.Option(help="Only calls since: 30m, 6h, 7d or an ISO date.")] = None,

@@ -22,14 +22,10 @@ __all__ = [
     "Session",
     "SessionRecorder",
     "SessionStore",
-    "StoreUnavailable",
     "append_turns",
     "open_store",
 ]
 
-
-class StoreUnavailable(RuntimeError):
-    """The configured session store has no backend in this version of voxpipe."""
 
 
 def open_store(config: SessionsConfig) -> SessionStore:
@@ -38,7 +34,10 @@ def open_store(config: SessionsConfig) -> SessionStore:
         return MemorySessionStore(ttl_secs=config.ttl_secs)
     if config.store == "sqlite":
         return SQLiteSessionStore(config.path, ttl_secs=config.ttl_secs)
-    raise StoreUnavailable(
-        f"sessions.store '{config.store}' is not available yet in this voxpipe version "
-        "(use 'sqlite' or 'memory'; Redis and DynamoDB backends are planned)"
-    )
+    if config.store == "redis":
+        from voxpipe.sessions.redis import RedisSessionStore  # redis-py is optional: voxpipe[redis]
+
+        return RedisSessionStore(config.url, ttl_secs=config.ttl_secs)
+    from voxpipe.sessions.dynamodb import DynamoDBSessionStore
+
+    return DynamoDBSessionStore(config.table or "", ttl_secs=config.ttl_secs)

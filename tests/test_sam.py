@@ -1,0 +1,155 @@
+"""``voxpipe deploy sam``: the generated template passes cfn-lint (offline), grants least privilege, and the
+functions' code bundle runs its handlers without pipecat, pydantic, or any secret written to disk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.apigw_shim import serverless_registry
+from voxpipe.serverless.sam import SamError, write_sam
+
+pytestmark = pytest.mark.timeout(120)
+
+DEPLOYMENT = """
+name: sam-test
+agent:
+  instructions: You are a test agent.
+  greeting: Hello!
+  tools:
+    - kind: http
+      name: lookup
+      parameters: {type: object, properties: {q: {type: string}}}
+      options: {url: "https://api.example.com/lookup", headers: {Authorization: "Bearer ${LOOKUP_TOKEN}"}}
+    - kind: end_call
+stt: {provider: testkit_stt}
+tts: {provider: testkit_tts}
+llm:
+  - provider: bedrock
+    model: us.anthropic.claude-3-5-haiku-20241022-v1:0
+  - provider: bedrock
+    model: amazon.nova-lite-v1:0
+transport:
+  twilio: {auth_token: "${TWILIO_AUTH_TOKEN}"}
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sam")
+    (folder / "deployment.yaml").write_text(DEPLOYMENT, encoding="utf-8")
+    environ = {"TWILIO_AUTH_TOKEN": "real-secret-token"}  # LOOKUP_TOKEN unset: a placeholder validates
+    write_sam(folder / "deployment.yaml", folder / "out", environ=environ, registry=serverless_registry())
+    return folder / "out"
+
+
+@pytest.fixture(scope="module")
+def template(built: Path) -> dict[str, Any]:
+    return YAML(typ="safe", pure=True).load((built / "template.yaml").read_text())
+
+
+def test_cfn_lint_passes_offline(built: Path) -> None:
+    """cfn-lint (with the SAM translator) validates the template against CloudFormation's schemas, offline."""
+    if shutil.which("cfn-lint") is None:
+        pytest.skip("cfn-lint is not installed (pip install cfn-lint)")
+    done = subprocess.run(
+        ["cfn-lint", str(built / "template.yaml")], capture_output=True, text=True, timeout=90, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_resources_and_routes(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    table = resources["Table"]["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    for api in ("Relay", "Bridge"):
+        assert resources[f"{api}Api"]["Properties"]["ProtocolType"] == "WEBSOCKET"
+        keys = {r["Properties"]["RouteKey"] for n, r in resources.items() if n.startswith(api) and n.endswith("Route")}
+        assert keys == {"$connect", "$disconnect", "$default"}
+    assert resources["Queue"]["Properties"]["FifoQueue"] is True
+    handlers = {r["Properties"]["Handler"] for r in resources.values() if r["Type"] == "AWS::Serverless::Function"}
+    assert handlers == {
+        "voxpipe.serverless.relay.handler",
+        "voxpipe.serverless.twiml.handler",
+        "voxpipe.serverless.worker.handler",
+    }
+    assert template["Parameters"]["TwilioAuthToken"]["NoEcho"] is True
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["LOOKUP_TOKEN"] == {"Ref": "LookupToken"}
+
+
+def _statements(template: dict[str, Any], resource: str) -> list[dict[str, Any]]:
+    properties = template["Resources"][resource]["Properties"]
+    if "Policies" in properties:
+        return [s for policy in properties["Policies"] for s in policy["Statement"]]
+    return properties["PolicyDocument"]["Statement"]
+
+
+def test_iam_is_least_privilege(template: dict[str, Any]) -> None:
+    relay = _statements(template, "RelayFunction")
+    actions = {a for s in relay for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert actions == {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "execute-api:ManageConnections",
+        "bedrock:InvokeModelWithResponseStream",
+    }
+    manage = next(s for s in relay if s["Action"] == "execute-api:ManageConnections")
+    assert manage["Resource"] == [
+        {
+            "Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${RelayApi}/${StageName}"
+            "/POST/@connections/*"
+        }
+    ]
+    bedrock = next(s for s in relay if s["Action"] == "bedrock:InvokeModelWithResponseStream")
+    assert [r["Fn::Sub"].rsplit("/", 1)[1] for r in bedrock["Resource"]] == [
+        "amazon.nova-lite-v1:0",
+        "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+        "anthropic.claude-3-5-haiku-20241022-v1:0",
+    ]
+    assert "Policies" not in template["Resources"]["TwimlFunction"]["Properties"]  # it touches nothing
+    for resource in ("RelayFunction", "BridgeFunction", "WorkerPolicy"):
+        for statement in _statements(template, resource):
+            assert statement["Resource"] != "*" and "*" not in json.dumps(statement["Action"]), statement
+    worker = _statements(template, "WorkerPolicy")
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= set(worker[0]["Action"])
+
+
+def test_bundle_has_no_secret_and_no_pipecat(built: Path) -> None:
+    config = (built / "handler" / "voxpipe-handler.json").read_text()
+    assert "real-secret-token" not in config and "deploy-placeholder" not in config
+    assert "${TWILIO_AUTH_TOKEN}" in config and "Bearer ${LOOKUP_TOKEN}" in config
+    requirements = (built / "handler" / "requirements.txt").read_text()
+    assert "pipecat" not in requirements and "aiohttp" in requirements  # the http tool needs it
+    assert (built / "handler" / "voxpipe" / "serverless" / "relay.py").exists()
+
+
+def test_handlers_import_neither_pipecat_nor_pydantic(built: Path) -> None:
+    """The bundle's handlers load from the bundle itself, and stay light: pipecat and pydantic never load."""
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import voxpipe.serverless.relay, voxpipe.serverless.twiml, voxpipe.serverless.worker;"
+        "import voxpipe; assert voxpipe.__file__.startswith(sys.argv[1]), voxpipe.__file__;"
+        "heavy = sorted(m for m in ('pipecat', 'pydantic', 'boto3', 'openai') if m in sys.modules);"
+        "assert not heavy, heavy"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(built / "handler")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_relay_needs_a_streamable_llm(tmp_path: Path) -> None:
+    source = tmp_path / "deployment.yaml"
+    source.write_text(DEPLOYMENT.replace("provider: bedrock", "provider: testkit_llm").replace("model: ", "# "))
+    with pytest.raises(SamError, match="needs an llm provider"):
+        write_sam(source, tmp_path / "out", environ={}, registry=serverless_registry())
+    write_sam(source, tmp_path / "out", relay=False, environ={}, registry=serverless_registry())

@@ -1,0 +1,363 @@
+"""ConversationRelay on Lambda, end to end: a simulated Twilio ConversationRelay client holds calls through the
+API Gateway WebSocket shim, whose ``$connect``/``$default``/``$disconnect`` invocations run ``relay.handler``
+in Lambda-like containers (separate processes); history lives in DynamoDB (moto server); tokens come from the
+Bedrock converse-stream fake, which rejects any request Bedrock would (roles must alternate...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import botocore.session
+import pytest
+import websockets
+from twilio.request_validator import RequestValidator
+
+from tests.apigw_shim import (
+    ApiGatewayShim,
+    LambdaFunction,
+    aws_environment,
+    moto_server,
+    wait_until,
+    write_handler_config,
+)
+from tests.fakes import Behaviour, FakeBedrock, Turn
+from voxpipe.serverless import ConnectionGone, Connections, HandlerConfig
+from voxpipe.serverless.history import ConversationTable, table_definition
+from voxpipe.serverless.twiml import handler as twiml_handler
+
+pytestmark = pytest.mark.timeout(120)
+
+TOKEN = "twilio-test-token"
+RELAY_URL = "wss://relay.voxpipe.test/prod"
+TABLE = "voxpipe-relay-test"
+MODEL = "amazon.nova-lite-v1:0"
+CALL = "CA00000000000000000000000000000001"
+DEPLOYMENT = f"""
+name: relay-test
+agent:
+  instructions: You are a terse test agent.
+  greeting: Hello, how can I help?
+  tools:
+    - kind: end_call
+stt: {{provider: testkit_stt}}  # ConversationRelay does speech itself; the loader still wants a cascade
+tts: {{provider: testkit_tts}}
+llm:
+  provider: bedrock
+  model: {MODEL}
+  options: {{region: us-east-1, endpoint_url: "${{BEDROCK_URL}}"}}
+transport:
+  twilio: {{auth_token: "${{TWILIO_AUTH_TOKEN}}"}}
+  conversation_relay: {{language: en-GB, tts_provider: ElevenLabs, voice: test-voice}}
+sessions: {{store: dynamodb, table: {TABLE}, ttl_secs: 3600}}
+"""
+
+
+def reply_to(turn: Turn) -> Any:
+    """The fake model's script: 'bye' ends the call, 'long' talks at length, anything else is echoed."""
+    from tests.fakes import ToolCall
+
+    text = turn.last_user_text or ""
+    if turn.tool_results:
+        return "Goodbye then."
+    if "bye" in text:
+        return ToolCall("end_call", {"reason": "caller is done"})
+    if "long" in text:
+        return " ".join(f"word{i}" for i in range(60)) + "."
+    return f"You said {text}."
+
+
+def dynamodb(endpoint: str) -> Any:
+    return botocore.session.get_session().create_client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="test-key",
+        aws_secret_access_key="x",
+    )
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[str]:
+    with moto_server() as endpoint:
+        dynamodb(endpoint).create_table(**table_definition(TABLE))
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def bedrock() -> Iterator[FakeBedrock]:
+    with FakeBedrock(Behaviour(per_chunk_delay_s=0.02), replies=reply_to, region="us-east-1") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The handler configuration ``voxpipe deploy sam`` writes for the test deployment."""
+    return write_handler_config(tmp_path_factory.mktemp("relay"), DEPLOYMENT)
+
+
+@pytest.fixture(scope="module")
+def lambda_env(aws: str, bedrock: FakeBedrock, config_file: Path) -> dict[str, str]:
+    return {
+        "VOXPIPE_HANDLER_CONFIG": str(config_file),
+        "VOXPIPE_TABLE": TABLE,
+        "VOXPIPE_RELAY_URL": RELAY_URL,
+        **aws_environment(dynamodb=aws),
+        "BEDROCK_URL": bedrock.url,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+    }
+
+
+@pytest.fixture(scope="module")
+def shim(lambda_env: dict[str, str]) -> Iterator[ApiGatewayShim]:
+    function = LambdaFunction("voxpipe.serverless.relay.handler", lambda_env)
+    shim = ApiGatewayShim({"$connect": function, "$default": function, "$disconnect": function})
+    with shim:
+        function.env["VOXPIPE_CONNECTIONS_URL"] = shim.endpoint
+        yield shim
+    assert not shim.errors, shim.errors
+
+
+def table(aws: str) -> ConversationTable:
+    return ConversationTable(TABLE, 3600, client=dynamodb(aws))
+
+
+class RelayCaller:
+    """Twilio's side of a ConversationRelay session: opens the signed WebSocket, speaks prompts, reads tokens."""
+
+    def __init__(self, ws: Any):
+        self.ws = ws
+        self.received: list[dict[str, Any]] = []
+
+    @classmethod
+    async def dial(cls, url: str, signature: str | None = None) -> RelayCaller:
+        headers = {"X-Twilio-Signature": signature} if signature is not None else {}
+        return cls(await websockets.connect(url, additional_headers=headers, open_timeout=20))
+
+    async def setup(self, call_sid: str = CALL) -> None:
+        await self.send(
+            {
+                "type": "setup",
+                "sessionId": "VX" + call_sid[2:],
+                "callSid": call_sid,
+                "from": "+15550100",
+                "to": "+15550199",
+                "direction": "inbound",
+                "customParameters": {"campaign": "test"},
+            }
+        )
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def prompt(self, text: str) -> None:
+        await self.send({"type": "prompt", "voicePrompt": text, "lang": "en-US", "last": True})
+
+    async def next_message(self, timeout: float = 20) -> dict[str, Any]:
+        message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.received.append(message)
+        return message
+
+    async def reply(self, timeout: float = 20) -> str:
+        """The tokens of one reply, up to the one with ``last: true``."""
+        tokens = []
+        while True:
+            message = await self.next_message(timeout)
+            assert message["type"] == "text", message
+            tokens.append(message["token"])
+            if message["last"]:
+                return "".join(tokens)
+
+    async def hang_up(self) -> None:
+        await self.ws.close()
+
+
+def signature(url: str = RELAY_URL) -> str:
+    return RequestValidator(TOKEN).compute_signature(url, {})
+
+
+# ------------------------------------------------------------------------------------------------ the handshake
+
+
+async def test_connect_requires_a_valid_twilio_signature(shim: ApiGatewayShim) -> None:
+    for bad in (None, "not-a-signature", signature("wss://somewhere.else/prod")):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await RelayCaller.dial(shim.client_url, bad)
+        assert refused.value.response.status_code == 403
+    caller = await RelayCaller.dial(shim.client_url, signature())
+    await caller.hang_up()
+    connect = shim.invoked("$connect")[-1]
+    assert connect.event["headers"]["X-Twilio-Signature"] == signature()
+    assert connect.event["requestContext"]["eventType"] == "CONNECT"
+
+
+# ------------------------------------------------------------------------------------------------ a whole call
+
+
+async def test_a_call_with_interrupt_concurrent_prompts_and_reconnect(
+    shim: ApiGatewayShim, bedrock: FakeBedrock, aws: str
+) -> None:
+    conversations = table(aws)
+    caller = await RelayCaller.dial(shim.client_url, signature())
+    await caller.setup()
+    await wait_until(lambda: conversations.get(CALL))
+    assert conversations.get(CALL).messages == [{"role": "assistant", "content": "Hello, how can I help?"}]
+
+    # Two ordinary turns: tokens stream back, each reply ends with last=true; history grows in DynamoDB.
+    requests_before = len(bedrock.requests())
+    await caller.prompt("what are your hours")
+    assert await caller.reply() == "You said what are your hours."
+    await caller.prompt("thanks")
+    assert await caller.reply() == "You said thanks."
+    assert len([m for m in caller.received if m["type"] == "text"]) > 4  # streamed, not one message
+    first_request = bedrock.requests()[requests_before]["json"]
+    assert first_request["messages"][0] == {"role": "user", "content": [{"text": "(The call connected.)"}]}
+    assert first_request["system"] == [{"text": "You are a terse test agent."}]
+
+    # An interrupt while a long reply streams: the reply stops, and only what was heard is kept.
+    start = len(caller.received)
+    await caller.prompt("tell me something long")
+    heard = "".join([(await caller.next_message())["token"] for _ in range(3)])
+    await caller.send({"type": "interrupt", "utteranceUntilInterrupt": heard, "durationUntilInterruptMs": 800})
+    await wait_until(lambda: not conversations.get(CALL).live and len(conversations.get(CALL).messages) == 7)
+    await asyncio.sleep(0.3)  # any token still in flight
+    long_reply = caller.received[start:]
+    assert not any(m["last"] for m in long_reply), "an interrupted reply is not finished with last=true"
+    assert len("".join(m["token"] for m in long_reply)) < len(reply_to(Turn(0, {}, "long", [])))
+    assert conversations.get(CALL).messages[-1] == {"role": "assistant", "content": heard}
+
+    # Two prompts at once: two concurrent invocations (two containers); neither turn is lost.
+    start = len(caller.received)
+    await caller.prompt("first of two")
+    await caller.prompt("second of two")
+    while sum(m["last"] for m in caller.received[start:]) < 2:
+        await caller.next_message()
+    await wait_until(lambda: len(conversations.get(CALL).messages) == 11)
+    stored = [(m["role"], m["content"]) for m in conversations.get(CALL).messages[7:]]
+    assert sorted(c for r, c in stored if r == "user") == ["first of two", "second of two"]
+    # The later invocation may already see both turns (Bedrock gets them merged into one user message).
+    assert len([c for r, c in stored if r == "assistant" and c.startswith("You said")]) == 2
+    first, second = sorted(shim.invoked("$default")[-2:], key=lambda invocation: invocation.started)
+    assert first.started < second.started < first.started + first.seconds, "the two invocations overlapped"
+
+    # The caller's connection drops; a new one (same callSid) resumes the conversation.
+    await caller.hang_up()
+    await wait_until(lambda: shim.invoked("$disconnect"))
+    caller = await RelayCaller.dial(shim.client_url, signature())
+    await caller.setup()
+    await caller.prompt("are you still there")
+    assert await caller.reply() == "You said are you still there."
+    resumed = bedrock.requests()[-1]["json"]["messages"]
+    assert len(resumed) >= 8 and {"text": "first of two"} in [b for m in resumed for b in m["content"]]
+    final = conversations.get(CALL)
+    assert final.messages.count({"role": "assistant", "content": "Hello, how can I help?"}) == 1
+    assert final.metadata["custom_parameters"] == {"campaign": "test"}
+    await caller.hang_up()
+    assert not bedrock.errors, bedrock.errors
+
+    item = dynamodb(aws).get_item(TableName=TABLE, Key={"pk": {"S": "call#" + CALL}})["Item"]
+    assert abs(int(item["expires_at"]["N"]) - (time.time() + 3600)) < 120
+
+
+async def test_end_call_tool_ends_the_session(shim: ApiGatewayShim) -> None:
+    caller = await RelayCaller.dial(shim.client_url, signature())
+    await caller.setup("CA00000000000000000000000000000002")
+    await caller.prompt("ok bye")
+    assert await caller.reply() == "Goodbye then."
+    end = await caller.next_message()
+    assert end == {"type": "end", "handoffData": json.dumps({"reason": "end_call"}, separators=(",", ":"))}
+    await caller.hang_up()
+
+
+# ------------------------------------------------------------------------------------------------ the parts
+
+
+def test_expired_history_is_filtered_on_read_and_overwritten(aws: str) -> None:
+    now = [1_000_000.0]
+    conversations = ConversationTable(TABLE, 60, client=dynamodb(aws), clock=lambda: now[0])
+    conversations.mutate("CA-expiry", lambda c: c.messages.append({"role": "user", "content": "old"}))
+    assert conversations.get("CA-expiry").messages == [{"role": "user", "content": "old"}]
+    now[0] += 61  # past the TTL: DynamoDB may not have deleted the item yet, but nobody may read it
+    assert conversations.get("CA-expiry") is None
+    fresh, _ = conversations.mutate("CA-expiry", lambda c: c.messages.append({"role": "user", "content": "new"}))
+    assert fresh.messages == [{"role": "user", "content": "new"}] and fresh.version == 2
+
+
+def test_conditional_writes_lose_no_turn_under_contention(aws: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    conversations = table(aws)
+
+    def add(n: int) -> None:
+        conversations.mutate("CA-race", lambda c: c.messages.append({"role": "user", "content": str(n)}))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(add, range(24)))
+    stored = conversations.get("CA-race")
+    assert sorted(int(m["content"]) for m in stored.messages) == list(range(24))
+    assert stored.version == 24
+
+
+def test_gone_connections_raise_and_moto_accepts_posts(
+    shim: ApiGatewayShim, aws: str, lambda_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        monkeypatch.setenv(name, lambda_env[name])
+    with pytest.raises(ConnectionGone):
+        Connections(shim.endpoint).post("AAAAAAAAAAAAAA==", "hello")
+    # moto's @connections (root endpoint, no stage) accepts the same requests: the client's shape is AWS's.
+    Connections(aws).post_json("AAAAAAAAAAAAAA==", {"type": "text", "token": "hi", "last": True})
+
+
+def test_twiml_webhook_answers_conversation_relay_and_checks_the_signature(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environ = {"TWILIO_AUTH_TOKEN": TOKEN, "BEDROCK_URL": "", "VOXPIPE_RELAY_URL": RELAY_URL}
+    config = HandlerConfig.from_json(json.loads(config_file.read_text()), environ)
+    monkeypatch.setattr("voxpipe.serverless.twiml.handler_config", lambda: config)
+    form = {"CallSid": CALL, "From": "+15550100"}
+    body = urlencode(form)
+
+    def post(path: str, data: str, params: dict[str, str], signed: bool = True) -> dict[str, Any]:
+        url = f"https://hooks.voxpipe.test{path}"
+        headers = {"X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(url, params)} if signed else {}
+        event = {
+            "rawPath": path,
+            "body": data,
+            "isBase64Encoded": False,
+            "headers": headers,
+            "requestContext": {"domainName": "hooks.voxpipe.test", "http": {"method": "POST"}},
+        }
+        return twiml_handler(event)
+
+    assert post("/twiml", body, form, signed=False)["statusCode"] == 403
+    answer = post("/twiml", body, form)
+    assert answer["statusCode"] == 200 and answer["headers"]["Content-Type"] == "text/xml"
+    twiml = answer["body"]
+    assert '<Connect action="https://hooks.voxpipe.test/twiml/action">' in twiml
+    for attribute in (
+        f'url="{RELAY_URL}"',
+        'welcomeGreeting="Hello, how can I help?"',
+        'language="en-GB"',
+        'ttsProvider="ElevenLabs"',
+        'voice="test-voice"',
+        'interruptible="true"',
+    ):
+        assert attribute in twiml
+    handoff = json.dumps({"reason": "transfer", "to": "+15550123"})
+    action = post("/twiml/action", urlencode({"HandoffData": handoff}), {"HandoffData": handoff})
+    assert "<Dial>+15550123</Dial>" in action["body"]
+    assert "<Hangup />" in post("/twiml/action", "", {})["body"]
+
+
+def test_handler_configuration_keeps_secrets_as_templates(config_file: Path) -> None:
+    text = config_file.read_text()
+    assert TOKEN not in text and "${TWILIO_AUTH_TOKEN}" in text and "${BEDROCK_URL}" in text
+    with pytest.raises(Exception, match="TWILIO_AUTH_TOKEN is not set"):
+        HandlerConfig.from_json(json.loads(text), {"BEDROCK_URL": "http://x"})

@@ -1,0 +1,321 @@
+"""The audio bridge end to end: a browser or Twilio client on the API Gateway WebSocket shim, ``worker.handler``
+in Lambda-like containers queuing its messages in SQS (moto server, FIFO), and ``BridgeWorker`` running the
+deployment's pipeline (voxpipe-testkit providers) and posting audio back through the shim's ``@connections``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+import pytest
+import websockets
+from twilio.request_validator import RequestValidator
+from voxpipe_testkit.audio import tone
+
+from tests.apigw_shim import (
+    FRAME_LIMIT,
+    ApiGatewayShim,
+    LambdaFunction,
+    aws_environment,
+    moto_server,
+    serverless_registry,
+    wait_until,
+    write_handler_config,
+)
+from voxpipe.audio import g711
+from voxpipe.config.loader import parse_deployment
+from voxpipe.serverless.apigw_transport import LinkSettings
+from voxpipe.serverless.history import table_definition
+from voxpipe.serverless.worker import BridgeSettings, BridgeWorker
+
+pytestmark = pytest.mark.timeout(120)
+
+TABLE = "voxpipe-bridge-test"
+TOKEN = "twilio-bridge-token"
+BRIDGE_URL = "wss://bridge.voxpipe.test/prod"
+ORIGIN = "https://app.voxpipe.test"
+CASCADE = f"""
+name: bridge-test
+agent:
+  instructions: You are a scripted test agent.
+  greeting: Hi there.
+vad: {{provider: testkit_vad}}
+turn: {{strategy: silence, timeout_secs: 0.2}}
+stt: {{provider: testkit_stt, options: {{transcripts: ["what are your hours"]}}}}
+llm: {{provider: testkit_llm, options: {{replies: [{{when: hours, say: "We are open from nine to five every day."}}]}}}}
+tts: {{provider: testkit_tts, options: {{secs_per_char: 0.02}}}}
+transport:
+  twilio: {{auth_token: "${{TWILIO_AUTH_TOKEN}}"}}
+  browser: {{allowed_origins: ["{ORIGIN}"]}}
+sessions: {{store: memory, ttl_secs: 600}}
+"""
+REALTIME = """
+name: bridge-test
+mode: realtime
+agent:
+  instructions: You are a scripted test agent.
+vad: {provider: testkit_vad, start_secs: 0.1, stop_secs: 0.3}
+realtime:
+  provider: testkit_realtime
+  options: {transcripts: ["is it open"], replies: [{when: open, say: "Yes, we are open."}]}
+sessions: {store: memory}
+"""
+
+
+def aws_client(service: str, endpoint: str) -> Any:
+    return botocore.session.get_session().create_client(
+        service, region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s"
+    )
+
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """moto with the table and the FIFO queue, and the environment the Lambda and the worker see."""
+    with moto_server() as endpoint:
+        aws_client("dynamodb", endpoint).create_table(**table_definition(TABLE))
+        queue = aws_client("sqs", endpoint).create_queue(
+            QueueName="voxpipe-bridge-test.fifo", Attributes={"FifoQueue": "true"}
+        )["QueueUrl"]
+        config = write_handler_config(tmp_path_factory.mktemp("bridge"), CASCADE)
+        yield {
+            "VOXPIPE_HANDLER_CONFIG": str(config),
+            "VOXPIPE_TABLE": TABLE,
+            "VOXPIPE_QUEUE_URL": queue,
+            "VOXPIPE_BRIDGE_URL": BRIDGE_URL,
+            **aws_environment(dynamodb=endpoint, sqs=endpoint),
+            "TWILIO_AUTH_TOKEN": TOKEN,
+        }
+
+
+@pytest.fixture
+def environ(aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for name, value in aws.items():
+        monkeypatch.setenv(name, value)
+    return aws
+
+
+Bridge = Callable[..., Any]
+
+
+@pytest.fixture
+def bridge(environ: dict[str, str]) -> Bridge:
+    """``async with bridge(deployment_yaml, settings, idle_timeout_secs=..., disconnect=True) as (shim, worker)``."""
+
+    @asynccontextmanager
+    async def run(
+        yaml: str, settings: BridgeSettings, idle_timeout_secs: float = 600, disconnect: bool = True
+    ) -> AsyncIterator[tuple[ApiGatewayShim, BridgeWorker]]:
+        function = LambdaFunction("voxpipe.serverless.worker.handler", environ)
+        routes = {"$connect": function, "$default": function} | ({"$disconnect": function} if disconnect else {})
+        shim = ApiGatewayShim(routes, idle_timeout_secs=idle_timeout_secs)
+        deployment = parse_deployment(yaml, "deployment.yaml", environ, serverless_registry())
+        worker = BridgeWorker(deployment, environ["VOXPIPE_QUEUE_URL"], TABLE, settings)
+        stop = asyncio.Event()
+        async with shim:
+            function.env["VOXPIPE_CONNECTIONS_URL"] = shim.endpoint
+            running = asyncio.ensure_future(worker.run(stop))
+            try:
+                yield shim, worker
+            finally:
+                stop.set()
+                await asyncio.wait_for(running, 30)
+        assert not shim.errors, shim.errors
+
+    return run
+
+
+FAST = BridgeSettings(poll_wait_secs=1, session_check_secs=60)
+
+
+class Client:
+    """A media-stream client (the browser page, or Twilio) on the shim: numbered events out, bot audio in."""
+
+    def __init__(self, ws: Any, stream_sid: str = ""):
+        self.ws = ws
+        self.sequence = 0
+        self.received: list[dict[str, Any]] = []
+        self.stream_sid = stream_sid
+
+    @classmethod
+    async def connect(cls, url: str, headers: dict[str, str]) -> Client:
+        return cls(await websockets.connect(url, additional_headers=headers, open_timeout=20, max_size=None))
+
+    def event(self, kind: str, **body: Any) -> dict[str, Any]:
+        self.sequence += 1
+        return {"event": kind, "sequenceNumber": str(self.sequence), "streamSid": self.stream_sid, **body}
+
+    async def send(self, *events: dict[str, Any]) -> None:
+        for event in events:
+            await self.ws.send(json.dumps(event))
+
+    async def stream(self, events: list[dict[str, Any]], every_secs: float = 0.1) -> None:
+        """Send events at the pace of the audio they carry, as a live client does."""
+        for event in events:
+            await self.send(event)
+            await asyncio.sleep(every_secs)
+
+    def media(self, payload: bytes) -> dict[str, Any]:
+        return self.event("media", media={"track": "inbound", "payload": base64.b64encode(payload).decode()})
+
+    async def collect(self, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not until(self.received):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"not received in time; got {[m['event'] for m in self.received]}"
+            try:
+                message = await asyncio.wait_for(self.ws.recv(), remaining)
+            except TimeoutError:
+                raise AssertionError(f"not received in time; got {[m['event'] for m in self.received]}") from None
+            assert len(message) <= FRAME_LIMIT
+            self.received.append(json.loads(message))
+
+    def audio(self, decode: Callable[[bytes], bytes] = bytes) -> bytes:
+        return b"".join(decode(base64.b64decode(m["media"]["payload"])) for m in self.received if m["event"] == "media")
+
+
+def speech_then_silence(rate: int, speech_secs: float = 0.6, silence_secs: float = 0.7) -> bytes:
+    """A caller's turn: pipecat's VAD measures volume over 400 ms, so the line is silent before the speech too."""
+    return b"\0\0" * int(0.5 * rate) + tone(speech_secs, rate, 300.0, 0.3) + b"\0\0" * int(silence_secs * rate)
+
+
+def chunks(audio: bytes, size: int) -> list[bytes]:
+    return [audio[i : i + size] for i in range(0, len(audio), size)]
+
+
+async def started(worker: BridgeWorker) -> None:
+    """Wait until the worker has started the call (a cold Lambda container can hold ``start`` back a while)."""
+    await wait_until(lambda: any(call.hosted is not None for call in worker.calls.values()))
+
+
+# ------------------------------------------------------------------------------------------------ calls
+
+
+async def test_browser_call_through_the_queue_with_aggregated_audio(bridge: Bridge) -> None:
+    async with bridge(CASCADE, FAST) as (shim, worker):
+        with pytest.raises(websockets.InvalidStatus):  # an origin the deployment does not allow
+            await Client.connect(shim.client_url, {"Origin": "https://evil.example"})
+        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
+        session_id = "browser-session-0001"
+        await client.send(client.event("start", start={"sessionId": session_id}))
+        await started(worker)
+        await client.stream([client.media(c) for c in chunks(speech_then_silence(16000), 3200)])  # 100 ms each
+        reply_secs = len("Hi there.We are open from nine to five every day.") * 0.02
+        await client.collect(
+            lambda got: len(client.audio()) >= 0.95 * reply_secs * 16000 * 2 and got[-1]["event"] == "mark"
+        )
+        deadline = time.monotonic() + 10
+        while (session := await worker.host.store.get(session_id)) is None or session.messages[-1][
+            "role"
+        ] != "assistant":
+            assert time.monotonic() < deadline, "the conversation was not stored"
+            await asyncio.sleep(0.05)
+        assert session.messages[-2:] == [
+            {"role": "user", "content": "what are your hours"},
+            {"role": "assistant", "content": "We are open from nine to five every day."},
+        ]
+        media = [m for m in client.received if m["event"] == "media"]
+        marks = [m for m in client.received if m["event"] == "mark"]
+        # Aggregated: ~200 ms per message instead of pipecat's 20 ms chunks (the tail of each reply is shorter).
+        assert len(media) <= reply_secs / 0.2 + 4 and len(marks) == len(media)
+        assert all(m["streamSid"] == session_id for m in media)
+        connection_id = next(iter(worker.calls))
+        assert worker.calls[connection_id].transport.link.posts == len(client.received)
+        await client.ws.close()
+        await wait_until(lambda: not worker.calls)  # $disconnect -> SQS -> the call ends
+
+
+async def test_twilio_realtime_call_with_out_of_order_delivery(bridge: Bridge) -> None:
+    async with bridge(REALTIME, FAST) as (shim, worker):
+        signature = RequestValidator(TOKEN).compute_signature(BRIDGE_URL, {})
+        with pytest.raises(websockets.InvalidStatus):
+            await Client.connect(shim.client_url, {"X-Twilio-Signature": "forged"})
+        client = await Client.connect(shim.client_url, {"X-Twilio-Signature": signature})
+        client.stream_sid = "MZ0000000000000000000000000000test"
+        start = {
+            "callSid": "CA00000000000000000000000000000099",
+            "streamSid": client.stream_sid,
+            "tracks": ["inbound"],
+            "customParameters": {},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        }
+        await client.send(client.event("connected"), client.event("start", start=start))
+        await started(worker)
+        audio = [client.media(g711.encode(c)) for c in chunks(speech_then_silence(8000), 1600)]  # 100 ms each
+        audio[2], audio[3] = audio[3], audio[2]  # delivered out of order: the worker restores the order
+        await client.stream(audio)
+        expected = len("Yes, we are open.") * 0.02 * 8000 * 2
+        await client.collect(lambda got: len(client.audio(g711.decode)) >= 0.95 * expected)
+        call = next(iter(worker.calls.values()))
+        assert call.hosted.pipeline.services["realtime"].transcripts == ["is it open"]
+        await client.ws.close()
+
+
+# ------------------------------------------------------------------------------------------------ limits
+
+
+async def test_large_windows_are_split_under_the_frame_limit(bridge: Bridge) -> None:
+    settings = BridgeSettings(poll_wait_secs=1, link=LinkSettings(aggregate_secs=3.0, lead_secs=3.5))
+    long_greeting = CASCADE.replace("greeting: Hi there.", "greeting: " + "Hello and welcome. " * 8)
+    async with bridge(long_greeting, settings) as (shim, _):
+        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
+        await client.send(client.event("start", start={"sessionId": "browser-session-split"}))
+        await client.collect(lambda got: len(client.audio()) >= 0.95 * len("Hello and welcome. " * 8) * 0.02 * 32000)
+        sizes = [e["bytes"] for e in shim.entries("http") if e["method"] == "POST"]
+        assert max(sizes) <= FRAME_LIMIT < 3.0 * 16000 * 2  # a 3 s window (96 KB) went out in pieces
+        await client.ws.close()
+
+
+async def test_keepalive_holds_an_idle_connection_open(bridge: Bridge) -> None:
+    settings = BridgeSettings(poll_wait_secs=1, link=LinkSettings(keepalive_secs=0.3))
+    quiet = CASCADE.replace("greeting: Hi there.", "")
+    async with bridge(quiet, settings, idle_timeout_secs=1.0) as (shim, _):
+        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
+        await client.send(client.event("start", start={"sessionId": "browser-session-idle"}))
+        await client.collect(lambda got: sum(m.get("mark", {}).get("name") == "keepalive" for m in got) >= 6, 10)
+        assert not shim.entries("idle_timeout") and client.ws.close_code is None
+        await client.ws.close()
+
+
+async def test_a_gone_connection_ends_the_call(bridge: Bridge) -> None:
+    long_greeting = CASCADE.replace("greeting: Hi there.", "greeting: " + "This greeting goes on and on. " * 6)
+    async with bridge(long_greeting, FAST, disconnect=False) as (shim, worker):  # no $disconnect: only 410 tells
+        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
+        await client.send(client.event("start", start={"sessionId": "browser-session-gone"}))
+        await client.collect(lambda got: any(m["event"] == "media" for m in got))
+        await client.ws.close()
+        call = next(iter(worker.calls.values()))
+        await asyncio.wait_for(call.closed.wait(), 15)
+        await asyncio.wait_for(call.hosted.done(), 10)  # the pipeline (and its provider connections) ended
+        assert any(e["method"] == "POST" for e in shim.entries("http")) and not shim.clients
+
+
+async def test_a_deleted_session_row_ends_the_call(bridge: Bridge, environ: dict[str, str]) -> None:
+    settings = BridgeSettings(poll_wait_secs=1, session_check_secs=0.2)
+    async with bridge(CASCADE, settings) as (shim, worker):
+        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
+        await client.send(client.event("start", start={"sessionId": "browser-session-row"}))
+        await client.collect(lambda got: any(m["event"] == "media" for m in got))
+        connection_id = next(iter(worker.calls))
+        call = worker.calls[connection_id]
+        dynamodb = aws_client("dynamodb", environ["AWS_ENDPOINT_URL_DYNAMODB"])
+        dynamodb.delete_item(TableName=TABLE, Key={"pk": {"S": "conn#" + connection_id}})
+        await asyncio.wait_for(call.closed.wait(), 10)
+        await asyncio.wait_for(call.hosted.done(), 10)
+        assert connection_id not in worker.calls
+        await client.ws.close()
+
+
+def test_worker_needs_a_queue_and_a_table(tmp_path: Path) -> None:
+    from voxpipe.serverless.worker import main
+
+    (tmp_path / "deployment.yaml").write_text(CASCADE)
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "deployment.yaml"), "--queue-url", ""])

@@ -1,0 +1,239 @@
+"""``voxpipe.serverless.relay.handler``: Twilio ConversationRelay on Lambda, behind an API Gateway WebSocket API.
+
+- ``$connect``: the handshake must carry a valid ``X-Twilio-Signature`` over the relay's public ``wss://`` URL
+  (``$VOXPIPE_RELAY_URL``, never the request's host); anything else is refused with 403.
+- ``$default``: ``setup`` binds the connection to the call (``callSid``) and starts or resumes its
+  conversation; ``prompt`` and ``dtmf`` stream a reply as ``text`` tokens through ``@connections``;
+  ``interrupt`` cuts the reply being spoken to what the caller heard.
+- ``$disconnect``: forgets the connection; the conversation stays until its TTL, so a reconnecting call
+  (same ``callSid``) resumes it.
+
+Each message is its own invocation, and invocations of one call run concurrently (an ``interrupt`` arrives
+while the ``prompt`` before it is still streaming), so nothing is kept between invocations: the reply in
+progress is registered in the conversation's ``live`` turns, and the streaming invocation polls for its cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from voxpipe.serverless import (
+    RELAY_URL_ENV,
+    TABLE_ENV,
+    ConnectionGone,
+    Connections,
+    HandlerConfig,
+    connections_endpoint,
+    event_body,
+    event_headers,
+    handler_config,
+    response,
+)
+from voxpipe.serverless import relay_protocol as protocol
+from voxpipe.serverless.history import Conversation, ConversationTable, Message
+from voxpipe.serverless.text_llm import Reply
+
+logger = logging.getLogger(__name__)
+logger.setLevel(logging.INFO)
+
+#: Seconds between two checks, while streaming, of whether the caller interrupted the reply.
+INTERRUPT_POLL_SECS = 0.25
+#: Tokens are posted together when they arrive faster than this (seconds): fewer API Gateway messages.
+COALESCE_SECS = 0.04
+#: Seconds a message waits for the ``setup`` of its connection (they are concurrent invocations).
+SETUP_WAIT_SECS = 3.0
+#: Said when no provider of the chain could answer, so the caller is not left in silence.
+APOLOGY = "Sorry, I could not answer that just now. Could you say it again?"
+
+
+def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+    """The Lambda entry point for the three WebSocket routes."""
+    config = handler_config()
+    route = event["requestContext"]["routeKey"]
+    if route == "$connect":
+        return _connect(config, event)
+    relay = Relay(config, event)
+    if route == "$disconnect":
+        relay.table.drop_connection(relay.connection_id)
+        return response(200)
+    relay.handle(protocol.parse(event_body(event)))
+    return response(200)
+
+
+def _connect(config: HandlerConfig, event: Mapping[str, Any]) -> dict[str, Any]:
+    if not config.validate_signatures:
+        logger.warning("%s: Twilio signature validation is OFF; accepting an unsigned connection", config.name)
+        return response(200)
+    signature = event_headers(event).get("x-twilio-signature")
+    if not signature or not config.twilio_auth_token:
+        return response(403, "missing X-Twilio-Signature" if config.twilio_auth_token else "no auth token configured")
+    from twilio.request_validator import RequestValidator
+
+    # A WebSocket handshake is signed over the exact public wss:// URL, with no parameters.
+    if not RequestValidator(config.twilio_auth_token).validate(config.setting(RELAY_URL_ENV), {}, signature):
+        return response(403, "invalid X-Twilio-Signature")
+    return response(200)
+
+
+class Relay:
+    """One ``$default`` invocation: a ConversationRelay message of one connection."""
+
+    def __init__(self, config: HandlerConfig, event: Mapping[str, Any]):
+        context = event["requestContext"]
+        self.config = config
+        self.connection_id: str = context["connectionId"]
+        self.turn_id: str = context.get("messageId") or context["requestId"]
+        self.endpoint = connections_endpoint(context)
+        self.table = ConversationTable(config.setting(TABLE_ENV), config.ttl_secs)
+
+    def handle(self, message: protocol.Inbound) -> None:
+        if isinstance(message, protocol.Setup):
+            self.setup(message)
+        elif isinstance(message, protocol.Prompt):
+            if message.last:  # partial prompts are previews of the final one
+                self.answer({"role": "user", "content": message.text})
+        elif isinstance(message, protocol.Dtmf):
+            self.answer({"role": "user", "content": f"(The caller pressed the {message.digit} key.)"})
+        elif isinstance(message, protocol.Interrupt):
+            self.interrupt(message.heard)
+        elif isinstance(message, protocol.RelayError):
+            logger.error("ConversationRelay reports an error: %s", message.description)
+        else:
+            logger.warning("ignored ConversationRelay message (%s): %.200s", message.reason, message.raw)
+
+    def setup(self, setup: protocol.Setup) -> None:
+        """Bind the connection to its call; a new conversation starts with the greeting Twilio speaks."""
+        self.table.bind_connection(self.connection_id, setup.call_sid, endpoint=self.endpoint, client="relay")
+
+        def start(conversation: Conversation) -> None:
+            conversation.metadata.update(
+                transport="conversation_relay",
+                session_id=setup.session_id,
+                caller=setup.from_,
+                called=setup.to,
+                direction=setup.direction,
+                custom_parameters=setup.custom_parameters,
+                connection_id=self.connection_id,
+            )
+            if not conversation.messages and self.config.greeting:
+                conversation.messages.append({"role": "assistant", "content": self.config.greeting})
+
+        self.table.mutate(setup.call_sid, start)
+
+    def _call_id(self) -> str | None:
+        """The call of this connection; a message racing its own ``setup`` invocation waits for it a little."""
+        deadline = time.monotonic() + SETUP_WAIT_SECS
+        while (row := self.table.connection(self.connection_id)) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if row is None:
+            logger.warning("connection %s sent a message but no setup; ignored", self.connection_id)
+        return row["call_id"] if row else None
+
+    def answer(self, user: Message) -> None:
+        """Store the caller's turn, stream the reply, and store what of it the caller heard."""
+        call_id = self._call_id()
+        if call_id is None:
+            return
+
+        def open_turn(conversation: Conversation) -> None:
+            conversation.messages.append(user)
+            conversation.live[self.turn_id] = None
+
+        conversation, _ = self.table.mutate(call_id, open_turn)
+        reply = Reply(self.config, conversation.messages)
+        heard: str | None = ""
+
+        def close_turn(conversation: Conversation) -> None:
+            cut = conversation.live.pop(self.turn_id, None)
+            conversation.messages += _heard(reply.messages, cut if cut is not None else heard)
+
+        try:
+            heard = self._speak(call_id, reply)
+        finally:  # even a failed reply closes its turn, or a later interrupt would wait for it
+            self.table.mutate(call_id, close_turn, known=conversation)
+        if heard is None:
+            self._carry_out(reply.effects)
+
+    def _speak(self, call_id: str, reply: Reply) -> str | None:
+        """Post the reply's tokens; ``None`` if it was spoken whole, else what was sent before it stopped."""
+        connections = Connections(self.endpoint)
+        sent: list[str] = []
+        pending: list[str] = []
+        last_post, last_poll = 0.0, time.monotonic()
+        try:
+            for token in reply:
+                pending.append(token)
+                now = time.monotonic()
+                if now - last_post >= COALESCE_SECS:
+                    connections.post_json(self.connection_id, protocol.text_token("".join(pending), last=False))
+                    sent += pending
+                    pending, last_post = [], now
+                if now - last_poll >= INTERRUPT_POLL_SECS:
+                    last_poll = now
+                    if self._interrupted(call_id):
+                        return "".join(sent)
+            connections.post_json(self.connection_id, protocol.text_token("".join(pending), last=True))
+        except ConnectionGone:
+            logger.info("connection %s is gone; the reply stops", self.connection_id)
+            return "".join(sent)
+        except Exception:
+            logger.exception("the reply to call %s failed", call_id)
+            with contextlib.suppress(ConnectionGone):
+                connections.post_json(self.connection_id, protocol.text_token(APOLOGY, last=True))
+            return "".join(sent)
+        return None
+
+    def _interrupted(self, call_id: str) -> bool:
+        conversation = self.table.get(call_id)
+        return conversation is None or conversation.live.get(self.turn_id) is not None
+
+    def interrupt(self, heard: str) -> None:
+        """Cut the reply being spoken: the oldest live turn to what was heard, any later one to nothing.
+
+        With no live turn the reply was already generated (Twilio is still speaking buffered text), so the
+        last stored assistant message is cut instead.
+        """
+        call_id = self._call_id()
+        if call_id is None:
+            return
+
+        def cut(conversation: Conversation) -> None:
+            if conversation.live:
+                for index, turn in enumerate(conversation.live):
+                    conversation.live[turn] = heard if index == 0 else ""
+                return
+            for message in reversed(conversation.messages):
+                if message.get("role") == "assistant" and message.get("content"):
+                    message["content"] = heard
+                    return
+
+        self.table.mutate(call_id, cut)
+
+    def _carry_out(self, effects: list[tuple[str, dict[str, Any]]]) -> None:
+        """``end_call`` and ``transfer`` end the session; the ``<Connect action>`` callback dials a transfer."""
+        for effect, arguments in effects:
+            handoff = {"reason": effect}
+            if effect == "transfer":
+                handoff["to"] = str(arguments.get("result", {}).get("to", ""))
+            try:
+                Connections(self.endpoint).post_json(self.connection_id, protocol.end_session(handoff))
+            except ConnectionGone:
+                return
+
+
+def _heard(messages: list[Message], heard: str | None) -> list[Message]:
+    """The reply's messages as the caller heard them: all of it (``None``), or its spoken text cut to ``heard``.
+
+    Tool calls and results are kept (the tools ran); the words are replaced by one final assistant turn
+    holding what was heard, and turns left with nothing are dropped.
+    """
+    if heard is None:
+        kept = messages
+    else:
+        kept = [{**m, "content": ""} if m["role"] == "assistant" else m for m in messages]
+        kept.append({"role": "assistant", "content": heard})
+    return [m for m in kept if m["role"] != "assistant" or m.get("content") or m.get("tool_calls")]

@@ -1,0 +1,280 @@
+"""An LLM's reply as streamed text, with tools, for the Lambda handlers: no pipecat, no pydantic.
+
+The pipeline's LLM providers are pipecat services; a Lambda cannot afford pipecat's import, so this module
+talks to the vendors' SDKs directly: Bedrock ``converse_stream`` (botocore) and OpenAI chat completions
+(the ``openai`` SDK, imported only by deployments that use it). Conversations are kept in the standard
+OpenAI-style messages pipecat's ``LLMContext`` uses, whatever the vendor, so a call's history reads the
+same in DynamoDB whichever provider (or ``voxpipe serve``) wrote it.
+
+The deployment's ``llm`` chain is honoured as a fallback: a provider that fails before its first token
+hands the turn to the next one. Tools run through the plugin registry's tool kinds (pipecat-free).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from voxpipe.serverless import HandlerConfig, LLMSpec, ToolSpec, aws_client
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+#: Tool rounds in one reply before the model must answer in words.
+MAX_TOOL_ROUNDS = 4
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function the model called: its id, name and JSON-encoded arguments."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def message(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+#: One vendor request: ``(system, messages, tools) -> text pieces and, last, the tool calls``.
+StreamFn = Callable[[str, list[Message], tuple[ToolSpec, ...]], Iterator["str | ToolCall"]]
+
+
+# ------------------------------------------------------------------------------------------------ Bedrock
+
+
+def _bedrock_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """Standard messages -> Bedrock's: content blocks, strictly alternating roles, starting with the user."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        role, blocks = message.get("role"), []
+        text = message.get("content")
+        if role == "tool":
+            role = "user"
+            blocks.append({"toolResult": {"toolUseId": message["tool_call_id"], "content": [_result_block(text)]}})
+        elif isinstance(text, str) and text.strip():
+            blocks.append({"text": text})
+        for call in message.get("tool_calls") or []:
+            function = call["function"]
+            arguments = json.loads(function.get("arguments") or "{}")
+            blocks.append({"toolUse": {"toolUseId": call["id"], "name": function["name"], "input": arguments}})
+        if role not in ("user", "assistant") or not blocks:
+            continue  # system prompts travel apart; an empty turn (a reply cut before a word) says nothing
+        if out and out[-1]["role"] == role:
+            out[-1]["content"] += blocks  # Bedrock rejects two turns of one role in a row: merge them
+        else:
+            out.append({"role": role, "content": blocks})
+    if out and out[0]["role"] == "assistant":  # the greeting: Bedrock wants the user first
+        out.insert(0, {"role": "user", "content": [{"text": "(The call connected.)"}]})
+    return out
+
+
+def _result_block(content: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(content) if isinstance(content, str) else content
+    except ValueError:
+        value = content
+    return {"json": value} if isinstance(value, dict) else {"text": str(content) or "(empty)"}
+
+
+def bedrock_stream(spec: LLMSpec) -> StreamFn:
+    """Bedrock Runtime ``converse_stream``; options ``region``, ``endpoint_url``, ``temperature``, ``max_tokens``."""
+    options = spec.options
+    client = aws_client(
+        "bedrock-runtime",
+        options.get("endpoint_url"),
+        options.get("region"),
+        connect_timeout=options.get("connect_timeout_secs", 10),
+        read_timeout=options.get("response_timeout_secs", 15),
+        retries={"max_attempts": 1 + int(options.get("max_retries", 0)), "mode": "standard"},
+    )
+    inference = {
+        name: options[key]
+        for key, name in (("max_tokens", "maxTokens"), ("temperature", "temperature"), ("top_p", "topP"))
+        if options.get(key) is not None
+    }
+
+    def stream(system: str, messages: list[Message], tools: tuple[ToolSpec, ...]) -> Iterator[str | ToolCall]:
+        request: dict[str, Any] = {
+            "modelId": spec.model,
+            "messages": _bedrock_messages(messages),
+            "system": [{"text": system}],
+        }
+        if inference:
+            request["inferenceConfig"] = inference
+        if tools:
+            request["toolConfig"] = {
+                "tools": [
+                    {"toolSpec": {"name": t.name, "description": t.description, "inputSchema": {"json": t.parameters}}}
+                    for t in tools
+                ]
+            }
+        events = client.converse_stream(**request)["stream"]
+        calls: list[ToolCall] = []
+        pending: dict[str, Any] | None = None
+        try:
+            for event in events:
+                if "contentBlockStart" in event and "toolUse" in event["contentBlockStart"]["start"]:
+                    pending = {**event["contentBlockStart"]["start"]["toolUse"], "input": ""}
+                elif "contentBlockDelta" in event:
+                    delta = event["contentBlockDelta"]["delta"]
+                    if delta.get("text"):
+                        yield delta["text"]
+                    elif "toolUse" in delta and pending is not None:
+                        pending["input"] += delta["toolUse"].get("input", "")
+                elif "contentBlockStop" in event and pending is not None:
+                    calls.append(ToolCall(pending["toolUseId"], pending["name"], pending["input"] or "{}"))
+                    pending = None
+        finally:
+            events.close()  # an abandoned reply (interrupt, gone caller) releases its connection
+        yield from calls
+
+    return stream
+
+
+# ------------------------------------------------------------------------------------------------ OpenAI
+
+_OPENAI_CLIENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def openai_stream(spec: LLMSpec) -> StreamFn:
+    """OpenAI chat completions (or any compatible ``base_url``), streamed, with the ``openai`` SDK."""
+    options = spec.options
+    key = (options.get("api_key"), options.get("base_url"), options.get("max_retries", 0))
+    client = _OPENAI_CLIENTS.get(key)
+    if client is None:
+        from openai import OpenAI, Timeout
+
+        client = _OPENAI_CLIENTS[key] = OpenAI(
+            api_key=options.get("api_key"),
+            base_url=options.get("base_url"),
+            timeout=Timeout(options.get("response_timeout_secs", 15), connect=options.get("connect_timeout_secs", 10)),
+            max_retries=int(options.get("max_retries", 0)),
+        )
+    sampling = {k: options[k] for k in ("temperature", "max_completion_tokens") if options.get(k) is not None}
+
+    def stream(system: str, messages: list[Message], tools: tuple[ToolSpec, ...]) -> Iterator[str | ToolCall]:
+        extra: dict[str, Any] = dict(sampling)
+        if tools:
+            extra["tools"] = [{"type": "function", "function": _function(t)} for t in tools]
+        chunks = client.chat.completions.create(
+            model=spec.model,
+            messages=[{"role": "system", "content": system}, *messages],
+            stream=True,
+            stream_options={"include_usage": True},
+            **extra,
+        )
+        calls: dict[int, dict[str, str]] = {}
+        with chunks:
+            for chunk in chunks:
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        yield choice.delta.content
+                    for fragment in choice.delta.tool_calls or []:
+                        call = calls.setdefault(fragment.index, {"id": "", "name": "", "arguments": ""})
+                        call["id"] = fragment.id or call["id"]
+                        if fragment.function is not None:
+                            call["name"] += fragment.function.name or ""
+                            call["arguments"] += fragment.function.arguments or ""
+        yield from (ToolCall(c["id"], c["name"], c["arguments"] or "{}") for _, c in sorted(calls.items()))
+
+    return stream
+
+
+def _function(tool: ToolSpec) -> dict[str, Any]:
+    return {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
+
+
+#: The providers whose text this module can stream, by the deployment's provider name.
+STREAMERS: dict[str, Callable[[LLMSpec], StreamFn]] = {"bedrock": bedrock_stream, "openai": openai_stream}
+
+
+# ------------------------------------------------------------------------------------------------ tools
+
+
+def run_tool(tool: ToolSpec, arguments: dict[str, Any]) -> Any:
+    """Run one tool through its registered kind; failures and timeouts become ``{"error": ...}`` for the model."""
+    import asyncio
+
+    from voxpipe.providers.registry import default_registry  # pydantic: paid only when a tool runs
+
+    try:
+        kind = default_registry().tool_kinds[tool.kind].tool_kind
+        handler = kind.build(tool.name, kind.options.model_validate(tool.options))
+        return asyncio.run(asyncio.wait_for(handler(arguments), tool.timeout_secs))
+    except TimeoutError:
+        return {"error": f"the tool {tool.name} did not answer within {tool.timeout_secs:g} seconds"}
+    except Exception as exc:
+        logger.warning("tool %s failed: %r", tool.name, exc)
+        return {"error": f"the tool {tool.name} failed: {exc}"}
+
+
+# ------------------------------------------------------------------------------------------------ a reply
+
+
+class Reply:
+    """One assistant reply to ``history``: iterate it for the text to speak, then read what it produced.
+
+    After iteration (complete or abandoned): ``messages`` are the new messages to store (assistant turns,
+    tool calls and results, in order), ``effects`` the call-level effects of successful tools
+    (``("end_call", {...})``, ``("transfer", {...})``).
+    """
+
+    def __init__(self, config: HandlerConfig, history: list[Message]):
+        self.config = config
+        self.history = list(history)
+        self.messages: list[Message] = []
+        self.effects: list[tuple[str, dict[str, Any]]] = []
+        self._tools = {tool.name: tool for tool in config.tools}
+
+    def __iter__(self) -> Iterator[str]:
+        for _ in range(MAX_TOOL_ROUNDS + 1):
+            text: list[str] = []
+            assistant: Message = {"role": "assistant", "content": ""}
+            self.messages.append(assistant)
+            calls: list[ToolCall] = []
+            for piece in self._stream():
+                if isinstance(piece, ToolCall):
+                    calls.append(piece)
+                    continue
+                text.append(piece)
+                assistant["content"] = "".join(text)
+                yield piece
+            if not calls:
+                return
+            assistant["tool_calls"] = [call.message() for call in calls]
+            self.messages += [self._call(call) for call in calls]
+        logger.warning("reply stopped after %d tool rounds", MAX_TOOL_ROUNDS)
+
+    def _stream(self) -> Iterator[str | ToolCall]:
+        """This round's pieces from the first provider of the chain that answers."""
+        messages = self.history + self.messages[:-1]
+        tools = self.config.tools
+        for index, spec in enumerate(self.config.llm):
+            started = False
+            try:
+                for piece in STREAMERS[spec.provider](spec)(self.config.instructions, messages, tools):
+                    started = True
+                    yield piece
+                return
+            except Exception:
+                if started or index == len(self.config.llm) - 1:
+                    raise
+                logger.exception("llm %s failed before answering; falling back", spec.provider)
+
+    def _call(self, call: ToolCall) -> Message:
+        tool = self._tools.get(call.name)
+        try:
+            arguments = json.loads(call.arguments)
+        except ValueError:
+            arguments = None
+        if tool is None or not isinstance(arguments, dict):
+            result: Any = {"error": f"no tool {call.name!r} takes arguments {call.arguments}"}
+        else:
+            result = run_tool(tool, arguments)
+            if tool.effect and not (isinstance(result, dict) and "error" in result):
+                self.effects.append((tool.effect, arguments | {"result": result}))
+        return {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result, ensure_ascii=False)}

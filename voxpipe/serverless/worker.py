@@ -1,0 +1,441 @@
+"""The audio bridge: browser or phone audio over API Gateway WebSocket -> Lambda -> SQS -> a long-lived worker.
+
+Two halves in one module, because they share the queue's message format:
+
+- ``handler``, the Lambda of the bridge's WebSocket API (no pipecat): ``$connect`` authorises the client (a
+  valid ``X-Twilio-Signature`` over ``$VOXPIPE_BRIDGE_URL``, or a browser ``Origin`` the deployment allows),
+  records the connection in DynamoDB and queues ``connect``; ``$default`` queues each message; ``$disconnect``
+  deletes the connection's row and queues ``disconnect``. The queue is FIFO with one message group per
+  connection, so each caller's messages stay in order while callers are served in parallel.
+- ``python -m voxpipe.serverless.worker CONFIG``: the worker. It runs the deployment's pipeline (cascade or
+  realtime) per connection through ``voxpipe serve``'s machinery (``DeploymentHost``: session store, resumed
+  conversations, tools and their effects) on an ``ApiGwTransport``, speaking the Media Streams events of the
+  connection's dialect (Twilio, or the browser page's PCM16). A connection ends on ``stop``, on ``disconnect``,
+  when ``@connections`` answers 410, or when its DynamoDB row disappears (checked every
+  ``session_check_secs``): the pipeline is cancelled, which closes the provider sockets.
+
+Concurrent ``$default`` invocations can queue one connection's messages out of order; events carrying a
+``sequenceNumber`` (Twilio's always do) are put back in order, waiting up to ``REORDER_WAIT_SECS`` for a gap;
+audio that comes later than that is dropped (other events are still handled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from voxpipe.serverless import (
+    BRIDGE_URL_ENV,
+    QUEUE_ENV,
+    TABLE_ENV,
+    ConnectionGone,
+    Connections,
+    HandlerConfig,
+    aws_client,
+    connections_endpoint,
+    event_body,
+    event_headers,
+    handler_config,
+    response,
+)
+from voxpipe.serverless.history import ConversationTable
+
+if TYPE_CHECKING:
+    from voxpipe.config.models import Deployment
+    from voxpipe.providers.registry import Registry
+    from voxpipe.server.app import DeploymentHost, HostedCall
+    from voxpipe.serverless.apigw_transport import ApiGwTransport, LinkSettings
+    from voxpipe.sessions import SessionStore
+    from voxpipe.transports.twilio_media import Dialect, DtmfCollector, StreamStart
+
+logger = logging.getLogger(__name__)
+
+#: How long an out-of-order event waits for the ones before it (then the gap is skipped): a cold Lambda
+#: container can hold one message back by several hundred milliseconds.
+REORDER_WAIT_SECS = 1.0
+
+
+# ------------------------------------------------------------------------------------------------ the Lambda
+
+
+def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+    """The Lambda entry point of the bridge's WebSocket routes."""
+    config = handler_config()
+    request = event["requestContext"]
+    connection_id, route = request["connectionId"], request["routeKey"]
+    table = ConversationTable(config.setting(TABLE_ENV), config.ttl_secs)
+    if route == "$connect":
+        client = _authorise(config, event)
+        if client is None:
+            return response(403, "forbidden")
+        table.bind_connection(connection_id, connection_id, endpoint=connections_endpoint(request), client=client)
+        _enqueue(config, request, "connect", client=client, endpoint=connections_endpoint(request))
+    elif route == "$disconnect":
+        table.drop_connection(connection_id)
+        _enqueue(config, request, "disconnect")
+    else:
+        body = event_body(event)
+        if isinstance(body, bytes):
+            return response(400, "binary frames are not part of the protocol; send JSON events")
+        _enqueue(config, request, "message", body=body)
+    return response(200)
+
+
+def _authorise(config: HandlerConfig, event: Mapping[str, Any]) -> str | None:
+    """``twilio`` or ``browser`` if the handshake may open a call, else ``None``."""
+    headers = event_headers(event)
+    signature = headers.get("x-twilio-signature")
+    if signature is not None:
+        if not config.validate_signatures:
+            return "twilio"
+        if not config.twilio_auth_token:
+            return None
+        from twilio.request_validator import RequestValidator
+
+        valid = RequestValidator(config.twilio_auth_token).validate(config.setting(BRIDGE_URL_ENV), {}, signature)
+        return "twilio" if valid else None
+    origin = headers.get("origin")
+    allowed = {_origin(url) for url in config.allowed_origins}
+    return "browser" if origin and _origin(origin) in allowed else None
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _enqueue(config: HandlerConfig, request: Mapping[str, Any], kind: str, **fields: Any) -> None:
+    connection_id = request["connectionId"]
+    message = {"event": kind, "connection_id": connection_id, "at": time.time(), **fields}
+    aws_client("sqs").send_message(
+        QueueUrl=config.setting(QUEUE_ENV),
+        MessageBody=json.dumps(message, separators=(",", ":")),
+        MessageGroupId=connection_id,
+        MessageDeduplicationId=request.get("messageId") or request["requestId"],
+    )
+
+
+# ------------------------------------------------------------------------------------------------ the worker
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """The worker's timing: SQS long poll, the session-row check, and how bot audio is sent."""
+
+    poll_wait_secs: int = 20
+    session_check_secs: float = 15.0
+    link: LinkSettings | None = None  # None: ``LinkSettings()``
+
+
+class BridgeCall:
+    """One bridged connection: a state machine over its Media Streams events, and its running call."""
+
+    def __init__(
+        self, host: DeploymentHost, connection_id: str, endpoint: str, dialect: Dialect, settings: BridgeSettings
+    ):
+        self.host = host
+        self.connection_id = connection_id
+        self.connections = Connections(endpoint)
+        self.dialect = dialect
+        self.settings = settings
+        self.start: StreamStart | None = None
+        self.hosted: HostedCall | None = None
+        self.transport: ApiGwTransport | None = None
+        self.closed = asyncio.Event()
+        self._dtmf: DtmfCollector | None = None
+        self._effect: tuple[str, dict[str, Any]] | None = None
+        self._next_seq: int | None = None
+        self._early: dict[int, dict[str, Any]] = {}
+        self._gap_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- receiving: order, then the state machine
+
+    async def receive(self, text: str) -> None:
+        """One client message, as the Lambda queued it."""
+        from voxpipe.transports.twilio_media import Malformed
+
+        try:
+            event = json.loads(text)
+            if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+                raise Malformed("not an object with an 'event'")
+        except (ValueError, Malformed) as problem:
+            logger.warning("%s: message ignored (%s): %.80s", self, problem, text)
+            return
+        sequence = event.get("sequenceNumber")
+        if not str(sequence or "").isdigit():
+            await self._handle(event)
+            return
+        seq = int(sequence)
+        if self._next_seq is None or seq == self._next_seq:
+            await self._in_order(seq, event)
+        elif seq > self._next_seq:
+            self._early[seq] = event
+            if self._gap_timer is None:
+                self._gap_timer = asyncio.get_running_loop().call_later(REORDER_WAIT_SECS, self._skip_gap)
+        elif event["event"] != "media":  # a straggler whose gap was skipped: stale audio is dropped, events not
+            await self._handle(event)
+
+    async def _in_order(self, seq: int, event: dict[str, Any]) -> None:
+        await self._handle(event)
+        self._next_seq = seq + 1
+        while self._next_seq in self._early:
+            await self._handle(self._early.pop(self._next_seq))
+            self._next_seq += 1
+        if not self._early and self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+
+    def _skip_gap(self) -> None:
+        self._gap_timer = None
+        if self._early:
+            first = min(self._early)
+            logger.warning("%s: events %s..%s never came; skipped", self, self._next_seq, first - 1)
+            self._spawn(self._in_order(first, self._early.pop(first)))
+
+    async def _handle(self, event: dict[str, Any]) -> None:
+        from voxpipe.transports.twilio_media import Malformed, field_of
+
+        kind = event["event"]
+        try:
+            if kind == "start":
+                if self.start is not None:
+                    raise Malformed("a second start")
+                await self._start(self.dialect.parse_start(event))
+            elif kind == "stop":
+                await self.close("the client stopped the stream")
+            elif kind in ("media", "mark", "dtmf"):
+                if self.transport is None:
+                    raise Malformed(f"'{kind}' before 'start'")
+                if kind == "media":
+                    media = field_of(event, "media", dict)
+                    if media.get("track", "inbound") == "inbound":
+                        payload = _b64decode(field_of(media, "payload", str))
+                        await self.transport.input().audio(self.dialect.decode(payload))
+                elif kind == "dtmf" and self._dtmf is not None:
+                    await self._dtmf.press(str(field_of(event, "dtmf", dict).get("digit", "")))
+            elif kind != "connected":  # returned marks need no answer: the bridge paces by time
+                raise Malformed(f"unknown event '{kind}'")
+        except Malformed as problem:
+            logger.warning("%s: %s event ignored: %s", self, kind, problem)
+
+    async def _start(self, start: StreamStart) -> None:
+        from voxpipe.serverless.apigw_transport import ApiGwTransport, LinkSettings, MediaLink
+        from voxpipe.transports.twilio_media import DtmfCollector, Malformed
+
+        session = await self.host.open_session(start.call_id, {"transport": f"apigw-{self.dialect.name}"})
+        if session is None:
+            raise Malformed(f"call id {start.call_id} belongs to another deployment")
+        link_settings = self.settings.link or LinkSettings()
+        link = MediaLink(
+            self.connections, self.connection_id, self.dialect, start.stream_sid, link_settings.frame_limit
+        )
+        self.start = start
+        self.transport = ApiGwTransport(link, self.dialect.audio, link_settings, self._gone)
+        self.hosted = self.host.start_call(
+            self.transport, start.call_id, start.caller_id, self.dialect.audio, session, self._on_effect
+        )
+        self._dtmf = DtmfCollector(self.transport.input().push_frame)
+        self._spawn(self._watch())
+        await self.transport.input().ready.wait()
+        await self.hosted.begin()
+
+    # -- sending (what ``Dialect.finish`` uses)
+
+    async def send(self, event: dict[str, Any]) -> bool:
+        try:
+            await asyncio.to_thread(self.connections.post_json, self.connection_id, event)
+            return True
+        except ConnectionGone:
+            return False
+
+    # -- ending
+
+    async def _on_effect(self, effect: str, arguments: dict[str, Any]) -> None:
+        """A tool ended the call or handed it off: the goodbye plays, then the pipeline ends (see ``_watch``)."""
+        self._effect = (effect, arguments)
+        if self.hosted is not None:
+            await self.hosted.pipeline.hang_up()
+
+    async def _watch(self) -> None:
+        """The pipeline ended by itself: carry out the tool's effect and close the client's connection."""
+        assert self.hosted is not None
+        with contextlib.suppress(Exception):  # a cancelled or failed pipeline ends the call all the same
+            await self.hosted.done()
+        if self.closed.is_set():
+            return
+        effect, arguments = self._effect or (None, {})
+        try:
+            await self.dialect.finish(self, effect, arguments)
+        finally:
+            await self.close("the call ended")
+            await asyncio.to_thread(self.connections.close, self.connection_id)
+
+    async def _gone(self) -> None:
+        await self.close("the client's connection is gone (410)")
+
+    async def close(self, reason: str) -> None:
+        """End the call now: cancel the pipeline (its provider sockets close) and store the conversation."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        logger.info("%s: closing: %s", self, reason)
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+        if self._dtmf is not None:
+            self._dtmf.close()
+        if self.hosted is not None:
+            await self.hosted.close()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def __str__(self) -> str:
+        return f"bridged {self.dialect.name} connection {self.connection_id}"
+
+
+def _b64decode(text: str) -> bytes:
+    import base64
+    import binascii
+
+    from voxpipe.transports.twilio_media import Malformed
+
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise Malformed("media.payload is not base64") from None
+
+
+class BridgeWorker:
+    """Serves every bridged connection of one deployment from the queue."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        queue_url: str,
+        table: str,
+        settings: BridgeSettings | None = None,
+        *,
+        store: SessionStore | None = None,
+        registry: Registry | None = None,
+    ):
+        from voxpipe.providers.registry import default_registry
+        from voxpipe.server.app import DeploymentHost
+        from voxpipe.sessions import open_store
+
+        self.deployment = deployment
+        self.queue_url = queue_url
+        self.settings = settings or BridgeSettings()
+        self.table = ConversationTable(table, deployment.sessions.ttl_secs)
+        self.host = DeploymentHost(deployment, store or open_store(deployment.sessions), registry or default_registry())
+        self.calls: dict[str, BridgeCall] = {}
+        self._sqs = aws_client("sqs")
+
+    def _dialect(self, client: str) -> Dialect:
+        from voxpipe.transports.browser import BrowserDialect
+        from voxpipe.transports.twilio_media import Dialect
+
+        return Dialect() if client == "twilio" else BrowserDialect()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Take messages until ``stop`` is set; then end every call."""
+        watcher = asyncio.ensure_future(self._watch_rows(stop))
+        try:
+            while not stop.is_set():
+                reply = await asyncio.to_thread(
+                    self._sqs.receive_message,
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=self.settings.poll_wait_secs,
+                )
+                messages = reply.get("Messages", [])
+                for message in messages:
+                    try:
+                        await self.dispatch(json.loads(message["Body"]))
+                    except Exception:
+                        logger.exception("a queued message failed: %.200s", message["Body"])
+                if messages:
+                    entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+                    await asyncio.to_thread(self._sqs.delete_message_batch, QueueUrl=self.queue_url, Entries=entries)
+        finally:
+            watcher.cancel()
+            await self.close()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """One queued message: a connection opened, sent an event, or closed."""
+        kind, connection_id = message["event"], message["connection_id"]
+        call = self.calls.get(connection_id)
+        if kind == "connect":
+            dialect = self._dialect(message.get("client", "browser"))
+            self.calls[connection_id] = BridgeCall(
+                self.host, connection_id, message["endpoint"], dialect, self.settings
+            )
+        elif kind == "message":
+            if call is None:
+                logger.warning("message for unknown connection %s (a worker restart drops live calls)", connection_id)
+                return
+            await call.receive(message["body"])
+        elif kind == "disconnect" and call is not None:
+            await self._end(connection_id, "the client disconnected")
+
+    async def _end(self, connection_id: str, reason: str) -> None:
+        call = self.calls.pop(connection_id, None)
+        if call is not None:
+            await call.close(reason)
+
+    async def _watch_rows(self, stop: asyncio.Event) -> None:
+        """Close calls whose connection row is gone (``$disconnect`` ran, or the row expired)."""
+        while not stop.is_set():
+            await asyncio.sleep(self.settings.session_check_secs)
+            for connection_id, call in list(self.calls.items()):
+                if call.closed.is_set():
+                    self.calls.pop(connection_id, None)
+                elif await asyncio.to_thread(self.table.connection, connection_id) is None:
+                    await self._end(connection_id, "its session row was deleted")
+
+    async def close(self) -> None:
+        for connection_id in list(self.calls):
+            await self._end(connection_id, "the worker is stopping")
+        await self.host.store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m voxpipe.serverless.worker CONFIG``: serve the bridge's queue until SIGTERM or SIGINT."""
+    from voxpipe.config.loader import load_deployment
+
+    parser = argparse.ArgumentParser(prog="python -m voxpipe.serverless.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("config", help="the deployment YAML file")
+    parser.add_argument("--queue-url", default=os.environ.get(QUEUE_ENV), help=f"SQS queue (default ${QUEUE_ENV})")
+    parser.add_argument("--table", default=os.environ.get(TABLE_ENV), help=f"DynamoDB table (default ${TABLE_ENV})")
+    args = parser.parse_args(argv)
+    if not args.queue_url or not args.table:
+        parser.error(f"the queue and the table are required (--queue-url/${QUEUE_ENV}, --table/${TABLE_ENV})")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = BridgeWorker(load_deployment(args.config), args.queue_url, args.table)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await worker.run(stop)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
