@@ -40,9 +40,10 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.serverless import ConnectionGone, Connections
+from voxpipe.transports.twilio_media import MediaStreamInput
 
 if TYPE_CHECKING:
-    from voxpipe.transports.twilio_media import Dialect, MediaStreamInput
+    from voxpipe.transports.twilio_media import Dialect
 
 FRAME_LIMIT = 32 * 1024
 #: After the last audio of a reply, how long a partly filled window waits before it is sent anyway.
@@ -216,9 +217,6 @@ class ApiGwTransport(BaseTransport):
             audio_out_10ms_chunks=2,
             audio_out_end_silence_secs=0,
         )
-        # Imported here: importing voxpipe.transports.twilio_media before voxpipe.server.app is circular.
-        from voxpipe.transports.twilio_media import MediaStreamInput
-
         self.link = link
         self._input = MediaStreamInput(params)
         self._output = ApiGwOutput(params, link, settings, on_gone)
