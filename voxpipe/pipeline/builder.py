@@ -21,7 +21,7 @@ from pipecat.frames.frames import EndWorkerFrame, Frame, LLMMessagesAppendFrame,
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.service_switcher import ServiceSwitcher
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker, ProcessorUnusablePolicy
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
@@ -36,6 +36,7 @@ from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies, UserT
 from pipecat.workers.runner import WorkerRunner
 
 from voxpipe.config.models import Deployment, ServiceConfig, SmartTurn
+from voxpipe.pipeline.fallback import FallbackSwitcher
 from voxpipe.pipeline.metering import CallMeter, ServiceRef
 from voxpipe.pipeline.shared_models import SharedSmartTurnAnalyzer
 from voxpipe.pipeline.tools import EffectHandler, register_tools, tools_schema
@@ -110,20 +111,18 @@ def build_service(
 
 
 def _build_role(
-    role: str, deployment: Deployment, call: CallContext, registry: Registry, refs: dict[str, ServiceRef]
+    role: str, deployment: Deployment, call: CallContext, registry: Registry, meter: CallMeter
 ) -> FrameProcessor:
     """The role's service; a chain of several providers becomes a fallback switcher (primary first)."""
-    from voxpipe.pipeline.fallback import FallbackSwitcher
-
     configs = deployment.services(role)
     services = []
     for config in configs:
         service, ref = build_service(role, config, deployment, call, registry)
-        refs[service.name] = ref
+        meter.services[service.name] = ref
         services.append(service)
     if len(services) == 1:
         return services[0]
-    return FallbackSwitcher(role, services, [config.provider for config in configs])
+    return FallbackSwitcher(role, services, [config.provider for config in configs], events=meter.fallbacks)
 
 
 def _user_params(deployment: Deployment, call: CallContext, registry: Registry) -> LLMUserAggregatorParams:
@@ -173,9 +172,8 @@ def build_call(
     """Build the pipeline and worker of one call. Nothing runs until the worker is run."""
     call = call or CallContext()
     registry = registry or default_registry()
-    refs: dict[str, ServiceRef] = {}
-    services = {role: _build_role(role, deployment, call, registry, refs) for role in deployment.roles()}
-    meter = CallMeter(refs, price_overrides=deployment.pricing)
+    meter = CallMeter({}, price_overrides=deployment.pricing)
+    services = {role: _build_role(role, deployment, call, registry, meter) for role in deployment.roles()}
     llm_role = "llm" if deployment.mode == "cascade" else "realtime"
     tools = tools_schema(deployment.agent, registry)
     context = LLMContext(messages=list(call.history), tools=tools) if tools else LLMContext(list(call.history))
@@ -208,6 +206,9 @@ def build_call(
         enable_turn_tracking=False,
         idle_timeout_secs=call.idle_timeout_secs,
         cancel_runner_on_idle_timeout=False,
+        # A call whose provider is beyond use (bad key, dead session, no fallback left) ends at once
+        # instead of sitting in silence until the idle timeout.
+        processor_unusable_policy=ProcessorUnusablePolicy.END,
         conversation_id=call.call_id,
     )
     return CallPipeline(deployment, call, pipeline, worker, context, services, meter)

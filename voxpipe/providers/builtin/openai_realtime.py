@@ -1,0 +1,93 @@
+"""realtime `openai_realtime`: OpenAI Realtime (GA protocol), speech to speech over a WebSocket.
+
+``session.update`` carries the instructions, tools, voice, input transcription and turn detection from the
+deployment's ``vad`` section (``server_vad``: confidence -> threshold, start_secs -> prefix_padding_ms,
+stop_secs -> silence_duration_ms; or ``semantic_vad``). Phone calls use ``audio/pcmu`` both ways. Usage comes
+from ``response.done``. On barge-in the server cancels the response and pipecat truncates its audio item.
+
+The service is pipecat's with the shared base's Realtime session fixes (``realtime_session_class``): timeouts,
+failures that end the session loudly, no duplicated first turn, and the G.711 audio.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import Field
+
+from voxpipe.providers.builtin._cloud import ApiKeyOptions, realtime_session_class, token_prices
+from voxpipe.providers.builtin.openai_llm import PRICES_URL
+from voxpipe.providers.spec import Provider, ServiceRequest, hookimpl
+
+
+class RealtimeOptions(ApiKeyOptions):
+    base_url: str = Field("wss://api.openai.com/v1/realtime", description="WebSocket endpoint (wss:// or ws://).")
+    voice: str = Field("marin", description="Voice: marin, cedar, alloy, ash, ballad, coral, echo, sage, verse...")
+    turn_detection: Literal["server_vad", "semantic_vad"] = Field(
+        "server_vad", description="server_vad takes the vad section's confidence and timings; semantic_vad eagerness."
+    )
+    eagerness: Literal["low", "medium", "high", "auto"] = Field("auto", description="semantic_vad only.")
+    transcription_model: str | None = Field(
+        "gpt-4o-mini-transcribe", description="Model transcribing the caller (what was heard); null: none."
+    )
+
+
+def build(request: ServiceRequest[RealtimeOptions]) -> Any:
+    from pipecat.services.openai.realtime import events as rt
+    from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
+
+    from voxpipe.pipeline.tools import tools_schema
+    from voxpipe.providers.registry import default_registry
+
+    options, vad = request.options, request.vad
+    pcmu = request.audio.encoding == "mulaw"
+    audio_format = rt.PCMUAudioFormat() if pcmu else rt.PCMAudioFormat()
+    timings = {"prefix_padding_ms": round(vad.start_secs * 1000), "silence_duration_ms": round(vad.stop_secs * 1000)}
+    turns = (
+        rt.TurnDetection(threshold=vad.confidence, **timings)
+        if options.turn_detection == "server_vad"
+        else rt.SemanticTurnDetection(eagerness=options.eagerness)
+    )
+    heard = rt.InputAudioTranscription(model=options.transcription_model) if options.transcription_model else None
+    session = rt.SessionProperties(
+        output_modalities=["audio"],
+        # In the first session.update: server VAD answers the caller's first turn before pipecat has a context.
+        tools=tools_schema(request.agent, default_registry()),
+        audio=rt.AudioConfiguration(
+            input=rt.AudioInput(format=audio_format, transcription=heard, turn_detection=turns),
+            output=rt.AudioOutput(format=audio_format, voice=options.voice),
+        ),
+    )
+    return realtime_session_class(OpenAIRealtimeLLMService)(
+        api_key=options.api_key.get_secret_value(),
+        base_url=options.base_url,
+        pcmu=pcmu,
+        connect_timeout_secs=options.connect_timeout_secs,
+        response_timeout_secs=options.response_timeout_secs,
+        settings=OpenAIRealtimeLLMService.Settings(
+            model=request.model, system_instruction=request.agent.instructions, session_properties=session
+        ),
+    )
+
+
+_prices = functools.partial(token_prices, PRICES_URL, date(2025, 10, 1))
+
+PROVIDER = Provider(
+    name="openai_realtime",
+    kind="realtime",
+    options=RealtimeOptions,
+    build=build,
+    default_model="gpt-realtime",
+    prices={
+        "gpt-realtime": _prices(4.00, 0.40, 16.00, audio=(32.00, 0.40, 64.00)),
+        "gpt-realtime-mini": _prices(0.60, 0.06, 2.40, audio=(10.00, 0.30, 20.00)),
+    },
+    description="OpenAI Realtime (GA) speech to speech: server or semantic VAD from the vad section, tools, pcmu.",
+)
+
+
+@hookimpl
+def voxpipe_providers() -> list[Provider]:
+    return [PROVIDER]
