@@ -32,12 +32,12 @@ from tests.simulators.server import RunningServer
 from tests.simulators.twilio_media import RATE, TwilioMediaSimulator
 from voxpipe.config.loader import parse_deployment
 from voxpipe.config.models import Deployment
+from voxpipe.pipeline.frames import BotAudioPlayedFrame
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.store import RecordStore
 from voxpipe.server.app import create_app
 from voxpipe.transports.twilio_media import (
     LEAD_SECS,
-    BotAudioPlayedFrame,
     MediaPeer,
     MediaStreamOutput,
     MediaStreamTransport,

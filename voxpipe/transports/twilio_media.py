@@ -60,6 +60,7 @@ from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from voxpipe.audio import g711
 from voxpipe.config.models import Deployment
+from voxpipe.pipeline.frames import BotAudioPlayedFrame
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.server.signatures import public_url
 
@@ -72,13 +73,6 @@ DRAIN_TIMEOUT_SECS = 5.0  # at the end of a call, how long to wait for the last 
 MAX_MESSAGE_CHARS = 64 * 1024  # a 20 ms media event is ~300 characters
 DTMF_PAUSE_SECS = 1.5  # digits typed within this pause are one entry
 END_REPLY_TIMEOUT_SECS = 15.0  # after end_call/transfer, how long the goodbye may take to play
-
-
-@dataclass
-class BotAudioPlayedFrame(SystemFrame):
-    """Upstream: the caller has heard ``played_ms`` of the current bot response (from returned marks)."""
-
-    played_ms: int = 0
 
 
 class Malformed(ValueError):

@@ -368,6 +368,7 @@ def realtime_session_class(base: type) -> type:
     from websockets.asyncio.client import connect
 
     from voxpipe.audio import g711
+    from voxpipe.pipeline.frames import BotAudioPlayedFrame
 
     answers = (frames.TTSAudioRawFrame, frames.LLMTextFrame, frames.FunctionCallsStartedFrame)
 
@@ -375,6 +376,27 @@ def realtime_session_class(base: type) -> type:
         def __init__(self, *, pcmu: bool, connect_timeout_secs: float, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self._pcmu, self._connect_timeout_secs, self._heard = pcmu, connect_timeout_secs, ""
+            self._played_ms: int | None = None  # what the caller heard of the answer, when the transport knows
+
+        async def process_frame(self, frame: frames.Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, BotAudioPlayedFrame):
+                self._played_ms = frame.played_ms
+                return
+            await super().process_frame(frame, direction)
+
+        async def _truncate_current_audio_response(self) -> None:
+            """Truncate at the milliseconds the caller heard (pipecat uses the time since the answer began)."""
+            current, played_ms = self._current_audio_response, self._played_ms
+            self._played_ms = None
+            if current is None or played_ms is None:
+                return await super()._truncate_current_audio_response()
+            self._current_audio_response = None
+            sent_ms = self._calculate_audio_duration_ms(current.total_size, *((8000, 1) if self._pcmu else ()))
+            await self.send_client_event(
+                events.ConversationItemTruncateEvent(
+                    item_id=current.item_id, content_index=current.content_index, audio_end_ms=min(played_ms, sent_ms)
+                )
+            )
 
         async def _connect(self) -> None:
             if self._websocket:
