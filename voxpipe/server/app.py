@@ -279,6 +279,9 @@ def create_app(
                 await call.close()
         for store in stores.values():
             await store.close()
+        from voxpipe.providers.builtin._cloud import close_shared  # the process-wide vendor clients
+
+        await close_shared()
 
     app = FastAPI(title="voxpipe", lifespan=lifespan)
     app.state.hosts = {host.deployment.name: host for host in hosts}
