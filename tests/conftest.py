@@ -16,8 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from voxpipe.providers.registry import Registry, default_registry
+
+# pipecat logs every frame decision at DEBUG through loguru; tests keep warnings and errors only.
+logger.remove()
+logger.add(sys.stderr, level=os.environ.get("VOXPIPE_TEST_LOG_LEVEL", "WARNING"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTKIT_INSTALL = "pip install -e tests/plugins/voxpipe-testkit"

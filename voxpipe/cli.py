@@ -8,6 +8,7 @@ without a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -274,8 +275,18 @@ def _print_problems(exc: ConfigError) -> None:
         print(problem, file=sys.stderr)
 
 
+def _configure_logging() -> None:
+    """pipecat logs every frame decision at DEBUG: show warnings (``serve``: info) unless VOXPIPE_LOG_LEVEL says."""
+    from loguru import logger
+
+    default = "INFO" if sys.argv[1:2] == ["serve"] else "WARNING"
+    logger.remove()
+    logger.add(sys.stderr, level=os.environ.get("VOXPIPE_LOG_LEVEL", default))
+
+
 def main() -> None:
     """Console entry point: configuration errors exit 2 with no traceback."""
+    _configure_logging()
     try:
         app()
     except ConfigError as exc:
