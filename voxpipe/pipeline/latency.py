@@ -32,6 +32,7 @@ from pipecat.frames.frames import (
     TTSTextFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from voxpipe.records.model import TurnRecord
@@ -139,16 +140,16 @@ class TurnMeter(BaseObserver):
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
-        if not data.first_push:
-            return
         at = self.clock.to_monotonic(data.timestamp)
         if isinstance(frame, TranscriptionFrame):
-            # STT services push transcripts downstream; realtime services push the user's upstream.
-            if frame.id not in self._transcripts:
+            # What the conversation heard: the transcript reaching the user aggregator (STT services push it
+            # downstream, realtime services upstream). A fallback switcher drops a replaced provider's late
+            # transcripts before they get there.
+            if isinstance(data.destination, LLMUserAggregator) and frame.id not in self._transcripts:
                 self._transcripts.add(frame.id)
                 self.events.append(StageEvent(at, "stt_final", frame.text))
             return
-        if data.direction != FrameDirection.DOWNSTREAM:
+        if data.direction != FrameDirection.DOWNSTREAM or not data.first_push:
             return
         if isinstance(frame, InputAudioRawFrame):
             self._on_caller_audio(at - _duration(frame), frame)
