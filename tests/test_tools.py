@@ -23,9 +23,10 @@ from voxpipe_testkit.services import ScriptedLLMService
 
 from voxpipe.config.loader import parse_deployment
 from voxpipe.config.models import Deployment, ToolConfig
-from voxpipe.pipeline.tools import register_tools, run_tool, tools_schema
+from voxpipe.pipeline.tools import register_tools, tools_schema
 from voxpipe.providers.registry import Registry, discover
 from voxpipe.providers.spec import ProviderOptions, ToolHandler, ToolKind, hookimpl
+from voxpipe.tools.runner import run_tool
 
 FUNCTIONS = tool_functions.__name__
 

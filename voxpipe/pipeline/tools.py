@@ -6,11 +6,9 @@ A tool with an ``effect`` (``end_call``, ``transfer``) reports it to the call on
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.services.llm_service import FunctionCallParams, LLMService
@@ -18,6 +16,7 @@ from pipecat.services.llm_service import FunctionCallParams, LLMService
 from voxpipe.config.models import AgentConfig, ToolConfig
 from voxpipe.providers.registry import Registry
 from voxpipe.providers.spec import ToolHandler, ToolKind
+from voxpipe.tools.runner import run_tool
 
 EffectHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -37,18 +36,6 @@ def tools_schema(agent: AgentConfig, registry: Registry) -> ToolsSchema | None:
     if not agent.tools:
         return None
     return ToolsSchema(standard_tools=[_schema(tool, registry.tool_kinds[tool.kind].tool_kind) for tool in agent.tools])
-
-
-async def run_tool(name: str, handler: ToolHandler, arguments: dict[str, Any], timeout_secs: float) -> Any:
-    """Run one tool call, turning failures and timeouts into an error result for the model."""
-    try:
-        return await asyncio.wait_for(handler(arguments), timeout_secs)
-    except TimeoutError:
-        logger.warning(f"tool {name} timed out after {timeout_secs:g}s")
-        return {"error": f"the tool {name} did not answer within {timeout_secs:g} seconds"}
-    except Exception as exc:
-        logger.warning(f"tool {name} failed: {exc!r}")
-        return {"error": f"the tool {name} failed: {exc}"}
 
 
 def register_tools(llm: LLMService, agent: AgentConfig, registry: Registry, on_effect: EffectHandler) -> None:

@@ -200,16 +200,15 @@ def run_tool(tool: ToolSpec, arguments: dict[str, Any]) -> Any:
     import asyncio
 
     from voxpipe.providers.registry import default_registry  # pydantic: paid only when a tool runs
+    from voxpipe.tools.runner import run_tool as run
+    from voxpipe.tools.runner import tool_error
 
     try:
         kind = default_registry().tool_kinds[tool.kind].tool_kind
         handler = kind.build(tool.name, kind.options.model_validate(tool.options))
-        return asyncio.run(asyncio.wait_for(handler(arguments), tool.timeout_secs))
-    except TimeoutError:
-        return {"error": f"the tool {tool.name} did not answer within {tool.timeout_secs:g} seconds"}
     except Exception as exc:
-        logger.warning("tool %s failed: %r", tool.name, exc)
-        return {"error": f"the tool {tool.name} failed: {exc}"}
+        return tool_error(tool.name, f"failed: {exc}")
+    return asyncio.run(run(tool.name, handler, arguments, tool.timeout_secs))
 
 
 # ------------------------------------------------------------------------------------------------ a reply

@@ -32,8 +32,8 @@ from loguru import logger
 
 from voxpipe.config.models import Deployment, ServiceConfig, ToolConfig
 from voxpipe.pipeline.latency import first_audible, last_audible
-from voxpipe.pipeline.tools import run_tool
 from voxpipe.providers.spec import AudioFormat
+from voxpipe.tools.runner import run_tool
 from voxpipe.transports.twilio_media import Dialect, Malformed, MediaStreamCall, StreamStart, field_of
 
 if TYPE_CHECKING:
