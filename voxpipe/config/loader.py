@@ -21,12 +21,12 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from voxpipe.config.errors import ConfigError, ConfigProblem
 from voxpipe.config.models import RESERVED_SECTIONS, Deployment
+from voxpipe.envvars import substitute
 from voxpipe.providers.registry import Registry, default_registry
 
 Loc = tuple[str | int, ...]
 INLINE_SECRET = "a secret must come from the environment: write it as ${ENV_VAR}, not inline"
 ROLES = {"stt", "llm", "tts", "realtime"}
-_VARIABLE = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class _Document:
@@ -63,19 +63,14 @@ class _Document:
         return node
 
     def _interpolate(self, text: str, loc: Loc, environ: Mapping[str, str]) -> str:
-        def substitute(match: re.Match[str]) -> str:
-            escaped, name, default = match.groups()
-            if escaped:
-                return match.group(0)[1:]
-            self.interpolated.add(loc)
-            if name in environ:
-                return environ[name]
-            if default is not None:
-                return default
+        def missing(name: str) -> str:
             self.problems.append(self.problem(loc, f"environment variable {name} is not set"))
             return ""
 
-        return _VARIABLE.sub(substitute, text)
+        value, used = substitute(text, environ, missing)
+        if used:
+            self.interpolated.add(loc)
+        return value
 
     def role_loc(self, role: str, index: int) -> Loc:
         """Where the ``index``-th provider of ``role`` is written: ``stt`` (one mapping) or ``stt[1]`` (a list)."""

@@ -23,12 +23,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from voxpipe.envvars import names_in, substitute
 
 #: Environment variables the SAM template sets (tests set them too).
 CONFIG_ENV = "VOXPIPE_HANDLER_CONFIG"  # path of the handler configuration (JSON)
@@ -41,29 +42,19 @@ CONNECTIONS_URL_ENV = "VOXPIPE_CONNECTIONS_URL"  # @connections endpoint overrid
 CONFIG_FILE = "voxpipe-handler.json"
 CONFIG_FORMAT = 1
 
-# The loader's ``${VAR}``, ``${VAR:-default}`` and ``$${literal}`` syntax (voxpipe.config.loader).
-_VARIABLE = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
 
 class HandlerConfigError(RuntimeError):
     """The handler configuration is missing, malformed, or names an unset environment variable."""
 
 
+def _unset(name: str) -> str:
+    raise HandlerConfigError(f"environment variable {name} is not set")
+
+
 def interpolate(value: Any, environ: Mapping[str, str]) -> Any:
     """``value`` with every ``${VAR}`` in its strings filled from ``environ`` (lists and dicts walked)."""
     if isinstance(value, str):
-
-        def substitute(match: re.Match[str]) -> str:
-            escaped, name, default = match.groups()
-            if escaped:
-                return match.group(0)[1:]
-            if name in environ:
-                return environ[name]
-            if default is not None:
-                return default
-            raise HandlerConfigError(f"environment variable {name} is not set")
-
-        return _VARIABLE.sub(substitute, value)
+        return substitute(value, environ, _unset)[0]
     if isinstance(value, list):
         return [interpolate(item, environ) for item in value]
     if isinstance(value, dict):
@@ -75,9 +66,8 @@ def referenced_variables(value: Any) -> list[str]:
     """The environment variables ``value``'s templates read, in order of first use."""
     names: dict[str, None] = {}
     for text in _strings(value):
-        for match in _VARIABLE.finditer(text):
-            if not match.group(1):
-                names.setdefault(match.group(2))
+        for name in names_in(text):
+            names.setdefault(name)
     return list(names)
 
 
