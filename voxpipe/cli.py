@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -200,8 +201,8 @@ def calls(
         return
     table = Table("started", "call", "deployment", "variant", "turns", "v2v p50 ms", "cost $", "$/min", "errors")
     for record in records:
-        latencies = sorted(voice_to_voice([record]))
-        p50 = f"{latencies[len(latencies) // 2]:.0f}" if latencies else "—"
+        latencies = voice_to_voice([record])
+        p50 = f"{statistics.median(latencies):.0f}" if latencies else "—"
         table.add_row(
             record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             record.call_id[:12],
