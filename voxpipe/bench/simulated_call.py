@@ -167,22 +167,23 @@ class _Caller:
         while not done() and time.monotonic() < deadline:
             await self.send(silence)
 
-    def bot_audible_after(self, moment: float) -> tuple[float | None, float | None]:
-        """First and last audible played instants of the bot after ``moment``."""
-        first = last = None
-        for chunk in self.transport.played:
-            if chunk.started_at + len(chunk.audio) / 2 / chunk.sample_rate < moment:
-                continue
-            start = first_audible(chunk.audio, chunk.sample_rate)
-            if start is not None and chunk.started_at + start >= moment:
-                first = first if first is not None else chunk.started_at + start
-                last = chunk.started_at + (last_audible(chunk.audio, chunk.sample_rate) or 0)
-        return first, last
-
     def bot_finished(self, since: float, settle_secs: float) -> Callable[[], bool]:
+        """Whether the bot spoke after ``since`` and has been quiet for ``settle_secs``.
+
+        Checked on every 20 ms frame, so each played chunk is examined once, as it arrives.
+        """
+        played = self.transport.played
+        scanned = 0
+        last: float | None = None
+
         def done() -> bool:
-            first, last = self.bot_audible_after(since)
-            return first is not None and last is not None and time.monotonic() - last > settle_secs
+            nonlocal scanned, last
+            for chunk in played[scanned:]:
+                start = first_audible(chunk.audio, chunk.sample_rate)
+                if start is not None and chunk.started_at + start >= since:
+                    last = chunk.started_at + (last_audible(chunk.audio, chunk.sample_rate) or 0)
+            scanned = len(played)
+            return last is not None and time.monotonic() - last > settle_secs
 
         return done
 
