@@ -23,6 +23,7 @@ from voxpipe.config.errors import ConfigError, ConfigProblem
 from voxpipe.config.models import RESERVED_SECTIONS, Deployment
 from voxpipe.envvars import substitute
 from voxpipe.providers.registry import Registry, default_registry
+from voxpipe.tools.arguments import compile_schema
 
 Loc = tuple[str | int, ...]
 INLINE_SECRET = "a secret must come from the environment: write it as ${ENV_VAR}, not inline"
@@ -198,6 +199,11 @@ def _registry_problems(
         problems += _options_problems(document, registered.tool_kind.options, tool.options, loc, allow_secrets)
         if tool.parameters is None and registered.tool_kind.parameters is None:
             problems.append(document.problem(loc, "a JSON Schema of the arguments is required (parameters:)"))
+        elif tool.parameters is not None:
+            try:
+                compile_schema(tool.parameters)
+            except ValueError as exc:
+                problems.append(document.problem((*loc, "parameters"), str(exc)))
     return problems
 
 

@@ -106,6 +106,11 @@ class ToolConfig(Strict):
     parameters: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments.")
     timeout_secs: float = Field(10.0, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    client_callable: bool = Field(
+        False,
+        description="A browser page may run this tool through the tools endpoint (WebRTC realtime). Off by "
+        "default: whoever holds a page's token can script it, so only tools safe for anyone to call are marked.",
+    )
 
     @property
     def function_name(self) -> str:

@@ -50,7 +50,8 @@ def _pipecat_handler(
     tool: ToolConfig, kind: ToolKind, handler: ToolHandler, on_effect: EffectHandler
 ) -> Callable[[FunctionCallParams], Awaitable[None]]:
     async def handle(params: FunctionCallParams) -> None:
-        result = await run_tool(tool.function_name, handler, dict(params.arguments), tool.timeout_secs)
+        parameters = tool.parameters or kind.parameters
+        result = await run_tool(tool.function_name, handler, dict(params.arguments), tool.timeout_secs, parameters)
         await params.result_callback(result)
         if kind.effect and not (isinstance(result, dict) and "error" in result):
             await on_effect(kind.effect, dict(params.arguments) | {"result": result})
