@@ -35,3 +35,8 @@ def substitute(text: str, environ: Mapping[str, str], missing: Callable[[str], s
 def names_in(text: str) -> list[str]:
     """The variables ``text`` reads (escaped ``$${...}`` excluded), in order."""
     return [match.group(2) for match in PATTERN.finditer(text) if not match.group(1)]
+
+
+def has_inline_default(text: str) -> bool:
+    """Whether ``text`` writes a non-empty ``${VAR:-default}``: a value kept in the file, not the environment."""
+    return any(match.group(3) for match in PATTERN.finditer(text) if not match.group(1))

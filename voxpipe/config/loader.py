@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from voxpipe.config import secrets
 from voxpipe.config.errors import ConfigError, ConfigProblem
 from voxpipe.config.models import RESERVED_SECTIONS, Deployment
 from voxpipe.envvars import substitute
@@ -27,7 +28,7 @@ from voxpipe.tools.arguments import compile_schema
 
 Loc = tuple[str | int, ...]
 INLINE_SECRET = "a secret must come from the environment: write it as ${ENV_VAR}, not inline"
-ROLES = {"stt", "llm", "tts", "realtime"}
+ROLES = set(secrets.ROLES)
 
 
 class _Document:
@@ -37,6 +38,7 @@ class _Document:
         self.source = source
         self.lines: dict[Loc, int] = {}
         self.interpolated: set[Loc] = set()
+        self.raw: dict[Loc, str] = {}  # every string as written, before ${VAR} substitution
         self.problems: list[ConfigProblem] = []
         self.data = self._convert(tree, (), environ)
 
@@ -64,6 +66,8 @@ class _Document:
         return node
 
     def _interpolate(self, text: str, loc: Loc, environ: Mapping[str, str]) -> str:
+        self.raw[loc] = text
+
         def missing(name: str) -> str:
             self.problems.append(self.problem(loc, f"environment variable {name} is not set"))
             return ""
@@ -128,14 +132,18 @@ def apply_overrides(deployment: Deployment, overrides: Mapping[str, Any], source
 
     Used for per-call overrides and experiment variants; the result is validated like a file.
     """
+    document = _Document(source, {}, {})
+    document.data = _merged(deployment, overrides)
+    return validate_document(document, default_registry(), allow_secrets=True)
+
+
+def _merged(deployment: Deployment, overrides: Mapping[str, Any]) -> dict[str, Any]:
     # Python mode keeps SecretStr values whole (JSON mode would mask them as '**********').
     base = deployment.model_dump(exclude_none=True)
     merged = _deep_merge(base, {k: v for k, v in overrides.items() if k not in ROLES})
     for role in ROLES & overrides.keys():
         merged[role] = _merge_role(base.get(role), overrides[role])
-    document = _Document(source, {}, {})
-    document.data = merged
-    return validate_document(document, default_registry(), allow_secrets=True)
+    return merged
 
 
 def _merge_role(chain: list[dict[str, Any]] | None, override: Any) -> Any:
@@ -164,19 +172,34 @@ def validate_document(document: _Document, registry: Registry, allow_secrets: bo
     except ValidationError as exc:
         problems += [_pydantic_problem(document, Deployment, (), data, err) for err in exc.errors()]
         raise ConfigError(problems) from None
+    problems += _registry_problems(deployment, document, registry)
     if not allow_secrets:
-        problems += [
-            document.problem(loc, INLINE_SECRET) for loc in _secret_locs(deployment) if loc not in document.interpolated
-        ]
-    problems += _registry_problems(deployment, document, registry, allow_secrets)
+        problems += _inline_secret_problems(document, deployment, registry)
     if problems:
         raise ConfigError(problems)
     return deployment
 
 
-def _registry_problems(
-    deployment: Deployment, document: _Document, registry: Registry, allow_secrets: bool
-) -> list[ConfigProblem]:
+def _inline_secret_problems(document: _Document, deployment: Deployment, registry: Registry) -> list[ConfigProblem]:
+    """Every credential the file writes out (see ``voxpipe.config.secrets``), variant overrides included."""
+    locs = set(secrets.credential_locs(document.data))
+    for loc in secrets.typed_secret_locs(deployment, registry):
+        in_file = loc[:1] + loc[2:] if loc[0] in ROLES and not isinstance(document.data.get(loc[0]), list) else loc
+        locs.add(in_file)
+    for name, variant in deployment.experiment.variants.items() if deployment.experiment else ():
+        try:
+            merged = Deployment.model_validate(_merged(deployment, {**variant.overrides, "experiment": None}))
+        except ValidationError:
+            continue  # the variant's own errors are reported when it is built
+        for loc in secrets.typed_secret_locs(merged, registry):
+            found = secrets.override_loc(variant.overrides, loc)
+            if found is not None:
+                locs.add(("experiment", "variants", name, "overrides", *found))
+    written_out = [loc for loc in sorted(locs, key=str) if secrets.written_out(document.raw.get(loc))]
+    return [document.problem(loc, INLINE_SECRET) for loc in written_out]
+
+
+def _registry_problems(deployment: Deployment, document: _Document, registry: Registry) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     for role in deployment.roles():
         if not deployment.services(role):
@@ -184,11 +207,9 @@ def _registry_problems(
     for role in ("stt", "llm", "tts", "realtime"):
         for index, service in enumerate(deployment.services(role)):
             loc = document.role_loc(role, index)
-            problems += _provider_problems(
-                document, registry, role, service.provider, service.options, loc, allow_secrets
-            )
+            problems += _provider_problems(document, registry, role, service.provider, service.options, loc)
     vad = deployment.vad
-    problems += _provider_problems(document, registry, "vad", vad.provider, vad.options, ("vad",), allow_secrets)
+    problems += _provider_problems(document, registry, "vad", vad.provider, vad.options, ("vad",))
     for index, tool in enumerate(deployment.agent.tools):
         loc: Loc = ("agent", "tools", index)
         registered = registry.tool_kinds.get(tool.kind)
@@ -196,7 +217,7 @@ def _registry_problems(
             known = ", ".join(sorted(registry.tool_kinds)) or "none installed"
             problems.append(document.problem((*loc, "kind"), f"unknown tool kind '{tool.kind}' (known: {known})"))
             continue
-        problems += _options_problems(document, registered.tool_kind.options, tool.options, loc, allow_secrets)
+        problems += _options_problems(document, registered.tool_kind.options, tool.options, loc)
         if tool.parameters is None and registered.tool_kind.parameters is None:
             problems.append(document.problem(loc, "a JSON Schema of the arguments is required (parameters:)"))
         elif tool.parameters is not None:
@@ -214,42 +235,23 @@ def _provider_problems(
     name: str,
     options: dict[str, Any],
     loc: Loc,
-    allow_secrets: bool,
 ) -> list[ConfigProblem]:
     registered = registry.get(kind, name)
     if registered is None:
         known = ", ".join(registry.names(kind)) or "none installed"
         return [document.problem((*loc, "provider"), f"unknown provider '{name}' (known: {known})")]
-    return _options_problems(document, registered.provider.options, options, loc, allow_secrets)
+    return _options_problems(document, registered.provider.options, options, loc)
 
 
 def _options_problems(
-    document: _Document, model: type[BaseModel], options: dict[str, Any], loc: Loc, allow_secrets: bool
+    document: _Document, model: type[BaseModel], options: dict[str, Any], loc: Loc
 ) -> list[ConfigProblem]:
     base = (*loc, "options")
     try:
-        validated = model.model_validate(options)
+        model.model_validate(options)
     except ValidationError as exc:
         return [_pydantic_problem(document, model, base, options, err) for err in exc.errors()]
-    if allow_secrets:
-        return []
-    return [
-        document.problem(loc, INLINE_SECRET)
-        for loc in _secret_locs(validated, base)
-        if loc not in document.interpolated
-    ]
-
-
-def _secret_locs(model: BaseModel, loc: Loc = ()) -> list[Loc]:
-    """Where ``model`` (recursively) holds a secret that was set."""
-    found: list[Loc] = []
-    for name in model.model_fields_set:
-        value = getattr(model, name)
-        if isinstance(value, SecretStr):
-            found.append((*loc, name))
-        elif isinstance(value, BaseModel):
-            found += _secret_locs(value, (*loc, name))
-    return found
+    return []
 
 
 def _pydantic_problem(document: _Document, model: type[BaseModel], base: Loc, data: Any, err: Any) -> ConfigProblem:
