@@ -27,6 +27,7 @@ vad: {{provider: testkit_vad}}
 stt: {{provider: testkit_stt}}
 llm: {{provider: testkit_llm}}
 tts: {{provider: testkit_tts}}
+insecure: true
 transport:
   twilio: {{validate_signatures: false}}
   browser: {{allowed_origins: ["https://app.example.com"]}}

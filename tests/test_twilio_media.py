@@ -280,7 +280,7 @@ async def test_real_speech_through_the_offline_stack(tmp_path: Path, repo_root: 
     from voxpipe.providers.builtin.local_tts import speak
 
     text = (repo_root / "configs" / "offline.yaml").read_text()
-    text += f"transport: {{public_url: {PUBLIC}, twilio: {{validate_signatures: false}}}}\n"
+    text += f"insecure: true\ntransport: {{public_url: {PUBLIC}, twilio: {{validate_signatures: false}}}}\n"
     text += f'sessions: {{store: sqlite, path: "{tmp_path / "s.db"}"}}\n'
     with RunningServer(create_app([parse_deployment(text)])) as server:
         async with TwilioMediaSimulator(f"{server.ws_url}/offline/media", "", auth_token=None) as call:
@@ -386,6 +386,7 @@ realtime:
   options:
     transcripts: ["hello", "what are your hours"]
     replies: [{{when: hours, say: "Nine to five."}}, {{when: "*", say: "Hi there, caller."}}]
+insecure: true
 transport: {{public_url: {PUBLIC}, twilio: {{validate_signatures: false}}}}
 sessions: {{store: sqlite, path: "{tmp_path / "s.db"}"}}
 """

@@ -29,6 +29,7 @@ from voxpipe.tools.arguments import compile_schema
 Loc = tuple[str | int, ...]
 INLINE_SECRET = "a secret must come from the environment: write it as ${ENV_VAR}, not inline"
 ROLES = set(secrets.ROLES)
+UNSIGNED = "false (unsigned requests) is allowed only with `insecure: true` at the top of the file"
 
 
 class _Document:
@@ -173,6 +174,8 @@ def validate_document(document: _Document, registry: Registry, allow_secrets: bo
         problems += [_pydantic_problem(document, Deployment, (), data, err) for err in exc.errors()]
         raise ConfigError(problems) from None
     problems += _registry_problems(deployment, document, registry)
+    if not deployment.transport.twilio.validate_signatures and not deployment.insecure:
+        problems.append(document.problem(("transport", "twilio", "validate_signatures"), UNSIGNED))
     if not allow_secrets:
         problems += _inline_secret_problems(document, deployment, registry)
     if problems:

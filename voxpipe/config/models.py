@@ -192,6 +192,21 @@ class SessionsConfig(Strict):
     ttl_secs: int = Field(86400, gt=0, description="Seconds a finished conversation is kept.")
 
 
+class LimitsConfig(Strict):
+    """``limits:``: what one deployment accepts before it answers 429 or closes a WebSocket with the reason.
+
+    The routes enforce them with ``voxpipe.security.limits``; refusals are counted in ``/metrics``.
+    """
+
+    concurrent_calls: int = Field(50, gt=0, description="Calls in progress at once, all transports together.")
+    calls_per_minute_per_client: int = Field(
+        10, gt=0, description="New calls per client address (WebSocket peer or X-Forwarded-For) per sliding minute."
+    )
+    minted_secrets_per_minute: int = Field(
+        30, gt=0, description="OpenAI Realtime client secrets minted per sliding minute (each one can spend money)."
+    )
+
+
 class PriceOverride(Prices):
     """A deployment's own price for a provider or ``provider/model`` (negotiated rates, new models)."""
 
@@ -238,6 +253,12 @@ class Deployment(Strict):
         default_factory=dict, description="Price overrides keyed by provider or provider/model."
     )
     experiment: ExperimentConfig | None = None
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    insecure: bool = Field(
+        False,
+        description="The only way to run a handler unsigned (transport.twilio.validate_signatures: false): for local "
+        "experiments; logged at every start.",
+    )
 
     @field_validator("stt", "llm", "tts", "realtime", mode="before")
     @classmethod

@@ -1,0 +1,129 @@
+"""Rate and concurrency limits of one deployment: sliding windows per key, and concurrency slots.
+
+Every call and every minted OpenAI client secret spends money at a vendor, and the routes are on the open
+internet, so each deployment caps (``limits:`` in its YAML):
+
+- ``concurrent_calls``: calls in progress at once (a slot, taken when the call starts, given back when it ends);
+- ``calls_per_minute_per_client``: new calls per client address per sliding minute;
+- ``minted_secrets_per_minute``: Realtime client secrets minted per sliding minute, all clients together.
+
+Beyond a limit a route answers 429 (``Retry-After``) or closes the WebSocket with the reason, and counts it.
+This module only decides; it knows no HTTP. The clock is injectable so tests need no sleeping. Memory is
+bounded: a window keeps at most ``limit`` timestamps per key and at most ``max_keys`` keys (the least
+recently seen key is forgotten first, so rotating addresses cannot fill the server's memory).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Clock = Callable[[], float]
+
+
+class LimitExceeded(Exception):
+    """A limit refused a request: ``limit`` names it (as in the YAML), ``retry_after_secs`` says when to retry."""
+
+    def __init__(self, limit: str, retry_after_secs: float):
+        super().__init__(f"{limit} exceeded; retry in {retry_after_secs:.0f} s")
+        self.limit = limit
+        self.retry_after_secs = retry_after_secs
+
+
+class SlidingWindow:
+    """At most ``limit`` events per ``window_secs`` for each key, counted over a sliding window."""
+
+    def __init__(
+        self, name: str, limit: int, window_secs: float = 60.0, clock: Clock = time.monotonic, max_keys: int = 10_000
+    ):
+        if limit < 1 or window_secs <= 0 or max_keys < 1:
+            raise ValueError("a window needs limit >= 1, window_secs > 0 and max_keys >= 1")
+        self.name, self.limit, self.window_secs, self.max_keys = name, limit, window_secs, max_keys
+        self._clock = clock
+        self._events: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def take(self, key: str = "") -> None:
+        """Count one event for ``key``, or raise ``LimitExceeded`` (counting nothing) if it is over the limit."""
+        now = self._clock()
+        events = self._events.pop(key, None) or deque()
+        while events and events[0] <= now - self.window_secs:
+            events.popleft()
+        self._events[key] = events  # most recently seen last
+        if len(events) >= self.limit:
+            raise LimitExceeded(self.name, events[0] + self.window_secs - now)
+        events.append(now)
+        while len(self._events) > self.max_keys:
+            self._events.popitem(last=False)
+
+    def __len__(self) -> int:
+        """How many keys are remembered."""
+        return len(self._events)
+
+
+@dataclass
+class Slot:
+    """One concurrency slot held; ``release`` (or leaving the ``with`` block) gives it back, once."""
+
+    _owner: ConcurrencySlots
+    _held: bool = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._owner._in_use -= 1
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+class ConcurrencySlots:
+    """At most ``limit`` holders at once."""
+
+    def __init__(self, name: str, limit: int):
+        if limit < 1:
+            raise ValueError("concurrency slots need limit >= 1")
+        self.name, self.limit = name, limit
+        self._in_use = 0
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def take(self) -> Slot:
+        """A slot, or ``LimitExceeded`` when all are held (retry when one ends: no time can be promised)."""
+        if self._in_use >= self.limit:
+            raise LimitExceeded(self.name, 1.0)
+        self._in_use += 1
+        return Slot(self)
+
+
+class DeploymentLimits:
+    """The three limits of one deployment, as the routes use them."""
+
+    def __init__(
+        self,
+        concurrent_calls: int,
+        calls_per_minute_per_client: int,
+        minted_secrets_per_minute: int,
+        clock: Clock = time.monotonic,
+    ):
+        self.calls = ConcurrencySlots("concurrent_calls", concurrent_calls)
+        self.new_calls = SlidingWindow("calls_per_minute_per_client", calls_per_minute_per_client, clock=clock)
+        self.secrets = SlidingWindow("minted_secrets_per_minute", minted_secrets_per_minute, clock=clock)
+
+    def admit_call(self, client: str) -> Slot:
+        """Admit a new call from ``client`` (its address): the slot it holds until it ends, or ``LimitExceeded``.
+
+        The per-client window is checked first, so a client over its rate never takes a slot.
+        """
+        self.new_calls.take(client)
+        return self.calls.take()
+
+    def admit_secret(self) -> None:
+        """Count one minted client secret, or raise ``LimitExceeded``."""
+        self.secrets.take()
