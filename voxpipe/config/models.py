@@ -190,6 +190,15 @@ class SessionsConfig(Strict):
     url: str | None = Field(None, description="Redis URL (store: redis).")
     table: str | None = Field(None, description="DynamoDB table (store: dynamodb).")
     ttl_secs: int = Field(86400, gt=0, description="Seconds a finished conversation is kept.")
+    max_history_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="Largest stored conversation (UTF-8 JSON bytes); beyond it new turns are not stored and an error "
+        "is logged (memory, sqlite). History is never shortened to fit.",
+    )
+    max_sessions: int = Field(
+        10_000, gt=0, description="Sessions the memory store keeps; the least recently written is evicted first."
+    )
 
 
 class LimitsConfig(Strict):

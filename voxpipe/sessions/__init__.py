@@ -5,6 +5,7 @@ from __future__ import annotations
 from voxpipe.config.models import SessionsConfig
 from voxpipe.sessions.base import (
     Conflict,
+    HistoryTooLarge,
     Message,
     Session,
     SessionRecorder,
@@ -16,6 +17,7 @@ from voxpipe.sessions.sqlite import SQLiteSessionStore
 
 __all__ = [
     "Conflict",
+    "HistoryTooLarge",
     "MemorySessionStore",
     "Message",
     "SQLiteSessionStore",
@@ -30,9 +32,11 @@ __all__ = [
 def open_store(config: SessionsConfig) -> SessionStore:
     """The store a deployment's ``sessions:`` section asks for."""
     if config.store == "memory":
-        return MemorySessionStore(ttl_secs=config.ttl_secs)
+        return MemorySessionStore(
+            config.ttl_secs, max_sessions=config.max_sessions, max_history_bytes=config.max_history_bytes
+        )
     if config.store == "sqlite":
-        return SQLiteSessionStore(config.path, ttl_secs=config.ttl_secs)
+        return SQLiteSessionStore(config.path, config.ttl_secs, max_history_bytes=config.max_history_bytes)
     if config.store == "redis":
         from voxpipe.sessions.redis import RedisSessionStore  # redis-py is optional: voxpipe[redis]
 

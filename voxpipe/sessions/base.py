@@ -15,11 +15,17 @@ This module and the backends stay free of pipecat, so a backend is a small, self
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 Message = dict[str, Any]
+log = logging.getLogger("voxpipe.sessions")
+
+#: The default cap on one conversation's stored size, in bytes of JSON (``sessions.max_history_bytes``).
+MAX_HISTORY_BYTES = 1024 * 1024
 
 #: pipecat writes this into a tool message while the tool runs, and replaces it in place with the result.
 TOOL_PLACEHOLDER = "IN_PROGRESS"
@@ -32,6 +38,27 @@ class Conflict(Exception):
         super().__init__(f"session {call_id}: expected {expected} stored messages, found {actual}")
         self.expected = expected
         self.actual = actual
+
+
+class HistoryTooLarge(Exception):
+    """Storing more would take a conversation past the store's cap: nothing was written, nothing was cut.
+
+    The cap bounds what one caller can make the server keep. History is never shortened to fit: what was
+    said stays whole or the write is refused, loudly.
+    """
+
+    def __init__(self, call_id: str, size: int, limit: int):
+        super().__init__(
+            f"session {call_id}: storing would make the conversation {size} bytes, over the {limit}-byte cap "
+            "(sessions.max_history_bytes); nothing was written"
+        )
+        self.size = size
+        self.limit = limit
+
+
+def encoded_size(messages: Sequence[Message]) -> int:
+    """Bytes ``messages`` take as stored (UTF-8 JSON, one document each)."""
+    return sum(len(json.dumps(m, ensure_ascii=False).encode("utf-8")) for m in messages)
 
 
 @dataclass(frozen=True)
@@ -59,7 +86,8 @@ class SessionStore(Protocol):
     async def append(self, call_id: str, messages: Sequence[Message], *, expected: int) -> int:
         """Append ``messages`` if exactly ``expected`` are stored (creating the session at 0).
 
-        Returns the new number of stored messages; raises ``Conflict`` otherwise and writes nothing.
+        Returns the new number of stored messages; raises ``Conflict`` otherwise, or ``HistoryTooLarge`` when
+        the conversation would grow past the store's cap, and writes nothing.
         """
         ...
 
@@ -115,6 +143,7 @@ class SessionRecorder:
         self._synced = session.version  # live messages already written (the history comes first)
         self._lock = asyncio.Lock()
         self._pending: set[asyncio.Task[None]] = set()
+        self.refused: HistoryTooLarge | None = None  # set once the store refused a write as too large
 
     def request_sync(self) -> None:
         """Write new settled messages soon, without blocking the caller (a pipeline observer)."""
@@ -129,7 +158,14 @@ class SessionRecorder:
             settled = settled_length(live)
             new = [dict(m) for m in live[self._synced : settled] if isinstance(m, dict)]
             if new:
-                self._stored = await append_turns(self.store, self.call_id, new, self._stored)
+                try:
+                    self._stored = await append_turns(self.store, self.call_id, new, self._stored)
+                except HistoryTooLarge as exc:
+                    # The call goes on with its whole context in memory; the store keeps every turn up to here.
+                    if self.refused is None:
+                        log.error("%s; the call goes on, but a reconnect would resume without the later turns", exc)
+                    self.refused = exc
+                    return
             self._synced = max(self._synced, settled)
 
     async def truncate_last_assistant(self, content: str) -> None:

@@ -3,6 +3,10 @@
 Each message is one row keyed by ``(call_id, seq)``; an append runs in a ``BEGIN IMMEDIATE`` transaction
 that checks the stored count first, so two writers (threads or processes) can never both take a ``seq``.
 SQLite calls run on one worker thread per store, off the event loop.
+
+Bounded: sessions idle longer than ``ttl_secs`` are purged when the file opens and then every
+``purge_every_secs`` while the store is written (a long-running server does not grow forever), and one
+conversation may hold at most ``max_history_bytes`` (``HistoryTooLarge`` beyond, nothing written).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from voxpipe.sessions.base import Conflict, Message, Session
+from voxpipe.sessions.base import MAX_HISTORY_BYTES, Conflict, HistoryTooLarge, Message, Session
 
 T = TypeVar("T")
 
@@ -38,9 +42,21 @@ CREATE TABLE IF NOT EXISTS messages (
 class SQLiteSessionStore:
     """Sessions in a SQLite file; sessions idle longer than ``ttl_secs`` are ignored and purged."""
 
-    def __init__(self, path: str | Path, ttl_secs: float = 86400):
+    def __init__(
+        self,
+        path: str | Path,
+        ttl_secs: float = 86400,
+        *,
+        max_history_bytes: int = MAX_HISTORY_BYTES,
+        purge_every_secs: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ):
         self.path = Path(path)
         self.ttl_secs = ttl_secs
+        self.max_history_bytes = max_history_bytes
+        self.purge_every_secs = purge_every_secs
+        self._clock = clock
+        self._purged_at = float("-inf")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxpipe-sqlite")
         self._db: sqlite3.Connection | None = None
 
@@ -51,14 +67,16 @@ class SQLiteSessionStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
             self._db = db
-            self._purge(db)
+        if self._clock() - self._purged_at >= self.purge_every_secs:
+            self._purge(self._db)
         return self._db
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: work(self._connection()))
 
     def _purge(self, db: sqlite3.Connection) -> None:
-        cutoff = time.time() - self.ttl_secs
+        self._purged_at = self._clock()
+        cutoff = self._purged_at - self.ttl_secs
         with _transaction(db):
             db.execute(
                 "DELETE FROM messages WHERE call_id IN (SELECT call_id FROM sessions WHERE updated_at < ?)", (cutoff,)
@@ -68,7 +86,7 @@ class SQLiteSessionStore:
     def _metadata(self, db: sqlite3.Connection, call_id: str) -> dict[str, Any] | None:
         row = db.execute(
             "SELECT metadata FROM sessions WHERE call_id = ? AND updated_at >= ?",
-            (call_id, time.time() - self.ttl_secs),
+            (call_id, self._clock() - self.ttl_secs),
         ).fetchone()
         return None if row is None else json.loads(row[0])
 
@@ -76,7 +94,7 @@ class SQLiteSessionStore:
         db.execute(
             "INSERT INTO sessions (call_id, metadata, updated_at) VALUES (?, ?, ?) ON CONFLICT(call_id) DO UPDATE "
             "SET updated_at = excluded.updated_at, metadata = coalesce(?, metadata)",
-            (call_id, json.dumps(metadata or {}), time.time(), None if metadata is None else json.dumps(metadata)),
+            (call_id, json.dumps(metadata or {}), self._clock(), None if metadata is None else json.dumps(metadata)),
         )
 
     async def get(self, call_id: str) -> Session | None:
@@ -91,14 +109,20 @@ class SQLiteSessionStore:
 
     async def append(self, call_id: str, messages: Sequence[Message], *, expected: int) -> int:
         encoded = [json.dumps(m, ensure_ascii=False) for m in messages]
+        adding = sum(len(text.encode("utf-8")) for text in encoded)
 
         def write(db: sqlite3.Connection) -> int:
             with _transaction(db):
                 if self._metadata(db, call_id) is None:  # absent or expired: start over
                     db.execute("DELETE FROM messages WHERE call_id = ?", (call_id,))
-                (actual,) = db.execute("SELECT count(*) FROM messages WHERE call_id = ?", (call_id,)).fetchone()
+                (actual, stored) = db.execute(
+                    "SELECT count(*), coalesce(sum(length(CAST(message AS BLOB))), 0) FROM messages WHERE call_id = ?",
+                    (call_id,),
+                ).fetchone()
                 if actual != expected:
                     raise Conflict(call_id, expected, actual)
+                if stored + adding > self.max_history_bytes:
+                    raise HistoryTooLarge(call_id, stored + adding, self.max_history_bytes)
                 db.executemany(
                     "INSERT INTO messages (call_id, seq, message) VALUES (?, ?, ?)",
                     [(call_id, expected + i, text) for i, text in enumerate(encoded)],
