@@ -81,8 +81,9 @@ def test_resources_and_routes(template: dict[str, Any]) -> None:
         "voxpipe.serverless.twiml.handler",
         "voxpipe.serverless.worker.handler",
     }
-    assert template["Parameters"]["TwilioAuthToken"]["NoEcho"] is True
-    assert template["Globals"]["Function"]["Environment"]["Variables"]["LOOKUP_TOKEN"] == {"Ref": "LookupToken"}
+    assert set(template["Parameters"]) == {"StageName"}  # no secret is a template parameter
+    relay_env = resources["RelayFunction"]["Properties"]["Environment"]["Variables"]
+    assert relay_env["LOOKUP_TOKEN"] == "{{resolve:secretsmanager:voxpipe/sam-test/LOOKUP_TOKEN}}"
 
 
 def _statements(template: dict[str, Any], resource: str) -> list[dict[str, Any]]:

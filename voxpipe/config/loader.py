@@ -195,7 +195,7 @@ def _inline_secret_problems(document: _Document, deployment: Deployment, registr
         except ValidationError:
             continue  # the variant's own errors are reported when it is built
         for loc in secrets.typed_secret_locs(merged, registry):
-            found = secrets.override_loc(variant.overrides, loc)
+            found = secrets.written_loc(variant.overrides, loc)
             if found is not None:
                 locs.add(("experiment", "variants", name, "overrides", *found))
     written_out = [loc for loc in sorted(locs, key=str) if secrets.written_out(document.raw.get(loc))]

@@ -114,12 +114,12 @@ def written_out(raw: str | None) -> bool:
     return not names_in(text) or has_inline_default(text)
 
 
-def override_loc(overrides: Mapping[str, Any], loc: Loc) -> Loc | None:
-    """Where, inside a variant's ``overrides``, the value at canonical ``loc`` was written (None: not there).
+def written_loc(data: Mapping[str, Any], loc: Loc) -> Loc | None:
+    """Where, in raw ``data`` (a file, a variant's overrides), the value at canonical ``loc`` is (None: not there).
 
-    A role overridden by one mapping (``llm: {options: ...}``) has no index in the file.
+    A role written as one mapping (``llm: {options: ...}``) has no index in the file.
     """
-    node: Any = overrides
+    node: Any = data
     out: list[str | int] = []
     for position, part in enumerate(loc):
         if position == 1 and loc[0] in ROLES and isinstance(node, Mapping) and isinstance(part, int):
@@ -130,3 +130,21 @@ def override_loc(overrides: Mapping[str, Any], loc: Loc) -> Loc | None:
         node = node[part]
         out.append(part)
     return tuple(out)
+
+
+def secret_variables(deployment: Deployment, raw: Any, registry: Registry) -> set[str]:
+    """The ``${VAR}`` names the file ``raw`` (its un-interpolated YAML data) reads into credentials.
+
+    ``voxpipe deploy sam`` keeps these in Secrets Manager and the other variables in Parameter Store.
+    """
+    raw = raw if isinstance(raw, Mapping) else {}
+    locs = list(credential_locs(raw))
+    locs += [loc for typed in typed_secret_locs(deployment, registry) if (loc := written_loc(raw, typed))]
+    names: set[str] = set()
+    for loc in locs:
+        node: Any = raw
+        for part in loc:
+            node = node[part]
+        if isinstance(node, str):
+            names.update(names_in(node))
+    return names

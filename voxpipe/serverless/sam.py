@@ -5,12 +5,17 @@
 - the DynamoDB table of conversations and connections (key ``pk``, TTL on ``expires_at``);
 - ConversationRelay: a WebSocket API (``$connect``/``$disconnect``/``$default``) on ``relay.handler``, and an
   HTTP API (``POST /twiml``, ``POST /twiml/action``) on ``twiml.handler``;
-- the audio bridge: a WebSocket API on ``worker.handler``, its SQS FIFO queue (one message group per
-  connection keeps each caller's audio in order), and a managed policy for the long-lived worker;
+- the audio bridge: a WebSocket API on ``worker.handler`` (reserved concurrency: ``limits.concurrent_calls``), its
+  SQS FIFO queue (one message group per connection keeps each caller's audio in order) with a FIFO dead-letter
+  queue, and a managed policy for the long-lived worker;
 - least-privilege IAM: each function may touch only its table, queue, its own API's ``@connections``
   (``execute-api:ManageConnections``) and the deployment's Bedrock models
   (``bedrock:InvokeModelWithResponseStream``);
-- one ``NoEcho`` parameter per ``${VAR}`` of the deployment file, passed to the functions' environment.
+- each ``${VAR}`` of the deployment file as a CloudFormation dynamic reference, in the environment of only the
+  functions that read it: credentials (``voxpipe.config.secrets``) from Secrets Manager
+  (``{{resolve:secretsmanager:voxpipe/NAME/VAR}}``), other settings from Parameter Store
+  (``{{resolve:ssm:/voxpipe/NAME/VAR}}``). No secret is a template parameter, in the template or on disk; the
+  TwiML and bridge functions get a handler configuration without the LLM and tools (and so none of their keys).
 
 ``DIR/handler/`` is the functions' code: the voxpipe package, the *handler configuration*
 (``voxpipe-handler.json``, see ``voxpipe.serverless``) and ``requirements.txt`` (no pipecat). ``sam build &&
@@ -23,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -33,9 +38,11 @@ from ruamel.yaml import YAML
 
 from voxpipe.config.loader import parse_deployment
 from voxpipe.config.models import Deployment
+from voxpipe.config.secrets import secret_variables
 from voxpipe.providers.registry import Registry, default_registry
 from voxpipe.serverless import (
     BRIDGE_URL_ENV,
+    CONFIG_ENV,
     CONFIG_FILE,
     CONFIG_FORMAT,
     QUEUE_ENV,
@@ -50,6 +57,9 @@ RUNTIME = "python3.12"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 #: Inference-profile prefixes of Bedrock model ids (``us.anthropic...``): the profile routes across regions.
 _PROFILE_PREFIXES = ("us.", "eu.", "apac.", "global.", "us-gov.", "ca.", "jp.", "au.")
+#: The handler configuration of the functions that run neither the LLM nor tools, beside the relay's.
+NARROW_CONFIG_FILE = "voxpipe-handler-no-llm.json"
+LAMBDA_TASK_ROOT = "/var/task"
 
 
 class SamError(ValueError):
@@ -153,6 +163,24 @@ def handler_config(deployment: Deployment, raw: Any, registry: Registry) -> dict
     return _templates(_plain(resolved), shadow)
 
 
+def without_llm(config: dict[str, Any]) -> dict[str, Any]:
+    """The handler configuration of the TwiML and bridge functions: no LLM and no tools, so none of their keys."""
+    return {**config, "llm": [], "agent": {**config["agent"], "tools": []}}
+
+
+def _variables_env(config: dict[str, Any], secrets: Collection[str], name: str) -> dict[str, str]:
+    """The variables ``config`` reads, each as a dynamic reference resolved by CloudFormation at deploy time."""
+    env = {}
+    for variable in referenced_variables(config):
+        if variable.startswith(("AWS_", "LAMBDA_")):
+            continue  # set by Lambda itself
+        if variable in secrets:
+            env[variable] = f"{{{{resolve:secretsmanager:voxpipe/{name}/{variable}}}}}"
+        else:
+            env[variable] = f"{{{{resolve:ssm:/voxpipe/{name}/{variable}}}}}"
+    return env
+
+
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [] if value is None else [value]
 
@@ -170,10 +198,6 @@ def _ref(name: str) -> dict[str, str]:
 
 def _arn(name: str) -> dict[str, list[str]]:
     return {"Fn::GetAtt": [name, "Arn"]}
-
-
-def _parameter_name(variable: str) -> str:
-    return "".join(part.capitalize() for part in variable.lower().split("_") if part) or "Var"
 
 
 def _websocket_api(prefix: str, function: str, description: str) -> dict[str, Any]:
@@ -273,29 +297,31 @@ def _bedrock_access(models: list[str]) -> list[dict[str, Any]]:
     return [{"Effect": "Allow", "Action": "bedrock:InvokeModelWithResponseStream", "Resource": resources}]
 
 
-def _function(handler: str, description: str, statements: list[dict[str, Any]], env: dict[str, Any]) -> dict[str, Any]:
+def _function(
+    handler: str, description: str, statements: list[dict[str, Any]], env: Mapping[str, Any]
+) -> dict[str, Any]:
     properties: dict[str, Any] = {"Handler": handler, "Description": description}
     if env:
-        properties["Environment"] = {"Variables": env}
+        properties["Environment"] = {"Variables": dict(env)}
     if statements:
         properties["Policies"] = [{"Version": "2012-10-17", "Statement": statements}]
     return {"Type": "AWS::Serverless::Function", "Properties": properties}
 
 
-def sam_template(deployment: Deployment, config: dict[str, Any], *, relay: bool, bridge: bool) -> dict[str, Any]:
-    """The SAM template (as data) of a deployment whose handler configuration is ``config``."""
-    variables = [name for name in referenced_variables(config) if not name.startswith(("AWS_", "LAMBDA_"))]
+def sam_template(
+    deployment: Deployment, config: dict[str, Any], *, relay: bool, bridge: bool, secrets: Collection[str] = ()
+) -> dict[str, Any]:
+    """The SAM template (as data) of a deployment whose handler configuration is ``config``.
+
+    ``secrets`` names the variables that hold credentials (kept in Secrets Manager; the rest in Parameter Store).
+    """
     parameters: dict[str, Any] = {
         "StageName": {"Type": "String", "Default": "prod", "Description": "Stage of the WebSocket APIs."}
     }
-    for name in variables:
-        parameters[_parameter_name(name)] = {
-            "Type": "String",
-            "NoEcho": True,
-            "Description": f"${{{name}}} of the deployment file (passed to the functions as {name}).",
-        }
     shared_env: dict[str, Any] = {TABLE_ENV: _ref("Table")}
-    shared_env |= {name: _ref(_parameter_name(name)) for name in variables}
+    full_env = _variables_env(config, secrets, deployment.name)
+    narrow_env = _variables_env(without_llm(config), secrets, deployment.name)
+    narrow_env[CONFIG_ENV] = f"{LAMBDA_TASK_ROOT}/{NARROW_CONFIG_FILE}"
     resources: dict[str, Any] = {
         "Table": {
             "Type": "AWS::DynamoDB::Table",
@@ -324,13 +350,13 @@ def sam_template(deployment: Deployment, config: dict[str, Any], *, relay: bool,
                 _manage_connections("RelayApi"),
                 *_bedrock_access(bedrock_models),
             ],
-            {RELAY_URL_ENV: relay_url},
+            {RELAY_URL_ENV: relay_url, **full_env},
         )
         resources["TwimlFunction"] = _function(
             "voxpipe.serverless.twiml.handler",
             "Twilio voice webhook: answers ConversationRelay TwiML.",
             [],
-            {RELAY_URL_ENV: relay_url},
+            {RELAY_URL_ENV: relay_url, **narrow_env},
         )
         resources["TwimlFunction"]["Properties"]["Events"] = {
             name: {"Type": "HttpApi", "Properties": {"Path": path, "Method": "POST"}}
@@ -344,6 +370,14 @@ def sam_template(deployment: Deployment, config: dict[str, Any], *, relay: bool,
     if bridge:
         bridge_url = _sub("wss://${BridgeApi}.execute-api.${AWS::Region}.amazonaws.com/${StageName}")
         resources |= _websocket_api("Bridge", "BridgeFunction", f"Audio bridge of {deployment.name}")
+        resources["DeadLetterQueue"] = {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "FifoQueue": True,
+                "MessageRetentionPeriod": 86400,  # a day to see what the worker could not handle; it is caller audio
+                "SqsManagedSseEnabled": True,
+            },
+        }
         resources["Queue"] = {
             "Type": "AWS::SQS::Queue",
             "Properties": {
@@ -353,6 +387,8 @@ def sam_template(deployment: Deployment, config: dict[str, Any], *, relay: bool,
                 "MessageRetentionPeriod": 300,  # audio older than five minutes is of no use to anyone
                 "VisibilityTimeout": 30,
                 "SqsManagedSseEnabled": True,
+                # A message the worker fails on five times stops blocking its caller's message group.
+                "RedrivePolicy": {"deadLetterTargetArn": _arn("DeadLetterQueue"), "maxReceiveCount": 5},
             },
         }
         resources["BridgeFunction"] = _function(
@@ -362,8 +398,11 @@ def sam_template(deployment: Deployment, config: dict[str, Any], *, relay: bool,
                 _table_access(("PutItem", "DeleteItem")),
                 {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": _arn("Queue")},
             ],
-            {QUEUE_ENV: _ref("Queue"), BRIDGE_URL_ENV: bridge_url},
+            {QUEUE_ENV: _ref("Queue"), BRIDGE_URL_ENV: bridge_url, **narrow_env},
         )
+        # About one concurrent invocation per live call (a 20 ms audio message takes a few ms): a flood of
+        # connections or frames cannot take the account's whole Lambda concurrency, nor fill the queue unbounded.
+        resources["BridgeFunction"]["Properties"]["ReservedConcurrentExecutions"] = deployment.limits.concurrent_calls
         pipeline_models = [s.model or "" for s in deployment.services("llm") if s.provider == "bedrock"]
         resources["WorkerPolicy"] = {
             "Type": "AWS::IAM::ManagedPolicy",
@@ -390,6 +429,10 @@ def sam_template(deployment: Deployment, config: dict[str, Any], *, relay: bool,
                 "Value": bridge_url,
             },
             "QueueUrl": {"Description": f"The worker's {QUEUE_ENV}.", "Value": _ref("Queue")},
+            "DeadLetterQueueUrl": {
+                "Description": "Bridge messages the worker failed on.",
+                "Value": _ref("DeadLetterQueue"),
+            },
             "WorkerPolicyArn": {"Description": "Managed policy for the worker's role.", "Value": _ref("WorkerPolicy")},
         }
     return {
@@ -422,6 +465,7 @@ def _requirements(config: dict[str, Any]) -> list[str]:
         needs.append("openai>=1.40")
     if config["agent"]["tools"]:
         needs += ["pydantic>=2.7,<3", "pluggy>=1.5"]  # the tool kinds' registry
+        needs.append("fastjsonschema>=2.20")  # run_tool checks every call's arguments against the tool's schema
     if any(tool["kind"] == "http" for tool in config["agent"]["tools"]):
         needs.append("aiohttp>=3.9")
     return needs
@@ -453,7 +497,9 @@ def write_sam(
     registry = registry or default_registry()
     deployment, raw = load_for_deploy(Path(config_path), os.environ if environ is None else environ, registry)
     config = handler_config(deployment, raw, registry)
-    template = sam_template(deployment, config, relay=relay, bridge=bridge)
+    template = sam_template(
+        deployment, config, relay=relay, bridge=bridge, secrets=secret_variables(deployment, raw, registry)
+    )
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -461,6 +507,7 @@ def write_sam(
     code.mkdir(parents=True)
     _copy_package(code)
     (code / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (code / NARROW_CONFIG_FILE).write_text(json.dumps(without_llm(config), indent=2) + "\n", encoding="utf-8")
     (code / "requirements.txt").write_text("\n".join(_requirements(config)) + "\n", encoding="utf-8")
     shutil.copyfile(config_path, out / "deployment.yaml")  # what the worker runs: `... worker deployment.yaml`
     yaml = YAML(typ="safe", pure=True)

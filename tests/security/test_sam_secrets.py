@@ -1,0 +1,111 @@
+"""``voxpipe deploy sam``: secrets by dynamic reference, each function only the ones it reads; the bridge
+queue has a dead-letter queue and the bridge function reserved concurrency. cfn-lint checks the result offline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.apigw_shim import serverless_registry
+from voxpipe.serverless.sam import NARROW_CONFIG_FILE, write_sam
+
+pytestmark = pytest.mark.timeout(120)
+
+DEPLOYMENT = """
+name: sam-secrets
+agent:
+  instructions: You are a test agent.
+  tools:
+    - kind: http
+      name: lookup
+      parameters: {type: object, properties: {q: {type: string}}}
+      options: {url: "${LOOKUP_URL}/lookup", headers: {Authorization: "Bearer ${LOOKUP_TOKEN}"}}
+stt: {provider: testkit_stt}
+tts: {provider: testkit_tts}
+llm:
+  - {provider: openai, model: gpt-4o-mini, options: {api_key: "${OPENAI_API_KEY}", base_url: "${OPENAI_BASE_URL}"}}
+  - {provider: bedrock, model: amazon.nova-lite-v1:0}
+transport:
+  twilio: {auth_token: "${TWILIO_AUTH_TOKEN}"}
+limits: {concurrent_calls: 12}
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sam-secrets")
+    (folder / "deployment.yaml").write_text(DEPLOYMENT, encoding="utf-8")
+    write_sam(folder / "deployment.yaml", folder / "out", environ={}, registry=serverless_registry())
+    return folder / "out"
+
+
+@pytest.fixture(scope="module")
+def resources(built: Path) -> dict[str, Any]:
+    return YAML(typ="safe", pure=True).load((built / "template.yaml").read_text())["Resources"]
+
+
+def _env(resources: dict[str, Any], function: str) -> dict[str, Any]:
+    return resources[function]["Properties"]["Environment"]["Variables"]
+
+
+def _secret(name: str) -> str:
+    return "{{resolve:secretsmanager:voxpipe/sam-secrets/" + name + "}}"
+
+
+def _setting(name: str) -> str:
+    return "{{resolve:ssm:/voxpipe/sam-secrets/" + name + "}}"
+
+
+def test_credentials_come_from_secrets_manager_and_settings_from_parameter_store(resources: dict[str, Any]) -> None:
+    relay = _env(resources, "RelayFunction")
+    assert {k: v for k, v in relay.items() if k.isupper() and not k.startswith("VOXPIPE_")} == {
+        "OPENAI_API_KEY": _secret("OPENAI_API_KEY"),
+        "LOOKUP_TOKEN": _secret("LOOKUP_TOKEN"),
+        "TWILIO_AUTH_TOKEN": _secret("TWILIO_AUTH_TOKEN"),
+        "OPENAI_BASE_URL": _setting("OPENAI_BASE_URL"),
+        "LOOKUP_URL": _setting("LOOKUP_URL"),
+    }
+
+
+def test_each_function_gets_only_the_secrets_it_reads(built: Path, resources: dict[str, Any]) -> None:
+    for function in ("TwimlFunction", "BridgeFunction"):
+        env = _env(resources, function)
+        assert env["TWILIO_AUTH_TOKEN"] == _secret("TWILIO_AUTH_TOKEN")  # both check Twilio's signature
+        assert not {"OPENAI_API_KEY", "LOOKUP_TOKEN", "OPENAI_BASE_URL", "LOOKUP_URL"} & set(env)
+        assert env["VOXPIPE_HANDLER_CONFIG"] == f"/var/task/{NARROW_CONFIG_FILE}"
+    narrow = json.loads((built / "handler" / NARROW_CONFIG_FILE).read_text())
+    assert narrow["llm"] == [] and narrow["agent"]["tools"] == []
+    assert "${TWILIO_AUTH_TOKEN}" in json.dumps(narrow) and "OPENAI_API_KEY" not in json.dumps(narrow)
+
+
+def test_no_secret_is_a_parameter_or_a_shared_variable(built: Path) -> None:
+    template = YAML(typ="safe", pure=True).load((built / "template.yaml").read_text())
+    assert set(template["Parameters"]) == {"StageName"}
+    assert set(template["Globals"]["Function"]["Environment"]["Variables"]) == {"VOXPIPE_TABLE"}
+
+
+def test_bridge_queue_has_a_fifo_dead_letter_queue_and_the_bridge_reserved_concurrency(
+    resources: dict[str, Any],
+) -> None:
+    queue = resources["Queue"]["Properties"]
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    assert resources["DeadLetterQueue"]["Properties"]["FifoQueue"] is True  # a FIFO queue's DLQ must be FIFO
+    assert resources["BridgeFunction"]["Properties"]["ReservedConcurrentExecutions"] == 12
+
+
+def test_the_template_passes_cfn_lint_offline(built: Path) -> None:
+    if shutil.which("cfn-lint") is None:
+        pytest.skip("cfn-lint is not installed (pip install cfn-lint)")
+    done = subprocess.run(
+        ["cfn-lint", str(built / "template.yaml")], capture_output=True, text=True, timeout=90, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
