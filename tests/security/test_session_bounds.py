@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_session_backends
 
 from voxpipe.config.models import SessionsConfig
 from voxpipe.sessions import (
@@ -83,9 +84,13 @@ async def test_sqlite_purges_expired_sessions_while_running_not_only_at_open(tmp
     await store.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+redis_url = test_session_backends.redis_url  # a throw-away redis-server (skips if none is installed)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def capped(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
-    config = SessionsConfig(store=request.param, path=str(tmp_path / "s.db"), max_history_bytes=400)
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    config = SessionsConfig(store=request.param, path=str(tmp_path / "s.db"), url=url, max_history_bytes=400)
     store = open_store(config)
     yield store
     await store.close()
@@ -101,6 +106,15 @@ async def test_history_over_the_cap_is_refused_whole_with_a_clear_error(capped: 
 
     assert "over the 400-byte cap (sessions.max_history_bytes); nothing was written" in str(refused.value)
     assert await capped.get("CA1") == Session("CA1", turns, {})  # nothing cut, nothing half-written
+
+
+async def test_a_reply_cut_to_what_was_heard_frees_its_bytes(capped: SessionStore) -> None:
+    await capped.append("CA3", [said("w" * 300, "assistant")], expected=0)
+    with pytest.raises(HistoryTooLarge):
+        await capped.append("CA3", [said("v" * 100)], expected=1)
+    assert await capped.truncate_last_assistant("CA3", "w" * 10)  # the caller barged in early
+
+    assert await capped.append("CA3", [said("v" * 100)], expected=1) == 2
 
 
 async def test_a_live_call_over_the_cap_logs_once_and_keeps_its_whole_context(

@@ -194,7 +194,7 @@ class SessionsConfig(Strict):
         1024 * 1024,
         gt=0,
         description="Largest stored conversation (UTF-8 JSON bytes); beyond it new turns are not stored and an error "
-        "is logged (memory, sqlite). History is never shortened to fit.",
+        "is logged (memory, sqlite, redis). History is never shortened to fit.",
     )
     max_sessions: int = Field(
         10_000, gt=0, description="Sessions the memory store keeps; the least recently written is evicted first."

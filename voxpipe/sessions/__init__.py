@@ -40,7 +40,7 @@ def open_store(config: SessionsConfig) -> SessionStore:
     if config.store == "redis":
         from voxpipe.sessions.redis import RedisSessionStore  # redis-py is optional: voxpipe[redis]
 
-        return RedisSessionStore(config.url, ttl_secs=config.ttl_secs)
+        return RedisSessionStore(config.url, config.ttl_secs, max_history_bytes=config.max_history_bytes)
     from voxpipe.sessions.dynamodb import DynamoDBSessionStore
 
     return DynamoDBSessionStore(config.table or "", ttl_secs=config.ttl_secs)
