@@ -280,6 +280,8 @@ async def test_run_tool_refuses_arguments_that_are_not_an_object() -> None:
     for parameters in (None, {"type": "object", "properties": {}}):
         result = await run_tool("t", handler, ["a", "b"], 1.0, parameters)  # type: ignore[arg-type]
         assert result == {"error": "the tool t was not run: the arguments must be a JSON object"}
+    result = await run_tool("t", handler, {}, 1.0, {"type": "object", "properties": {"a": {"type": "strng"}}})
+    assert result["error"].startswith("the tool t was not run: invalid JSON Schema")
     assert calls == []
 
 
@@ -296,6 +298,14 @@ def test_strictness_applies_at_every_level_unless_the_schema_says_otherwise() ->
         check_arguments(schema, {"a": {"b": "x", "c": 1}})
     with pytest.raises(InvalidArguments, match="must not contain"):
         check_arguments(None, {"anything": 1})  # no schema: no arguments
+
+
+def test_arguments_are_checked_never_changed_and_no_remote_schema_is_fetched() -> None:
+    schema = {"type": "object", "properties": {"units": {"type": "string", "default": "metric"}}}
+    arguments: dict[str, Any] = {}
+    assert check_arguments(schema, arguments) == {} and arguments == {}
+    with pytest.raises(ValueError, match=r"remote \$ref .* is not allowed"):
+        check_arguments({"$ref": "https://schemas.example.test/tool.json"}, {})
 
 
 def test_an_invalid_schema_is_a_config_error_naming_file_line_and_key() -> None:

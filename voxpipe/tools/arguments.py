@@ -63,9 +63,16 @@ def compile_schema(schema: Mapping[str, Any]) -> Callable[[Any], Any]:
         raise ValueError(f"invalid JSON Schema: {exc}") from None
 
 
+def _no_remote_ref(uri: str) -> Any:
+    raise fastjsonschema.JsonSchemaDefinitionException(f"remote $ref {uri} is not allowed (no network at run time)")
+
+
 @lru_cache(maxsize=512)
 def _compiled(schema_json: str) -> Callable[[Any], Any]:
-    return fastjsonschema.compile(json.loads(schema_json))
+    # Arguments are checked, never changed: no schema defaults filled in. Remote $refs would be fetched: refused.
+    return fastjsonschema.compile(
+        json.loads(schema_json), handlers={"http": _no_remote_ref, "https": _no_remote_ref}, use_default=False
+    )
 
 
 def check_arguments(parameters: Mapping[str, Any] | None, arguments: Any) -> dict[str, Any]:

@@ -47,7 +47,7 @@ async def run_tool(
                 raise InvalidArguments("the arguments must be a JSON object")
         else:
             check_arguments(parameters, arguments)
-    except InvalidArguments as exc:
+    except ValueError as exc:  # InvalidArguments, or a schema that does not compile: never run blind
         log.warning("tool %s refused its arguments: %s", name, exc)
         return tool_error(name, f"was not run: {exc}")
     try:
