@@ -108,6 +108,8 @@ def test_limits_have_safe_defaults_and_are_validated() -> None:
     assert parse_deployment(BASE, environ={}).limits.concurrent_calls == 50
     custom = parse_deployment(BASE + "limits: {concurrent_calls: 4, minted_secrets_per_minute: 2}\n", environ={})
     assert (custom.limits.concurrent_calls, custom.limits.minted_secrets_per_minute) == (4, 2)
+    limits = DeploymentLimits(**custom.limits.model_dump())  # what a route builds from its deployment
+    assert (limits.calls.limit, limits.new_calls.limit, limits.secrets.limit) == (4, 10, 2)
     with pytest.raises(ConfigError) as caught:
         parse_deployment(BASE + "limits: {concurrent_calls: 0, calls_per_hour: 3}\n", "f.yaml", environ={})
     assert [str(p) for p in caught.value.problems] == [

@@ -209,7 +209,10 @@ class LimitsConfig(Strict):
 
     concurrent_calls: int = Field(50, gt=0, description="Calls in progress at once, all transports together.")
     calls_per_minute_per_client: int = Field(
-        10, gt=0, description="New calls per client address (WebSocket peer or X-Forwarded-For) per sliding minute."
+        10,
+        gt=0,
+        description="New calls per client address per sliding minute (the peer address: a forwarded-for "
+        "header is only trusted from the deployment's own proxy).",
     )
     minted_secrets_per_minute: int = Field(
         30, gt=0, description="OpenAI Realtime client secrets minted per sliding minute (each one can spend money)."
