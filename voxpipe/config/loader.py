@@ -33,13 +33,12 @@ UNSIGNED = "false (unsigned requests) is allowed only with `insecure: true` at t
 
 
 class _Document:
-    """A parsed YAML document: plain data, the line of every key, and which values came from ``${VAR}``."""
+    """A parsed YAML document: plain data, the line of every key, and every string as written (before ``${VAR}``)."""
 
     def __init__(self, source: str, tree: Any, environ: Mapping[str, str]):
         self.source = source
         self.lines: dict[Loc, int] = {}
-        self.interpolated: set[Loc] = set()
-        self.raw: dict[Loc, str] = {}  # every string as written, before ${VAR} substitution
+        self.raw: dict[Loc, str] = {}
         self.problems: list[ConfigProblem] = []
         self.data = self._convert(tree, (), environ)
 
@@ -73,10 +72,7 @@ class _Document:
             self.problems.append(self.problem(loc, f"environment variable {name} is not set"))
             return ""
 
-        value, used = substitute(text, environ, missing)
-        if used:
-            self.interpolated.add(loc)
-        return value
+        return substitute(text, environ, missing)[0]
 
     def role_loc(self, role: str, index: int) -> Loc:
         """Where the ``index``-th provider of ``role`` is written: ``stt`` (one mapping) or ``stt[1]`` (a list)."""
@@ -186,9 +182,7 @@ def validate_document(document: _Document, registry: Registry, allow_secrets: bo
 def _inline_secret_problems(document: _Document, deployment: Deployment, registry: Registry) -> list[ConfigProblem]:
     """Every credential the file writes out (see ``voxpipe.config.secrets``), variant overrides included."""
     locs = set(secrets.credential_locs(document.data))
-    for loc in secrets.typed_secret_locs(deployment, registry):
-        in_file = loc[:1] + loc[2:] if loc[0] in ROLES and not isinstance(document.data.get(loc[0]), list) else loc
-        locs.add(in_file)
+    locs |= {secrets.written_loc(document.data, loc) or loc for loc in secrets.typed_secret_locs(deployment, registry)}
     for name, variant in deployment.experiment.variants.items() if deployment.experiment else ():
         try:
             merged = Deployment.model_validate(_merged(deployment, {**variant.overrides, "experiment": None}))
