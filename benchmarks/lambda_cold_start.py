@@ -42,7 +42,7 @@ from tests.fakes import FakeBedrock  # noqa: E402
 from voxpipe.serverless.history import ConversationTable, table_definition  # noqa: E402
 
 BUDGET_MS = 300.0
-TOKEN = "benchmark-token"
+TOKEN = "benchmark-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
 RELAY_URL = "wss://relay.voxpipe.test/prod"
 TABLE = "voxpipe-cold-start"
 DEPLOYMENT = """
@@ -109,7 +109,7 @@ class _Sink(BaseHTTPRequestHandler):
 
 def run_once(env: dict[str, str], payload: dict[str, Any]) -> dict[str, float]:
     started = time.perf_counter()
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 — fixed argv: this interpreter or a tool of the dev install, no caller input
         [sys.executable, "-c", PROBE, json.dumps(payload)], env=env, capture_output=True, text=True, timeout=60
     )
     if done.returncode != 0:
@@ -141,7 +141,11 @@ def main() -> None:
         import botocore.session
 
         client = botocore.session.get_session().create_client(
-            "dynamodb", region_name="us-east-1", endpoint_url=aws, aws_access_key_id="k", aws_secret_access_key="s"
+            "dynamodb",
+            region_name="us-east-1",
+            endpoint_url=aws,
+            aws_access_key_id="k",
+            aws_secret_access_key="s",  # noqa: S106 — moto accepts any key; nothing real
         )
         client.create_table(**table_definition(TABLE))
         table = ConversationTable(TABLE, 3600, client=client)

@@ -116,7 +116,7 @@ class Running:
 
     async def __aexit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
         await self._worker.queue_frame(EndFrame())
-        assert self._task is not None
+        assert self._task is not None  # noqa: S101 — narrows the type: __aenter__ set it
         await self._task
 
     async def send(self, *frames: Frame) -> float:

@@ -32,7 +32,7 @@ from voxpipe.server.app import create_app
 
 pytestmark = pytest.mark.usefixtures("cloud")
 
-TOKEN = "test-auth-token"
+TOKEN = "test-auth-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
 PUBLIC = "https://voice.example.com"
 HOURS = "Nine to six."
 STORY = "Let me tell you all about our bikes. " * 8  # about 14 s of the fakes' speech

@@ -185,7 +185,7 @@ async def test_bedrock_reuses_one_client_across_turns_and_calls(
 
     per_request = fakes(FakeBedrock, replies=lambda turn: "Sure.")
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", per_request.url)  # pipecat's only endpoint override
-    stock = AWSBedrockLLMService(aws_access_key=KEY, aws_secret_key="test-secret", aws_region="us-east-1")
+    stock = AWSBedrockLLMService(aws_access_key=KEY, aws_secret_key="test-secret", aws_region="us-east-1")  # noqa: S106 — a made-up credential for a local fake; nothing real
     pipecat_call = await turn_latencies(stock, 5)
     assert per_request.connections == 5  # a new client, and connection, for every request
 

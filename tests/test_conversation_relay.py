@@ -17,7 +17,7 @@ from voxpipe.config.loader import parse_deployment
 from voxpipe.server.app import create_app
 from voxpipe.sessions import SQLiteSessionStore
 
-TOKEN = "test-auth-token"
+TOKEN = "test-auth-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
 LONG = "Let me tell you everything about our opening hours and our many services in great detail today."
 
 DEPLOYMENT = f"""
@@ -154,7 +154,7 @@ async def test_tools_end_and_hand_off_the_call(server: RunningServer) -> None:
 
 async def test_bad_signature_and_malformed_messages(server: RunningServer) -> None:
     with pytest.raises(websockets.InvalidStatus) as refused:
-        async with relay(server, auth_token="wrong-token"):
+        async with relay(server, auth_token="wrong-token"):  # noqa: S106 — a made-up credential for a local fake; nothing real
             pass
     assert refused.value.response.status_code == 403
     async with relay(server) as broken, relay(server) as healthy:

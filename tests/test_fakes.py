@@ -110,13 +110,13 @@ def test_fake_runs_as_a_cli_subprocess() -> None:
         reader.start()
         reader.join(20)
         info = json.loads(line[0])
-        request = urllib.request.Request(info["url"] + "/v1/models", headers={"Authorization": "Bearer wrong"})
+        request = urllib.request.Request(info["url"] + "/v1/models", headers={"Authorization": "Bearer wrong"})  # noqa: S310 — http:// URL of a fake on 127.0.0.1
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(request, timeout=5)
+            urllib.request.urlopen(request, timeout=5)  # noqa: S310 — http:// URL of a fake on 127.0.0.1
         assert err.value.code == 401
         assert json.loads(err.value.read())["error"]["code"] == "invalid_api_key"
-        ok = urllib.request.Request(info["url"] + "/v1/models", headers={"Authorization": "Bearer cli-key"})
-        assert json.loads(urllib.request.urlopen(ok, timeout=5).read())["object"] == "list"
+        ok = urllib.request.Request(info["url"] + "/v1/models", headers={"Authorization": "Bearer cli-key"})  # noqa: S310 — http:// URL of a fake on 127.0.0.1
+        assert json.loads(urllib.request.urlopen(ok, timeout=5).read())["object"] == "list"  # noqa: S310 — http:// URL of a fake on 127.0.0.1
     finally:
         proc.stdin.close()  # type: ignore[union-attr]
         assert proc.wait(timeout=10) == 0
@@ -923,7 +923,7 @@ def bedrock_client(fake: FakeBedrock, key: str = "x") -> Any:
         endpoint_url=fake.url,
         region_name="us-east-1",
         aws_access_key_id=key,
-        aws_secret_access_key="y",
+        aws_secret_access_key="y",  # noqa: S106 — a made-up credential for a local fake; nothing real
         config=Config(retries={"total_max_attempts": 1}),
     )
 

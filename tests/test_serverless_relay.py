@@ -34,7 +34,7 @@ from voxpipe.serverless.twiml import handler as twiml_handler
 
 pytestmark = pytest.mark.timeout(120)
 
-TOKEN = "twilio-test-token"
+TOKEN = "twilio-test-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
 RELAY_URL = "wss://relay.voxpipe.test/prod"
 TABLE = "voxpipe-relay-test"
 MODEL = "amazon.nova-lite-v1:0"
@@ -79,7 +79,7 @@ def dynamodb(endpoint: str) -> Any:
         region_name="us-east-1",
         endpoint_url=endpoint,
         aws_access_key_id="test-key",
-        aws_secret_access_key="x",
+        aws_secret_access_key="x",  # noqa: S106 — a made-up credential for a local fake; nothing real
     )
 
 

@@ -39,7 +39,7 @@ from voxpipe.serverless.worker import BridgeSettings, BridgeWorker
 pytestmark = pytest.mark.timeout(120)
 
 TABLE = "voxpipe-bridge-test"
-TOKEN = "twilio-bridge-token"
+TOKEN = "twilio-bridge-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
 BRIDGE_URL = "wss://bridge.voxpipe.test/prod"
 ORIGIN = "https://app.voxpipe.test"
 CASCADE = f"""
@@ -72,7 +72,11 @@ sessions: {store: memory}
 
 def aws_client(service: str, endpoint: str) -> Any:
     return botocore.session.get_session().create_client(
-        service, region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s"
+        service,
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="k",
+        aws_secret_access_key="s",  # noqa: S106 — a made-up credential for a local fake; nothing real
     )
 
 

@@ -41,7 +41,7 @@ def redis_url() -> Iterator[str]:
     if REDIS is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install -y redis-server)")
     port = _free_port()
-    server = subprocess.Popen(
+    server = subprocess.Popen(  # noqa: S603 — fixed argv: this interpreter or a tool of the dev install, no caller input
         [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -65,7 +65,11 @@ def redis_url() -> Iterator[str]:
 def dynamodb() -> Iterator[Any]:
     with moto_server() as endpoint:
         client = botocore.session.get_session().create_client(
-            "dynamodb", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s"
+            "dynamodb",
+            region_name="us-east-1",
+            endpoint_url=endpoint,
+            aws_access_key_id="k",
+            aws_secret_access_key="s",  # noqa: S106 — a made-up credential for a local fake; nothing real
         )
         client.create_table(**table_definition(TABLE))
         yield client

@@ -46,7 +46,7 @@ from voxpipe.transports.twilio_media import (
 )
 
 PUBLIC = "https://voice.example.com"
-TOKEN = "test-auth-token"
+TOKEN = "test-auth-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
 
 DEPLOYMENT = """
 name: phone

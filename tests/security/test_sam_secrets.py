@@ -4,13 +4,12 @@ queue has a dead-letter queue and the bridge function reserved concurrency. cfn-
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
+from test_sam import cfn_lint
 
 from tests.apigw_shim import serverless_registry
 from voxpipe.serverless.sam import NARROW_CONFIG_FILE, write_sam
@@ -103,9 +102,4 @@ def test_bridge_queue_has_a_fifo_dead_letter_queue_and_the_bridge_reserved_concu
 
 
 def test_the_template_passes_cfn_lint_offline(built: Path) -> None:
-    if shutil.which("cfn-lint") is None:
-        pytest.skip("cfn-lint is not installed (pip install cfn-lint)")
-    done = subprocess.run(
-        ["cfn-lint", str(built / "template.yaml")], capture_output=True, text=True, timeout=90, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    cfn_lint(built / "template.yaml")

@@ -28,7 +28,7 @@ class RelaySimulator:
 
     ws_url: str
     signed_url: str
-    auth_token: str = "test-auth-token"
+    auth_token: str = "test-auth-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
     session_id: str = field(default_factory=lambda: "VX" + uuid.uuid4().hex)
     call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
 

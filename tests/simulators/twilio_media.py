@@ -56,7 +56,7 @@ class TwilioMediaSimulator:
 
     ws_url: str
     signed_url: str  # the public wss:// URL the signature covers
-    auth_token: str | None = "test-auth-token"
+    auth_token: str | None = "test-auth-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
     call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
     stream_sid: str = field(default_factory=lambda: "MZ" + uuid.uuid4().hex)
     parameters: dict[str, str] = field(default_factory=lambda: {"from": "+15550001111", "to": "+15559990000"})

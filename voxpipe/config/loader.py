@@ -27,7 +27,7 @@ from voxpipe.providers.registry import Registry, default_registry
 from voxpipe.tools.arguments import compile_schema
 
 Loc = tuple[str | int, ...]
-INLINE_SECRET = "a secret must come from the environment: write it as ${ENV_VAR}, not inline"
+INLINE_SECRET = "a secret must come from the environment: write it as ${ENV_VAR}, not inline"  # noqa: S105 — an error message, not a password
 ROLES = set(secrets.ROLES)
 UNSIGNED = "false (unsigned requests) is allowed only with `insecure: true` at the top of the file"
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-SECRET_VARIABLE = "VOXPIPE_SIGNING_SECRET"
+SECRET_VARIABLE = "VOXPIPE_SIGNING_SECRET"  # noqa: S105 — the variable's name, not its value
 MIN_SECRET_BYTES = 32
 MAX_TOKEN_CHARS = 2048
 

@@ -113,7 +113,7 @@ def handler_config(deployment: Deployment, raw: Any, registry: Registry) -> dict
         if service.provider not in STREAMERS:
             continue
         provider = registry.get("llm", service.provider)
-        assert provider is not None  # the loader validated the name
+        assert provider is not None  # the loader validated the name  # noqa: S101 — narrows the type: the loader refused unknown providers
         options = provider.provider.options.model_validate(service.options).model_dump()
         llm.append(
             {
