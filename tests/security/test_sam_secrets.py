@@ -12,6 +12,7 @@ from ruamel.yaml import YAML
 from test_sam import cfn_lint
 
 from tests.apigw_shim import serverless_registry
+from voxpipe.serverless import CONFIG_FILE, HandlerConfig
 from voxpipe.serverless.sam import NARROW_CONFIG_FILE, write_sam
 
 pytestmark = pytest.mark.timeout(120)
@@ -81,6 +82,20 @@ def test_each_function_gets_only_the_secrets_it_reads(built: Path, resources: di
     narrow = json.loads((built / "handler" / NARROW_CONFIG_FILE).read_text())
     assert narrow["llm"] == [] and narrow["agent"]["tools"] == []
     assert "${TWILIO_AUTH_TOKEN}" in json.dumps(narrow) and "OPENAI_API_KEY" not in json.dumps(narrow)
+
+
+def test_each_function_starts_with_only_the_variables_it_is_given(built: Path, resources: dict[str, Any]) -> None:
+    """What CloudFormation resolves is all a function's handler configuration needs: none fails at start."""
+    for function in ("RelayFunction", "TwimlFunction", "BridgeFunction"):
+        env = _env(resources, function)
+        environ = {
+            name: value if isinstance(value, str) and "{{" not in value else f"resolved-{name}"
+            for name, value in env.items()
+        }
+        file = environ.get("VOXPIPE_HANDLER_CONFIG", f"/var/task/{CONFIG_FILE}").removeprefix("/var/task/")
+        config = HandlerConfig.from_json(json.loads((built / "handler" / file).read_text()), environ)
+        assert config.twilio_auth_token == "resolved-TWILIO_AUTH_TOKEN"  # noqa: S105 — a stand-in value, not a secret
+        assert bool(config.llm) == bool(config.tools) == (function == "RelayFunction")
 
 
 def test_no_secret_is_a_parameter_or_a_shared_variable(built: Path) -> None:
