@@ -124,6 +124,13 @@ class Api:
     async def huge_declared(self, request: web.Request) -> web.Response:
         return web.Response(body=b"x" * 300_000)
 
+    async def redirect(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/internal")
+
+    async def internal(self, request: web.Request) -> web.Response:
+        self.requests.append({"internal": True, "auth": request.headers.get("Authorization")})
+        return web.json_response({"instance_credentials": "..."})
+
     async def hang(self, request: web.Request) -> web.Response:
         await asyncio.sleep(30)
         return web.json_response({})
@@ -140,6 +147,8 @@ async def api() -> AsyncIterator[Api]:
             web.get("/huge", server.huge),
             web.get("/huge-declared", server.huge_declared),
             web.get("/hang", server.hang),
+            web.get("/redirect", server.redirect),
+            web.get("/internal", server.internal),
         ]
     )
     runner = web.AppRunner(app, shutdown_timeout=0.1)
@@ -173,6 +182,10 @@ HTTP_TOOLS = """\
       name: huge_declared
       parameters: {type: object, properties: {}}
       options: {url: "${API_URL}/huge-declared", method: GET}
+    - kind: http
+      name: redirected
+      parameters: {type: object, properties: {}}
+      options: {url: "${API_URL}/redirect", method: GET, headers: {Authorization: "Bearer ${API_TOKEN}"}}
     - kind: http
       name: hang
       timeout_secs: 20
@@ -221,6 +234,13 @@ async def test_http_reply_declared_over_the_default_cap_is_refused_up_front(
     assert result == {
         "error": "the tool huge_declared failed: reply of huge_declared is 300000 bytes, over the 262144-byte limit"
     }
+
+
+async def test_http_redirect_is_not_followed(api: Api, http_deployment: Deployment) -> None:
+    result = await _run(http_deployment, "redirected", {})
+
+    assert result["error"].startswith("the tool redirected failed: HTTP 302 from redirected")
+    assert api.requests == []  # the internal address was never asked, with or without the credentials
 
 
 async def test_http_request_timeout_bounds_a_hanging_endpoint(api: Api, http_deployment: Deployment) -> None:

@@ -4,7 +4,9 @@ The arguments travel only as URL-encoded query parameters (GET, DELETE) or as th
 URL's path or the headers, which hold the deployment's credentials. The reply is bounded twice: the request
 gives up after ``request_timeout_secs`` (connection closed, not just abandoned) and a body larger than
 ``max_response_bytes`` is refused as it streams in, so a hostile or broken endpoint can neither hang the
-call nor fill the server's memory.
+call nor fill the server's memory. Redirects are not followed unless ``follow_redirects: true``: the
+deployment names the endpoint it trusts, and a redirect could point the server (and its headers) at an
+internal address whose reply the model would read out to the caller.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class HttpToolOptions(ProviderOptions):
     )
     request_timeout_secs: float = Field(10.0, gt=0, description="Seconds for the whole request, reply included.")
     max_response_bytes: int = Field(256 * 1024, gt=0, description="Largest reply body accepted, in bytes.")
+    follow_redirects: bool = Field(False, description="Follow 3xx redirects (off: a redirect is a failed call).")
 
 
 async def _bounded_body(response: Any, limit: int, name: str) -> bytes:
@@ -53,11 +56,12 @@ def build(name: str, options: HttpToolOptions) -> ToolHandler:
                 headers=options.headers,
                 params={k: str(v) for k, v in arguments.items()} if as_query else None,
                 json=None if as_query else arguments,
+                allow_redirects=options.follow_redirects,
             ) as response,
         ):
             body = await _bounded_body(response, options.max_response_bytes, name)
             text = body.decode(response.charset or "utf-8", errors="replace")
-            if response.status >= 400:
+            if response.status >= 300:  # 3xx here: a redirect not followed
                 raise ToolCallFailed(f"HTTP {response.status} from {name}: {text[:200]}")
             if response.content_type == "application/json":
                 return json.loads(text)
