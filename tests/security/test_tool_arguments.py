@@ -12,6 +12,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,6 +37,15 @@ def book_table(city: str, **rest: Any) -> dict[str, Any]:
     """A python tool with a catch-all: it must never see a keyword the deployment did not declare."""
     CALLED.append({"city": city, **rest})
     return {"booked": city}
+
+
+RELEASE = threading.Event()
+
+
+def hang_until_released() -> dict[str, Any]:
+    """A sync tool that hangs past any timeout (until the test lets it go)."""
+    RELEASE.wait(30)
+    return {}
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +95,21 @@ async def test_python_catch_all_never_receives_caller_chosen_names_even_when_the
 
     assert result.result == {"error": f"the tool book_open failed: {__name__}:book_table takes no argument __class__"}
     assert CALLED == []
+
+
+async def test_hung_sync_tools_never_starve_the_loops_default_thread_pool(registry: Registry) -> None:
+    tools = "    - kind: python\n      name: hang\n      timeout_secs: 0.05\n      parameters: {type: object}\n"
+    tools += f'      options: {{function: "{__name__}:hang_until_released"}}\n'
+    tool = deployment_with_tools(tools).agent.tools[0]
+    kind = registry.tool_kinds["python"].tool_kind
+    handler = kind.build("hang", kind.options.model_validate(tool.options))
+    try:
+        results = await asyncio.gather(*(run_tool("hang", handler, {}, 0.05, tool.parameters) for _ in range(20)))
+        assert all("did not answer" in result["error"] for result in results)
+        # Twenty threads hang; the default pool (what pipecat and asyncio.to_thread use) still answers at once.
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 2) == "free"
+    finally:
+        RELEASE.set()
 
 
 async def test_python_tool_gets_exactly_the_declared_arguments(registry: Registry) -> None:
