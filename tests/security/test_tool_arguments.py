@@ -24,7 +24,7 @@ from test_tools import call_through_llm, deployment_with_tools
 from voxpipe.config.errors import ConfigError
 from voxpipe.config.models import Deployment
 from voxpipe.providers.registry import Registry
-from voxpipe.tools.access import ToolNotCallable, client_tool
+from voxpipe.tools.access import ToolNotCallable, run_client_tool
 from voxpipe.tools.arguments import InvalidArguments, check_arguments, strict_schema
 from voxpipe.tools.runner import run_tool
 
@@ -361,15 +361,23 @@ def test_an_invalid_schema_is_a_config_error_naming_file_line_and_key() -> None:
     assert str(caught.value).startswith("tools.yaml:6: agent.tools[0].parameters: invalid JSON Schema:")
 
 
-def test_browser_may_call_only_client_callable_tools() -> None:
+async def test_browser_may_call_only_client_callable_tools(registry: Registry) -> None:
     tools = CALL_CONTROL + "    - kind: end_call\n      name: hang_up\n      client_callable: true\n"
+    tools += PYTHON_TOOLS.replace("name: book\n", "name: book\n      client_callable: true\n")
     agent = deployment_with_tools(tools).agent
 
-    assert client_tool(agent, "hang_up").function_name == "hang_up"
-    for name, status in (("transfer", 403), ("end_call", 403), ("drop_database", 404)):
+    assert await run_client_tool(agent, registry, "hang_up", {"reason": "done"}) == (
+        {"status": "ok", "effect": "end_call"},
+        "end_call",
+    )
+    result, effect = await run_client_tool(agent, registry, "book", {"city": "Lyon", "admin": True})
+    assert "was not run" in result["error"] and effect is None and CALLED == []
+    assert await run_client_tool(agent, registry, "book", {"city": "Lyon"}) == ({"booked": "Lyon"}, None)
+    for name, status in (("transfer", 403), ("end_call", 403), ("book_open", 403), ("drop_database", 404)):
         with pytest.raises(ToolNotCallable) as refused:
-            client_tool(agent, name)
+            await run_client_tool(agent, registry, name, {})
         assert refused.value.status == status
+    assert CALLED == [{"city": "Lyon"}]
 
 
 def test_the_runner_imports_neither_pydantic_nor_pluggy() -> None:
