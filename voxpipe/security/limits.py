@@ -11,6 +11,9 @@ Beyond a limit a route answers 429 (``Retry-After``) or closes the WebSocket wit
 This module only decides; it knows no HTTP. The clock is injectable so tests need no sleeping. Memory is
 bounded: a window keeps at most ``limit`` timestamps per key and at most ``max_keys`` keys (the least
 recently seen key is forgotten first, so rotating addresses cannot fill the server's memory).
+
+State is per process: a deployment served by several processes allows each of them its limits (divide the
+YAML figures accordingly, or share the state, e.g. in Redis, when that is built).
 """
 
 from __future__ import annotations
