@@ -8,6 +8,7 @@ call logs it once and keeps going with its full context.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -51,6 +52,16 @@ async def test_memory_store_keeps_at_most_max_sessions_evicting_the_least_recent
     assert len(store) == 100
     assert await store.get("CA0") is None and await store.get("CA900") is not None
     assert await store.get("CA901") is None  # the least recently written at that moment went first
+
+
+async def test_memory_store_bounds_the_bytes_of_all_conversations_together() -> None:
+    store = MemorySessionStore(max_total_bytes=10_000, max_history_bytes=2_000)
+    for n in range(100):
+        await store.append(f"CA{n}", [said("x" * 900)], expected=0)
+
+    kept = [n for n in range(100) if await store.get(f"CA{n}") is not None]
+    assert kept == list(range(90, 100))  # ten of ~930 bytes fit in 10 000; the most recent stay
+    assert store.stored_bytes == sum(len(json.dumps(said("x" * 900))) for _ in kept)
 
 
 async def test_memory_store_sweeps_expired_sessions_without_anyone_reading_them() -> None:
