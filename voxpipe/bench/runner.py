@@ -30,7 +30,7 @@ from voxpipe.bench.corpus import Utterance, load_corpus
 from voxpipe.bench.report import print_comparison
 from voxpipe.bench.wer import corpus_word_error_rate
 from voxpipe.config.models import Deployment
-from voxpipe.records.model import CallRecord
+from voxpipe.records.model import CallError, CallRecord
 from voxpipe.records.stats import VariantSummary, compare
 from voxpipe.records.store import RecordStore
 
@@ -167,12 +167,12 @@ async def run_bench(plan: BenchPlan, console: Console | None = None) -> BenchRes
                     mode=deployment.mode,
                     started_at=datetime.now(UTC),
                     duration_secs=0.0,
-                    errors=[f"{type(exc).__name__}: {exc}"],
+                    errors=[CallError(kind="exception", message=f"{type(exc).__name__}: {exc}", fatal=True)],
                 )
             else:
                 record = result.record(**labels)
                 if not any(turn.voice_to_voice_ms is not None for turn in record.turns):
-                    record.errors.append(f"no reply heard within {plan.reply_timeout_secs:g} s")
+                    record.errors.append(CallError(message=f"no reply heard within {plan.reply_timeout_secs:g} s"))
         done()
         if repeat is None:
             return

@@ -4,6 +4,10 @@ The caller's audio is streamed into the call's pipeline as real-time 20 ms frame
 as a phone line would carry), and the bot's audio is captured as played. Each turn's latency is measured
 from the audio: the end of the caller's speech is the last audible sample fed, the bot's answer starts at
 its first audible sample played (see docs/latency.md).
+
+The simulated caller is the memory transport's peer, so it also carries out the deployment's ``on_failure``
+the way a phone would: it "hears" the failure message (``CallResult.failure``) and the call ends. A call
+whose pipeline ended (a fatal error, an ``end_call`` tool) stops the script at once, with no wait.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from voxpipe.config.models import Deployment
 from voxpipe.pipeline.builder import CallContext, build_call
 from voxpipe.pipeline.latency import MeasuredTurn, TurnMeter, first_audible, last_audible
 from voxpipe.pipeline.metering import CallMeter
-from voxpipe.records.model import CallRecord, FallbackEvent, Usage
+from voxpipe.records.model import CallError, CallFailure, CallRecord, FallbackEvent, Usage
 from voxpipe.transports.memory import MemoryTransport, PlayedChunk
 
 FRAME_SECS = 0.02
@@ -81,9 +85,19 @@ class CallResult:
     caller_audio: list[tuple[float, bytes]] = field(default_factory=list)
     bot_audio: list[PlayedChunk] = field(default_factory=list)
     usage: list[Usage] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[CallError] = field(default_factory=list)
     fallbacks: list[FallbackEvent] = field(default_factory=list)
+    failure: CallFailure | None = None
+    failure_heard_at: float | None = None  # time.monotonic() when the caller was told (on_failure)
     ended_at: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(usage.cost_usd for usage in self.usage)
 
     def exchanges(self) -> list[tuple[str | None, MeasuredTurn]]:
         """Each measured turn with what the caller was scripted to say (``None`` when not known)."""
@@ -103,6 +117,7 @@ class CallResult:
             usage=self.usage,
             errors=self.errors,
             fallbacks=self.fallbacks,
+            failure=self.failure,
         )
 
     def bot_track(self, sample_rate: int = OUTPUT_RATE) -> np.ndarray:
@@ -151,10 +166,17 @@ class _Caller:
         self.result = result
         self.next_frame_at = time.monotonic()
         self.frame_bytes = int(INPUT_RATE * FRAME_SECS) * 2
+        self.hung_up = asyncio.Event()  # the call is over: its pipeline ended
+
+    async def hear_failure(self, failure: CallFailure) -> None:
+        """``on_failure`` of a simulated call: the caller is told ``failure.say``; the call then ends."""
+        self.result.failure, self.result.failure_heard_at = failure, time.monotonic()
 
     async def send(self, pcm: bytes) -> None:
         """Stream ``pcm`` in real time: each 20 ms frame is delivered when its last sample is 'captured'."""
         for offset in range(0, len(pcm), self.frame_bytes):
+            if self.hung_up.is_set():
+                return
             frame = pcm[offset : offset + self.frame_bytes].ljust(self.frame_bytes, b"\0")
             await asyncio.sleep(max(0.0, self.next_frame_at + FRAME_SECS - time.monotonic()))
             await self.transport.feed(frame)
@@ -164,7 +186,7 @@ class _Caller:
     async def silence_until(self, done: Callable[[], bool], timeout: float) -> None:
         silence = b"\0" * self.frame_bytes
         deadline = time.monotonic() + timeout
-        while not done() and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline and not self.hung_up.is_set():
             await self.send(silence)
 
     def bot_finished(self, since: float, settle_secs: float) -> Callable[[], bool]:
@@ -196,13 +218,22 @@ async def simulate_call(
     reply_timeout_secs: float = 20.0,
     call: CallContext | None = None,
 ) -> CallResult:
-    """Run one call: greeting (if any), then each caller turn, waiting for the bot to finish replying."""
+    """Run one call: greeting (if any), then each caller turn, waiting for the bot to finish replying.
+
+    The simulated caller is the call's ``on_failure`` handler (it replaces any set on ``call``).
+    """
     transport = MemoryTransport(INPUT_RATE, OUTPUT_RATE)
     turn_meter = TurnMeter(transport.output())
     call_pipeline = build_call(deployment, transport, call, observers=[turn_meter], clock=turn_meter.clock)
     return await drive_call(
         CallUnderTest(
-            deployment.name, deployment.mode, transport, call_pipeline.worker, turn_meter, call_pipeline.meter
+            deployment.name,
+            deployment.mode,
+            transport,
+            call_pipeline.worker,
+            turn_meter,
+            call_pipeline.meter,
+            call_pipeline.call,
         ),
         turns,
         opening=call_pipeline.opening_frames(),
@@ -221,6 +252,7 @@ class CallUnderTest:
     worker: PipelineWorker
     turn_meter: TurnMeter
     meter: CallMeter | None = None
+    call: CallContext | None = None  # its on_failure is pointed at the simulated caller
 
 
 async def drive_call(
@@ -235,9 +267,16 @@ async def drive_call(
     transport = target.transport
     result = CallResult(target.name, target.mode, started_at=time.monotonic())
     caller = _Caller(transport, result)
+    if target.call is not None:
+        target.call.on_failure = caller.hear_failure
 
     async def script() -> None:
-        await transport.ready.wait()
+        ready = asyncio.ensure_future(transport.ready.wait())
+        await asyncio.wait([ready, asyncio.ensure_future(caller.hung_up.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():  # the call ended before it started (e.g. a provider failed at once)
+            ready.cancel()
+            result.ended_at = result.started_at = time.monotonic()
+            return
         result.started_at = caller.next_frame_at = time.monotonic()
         if opening:
             await target.worker.queue_frames(opening)
@@ -245,20 +284,30 @@ async def drive_call(
         else:  # a line is open before anyone speaks; pipecat's VAD needs 0.4 s of audio to gauge volume
             await caller.send(b"\0" * caller.frame_bytes * LEAD_IN_FRAMES)
         for turn in turns:
+            if caller.hung_up.is_set():
+                break
             turn_start = caller.next_frame_at
             await caller.send(turn.audio)
             await caller.silence_until(caller.bot_finished(turn_start, settle_secs), reply_timeout_secs)
             result.caller_texts.append(turn.text)
         result.bot_audio = list(transport.played)
         result.ended_at = time.monotonic()
-        await target.worker.queue_frame(EndWorkerFrame())
+        if not caller.hung_up.is_set():
+            await target.worker.queue_frame(EndWorkerFrame())
+
+    async def run() -> None:
+        try:
+            await runner.run()
+        finally:
+            caller.hung_up.set()
 
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(target.worker)
-    await asyncio.gather(runner.run(), script())
+    await asyncio.gather(run(), script())
     result.turns = target.turn_meter.turns()
     result.greeting = target.turn_meter.greeting()
     if target.meter is not None:
         result.usage = target.meter.usage()  # services report usage until they stop
         result.errors, result.fallbacks = target.meter.errors, target.meter.fallbacks
+        result.failure = target.meter.failure
     return result

@@ -289,7 +289,8 @@ def _resolve_loc(model: type[BaseModel], loc: Loc, data: Any) -> tuple[Loc, type
         part = parts.pop(0)
         candidates = _flatten(annotation)
         models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if isinstance(part, str) and len(models) > 1 and parts:
+        alternatives = [c for c in candidates if c is not type(None)]
+        if isinstance(part, str) and len(alternatives) > 1 and models and parts:
             annotation = next((m for m in models if _tag_of(m) == part), models[0])
             continue  # a union tag: not a key in the file
         if isinstance(part, int):

@@ -182,6 +182,49 @@ class TransportConfig(Strict):
     browser: BrowserConfig = Field(default_factory=BrowserConfig)
 
 
+DEFAULT_FAILURE_SAY = (
+    "I'm sorry, we're having technical difficulties and can't continue this call right now. Please call back later."
+)
+
+
+class TransferTarget(Strict):
+    """Where a failed call is handed over: a phone number or SIP address Twilio can dial."""
+
+    to: str = Field(min_length=1, description="E.164 number (+15550100) or sip: address.")
+
+
+class TransferAction(Strict):
+    transfer: TransferTarget
+
+
+def _failure_action(value: Any) -> str:
+    """``then:`` is the word ``hangup`` or a ``transfer:`` mapping; anything else is named in the error."""
+    return "transfer" if isinstance(value, dict | TransferAction) else str(value)
+
+
+FailureAction = Annotated[
+    Annotated[Literal["hangup"], Tag("hangup")] | Annotated[TransferAction, Tag("transfer")],
+    Discriminator(_failure_action),
+]
+
+
+class OnFailureConfig(Strict):
+    """``on_failure:``: how a call ends when a provider cannot go on and no backup is left.
+
+    The transport speaks ``say`` with a voice of its own where it has one (Twilio's ``<Say>``), so the caller
+    hears it even when the deployment's TTS is what failed; ``then`` hangs up or transfers to a human.
+    """
+
+    say: str = Field(DEFAULT_FAILURE_SAY, min_length=1, description="What the caller hears.")
+    then: FailureAction = Field(
+        "hangup", description="hangup, or transfer: {to: NUMBER} to hand the caller to a human."
+    )
+
+    @property
+    def transfer_to(self) -> str | None:
+        return self.then.transfer.to if isinstance(self.then, TransferAction) else None
+
+
 class SessionsConfig(Strict):
     """Where conversations are kept, keyed by call id, so a reconnecting call resumes its context."""
 
@@ -261,6 +304,7 @@ class Deployment(Strict):
     realtime: list[ServiceConfig] | None = None
     transport: TransportConfig = Field(default_factory=TransportConfig)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    on_failure: OnFailureConfig = Field(default_factory=OnFailureConfig)
     pricing: dict[str, PriceOverride] = Field(
         default_factory=dict, description="Price overrides keyed by provider or provider/model."
     )

@@ -6,7 +6,9 @@ realtime: transport in -> user aggregator -> realtime service -> transport out -
 
 This module and the registry are the only places that see every role; providers and transports know
 nothing of each other. Each call gets its own worker (and, in ``run_call``, its own runner), so one call's
-idle timeout or failure never ends another.
+idle timeout or failure never ends another. A provider whose ``build()`` raises does not stop the build: it
+becomes a ``BrokenService`` that fails when the call starts, so the call ends (or falls back) like any other
+failing call, through ``voxpipe.pipeline.failure``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies, UserT
 from pipecat.workers.runner import WorkerRunner
 
 from voxpipe.config.models import Deployment, ServiceConfig, SmartTurn
+from voxpipe.pipeline.failure import BrokenService, FailureHandler, FailureWatch, log_failure
 from voxpipe.pipeline.fallback import FallbackSwitcher
 from voxpipe.pipeline.metering import CallMeter, ServiceRef
 from voxpipe.pipeline.shared_models import SharedSmartTurnAnalyzer
@@ -58,6 +61,8 @@ class CallContext:
     caller_id: str | None = None
     audio: AudioFormat = field(default_factory=AudioFormat)
     on_effect: EffectHandler = _no_effect
+    # Called once when the call cannot go on (the deployment's on_failure); the call is then cancelled.
+    on_failure: FailureHandler = log_failure
     idle_timeout_secs: float = IDLE_TIMEOUT_SECS
     history: list[dict[str, Any]] = field(default_factory=list)  # messages of a resumed conversation
 
@@ -117,7 +122,14 @@ def _build_role(
     configs = deployment.services(role)
     services = []
     for config in configs:
-        service, ref = build_service(role, config, deployment, call, registry)
+        try:
+            service, ref = build_service(role, config, deployment, call, registry)
+        except Exception as exc:  # a plugin's bug or a bad option: this call's problem, reported when it starts
+            registered = registry.get(role, config.provider)
+            if registered is None:
+                raise
+            service = BrokenService(role, config.provider, exc)
+            ref = ServiceRef(role, registered.provider, config.model)
         meter.services[service.name] = ref
         services.append(service)
     if len(services) == 1:
@@ -206,17 +218,20 @@ def build_call(
         enable_turn_tracking=False,
         idle_timeout_secs=call.idle_timeout_secs,
         cancel_runner_on_idle_timeout=False,
-        # A call whose provider is beyond use (bad key, dead session, no fallback left) ends at once
-        # instead of sitting in silence until the idle timeout.
-        processor_unusable_policy=ProcessorUnusablePolicy.END,
+        # A call whose provider is beyond use (bad key, dead session, no fallback left) ends at once through
+        # FailureWatch (below), which tells the caller first; pipecat's END policy would queue an EndFrame
+        # that a stuck service can hold for seconds, ahead of the cancel.
+        processor_unusable_policy=ProcessorUnusablePolicy.CONTINUE,
         conversation_id=call.call_id,
     )
+    FailureWatch(deployment.on_failure, call, meter).attach(worker)
     return CallPipeline(deployment, call, pipeline, worker, context, services, meter)
 
 
 def _llm_services(service: FrameProcessor) -> list[Any]:
     """The LLM services of a role: the service itself, or every service of a failover switcher."""
-    return list(service.strategy.services) if isinstance(service, ServiceSwitcher) else [service]
+    services = list(service.strategy.services) if isinstance(service, ServiceSwitcher) else [service]
+    return [s for s in services if not isinstance(s, BrokenService)]
 
 
 async def run_call(call_pipeline: CallPipeline) -> None:

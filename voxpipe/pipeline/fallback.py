@@ -148,6 +148,11 @@ class FallbackSwitcher(ServiceSwitcher[_Failover]):
             reason = f"{self._providers[primary]} failed {since:.0f} s ago (cooldown {health.cooldown_secs:g} s)"
             self._record(primary, ready, reason)
 
+    @property
+    def active_provider(self) -> str:
+        """The provider the role is using now."""
+        return self._providers[self.strategy.active_service]
+
     @staticmethod
     def _make_pipeline_definitions(services: list[FrameProcessor], strategy: _Failover) -> list[list[FrameProcessor]]:
         """pipecat's branches, plus a filter that drops what a service produces once it is no longer active."""

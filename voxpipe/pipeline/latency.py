@@ -8,7 +8,9 @@ processor plays the bot's audio, so it works the same for simulated, Twilio, bro
 - the bot's speech: every audio frame the output transport has played; a reply starts at its first audible
   sample;
 - a turn: a bot reply that starts after the caller spoke (the greeting, and pauses inside one reply, are not
-  turns);
+  turns); a call that ends after the caller spoke and was heard, but before any reply was audible (a failed
+  TTS, a hang-up), ends with an unanswered turn: what was heard and the reply so far are kept, its
+  voice-to-voice is ``None``;
 - the stages in between: a final transcript, the LLM's first token, the TTS's first audio, from the frames'
   pipeline-clock timestamps converted to ``time.monotonic()`` (``CallClock``).
 
@@ -80,7 +82,7 @@ class MeasuredTurn:
     """One exchange. Times are ``time.monotonic()`` seconds; ``None`` when a stage never produced output."""
 
     user_speech_end: float
-    audio_out_first: float
+    audio_out_first: float | None  # None: no reply was heard (the call ended first)
     heard: str = ""
     reply: str = ""
     stt_final: float | None = None
@@ -187,12 +189,17 @@ class TurnMeter(BaseObserver):
         return [e for e in self.events if start <= e.at < end]
 
     def turns(self) -> list[MeasuredTurn]:
-        """Every turn so far, with its stages and texts."""
+        """Every turn so far, with its stages and texts, and the caller's last turn if it was heard but not answered."""
+        starts: list[tuple[float, float | None]] = list(self._starts)
+        last_reply = self._starts[-1][1] if self._starts else float("-inf")
+        caller_end = self._caller.last_audible_end
+        if caller_end is not None and caller_end > last_reply and self._heard_between(last_reply, float("inf")):
+            starts.append((caller_end, None))
         out = []
-        for index, (speech_end, reply_start) in enumerate(self._starts):
-            previous_reply = self._starts[index - 1][1] if index else float("-inf")
-            next_speech_end = self._starts[index + 1][0] if index + 1 < len(self._starts) else float("inf")
-            heard = [e for e in self.between(previous_reply, reply_start) if e.stage == "stt_final"]
+        for index, (speech_end, reply_start) in enumerate(starts):
+            previous_reply = starts[index - 1][1] if index else float("-inf")
+            next_speech_end = starts[index + 1][0] if index + 1 < len(starts) else float("inf")
+            heard = self._heard_between(previous_reply or float("-inf"), reply_start or float("inf"))
             answer = self.between(heard[-1].at if heard else speech_end, next_speech_end)
             llm_first = next((e.at for e in answer if e.stage == "llm_token"), None)
             tts_first = next((e.at for e in answer if e.stage == "tts_audio"), None)
@@ -209,6 +216,9 @@ class TurnMeter(BaseObserver):
                 )
             )
         return out
+
+    def _heard_between(self, start: float, end: float) -> list[StageEvent]:
+        return [e for e in self.between(start, end) if e.stage == "stt_final"]
 
     def greeting(self) -> str:
         """What the bot said before the caller first spoke."""

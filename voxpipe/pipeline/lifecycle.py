@@ -62,6 +62,7 @@ async def run_measured_call(
             usage=meter.usage(),
             fallbacks=meter.fallbacks,
             errors=meter.errors,
+            failure=meter.failure,
         )
         if bookkeeping.records:
             bookkeeping.records.save(record)

@@ -1,20 +1,23 @@
-"""Usage and cost of one call, from the usage metrics pipecat services report.
+"""Usage, cost and errors of one call, from the usage metrics and error frames of its pipecat services.
 
 pipecat's ``ServiceMetricsObserver`` turns each usage metric into a record naming the processor; the meter
-maps that processor back to the role, provider and model the deployment chose, and prices it.
+maps that processor back to the role, provider and model the deployment chose, and prices it. Every
+``ErrorFrame`` of the call is kept the same way, as a ``CallError`` naming its role, provider and kind.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from pipecat.frames.frames import ErrorFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.observers.service_metrics_observer import ServiceMetricsObserver, ServiceUsageRecord
+from pipecat.processors.frame_processor import FrameProcessor
 
 from voxpipe.providers.spec import Prices, Provider
 from voxpipe.records.cost import add_usage, price
-from voxpipe.records.model import FallbackEvent, Usage
+from voxpipe.records.model import CallError, CallFailure, FallbackEvent, Usage
 
 
 @dataclass(frozen=True)
@@ -27,17 +30,24 @@ class ServiceRef:
 
 
 class CallMeter:
-    """Collects one call's usage records; ``usage()`` totals and prices them per role, provider and model."""
+    """Collects one call's usage records and errors; ``usage()`` totals and prices usage per role, provider, model.
+
+    ``services`` maps each pipecat service's name to the deployment choice it stands for; ``failure`` is set
+    when the call ended through ``on_failure`` (see ``voxpipe.pipeline.failure``).
+    """
 
     def __init__(self, services: dict[str, ServiceRef], price_overrides: dict[str, Prices] | None = None):
         self.services = services
         self.price_overrides = price_overrides or {}
         self.records: list[ServiceUsageRecord] = []
-        self.errors: list[str] = []
+        self.errors: list[CallError] = []
         self.fallbacks: list[FallbackEvent] = []
+        self.failure: CallFailure | None = None
+        self.started_at = time.monotonic()
+        self._errors_by_frame: dict[int, CallError] = {}
         self.observer = ServiceMetricsObserver()
         self.observer.add_event_handler("on_service_usage", self._on_usage)
-        self.error_observer = _ErrorLog(self.errors)
+        self.error_observer = _ErrorLog(self)
 
     @property
     def observers(self) -> list[BaseObserver]:
@@ -62,6 +72,30 @@ class CallMeter:
             usage.cost_usd = price(usage, self.prices_for(provider, usage.model))
         return [usage for _, usage in totals.values()]
 
+    def role_of(self, processor: FrameProcessor) -> str | None:
+        """The role a processor serves: one of the call's services, or a role's fallback switcher."""
+        ref = self.services.get(processor.name)
+        return ref.role if ref else getattr(processor, "role", None)
+
+    def note_error(self, frame: ErrorFrame) -> CallError:
+        """The call's record of ``frame`` (kept once, however many observers report it)."""
+        if frame.id in self._errors_by_frame:
+            return self._errors_by_frame[frame.id]
+        processor = frame.processor
+        ref = self.services.get(processor.name) if processor else None
+        category = frame.category.value if frame.category else "unknown"
+        error = CallError(
+            role=self.role_of(processor) if processor else None,
+            # a switcher reports on behalf of the provider it was using
+            provider=ref.provider.name if ref else getattr(processor, "active_provider", None),
+            kind=getattr(processor, "error_kind", None) or category,
+            message=frame.error,
+            at_secs=round(time.monotonic() - self.started_at, 3),
+        )
+        self._errors_by_frame[frame.id] = error
+        self.errors.append(error)
+        return error
+
     def prices_for(self, provider: Provider, model: str | None) -> Prices | None:
         """The deployment's ``pricing`` override (``provider/model`` or ``provider``), else the plugin's."""
         overrides = self.price_overrides
@@ -69,14 +103,12 @@ class CallMeter:
 
 
 class _ErrorLog(BaseObserver):
-    """Keeps the message of every error frame of the call, once."""
+    """Hands every error frame of the call to the meter (which keeps each once)."""
 
-    def __init__(self, errors: list[str]):
+    def __init__(self, meter: CallMeter):
         super().__init__()
-        self.errors = errors
-        self._seen: set[int] = set()
+        self.meter = meter
 
     async def on_push_frame(self, data: FramePushed) -> None:
-        if isinstance(data.frame, ErrorFrame) and data.frame.id not in self._seen:
-            self._seen.add(data.frame.id)
-            self.errors.append(data.frame.error)
+        if isinstance(data.frame, ErrorFrame):
+            self.meter.note_error(data.frame)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class Usage(BaseModel):
@@ -46,6 +47,40 @@ class FallbackEvent(BaseModel):
     at_secs: float = Field(description="Seconds since the call started.")
 
 
+class CallError(BaseModel):
+    """Something that went wrong during a call, and which provider it came from (when one did)."""
+
+    role: str | None = Field(None, description="stt, llm, tts or realtime; None when no provider is to blame.")
+    provider: str | None = None
+    kind: str = Field(
+        "unknown",
+        description="pipecat's error category (authentication, rate_limit, server, "
+        "connectivity, ...), or 'build' when the provider could not even be built.",
+    )
+    message: str
+    fatal: bool = Field(False, description="Whether it ended the call (no backup provider was left).")
+    at_secs: float | None = Field(None, description="Seconds since the call started.")
+
+    def summary(self) -> str:
+        """One line naming the role, the provider and the error."""
+        who = " ".join(part for part in (self.role, self.provider) if part)
+        return f"{who + ': ' if who else ''}{self.kind}: {self.message}"
+
+
+class CallFailure(BaseModel):
+    """How a call that could not go on was ended (the deployment's ``on_failure``), and why.
+
+    Each transport carries it out its own way: Twilio speaks ``say`` with its own voice and dials or hangs up,
+    ConversationRelay sends it as the last text and ends with handoff data, ``voxpipe call`` prints it.
+    """
+
+    say: str = Field(description="What the caller is told.")
+    then: Literal["hangup", "transfer"] = "hangup"
+    transfer_to: str | None = Field(None, description="Where the call is transferred (then: transfer).")
+    error: CallError = Field(description="The error that ended the call.")
+    at_secs: float | None = Field(None, description="Seconds since the call started when the transport was told.")
+
+
 class CallRecord(BaseModel):
     """Everything measured about one call."""
 
@@ -60,7 +95,19 @@ class CallRecord(BaseModel):
     turns: list[TurnRecord] = Field(default_factory=list)
     usage: list[Usage] = Field(default_factory=list)
     fallbacks: list[FallbackEvent] = Field(default_factory=list)
-    errors: list[str] = Field(default_factory=list)
+    errors: list[CallError] = Field(default_factory=list)
+    failure: CallFailure | None = Field(None, description="Set when the call ended through on_failure.")
+
+    @field_validator("errors", mode="before")
+    @classmethod
+    def _plain_messages(cls, errors: Any) -> Any:
+        """Records written before errors were structured kept only the message."""
+        return [{"message": e} if isinstance(e, str) else e for e in errors or []]
+
+    @property
+    def failed(self) -> bool:
+        """Whether the call ended because a provider could not go on."""
+        return self.failure is not None or any(e.fatal for e in self.errors)
 
     @property
     def cost_usd(self) -> float:
