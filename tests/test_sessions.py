@@ -91,21 +91,48 @@ async def test_recorder_writes_settled_messages_and_cuts_the_last_assistant_turn
     session = await store.get("CA1")
     live = [*session.messages]
     recorder = SessionRecorder(store, session, lambda: live)
-    live += [user("weather?"), {"role": "assistant", "tool_calls": []}, {"role": "tool", "content": "IN_PROGRESS"}]
+    live += [user("weather?"), tool_call("c1"), tool_result("c1", "IN_PROGRESS")]
     await recorder.sync()
-    assert len((await store.get("CA1")).messages) == 3  # the pending tool result is not written yet
+    assert len((await store.get("CA1")).messages) == 2  # neither the tool call nor its pending result yet
     live[-1]["content"] = '{"temp": 20}'
     live.append(assistant("It is twenty degrees and sunny all day."))
     recorder.request_sync()
     await recorder.flush()
     await recorder.truncate_last_assistant("It is twenty degrees")
     stored = (await store.get("CA1")).messages
-    assert stored[-2:] == [{"role": "tool", "content": '{"temp": 20}'}, assistant("It is twenty degrees")]
+    assert stored[-3:] == [tool_call("c1"), tool_result("c1", '{"temp": 20}'), assistant("It is twenty degrees")]
     assert live[-1] == assistant("It is twenty degrees")
     live.append(user("thanks"))
     await recorder.truncate_last_assistant("nothing")  # the last message is the caller's: nothing to cut
     await recorder.flush()
     assert (await store.get("CA1")).messages[-1] == user("thanks")
+
+
+def tool_call(*ids: str, content: str | None = None) -> dict:
+    calls = [{"id": i, "type": "function", "function": {"name": "weather", "arguments": "{}"}} for i in ids]
+    return {"role": "assistant", "content": content, "tool_calls": calls}
+
+
+def tool_result(call_id: str, content: str) -> dict:
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
+async def test_a_hang_up_while_a_tool_runs_stores_no_unanswered_tool_call(store: SessionStore) -> None:
+    """Finding 6: the tool call was stored before its result, so a resumed conversation was invalid."""
+    live: list[dict] = []
+    recorder = SessionRecorder(store, Session("CA1"), lambda: live)
+    live += [user("weather?"), tool_call("c1"), tool_result("c1", "IN_PROGRESS")]
+    recorder.request_sync()
+    await recorder.flush()  # the caller hung up: the tool never answered
+    assert (await store.get("CA1")).messages == [user("weather?")]
+
+    # Two calls in one message, one answered: still unanswered. What came after is kept at the end.
+    live[:] = [user("weather?"), tool_call("a", "b", content="Let me check."), tool_result("a", "20"), user("hello?")]
+    recorder = SessionRecorder(store, Session("CA2"), lambda: live)
+    await recorder.sync()
+    assert (await store.get("CA2")).messages == [user("weather?")]
+    await recorder.flush()
+    assert (await store.get("CA2")).messages == [user("weather?"), assistant("Let me check."), user("hello?")]
 
 
 def test_factory(tmp_path: Path) -> None:

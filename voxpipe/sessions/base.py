@@ -116,16 +116,57 @@ async def append_turns(store: SessionStore, call_id: str, messages: Sequence[Mes
             expected = conflict.actual
 
 
+def _answered_tool_calls(messages: Sequence[Any]) -> set[str]:
+    """Ids of the tool calls whose result is in ``messages`` (not pipecat's placeholder)."""
+    return {
+        m.get("tool_call_id")
+        for m in messages
+        if isinstance(m, Mapping) and m.get("role") == "tool" and m.get("content") != TOOL_PLACEHOLDER
+    }
+
+
+def _unanswered(message: Any, answered: set[str]) -> bool:
+    """A tool message still waiting for its result, or an assistant's tool call without its every result."""
+    if not isinstance(message, Mapping):
+        return False
+    if message.get("role") == "tool":
+        return message.get("content") == TOOL_PLACEHOLDER or message.get("tool_call_id") not in answered
+    calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+    return bool(calls) and any(call.get("id") not in answered for call in calls)
+
+
 def settled_length(messages: Sequence[Any]) -> int:
-    """How many leading messages are final: up to the first tool message still waiting for its result."""
-    for index, message in enumerate(messages):
-        if (
-            isinstance(message, Mapping)
-            and message.get("role") == "tool"
-            and message.get("content") == TOOL_PLACEHOLDER
-        ):
-            return index
-    return len(messages)
+    """How many leading messages are final: up to the first tool call still waiting for its result.
+
+    An assistant message that calls tools is final only once every call has its result: stored alone, it
+    would make every later request of the conversation invalid (OpenAI and Bedrock reject a tool call
+    without its result).
+    """
+    answered = _answered_tool_calls(messages)
+    return next((i for i, m in enumerate(messages) if _unanswered(m, answered)), len(messages))
+
+
+def without_unanswered_tool_calls(messages: Sequence[Any]) -> list[Any]:
+    """``messages`` less the tool calls that never got their result (a hang-up while a tool ran).
+
+    An assistant message that also said something keeps its words and loses its tool calls.
+    """
+    answered = _answered_tool_calls(messages)
+    dropped = {
+        call.get("id")
+        for m in messages
+        if _unanswered(m, answered) and m.get("role") == "assistant"
+        for call in m.get("tool_calls") or []
+    }
+    out = []
+    for message in messages:
+        if isinstance(message, Mapping) and message.get("role") == "tool" and message.get("tool_call_id") in dropped:
+            continue  # the result of one call of a message whose other calls never answered
+        if not _unanswered(message, answered):
+            out.append(message)
+        elif message.get("role") == "assistant" and message.get("content"):
+            out.append({k: v for k, v in message.items() if k != "tool_calls"})
+    return out
 
 
 class SessionRecorder:
@@ -183,7 +224,17 @@ class SessionRecorder:
                 await self.store.truncate_last_assistant(self.call_id, content)
 
     async def flush(self) -> None:
-        """Wait for scheduled writes, then write what is left (call this when the call ends)."""
+        """Wait for scheduled writes, then write what is left (call this when the call ends).
+
+        What follows a tool call that never got its result is written too, without that call, so the
+        conversation resumes valid and nothing the caller said is lost.
+        """
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         await self.sync()
+        async with self._lock:
+            live = self._messages()
+            rest = [dict(m) for m in without_unanswered_tool_calls(live[self._synced :]) if isinstance(m, dict)]
+            if rest:
+                self._stored = await append_turns(self.store, self.call_id, rest, self._stored)
+            self._synced = len(live)
