@@ -288,6 +288,21 @@ def test_deployment_still_validates_with_a_broken_plugin_installed(broken_distri
     assert deployment.services("llm")[0].provider == "testkit_llm"
 
 
+def test_a_deployment_naming_a_plugin_that_failed_to_import_gets_the_import_error(
+    broken_distribution: BrokenDistribution, write_yaml: Callable[..., Path], run_cli: Callable[..., Any]
+) -> None:
+    """Finding 4: ``validate``, ``call`` and ``serve`` said only "unknown provider"; the import error was hidden."""
+    path = write_yaml(TESTKIT_CASCADE.replace("provider: testkit_stt", "provider: broken"))
+    env = {"PYTHONPATH": broken_distribution.pythonpath}
+
+    for command in (["validate", str(path)], ["call", str(path), "--say", "hi"], ["serve", str(path)]):
+        result = run_cli(*command, env=env)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "stt.provider: unknown provider 'broken'" in result.stderr
+        assert IMPORT_PROBLEM in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
 # --------------------------------------------------------------------------------------------- CLI
 
 

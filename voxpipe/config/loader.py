@@ -236,7 +236,9 @@ def _provider_problems(
     registered = registry.get(kind, name)
     if registered is None:
         known = ", ".join(registry.names(kind)) or "none installed"
-        return [document.problem((*loc, "provider"), f"unknown provider '{name}' (known: {known})")]
+        # A plugin that failed to load is the likely reason: say so rather than just "unknown".
+        why = "".join(f"; {problem}" for problem in registry.problems_naming(name))
+        return [document.problem((*loc, "provider"), f"unknown provider '{name}' (known: {known}){why}")]
     return _options_problems(document, registered.provider.options, options, loc)
 
 

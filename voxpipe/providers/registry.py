@@ -8,6 +8,7 @@ plugins are registered first (they are entry points of the ``voxpipe`` distribut
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -44,6 +45,17 @@ class Registry:
 
     def get(self, kind: str, name: str) -> Registered | None:
         return self.providers.get((kind, name))  # type: ignore[arg-type]
+
+    def problems_naming(self, name: str) -> list[str]:
+        """The load problems of plugins that may be where provider ``name`` comes from: those whose entry point or
+        module is named after it (``openai`` matches ``openai_llm = voxpipe.providers.builtin.openai_llm``)."""
+        wanted = name.lower().split("_")
+        found = []
+        for problem in self.problems:
+            words = re.split(r"[^a-z0-9]+", problem.split(" (", 1)[0].lower())
+            if any(words[i : i + len(wanted)] == wanted for i in range(len(words))):
+                found.append(problem)
+        return found
 
     def names(self, kind: str) -> list[str]:
         return sorted(name for k, name in self.providers if k == kind)
