@@ -31,6 +31,7 @@ out = Console()
 err = Console(stderr=True)
 
 EXIT_CONFIG = 2
+EXIT_CALL_FAILED = 1
 OFFLINE = Path(__file__).parent / "configs" / "offline.yaml"
 RecordsOption = Annotated[
     Path | None,
@@ -121,7 +122,10 @@ def call(
     caller: Annotated[str, typer.Option(help="Caller id (picks the experiment variant, if any).")] = "+15550100",
     records_db: RecordsOption = None,
 ) -> None:
-    """Play a caller against a deployment and report, per turn, what was heard, said, and how fast."""
+    """Play a caller against a deployment and report, per turn, what was heard, said, and how fast.
+
+    Exits 1 if the call failed (a provider could not go on): the last line names the role, provider and error.
+    """
     from voxpipe.bench.report import call_json, print_call
     from voxpipe.bench.simulated_call import CallerTurn, simulate_call
     from voxpipe.config.loader import load_deployment
@@ -141,13 +145,16 @@ def call(
     experiment = deployment.experiment.name if deployment.experiment else None
     RecordStore(records_db).save(result.record(caller_id=caller, experiment=experiment, variant=variant))
     if out_wav:
-        result.write_wav(out_wav)
+        result.write_wav(out_wav, stereo=True)
     if as_json:
         print(json.dumps(call_json(result), indent=2))
     else:
         print_call(result, out)
         if out_wav:
             out.print(f"wrote {out_wav}")
+    if result.failure is not None:  # one line, no traceback: what broke, and what the caller was told
+        err.print(f"call failed: {result.failure.error.summary()}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_CALL_FAILED)
 
 
 @app.command()

@@ -38,6 +38,23 @@ def print_call(result: CallResult, console: Console) -> None:
     console.print(table)
     for usage in result.usage:
         console.print(f"{usage.role} {usage.provider} ({usage.model or '-'}): ${usage.cost_usd:.5f}")
+    console.print(f"[bold]total cost:[/bold] ${result.cost_usd:.5f}")
+    for event in result.fallbacks:
+        console.print(
+            f"[yellow]fallback[/yellow] at {event.at_secs:.1f} s: {event.role} {event.from_provider} -> "
+            f"{event.to_provider} ({event.reason})",
+            markup=True,
+            highlight=False,
+        )
+    for error in result.errors:
+        label = "[red]fatal error[/red]" if error.fatal else "[yellow]error[/yellow]"
+        at = f" at {error.at_secs:.1f} s" if error.at_secs is not None else ""
+        console.print(f"{label}{at}: ", end="")
+        console.print(error.summary(), markup=False, highlight=False)
+    if result.failure is not None:
+        failure = result.failure
+        then = f"transfer to {failure.transfer_to}" if failure.transfer_to else failure.then
+        console.print(f"[bold red]call failed[/bold red]; the caller was told {failure.say!r}, then {then}")
 
 
 def call_json(result: CallResult) -> dict[str, Any]:
@@ -56,6 +73,11 @@ def call_json(result: CallResult) -> dict[str, Any]:
             for text, turn in result.exchanges()
         ],
         "usage": [usage.model_dump() for usage in result.usage],
+        "cost_usd": result.cost_usd,
+        "errors": [error.model_dump() for error in result.errors],
+        "fallbacks": [event.model_dump() for event in result.fallbacks],
+        "failure": result.failure.model_dump() if result.failure else None,
+        "failed": result.failed,
     }
 
 

@@ -169,8 +169,10 @@ class _Caller:
         self.hung_up = asyncio.Event()  # the call is over: its pipeline ended
 
     async def hear_failure(self, failure: CallFailure) -> None:
-        """``on_failure`` of a simulated call: the caller is told ``failure.say``; the call then ends."""
+        """``on_failure`` of a simulated call: the caller is told ``failure.say`` and the line is hung up (the
+        pipeline's own teardown, which a dead vendor connection can slow, goes on without the caller)."""
         self.result.failure, self.result.failure_heard_at = failure, time.monotonic()
+        self.hung_up.set()
 
     async def send(self, pcm: bytes) -> None:
         """Stream ``pcm`` in real time: each 20 ms frame is delivered when its last sample is 'captured'."""

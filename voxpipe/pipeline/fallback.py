@@ -11,7 +11,9 @@ call would stay on a provider that is failing right now. ``FallbackSwitcher`` cl
 - it re-sends the request in flight to the next provider, so the turn is not lost: the LLM context (which
   holds the whole conversation, shared by every provider of the call), the text a TTS had not spoken yet,
   or the audio an STT had not transcribed yet;
-- it drops what a retired service still produces (a slow reply arriving after the switch);
+- it drops what a retired service still produces (a slow reply arriving after the switch), and the words a
+  TTS announced (``TTSTextFrame``) before failing to speak them: they are held until its first audio, so the
+  call's transcript shows each reply once, as the backup spoke it;
 - it records each switch as a ``FallbackEvent`` in ``events``;
 - it remembers failures process-wide (``HEALTH``): a call starting within ``HEALTH.cooldown_secs`` of a
   provider's failure starts on the next one (recorded too), and once that time is past the primary is tried
@@ -40,6 +42,7 @@ from pipecat.frames.frames import (
     TranscriptionFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
+    TTSTextFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -138,6 +141,7 @@ class FallbackSwitcher(ServiceSwitcher[_Failover]):
         self._health = health
         self._exchange = EXCHANGES.get(role)
         self._pending: deque[tuple[Frame, FrameDirection]] = deque(maxlen=MAX_PENDING)
+        self._unspoken: list[TTSTextFrame] = []  # words a TTS announced before any audio of the request
         self._started_at = time.monotonic()
         # Begin on the first provider that is not cooling down after a recent failure (else on the primary).
         ready = next((s for s in services if health.cooling_down(role, self._providers[s]) is None), None)
@@ -170,6 +174,7 @@ class FallbackSwitcher(ServiceSwitcher[_Failover]):
             self._started_at = time.monotonic()
         elif isinstance(frame, InterruptionFrame) and self.role != "stt":
             self._pending.clear()  # the caller spoke over the request: it is moot
+            self._unspoken.clear()
         elif self._exchange is not None and isinstance(frame, self._exchange.requests):
             if self._exchange.latest_only:
                 self._pending.clear()
@@ -178,6 +183,14 @@ class FallbackSwitcher(ServiceSwitcher[_Failover]):
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM) -> None:
         active = self.strategy.active_service
+        if self.role == "tts" and direction == FrameDirection.DOWNSTREAM:
+            if isinstance(frame, TTSTextFrame) and self._pending:
+                self._unspoken.append(frame)  # not spoken yet: held until the audio comes (or a switch drops it)
+                return
+            if isinstance(frame, TTSAudioRawFrame):
+                held, self._unspoken = self._unspoken, []
+                for text in held:
+                    await super().push_frame(text, direction)
         await super().push_frame(frame, direction)
         if self.strategy.active_service is not active:
             await self._switched(active, frame)
@@ -190,6 +203,7 @@ class FallbackSwitcher(ServiceSwitcher[_Failover]):
         self._health.failed(self.role, self._providers[failed])
         self._record(failed, self.strategy.active_service, reason or "switched")
         pending, self._pending = list(self._pending), deque(maxlen=MAX_PENDING)
+        self._unspoken.clear()
         for request, direction in pending:
             await self.strategy.active_service.queue_frame(request, direction)
 

@@ -151,14 +151,18 @@ class TurnMeter(BaseObserver):
                 self._transcripts.add(frame.id)
                 self.events.append(StageEvent(at, "stt_final", frame.text))
             return
+        if isinstance(frame, TTSTextFrame):
+            # The words the caller heard: as the output transport passes them on, in step with the audio (a
+            # TTS that announced words and failed to speak them, replaced by a backup, never gets them there).
+            if data.source is self.output and data.direction == FrameDirection.DOWNSTREAM:
+                self.events.append(StageEvent(at, "bot_text", frame.text))
+            return
         if data.direction != FrameDirection.DOWNSTREAM or not data.first_push:
             return
         if isinstance(frame, InputAudioRawFrame):
             self._on_caller_audio(at - _duration(frame), frame)
         elif isinstance(frame, OutputAudioRawFrame) and data.source is self.output:
             self._on_bot_audio(at - _duration(frame), frame)
-        elif isinstance(frame, TTSTextFrame):
-            self.events.append(StageEvent(at, "bot_text", frame.text))
         elif isinstance(frame, LLMTextFrame):
             self.events.append(StageEvent(at, "llm_token", frame.text))
         elif isinstance(frame, TTSAudioRawFrame):
