@@ -26,9 +26,14 @@ Every row without a backup is a fatal failure: the test asserts that the caller 
 error (role, provider, kind) in the call record. Rows with a backup must complete with the backup's answer
 and one fallback event. "Kept" lists what the record still holds of the failed turn.
 
-What the caller hears on each transport when a call fails (`on_failure`): Twilio Media Streams speaks `say`
-with Twilio's voice (`<Say>`) and then `<Hangup/>` or `<Dial>`; ConversationRelay sends `say` as the last text
-and `end` with handoff data; the browser shows and speaks it; `voxpipe call` prints it and exits 1.
+How a failed call ends is the deployment's `on_failure` (`say:`, then `hangup` or `transfer: {to: ...}`),
+handed once to the transport as a `CallFailure` through `CallContext.on_failure`, after which the call's
+pipeline is cancelled. The simulated caller (memory transport) and `voxpipe call` carry it out today (the call
+prints it and exits 1). The telephony adapters are to be wired on the `voxpipe.pipeline.host` layer: Twilio
+Media Streams ends the stream and answers the `<Connect action>` with `<Say>` and `<Dial>` or `<Hangup/>`
+(Twilio's own voice, so it works when the TTS is what died); ConversationRelay sends `say` with `last: true`,
+then `end` with handoff data; the browser shows and speaks it. Until then a served call that fails still ends
+at once, but the default handler only logs the outcome.
 
 Known gap: a realtime role with a backup provider is not run. The backup realtime session is set up from the
 first context frame it receives, which comes only after its first answer, so it answers that turn twice. A

@@ -69,8 +69,12 @@ def test_readme_call_command(tmp_path: Path, run_cli: Callable[..., Any]) -> Non
     assert word_error_rate(QUESTIONS[0], turn["heard"]) <= 0.10 and turn["reply"]
     assert set(turn["latency_ms"]) == {"stt_final", "llm_first_token", "tts_first_audio", "first_audio_out"}
     with wave.open(str(out)) as wav:
-        assert wav.getframerate() == OUTPUT_RATE and wav.getnchannels() == 1
-        audio = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
-    assert np.abs(audio).max() > 1000  # the greeting and the reply are in it
+        assert wav.getframerate() == OUTPUT_RATE and wav.getnchannels() == 2  # caller left, bot right
+        caller, bot = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).reshape(-1, 2).T
+    assert np.abs(bot).max() > 1000  # the greeting and the reply are in it
+    spoke = np.flatnonzero(np.abs(caller) > 1000)
+    assert spoke.size, "the caller's question is on the left channel"
+    # On one clock: the caller speaks after the greeting has started, and the reply comes after the question.
+    assert np.abs(bot[: spoke[0]]).max() > 1000 and np.abs(bot[spoke[-1] :]).max() > 1000
     listed = run_cli("calls", "--json", "--records", str(tmp_path / "calls.db"))
     assert json.loads(listed.stdout.splitlines()[0])["deployment"] == "offline"

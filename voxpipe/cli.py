@@ -219,7 +219,7 @@ def calls(
             p50,
             f"{record.cost_usd:.4f}",
             f"{record.cost_per_minute:.4f}",
-            str(len(record.errors)),
+            f"{len(record.errors)}{' (failed)' if record.failed else ''}",
         )
     out.print(table)
 
