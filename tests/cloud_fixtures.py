@@ -1,7 +1,8 @@
 """Fixtures and helpers of the cloud provider tests (``tests/test_cloud_*.py``).
 
-A test module imports the fixtures it uses (``cloud_fixture``, ``fakes_fixture``, ``calls_fixture``: pytest
-knows them as ``cloud``, ``fakes`` and ``calls``) along with the helpers.
+A test module imports the fixtures it uses (``cloud_fixture``, ``fakes_fixture``, ``calls_fixture``,
+``silent_server_fixture``: pytest knows them as ``cloud``, ``fakes``, ``calls`` and ``silent_server``) along with
+the helpers.
 
 The built-in cloud plugins are registered in the process-wide registry with ``add_plugin`` (as their entry
 points would), every vendor is one of the protocol-faithful fakes in ``tests/fakes`` on 127.0.0.1, and the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +92,16 @@ def fakes_fixture() -> Iterator[Callable[..., Any]]:
     yield start
     for fake in started:
         fake.stop()
+
+
+@pytest.fixture(name="silent_server")
+def silent_server_fixture() -> Iterator[str]:
+    """``127.0.0.1:PORT`` of a listener that accepts connections (the kernel's backlog) and never says a word:
+    a hung handshake."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
 
 
 def environ(**fakes: FakeServer) -> dict[str, str]:

@@ -6,6 +6,7 @@ does it (``simulate_call``, the ``voxpipe call`` command), and its outputs are c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -22,21 +23,22 @@ from tests.fakes import FakeOpenAI
 from tests.fakes.openai_http import error_response, injected_failure
 from voxpipe.bench.simulated_call import CallerTurn, simulate_call
 from voxpipe.config.loader import parse_deployment
+from voxpipe.pipeline.builder import CallContext
+from voxpipe.pipeline.experiment import ExperimentRouter
+from voxpipe.pipeline.lifecycle import CallBookkeeping, run_measured_call
 from voxpipe.providers.registry import Registry
 from voxpipe.providers.spec import Provider, ServiceRequest, hookimpl
+from voxpipe.records.model import CallFailure
+from voxpipe.records.store import RecordStore
+from voxpipe.transports.memory import MemoryTransport
 
-CASCADE = """\
-name: build-errors
-agent:
-  instructions: Only say scripted things.
-vad: {provider: testkit_vad, options: {energy_threshold_dbfs: -35}}
-stt: {provider: testkit_stt, options: {transcripts: [hello]}}
-llm: LLM
-tts: {provider: testkit_tts, options: {secs_per_char: 0.01}}
-on_failure:
-  say: Sorry, please hold for a colleague.
-  then: {transfer: {to: "+15550100"}}
-"""
+CASCADE = (
+    "name: build-errors\nagent: {instructions: Only say scripted things.}\n"
+    "vad: {provider: testkit_vad, options: {energy_threshold_dbfs: -35}}\n"
+    "stt: {provider: testkit_stt, options: {transcripts: [hello]}}\nllm: LLM\n"
+    "tts: {provider: testkit_tts, options: {secs_per_char: 0.01}}\n"
+    'on_failure: {say: "Sorry, please hold for a colleague.", then: {transfer: {to: "+15550100"}}}\n'
+)
 GREETING = "  greeting: Hello, Harbor Bikes, how can I help you?\n"
 TESTKIT_LLM = "{provider: testkit_llm, options: {replies: [{when: hello, say: Hi there}]}}"
 
@@ -93,6 +95,26 @@ async def test_a_build_error_moves_a_chain_on_and_with_no_backup_ends_the_call(w
         "RuntimeError: the SDK refused the model name"
     )
     assert result.record().failed and result.record().errors == [failure.error]
+
+
+async def test_a_served_call_that_fails_is_recorded_with_its_failure_and_told_to_the_transport(
+    with_broken_build: Registry, tmp_path: Path
+) -> None:
+    """The seam every transport uses: ``run_measured_call`` hands the failure to ``CallContext.on_failure`` once,
+    ends the call, and saves the record with it."""
+    told: list[CallFailure] = []
+
+    async def transport_says(failure: CallFailure) -> None:
+        told.append(failure)
+
+    router = ExperimentRouter(parse_deployment(CASCADE.replace("LLM", "{provider: raises_on_build}"), environ={}))
+    bookkeeping = CallBookkeeping(RecordStore(tmp_path / "calls.db"))
+    call = CallContext(on_failure=transport_says)
+
+    record = await asyncio.wait_for(run_measured_call(router, MemoryTransport(), call, bookkeeping), 5)
+
+    assert [f.error for f in told] == [record.failure.error] and record.failed
+    assert bookkeeping.records.list()[0].failure == record.failure
 
 
 class SpeechRefusingOpenAI(FakeOpenAI):

@@ -8,8 +8,7 @@ must still end promptly afterwards: no failure may leave a call hanging.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,15 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.utils.errors import ErrorCategory
 from voxpipe_testkit.audio import tone
 
-from tests.cloud_fixtures import KEY, ServiceRun, build, cloud_fixture, drive_service, fakes_fixture  # noqa: F401 (pytest fixtures, by name)
+from tests.cloud_fixtures import (  # noqa: F401 (pytest fixtures, by name)
+    KEY,
+    ServiceRun,
+    build,
+    cloud_fixture,
+    drive_service,
+    fakes_fixture,
+    silent_server_fixture,
+)
 from tests.fakes import Behaviour, FakeBedrock, FakeDeepgram, FakeElevenLabs, FakeOpenAI, FakeOpenAIRealtime, FakeServer
 from voxpipe.providers.builtin import bedrock, deepgram, elevenlabs, openai_llm, openai_realtime, openai_stt, openai_tts
 from voxpipe.providers.spec import Provider
@@ -179,15 +186,6 @@ async def test_each_provider_answers_its_fake(name: str, fakes: Callable[..., An
     assert run.of(vendor.answer), f"{name} did not answer; errors: {[e.error for e in run.errors]}"
     assert not run.errors
     assert fake.errors == []
-
-
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    """A TCP port that accepts connections (the kernel's backlog) and never says a word: a hung handshake."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
 
 
 @pytest.mark.parametrize("name", ["deepgram", "elevenlabs", "openai_realtime"])

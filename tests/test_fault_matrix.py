@@ -20,14 +20,20 @@ axis is one more entry in ``TRANSPORTS`` (Twilio Media Streams and ConversationR
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.cloud_fixtures import KEY, cloud_fixture, config, fakes_fixture, said  # noqa: F401 (pytest fixtures, by name)
+from tests.cloud_fixtures import (  # noqa: F401 (pytest fixtures, by name)
+    KEY,
+    cloud_fixture,
+    config,
+    fakes_fixture,
+    said,
+    silent_server_fixture,
+)
 from tests.fakes import Behaviour, FakeBedrock, FakeDeepgram, FakeElevenLabs, FakeOpenAI, FakeOpenAIRealtime
 from tests.reliability_doc import DOC, Outcome, render
 from voxpipe.bench.simulated_call import CallResult, simulate_call
@@ -152,15 +158,6 @@ def reliability_doc() -> Iterator[None]:
     )
 
 
-@pytest.fixture
-def silent_port() -> Iterator[str]:
-    """``127.0.0.1:PORT`` of a listener that accepts connections (the kernel's backlog) and never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
-
-
 def service(choice: Choice, start: Callable[..., Any], behaviour: Behaviour | None, silent: str) -> ServiceConfig:
     """``choice`` as a deployment entry, on its own fake (or on the silent port for a hung handshake)."""
     if behaviour is None:
@@ -223,13 +220,13 @@ def summarise(kind: str, fault: str, backup: bool, transport: str, result: CallR
 @pytest.mark.parametrize("fault", list(FAULTS))
 @pytest.mark.parametrize("kind", KINDS)
 async def test_fault_matrix_cell(
-    kind: str, fault: str, backup: bool, transport: str, fakes: Callable[..., Any], silent_port: str
+    kind: str, fault: str, backup: bool, transport: str, fakes: Callable[..., Any], silent_server: str
 ) -> None:
     if kind == "realtime" and backup:
         OUTCOMES.append(Outcome(transport, kind, fault, backup, NOT_RUN, "", "", "", ""))
         pytest.skip(REALTIME_FAILOVER_GAP)
     result = await simulate_call(
-        deployment(kind, fault, backup, fakes, silent_port), [said(ASKED)], settle_secs=0.5, reply_timeout_secs=8.0
+        deployment(kind, fault, backup, fakes, silent_server), [said(ASKED)], settle_secs=0.5, reply_timeout_secs=8.0
     )
     record = result.record("matrix")
     primary, backup_choice = PRIMARY[kind], BACKUP[kind]
