@@ -35,6 +35,12 @@ Media Streams ends the stream and answers the `<Connect action>` with `<Say>` an
 then `end` with handoff data; the browser shows and speaks it. Until then a served call that fails still ends
 at once, but the default handler only logs the outcome.
 
+What the operator sees: the call record (`voxpipe calls --json`, the record store) keeps `errors` (role,
+provider, kind, message, whether it was fatal, seconds into the call), `fallbacks` and `failure` (what the
+caller was told and what followed), besides every turn that was heard, even unanswered; `/metrics` counts
+`voxpipe_failed_calls_total{deployment, role, provider, kind}` next to `voxpipe_errors_total` and
+`voxpipe_fallbacks_total`.
+
 Known gap: a realtime role with a backup provider is not run. The backup realtime session is set up from the
 first context frame it receives, which comes only after its first answer, so it answers that turn twice. A
 dropped realtime session is to be recovered by reconnecting the same provider (issue 10, provider side).

@@ -29,6 +29,7 @@ from voxpipe.pipeline.lifecycle import CallBookkeeping, run_measured_call
 from voxpipe.providers.registry import Registry
 from voxpipe.providers.spec import Provider, ServiceRequest, hookimpl
 from voxpipe.records.model import CallFailure
+from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
 from voxpipe.transports.memory import MemoryTransport
 
@@ -108,13 +109,17 @@ async def test_a_served_call_that_fails_is_recorded_with_its_failure_and_told_to
         told.append(failure)
 
     router = ExperimentRouter(parse_deployment(CASCADE.replace("LLM", "{provider: raises_on_build}"), environ={}))
-    bookkeeping = CallBookkeeping(RecordStore(tmp_path / "calls.db"))
+    bookkeeping = CallBookkeeping(RecordStore(tmp_path / "calls.db"), CallMetrics())
     call = CallContext(on_failure=transport_says)
 
     record = await asyncio.wait_for(run_measured_call(router, MemoryTransport(), call, bookkeeping), 5)
 
     assert [f.error for f in told] == [record.failure.error] and record.failed
     assert bookkeeping.records.list()[0].failure == record.failure
+    assert (
+        'voxpipe_failed_calls_total{deployment="build-errors",kind="build",provider="raises_on_build",role="llm"} 1.0'
+        in bookkeeping.metrics.render().decode()
+    )
 
 
 class SpeechRefusingOpenAI(FakeOpenAI):

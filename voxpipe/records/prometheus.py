@@ -56,6 +56,12 @@ class CallMetrics:
             registry=self.registry,
         )
         self.errors = Counter("voxpipe_errors", "Errors during calls.", ["deployment"], registry=self.registry)
+        self.failed_calls = Counter(
+            "voxpipe_failed_calls",
+            "Calls ended by on_failure: a provider could not go on and no backup was left (kind: error category).",
+            ["deployment", "role", "provider", "kind"],
+            registry=self.registry,
+        )
         self.fallbacks = Counter(
             "voxpipe_fallbacks",
             "Provider switches.",
@@ -86,6 +92,9 @@ class CallMetrics:
                 if amount:
                     self.usage.labels(usage.role, usage.provider, model, unit).inc(amount)
         self.errors.labels(record.deployment).inc(len(record.errors))
+        if record.failure is not None:
+            error = record.failure.error
+            self.failed_calls.labels(record.deployment, error.role or "", error.provider or "", error.kind).inc()
         for switch in record.fallbacks:
             self.fallbacks.labels(record.deployment, switch.role, switch.from_provider, switch.to_provider).inc()
 
