@@ -284,6 +284,9 @@ async def test_a_failing_call_is_counted_as_an_error(monkeypatch: pytest.MonkeyP
         warmup=0,
     )
     result = await run_bench(plan, Console(file=io.StringIO()))
-    assert [r.errors for r in result.records["down"]] == [["ConnectionError: provider unreachable"]] * 2
+    assert [[e.message for e in r.errors] for r in result.records["down"]] == [
+        ["ConnectionError: provider unreachable"]
+    ] * 2
+    assert all(r.failed for r in result.records["down"])
     assert result.summaries[0].error_rate == 1.0
     assert result.word_error_rate("down") == 1.0  # nothing was heard
