@@ -41,6 +41,12 @@ caller was told and what followed), besides every turn that was heard, even unan
 `voxpipe_failed_calls_total{deployment, role, provider, kind}` next to `voxpipe_errors_total` and
 `voxpipe_fallbacks_total`.
 
+For provider plugin authors: the category of the errors a service pushes decides what happens. A permanent
+category (authentication, authorization, invalid request) or `CONNECTIVITY`, `SERVER`, `RATE_LIMIT` or
+``QUOTA`` moves a fallback chain to the next provider, and ends the call when no backup is left; an error
+with another category (`UNKNOWN`, `APPLICATION`) from a usable service is recorded and the call goes on.
+A `build()` that raises is reported per call as kind `build`, the same way.
+
 Known gap: a realtime role with a backup provider is not run. The backup realtime session is set up from the
 first context frame it receives, which comes only after its first answer, so it answers that turn twice. A
 dropped realtime session is to be recovered by reconnecting the same provider (issue 10, provider side).
