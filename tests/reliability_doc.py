@@ -43,7 +43,7 @@ caller was told and what followed), besides every turn that was heard, even unan
 
 For provider plugin authors: the category of the errors a service pushes decides what happens. A permanent
 category (authentication, authorization, invalid request) or `CONNECTIVITY`, `SERVER`, `RATE_LIMIT` or
-``QUOTA`` moves a fallback chain to the next provider, and ends the call when no backup is left; an error
+`QUOTA` moves a fallback chain to the next provider, and ends the call when no backup is left; an error
 with another category (`UNKNOWN`, `APPLICATION`) from a usable service is recorded and the call goes on.
 A `build()` that raises is reported per call as kind `build`, the same way.
 
