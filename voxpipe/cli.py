@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from voxpipe.config.errors import ConfigError
+from voxpipe.records.store import RecordStoreError
 
 app = typer.Typer(
     help="Phone and browser voice agents from YAML: run, measure and compare providers.",
@@ -34,9 +35,13 @@ EXIT_CONFIG = 2
 EXIT_CALL_FAILED = 1
 OFFLINE = Path(__file__).parent / "configs" / "offline.yaml"
 RecordsOption = Annotated[
-    Path | None,
-    typer.Option("--records", help="Call records database (default: $VOXPIPE_RECORDS or voxpipe-calls.db)."),
+    str | None,
+    typer.Option(
+        "--records",
+        help="Call records: a SQLite file or a postgresql:// URL (default: $VOXPIPE_RECORDS or voxpipe-calls.db).",
+    ),
 ]
+EXIT_RECORDS = 1
 
 
 def _since(value: str | None) -> datetime | None:
@@ -140,10 +145,11 @@ def call(
         raise typer.Exit(EXIT_CONFIG)
     import asyncio
 
+    store = RecordStore(records_db or deployment.records.target())
     routed, variant = ExperimentRouter(deployment).route(caller)
     result = asyncio.run(simulate_call(routed, turns))
     experiment = deployment.experiment.name if deployment.experiment else None
-    RecordStore(records_db).save(result.record(caller_id=caller, experiment=experiment, variant=variant))
+    store.save(result.record(caller_id=caller, experiment=experiment, variant=variant))
     if out_wav:
         result.write_wav(out_wav, stereo=True)
     if as_json:
@@ -300,6 +306,9 @@ def main() -> None:
     except ConfigError as exc:
         _print_problems(exc)
         sys.exit(EXIT_CONFIG)
+    except RecordStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_RECORDS)
 
 
 if __name__ == "__main__":

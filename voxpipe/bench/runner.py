@@ -265,20 +265,26 @@ def bench_command(
     repeat: int = 1,
     concurrency: int = 1,
     report: Path | None = None,
-    records_db: Path | None = None,
+    records_db: str | None = None,
     out: Console,
     err: Console,
 ) -> BenchResult:
-    """What ``voxpipe bench`` does: run, save the records, print the tables, write the HTML report."""
+    """What ``voxpipe bench`` does: run, save the records, print the tables, write the HTML report.
+
+    The records go to ``records_db``, else where the baseline deployment's ``records:`` says, else the
+    default store. The store is opened before the run, so an unreachable database fails in a second, not
+    after the whole corpus was played.
+    """
     plan = BenchPlan.load(configs, corpus_dir, repeat=repeat, concurrency=concurrency)
+    baseline = next(iter(plan.deployments.values()))
+    store = RecordStore(records_db or baseline.records.target())
     with logs_above_progress(err):
         result = asyncio.run(run_bench(plan, err))
-    store = RecordStore(records_db)
     for record in (record for group in result.records.values() for record in group):
         store.save(record)
     print_bench(result, out)
-    records_option = f" --records {records_db}" if records_db else ""
-    out.print(f"records saved to {store.path}: voxpipe report --experiment {result.experiment}{records_option}")
+    records_option = f" --records {store.location}" if records_db else ""
+    out.print(f"records saved to {store.location}: voxpipe report --experiment {result.experiment}{records_option}")
     if report is not None:
         from voxpipe.bench.html import write_report  # matplotlib: imported only when a report is asked for
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
 from voxpipe.providers.spec import Prices
 
@@ -262,6 +262,27 @@ class LimitsConfig(Strict):
     )
 
 
+class RecordsConfig(Strict):
+    """Where this deployment's call records go (``voxpipe calls`` and ``report`` read them)."""
+
+    store: Literal["sqlite", "postgres"] = "sqlite"
+    path: str | None = Field(None, description="SQLite file (store: sqlite); else $VOXPIPE_RECORDS.")
+    url: SecretStr | None = Field(None, description="postgresql:// URL (store: postgres), from the environment.")
+
+    @model_validator(mode="after")
+    def _url_for_postgres(self) -> RecordsConfig:
+        url = self.url.get_secret_value() if self.url else ""
+        if self.store == "postgres" and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("store: postgres needs url: a postgresql:// URL, e.g. ${DATABASE_URL}")
+        if self.store == "sqlite" and self.url is not None:
+            raise ValueError("url is for store: postgres; store: sqlite takes path")
+        return self
+
+    def target(self) -> str | None:
+        """What ``RecordStore`` opens: the URL, the SQLite path, or ``None`` for the default."""
+        return self.url.get_secret_value() if self.store == "postgres" and self.url else self.path
+
+
 class PriceOverride(Prices):
     """A deployment's own price for a provider or ``provider/model`` (negotiated rates, new models)."""
 
@@ -305,6 +326,7 @@ class Deployment(Strict):
     transport: TransportConfig = Field(default_factory=TransportConfig)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
     on_failure: OnFailureConfig = Field(default_factory=OnFailureConfig)
+    records: RecordsConfig = Field(default_factory=RecordsConfig)
     pricing: dict[str, PriceOverride] = Field(
         default_factory=dict, description="Price overrides keyed by provider or provider/model."
     )

@@ -1,6 +1,15 @@
-"""Call records in SQLite: one row per call, the record as JSON, indexed for listing and experiments.
+"""Where call records live: one row per call, the record as JSON, indexed for listing and experiments.
 
-The default file is ``voxpipe-calls.db`` in the working directory; ``VOXPIPE_RECORDS`` overrides it.
+``RecordStore(target)`` picks the backend from ``target``:
+
+- a file path (the default ``voxpipe-calls.db`` in the working directory): SQLite, embedded, nothing to run.
+  Several processes on one machine can share the file (WAL), which is enough for ``voxpipe serve`` on one host.
+- a ``postgresql://`` (or ``postgres://``) URL: PostgreSQL (``voxpipe.records.postgres``), so that every
+  replica of a fleet writes to one place and ``voxpipe calls`` / ``report`` read the whole fleet's calls.
+
+With no target, ``$VOXPIPE_RECORDS`` (a path or a URL) decides, then the default file. A deployment can name
+its store in YAML (``records: {store: postgres, url: ${DATABASE_URL}}``); ``RecordsConfig.target`` turns that
+into the same target string. A URL's password is never printed: ``location`` masks it.
 """
 
 from __future__ import annotations
@@ -9,14 +18,69 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from voxpipe.records.model import CallRecord
 
 DEFAULT_PATH = "voxpipe-calls.db"
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 
-_SCHEMA = """
+
+class RecordStoreError(Exception):
+    """The record store cannot be opened or reached; the message names it (password masked) and why."""
+
+
+class RecordBackend(Protocol):
+    """What a backend implements; ``RecordStore`` adds the choice of backend and nothing else."""
+
+    def save(self, record: CallRecord) -> None: ...
+
+    def list(self, since: datetime | None, experiment: str | None) -> list[CallRecord]: ...
+
+
+def default_target() -> str:
+    return os.environ.get("VOXPIPE_RECORDS") or DEFAULT_PATH
+
+
+def is_postgres_url(target: str) -> bool:
+    return urlsplit(target).scheme in POSTGRES_SCHEMES
+
+
+def masked(target: str) -> str:
+    """``target`` safe to print: a URL's password replaced by ``***``."""
+    parts = urlsplit(target)
+    if parts.password is None:
+        return target
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RecordStore:
+    """Stores and lists ``CallRecord``s in SQLite (a path) or PostgreSQL (a URL); see the module docstring."""
+
+    def __init__(self, target: str | Path | None = None):
+        target = str(target) if target else default_target()
+        self.location = masked(target)
+        if is_postgres_url(target):
+            from voxpipe.records.postgres import PostgresRecords
+
+            self._backend: RecordBackend = PostgresRecords(target, self.location)
+        else:
+            self._backend = SqliteRecords(Path(target))
+
+    def save(self, record: CallRecord) -> None:
+        """Insert ``record``, or replace the record of the same call id."""
+        self._backend.save(record)
+
+    def list(self, since: datetime | None = None, experiment: str | None = None) -> list[CallRecord]:
+        """Records started at or after ``since`` (and of ``experiment``), oldest first."""
+        return self._backend.list(since, experiment)
+
+
+_SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
     call_id     TEXT PRIMARY KEY,
     deployment  TEXT NOT NULL,
@@ -30,17 +94,21 @@ CREATE INDEX IF NOT EXISTS calls_experiment ON calls (experiment, variant);
 """
 
 
-def default_path() -> Path:
-    return Path(os.environ.get("VOXPIPE_RECORDS", DEFAULT_PATH))
+def _utc_text(moment: datetime) -> str:
+    """ISO text in UTC, so that SQLite's text comparison orders instants (naive times are taken as UTC)."""
+    return (moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
 
 
-class RecordStore:
-    """Stores and lists ``CallRecord``s. Safe to use from several processes (SQLite WAL)."""
+class SqliteRecords:
+    """Records in one SQLite file. Safe to use from several processes (WAL); ``started_at`` is UTC ISO text."""
 
-    def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path else default_path()
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            with self._connect() as db:
+                db.executescript(_SQLITE_SCHEMA)
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"record store {path}: {exc}") from None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -61,17 +129,16 @@ class RecordStore:
                     record.deployment,
                     record.experiment,
                     record.variant,
-                    record.started_at.isoformat(),
+                    _utc_text(record.started_at),
                     record.model_dump_json(),
                 ),
             )
 
-    def list(self, since: datetime | None = None, experiment: str | None = None) -> list[CallRecord]:
-        """Records started at or after ``since`` (and of ``experiment``), oldest first."""
+    def list(self, since: datetime | None, experiment: str | None) -> list[CallRecord]:
         query, args = "SELECT record FROM calls WHERE 1=1", []
         if since is not None:
             query += " AND started_at >= ?"
-            args.append(since.isoformat())
+            args.append(_utc_text(since))
         if experiment is not None:
             query += " AND experiment = ?"
             args.append(experiment)

@@ -1,0 +1,116 @@
+"""Call records in PostgreSQL, so a fleet of ``voxpipe serve`` replicas writes to one place.
+
+Same table shape as the SQLite store (one row per call, the record as JSON), with ``started_at`` a real
+``timestamptz`` and the record ``jsonb``, so time filters compare instants and ad-hoc SQL can look inside
+records. The driver is psycopg 3 (the ``postgres`` extra).
+
+The store keeps one connection (autocommit: each save is its own statement) and opens it again once if the
+server dropped it, e.g. after a Postgres restart. The schema is created under an advisory lock, because
+two replicas starting together would otherwise race on ``CREATE TABLE IF NOT EXISTS``. Connecting and each
+statement are bounded (``CONNECT_TIMEOUT_SECS``, ``STATEMENT_TIMEOUT_MS``): a hung database fails a save
+with an error instead of stalling the caller for ever.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from voxpipe.records.model import CallRecord
+from voxpipe.records.store import RecordStoreError
+
+CONNECT_TIMEOUT_SECS = 5
+STATEMENT_TIMEOUT_MS = 5000
+_SCHEMA_LOCK = 0x766F7870  # "voxp": any constant shared by every replica
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_id     TEXT PRIMARY KEY,
+    deployment  TEXT NOT NULL,
+    experiment  TEXT,
+    variant     TEXT,
+    started_at  TIMESTAMPTZ NOT NULL,
+    record      JSONB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at);
+CREATE INDEX IF NOT EXISTS calls_experiment ON calls (experiment, variant);
+"""
+
+_UPSERT = """
+INSERT INTO calls (call_id, deployment, experiment, variant, started_at, record)
+VALUES (%s, %s, %s, %s, %s, %s::jsonb)
+ON CONFLICT (call_id) DO UPDATE SET
+    deployment = EXCLUDED.deployment, experiment = EXCLUDED.experiment, variant = EXCLUDED.variant,
+    started_at = EXCLUDED.started_at, record = EXCLUDED.record
+"""
+
+
+class PostgresRecords:
+    """Records in a PostgreSQL database given by a ``postgresql://`` URL (``location`` is it, password masked)."""
+
+    def __init__(self, url: str, location: str):
+        try:
+            import psycopg
+        except ImportError:
+            raise RecordStoreError(
+                f"record store {location}: PostgreSQL needs psycopg; install voxpipe[postgres]"
+            ) from None
+        self._psycopg = psycopg
+        self._url = url
+        self.location = location
+        self._conn: Any = None
+        conn = self._connection()
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            conn.execute(_SCHEMA)
+
+    def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = self._psycopg.connect(
+                    self._url,
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT_SECS,
+                    options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c TimeZone=UTC",
+                )
+            except self._psycopg.Error as exc:
+                raise RecordStoreError(f"record store {self.location}: {exc}") from None
+        return self._conn
+
+    def _execute(self, query: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Run one statement; if the connection had been dropped, reconnect and run it once more."""
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                cursor = conn.execute(query, args)
+                return cursor.fetchall() if cursor.description else []
+            except self._psycopg.Error as exc:
+                dropped = isinstance(exc, self._psycopg.OperationalError) and conn.closed
+                if attempt == 2 or not dropped:
+                    raise RecordStoreError(f"record store {self.location}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def save(self, record: CallRecord) -> None:
+        self._execute(
+            _UPSERT,
+            (
+                record.call_id,
+                record.deployment,
+                record.experiment,
+                record.variant,
+                record.started_at,
+                record.model_dump_json(),
+            ),
+        )
+
+    def list(self, since: datetime | None, experiment: str | None) -> list[CallRecord]:
+        query, args = "SELECT record::text FROM calls WHERE TRUE", []
+        if since is not None:
+            query += " AND started_at >= %s"
+            args.append(since)
+        if experiment is not None:
+            query += " AND experiment = %s"
+            args.append(experiment)
+        rows = self._execute(query + " ORDER BY started_at", tuple(args))
+        return [CallRecord.model_validate_json(row[0]) for row in rows]
+
