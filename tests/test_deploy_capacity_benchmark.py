@@ -1,0 +1,34 @@
+"""benchmarks/capacity.py keeps working: one call of two turns against each server, through the same code
+the benchmark runs (pinned server process, warm-up, the Twilio load generator in its own process).
+
+Only that both servers answer every turn over the real Twilio protocol and that the numbers are filled
+in; how fast is the benchmark's business, not a test's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import capacity  # noqa: E402 (benchmarks/ is a folder of scripts, not a package)
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.mark.parametrize("server", ["voxpipe", "pipecat"])
+def test_each_server_answers_every_turn_of_the_load_generator(
+    server: str, tmp_path: Path, registry: object
+) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    args = argparse.Namespace(turns=2, server_core=cores[0], load_core=cores[-1])
+    run = capacity.measure(server, 1, args, tmp_path)
+    assert run.failed_calls == [] and run.missed == 0
+    assert len(run.gaps_ms) == 2 and all(gap > 0 for gap in run.gaps_ms)
+    assert run.cpu_percent > 0 and run.lateness_p99_ms >= 0
