@@ -11,7 +11,8 @@ Printed per N:
 - turn gap p50/p90/p99 (ms): end of the caller's speech to the first audible bot audio, on the caller's side;
 - missed turns: no reply within the timeout;
 - server CPU: share of its one core over the run;
-- RSS per call (MB): the server's peak RSS during the run above its idle RSS after the warm-up call, / N;
+- idle MB: the server's RSS after the warm-up call, with no call;
+- RSS per call (MB): the server's peak RSS during the run above that idle RSS, / N;
 - load p99 (ms): how late the generator's own 20 ms frames left; a run above 5 ms is invalid.
 Capacity is the largest N whose gap p90 stays within +100 ms of N=1 with no missed turn (valid runs only);
 the last line is the ratio of the two capacities.
@@ -84,6 +85,7 @@ class Run:
     failed_calls: list[str]
     lateness_p99_ms: float
     cpu_percent: float
+    idle_rss_mb: float
     rss_per_call_mb: float
 
     @property
@@ -217,6 +219,7 @@ def measure(kind: str, calls: int, args: argparse.Namespace, workdir: Path) -> R
         failed_calls=result["failed_calls"],
         lateness_p99_ms=result["lateness_ms"]["p99"] or 0.0,
         cpu_percent=cpu,
+        idle_rss_mb=idle_rss,
         rss_per_call_mb=(sampler.peak_rss_mb - idle_rss) / calls,
     )
 
@@ -232,11 +235,12 @@ def capacity(runs: list[Run]) -> int:
 
 def print_table(runs: list[Run]) -> None:
     print(f"{'server':8} {'N':>3} {'gap p50':>8} {'p90':>6} {'p99':>6} {'missed':>6} {'CPU %':>6} "
-          f"{'MB/call':>7} {'load p99':>8}  valid")
+          f"{'idle MB':>7} {'MB/call':>7} {'load p99':>8}  valid")
     for r in runs:
         print(
             f"{r.server:8} {r.calls:3d} {r.gap(50):8.0f} {r.gap(90):6.0f} {r.gap(99):6.0f} {r.missed:6d} "
-            f"{r.cpu_percent:6.1f} {r.rss_per_call_mb:7.2f} {r.lateness_p99_ms:8.2f}  {'yes' if r.valid else 'NO'}"
+            f"{r.cpu_percent:6.1f} {r.idle_rss_mb:7.0f} {r.rss_per_call_mb:7.2f} {r.lateness_p99_ms:8.2f}  "
+            f"{'yes' if r.valid else 'NO'}"
         )
         for failure in r.failed_calls[:3]:
             print(f"         failed call: {failure}")
