@@ -10,6 +10,7 @@ audio buffer) lives in the analyzer objects, which stay one per call. Measure wi
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
@@ -19,6 +20,8 @@ from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTu
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+
+from voxpipe.config.models import Deployment, SmartTurn
 
 
 def _bundled(package: str, name: str) -> str:
@@ -79,14 +82,32 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         self._session = smart_turn_session()
 
 
-def warm_up() -> None:
-    """Load the shared sessions now (a server calls this at start, not on its first call)."""
-    silero_session().run(
-        None,
-        {
-            "input": np.zeros((1, 576), dtype=np.float32),
-            "state": np.zeros((2, 1, 128), dtype=np.float32),
-            "sr": np.array(16000, dtype=np.int64),
-        },
-    )
-    smart_turn_session()
+def models_used(deployments: Iterable[Deployment]) -> set[str]:
+    """The shared models calls of ``deployments`` load: ``silero`` (a cascade's local VAD) and ``smart_turn``.
+
+    A realtime deployment needs neither (its provider detects turns); an experiment's variants are separate
+    ``Deployment``s, to be passed too.
+    """
+    cascades = [d for d in deployments if d.mode == "cascade"]
+    used = {"silero"} if any(d.vad.provider == "silero" for d in cascades) else set()
+    return used | ({"smart_turn"} if any(isinstance(d.turn, SmartTurn) for d in cascades) else set())
+
+
+def warm_up(deployments: Iterable[Deployment] | None = None) -> None:
+    """Load now, not on a first call, the shared models ``deployments`` use (all of them if not told which).
+
+    The smart-turn model costs ~10 MB and 40-150 ms to load: a server whose deployments end turns on
+    silence should not pay for it (``benchmarks/startup_models.py``).
+    """
+    used = models_used(deployments) if deployments is not None else {"silero", "smart_turn"}
+    if "silero" in used:
+        silero_session().run(
+            None,
+            {
+                "input": np.zeros((1, 576), dtype=np.float32),
+                "state": np.zeros((2, 1, 128), dtype=np.float32),
+                "sr": np.array(16000, dtype=np.int64),
+            },
+        )
+    if "smart_turn" in used:
+        smart_turn_session()
