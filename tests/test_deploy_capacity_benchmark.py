@@ -27,7 +27,7 @@ def test_each_server_answers_every_turn_of_the_load_generator(
     server: str, tmp_path: Path, registry: object
 ) -> None:
     cores = sorted(os.sched_getaffinity(0))
-    args = argparse.Namespace(turns=2, server_core=cores[0], load_core=cores[-1])
+    args = argparse.Namespace(turns=2, server_core=cores[0], load_core=cores[-1], nice=0)
     run = capacity.measure(server, 1, args, tmp_path)
     assert run.failed_calls == [] and run.missed == 0
     assert len(run.gaps_ms) == 2 and all(gap > 0 for gap in run.gaps_ms)
