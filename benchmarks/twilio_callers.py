@@ -17,7 +17,8 @@ pauses, and speaks again. Measured on this side of the socket:
 - lateness: how late each media event left against its schedule. Above 5 ms at p99 the generator itself was
   too busy and the run is invalid.
 
-Writes one JSON object (gaps in ms, missed count, lateness quantiles) to stdout.
+Writes one JSON object (gaps in ms, missed count, lateness quantiles, the generator's own CPU share) to
+stdout.
 
     python benchmarks/twilio_callers.py --url ws://127.0.0.1:8000/capacity/media --calls 8 --turns 4 \
         --speech benchmarks/corpus/open-sunday.wav [--signed-url wss://host/capacity/media --auth-token T]
@@ -200,6 +201,7 @@ async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
 
         headers["X-Twilio-Signature"] = RequestValidator(args.auth_token).compute_signature(args.signed_url, {})
     rng = random.Random(args.seed)
+    cpu_started, wall_started = time.process_time(), time.monotonic()
     callers = [
         Caller(args.url, headers, speech, args.turns, args.reply_timeout, random.Random(rng.random()))
         for _ in range(args.calls)
@@ -213,6 +215,7 @@ async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
         "missed": sum(caller.missed for caller in callers) + args.turns * len(failed),
         "failed_calls": failed,
         "lateness_ms": _quantiles([late for caller in callers for late in caller.lateness_ms]),
+        "generator_cpu_percent": (time.process_time() - cpu_started) / (time.monotonic() - wall_started) * 100,
         "speech_secs": len(speech) * FRAME_SECS,
     }
 
