@@ -54,7 +54,7 @@ SPEECH = HERE / "corpus" / "tune-up-price.wav"
 MAX_LATENESS_MS = 5.0
 GAP_SLACK_MS = 100.0
 PUBLIC_HOST = "capacity.invalid"
-AUTH_TOKEN = "capacity-benchmark-token"
+AUTH_TOKEN = "capacity-benchmark-token"  # noqa: S105 — a made-up credential for a local test server; nothing real
 
 # The turn settings and reply both servers use.
 SETTINGS: dict[str, Any] = {
@@ -141,7 +141,7 @@ def running_server(
         "VOXPIPE_RECORDS": str(workdir / "calls.db"),
         "VOXPIPE_LOG_LEVEL": "WARNING",
     }
-    server = subprocess.Popen(
+    server = subprocess.Popen(  # noqa: S603 — fixed argv of this interpreter or a dev tool, no outside input
         command, env=env, preexec_fn=_pinned(core, niceness), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
@@ -211,7 +211,7 @@ def _callers(url: str, calls: int, turns: int, core: int, niceness: int) -> dict
     command = [sys.executable, str(HERE / "twilio_callers.py"), "--url", url, "--calls", str(calls)]
     command += ["--turns", str(turns), "--speech", str(SPEECH), "--auth-token", AUTH_TOKEN]
     command += ["--signed-url", f"wss://{PUBLIC_HOST}{urlsplit(url).path}"]  # the URL Twilio would sign
-    out = subprocess.run(command, preexec_fn=_pinned(core, niceness), capture_output=True, text=True, check=True)
+    out = subprocess.run(command, preexec_fn=_pinned(core, niceness), capture_output=True, text=True, check=True)  # noqa: S603 — fixed argv of this interpreter or a dev tool, no outside input
     return json.loads(out.stdout)
 
 

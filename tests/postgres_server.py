@@ -57,13 +57,13 @@ def throwaway_server() -> Iterator[str]:
         as_user = ["runuser", "-u", "postgres", "--"]
     port = _free_port()
     try:
-        subprocess.run(
+        subprocess.run(  # noqa: S603 — fixed argv of this interpreter or a dev tool, no outside input
             [*as_user, initdb, "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
             check=True,
             capture_output=True,
         )
         settings = ["listen_addresses=127.0.0.1", "fsync=off", "synchronous_commit=off", "full_page_writes=off"]
-        server = subprocess.Popen(
+        server = subprocess.Popen(  # noqa: S603 — fixed argv of this interpreter or a dev tool, no outside input
             [*as_user, postgres, "-D", data, "-p", str(port), "-k", data, *(f"-c{s}" for s in settings)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

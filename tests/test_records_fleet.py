@@ -31,7 +31,7 @@ from voxpipe.sessions.redis import RedisSessionStore
 
 pytestmark = pytest.mark.timeout(180)
 
-TOKEN = "fleet-test-token"
+TOKEN = "fleet-test-token"  # noqa: S105 — a made-up credential for a local test server; nothing real
 PUBLIC = "https://fleet.example.com"
 DEPLOYMENT = f"""
 name: desk
@@ -63,7 +63,7 @@ def _free_port() -> int:
 def _serve(config: Path, env: dict[str, str]) -> Iterator[str]:
     """``voxpipe serve`` in its own process on a free port; yields its ws:// base URL once /readyz says 200."""
     port = _free_port()
-    server = subprocess.Popen(
+    server = subprocess.Popen(  # noqa: S603 — fixed argv of this interpreter or a dev tool, no outside input
         [sys.executable, "-m", "voxpipe.cli", "serve", str(config), "--port", str(port)],
         env={**os.environ, **env, "VOXPIPE_LOG_LEVEL": "WARNING"},
         stdout=subprocess.DEVNULL,
