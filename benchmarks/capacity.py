@@ -75,6 +75,7 @@ transport:
   public_url: https://{host}
   twilio: {{auth_token: "${{TWILIO_AUTH_TOKEN}}"}}
 sessions: {{store: memory}}
+limits: {{concurrent_calls: 1000, calls_per_minute_per_client: 100000}}  # every caller is 127.0.0.1 here
 """
 
 
