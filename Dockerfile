@@ -35,10 +35,12 @@ RUN apt-get update \
     && useradd --system --uid 10001 --home-dir /srv/voxpipe --create-home voxpipe
 COPY --from=build /opt/voxpipe /opt/voxpipe
 COPY deploy/drain-wait.py /usr/local/bin/voxpipe-drain-wait
-ENV PATH=/opt/voxpipe/bin:$PATH PYTHONUNBUFFERED=1 VOXPIPE_RECORDS=/srv/voxpipe/data/voxpipe-calls.db
+ENV PATH=/opt/voxpipe/bin:$PATH PYTHONUNBUFFERED=1 XDG_CACHE_HOME=/tmp/.cache
 USER 10001:10001
-WORKDIR /srv/voxpipe
+# The one writable folder (a volume, or an emptyDir under a read-only root file system): the default SQLite
+# files (voxpipe-calls.db, voxpipe-sessions.db) land here when a deployment keeps them locally.
 RUN mkdir -p /srv/voxpipe/data
+WORKDIR /srv/voxpipe/data
 EXPOSE 8000
 ENTRYPOINT ["/usr/bin/tini", "--", "voxpipe"]
 # The deployment file is mounted (a volume, a Kubernetes ConfigMap); secrets come as environment variables.
