@@ -148,6 +148,8 @@ def test_the_location_masks_the_password(postgres_url: str, tmp_path: Path) -> N
     assert location.endswith("@" + postgres_url.rsplit("@", 1)[1])
     assert password is None or (password not in location and ":***@" in location)
     assert RecordStore(tmp_path / "calls.db").location == str(tmp_path / "calls.db")
+    assert RecordStore(tmp_path / "calls.db").path == tmp_path / "calls.db"
+    assert RecordStore(postgres_url).path is None
 
 
 def test_calls_and_report_read_either_store(target: str, run_cli: Callable[..., Any], tmp_path: Path) -> None:

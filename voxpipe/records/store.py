@@ -71,6 +71,11 @@ class RecordStore:
         else:
             self._backend = SqliteRecords(Path(target))
 
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, or ``None`` for PostgreSQL (``location`` names either)."""
+        return self._backend.path if isinstance(self._backend, SqliteRecords) else None
+
     def save(self, record: CallRecord) -> None:
         """Insert ``record``, or replace the record of the same call id."""
         self._backend.save(record)
