@@ -15,6 +15,8 @@ Printed per N:
 - RSS per call (MB): the server's peak RSS during the run above that idle RSS, / N;
 - load p99 (ms): how late the generator's own 20 ms frames left; a run above 5 ms is invalid;
 - load CPU: the generator's own share of its core (near 100% it, not the server, is the bottleneck).
+First it checks the machine: eight bare 20 ms asyncio timers on the load core, with no work at all; if
+they are already late by more than 5 ms at p99, the machine is too busy for valid runs.
 Capacity is the largest N whose gap p90 stays within +100 ms of N=1 with no missed turn (valid runs only);
 the last line is the ratio of the two capacities.
 
@@ -208,6 +210,30 @@ class ProcessSampler:
         self._thread.join()
 
 
+IDLE_TIMERS = """
+import asyncio, random, sys, time
+import numpy as np
+async def tick(late):
+    next_at = time.monotonic() + random.random() * 0.02
+    for _ in range(250):
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        late.append((time.monotonic() - next_at) * 1000)
+        next_at += 0.02
+async def main():
+    late = []
+    await asyncio.gather(*(tick(late) for _ in range(8)))
+    print(float(np.percentile(late, 99)))
+asyncio.run(main())
+"""
+
+
+def machine_lateness_ms(core: int, niceness: int) -> float:
+    """p99 lateness of 8 bare 20 ms asyncio timers on ``core`` for 5 s: what the machine alone adds."""
+    command = [sys.executable, "-c", IDLE_TIMERS]
+    out = subprocess.run(command, preexec_fn=_pinned(core, niceness), capture_output=True, text=True, check=True)  # noqa: S603 — fixed argv of this interpreter or a dev tool, no outside input
+    return float(out.stdout.strip())
+
+
 def _callers(url: str, calls: int, turns: int, core: int, niceness: int) -> dict[str, Any]:
     command = [sys.executable, str(HERE / "twilio_callers.py"), "--url", url, "--calls", str(calls)]
     command += ["--turns", str(turns), "--speech", str(SPEECH), "--auth-token", AUTH_TOKEN]
@@ -277,6 +303,9 @@ def main() -> None:
     args = parser.parse_args()
     counts = sorted({1, *(int(n) for n in args.calls.split(","))})
     os.sched_setaffinity(0, {args.load_core})
+    idle_late = machine_lateness_ms(args.load_core, args.nice)
+    verdict = "quiet enough" if idle_late <= MAX_LATENESS_MS else "too busy: expect invalid runs"
+    print(f"machine check: bare 20 ms timers on core {args.load_core}: {idle_late:.1f} ms late at p99 ({verdict})")
     by_server: dict[str, list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="voxpipe-capacity-") as tmp:
         for kind in args.servers.split(","):
