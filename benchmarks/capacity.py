@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -301,6 +302,7 @@ def main() -> None:
         "--nice", type=int, default=0, help="niceness of servers and load generator (negative: root only)"
     )
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the running server is stopped too
     counts = sorted({1, *(int(n) for n in args.calls.split(","))})
     os.sched_setaffinity(0, {args.load_core})
     idle_late = machine_lateness_ms(args.load_core, args.nice)
