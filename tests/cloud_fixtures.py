@@ -44,7 +44,6 @@ from voxpipe.config.models import AgentConfig, Deployment, VADConfig
 from voxpipe.pipeline.builder import CallPipeline
 from voxpipe.pipeline.fallback import HEALTH
 from voxpipe.providers.builtin import (
-    _cloud,
     bedrock,
     deepgram,
     elevenlabs,
@@ -53,6 +52,7 @@ from voxpipe.providers.builtin import (
     openai_stt,
     openai_tts,
 )
+from voxpipe.providers.cloud import close_shared
 from voxpipe.providers.registry import Registry
 from voxpipe.providers.spec import AudioFormat, Provider, ServiceRequest
 
@@ -75,7 +75,7 @@ async def cloud_fixture(registry: Registry) -> AsyncIterator[Registry]:
             registry.add_plugin(plugin, "voxpipe", "0.1.0", label=plugin.__name__)
     HEALTH.clear()
     yield registry
-    await _cloud.close_shared()
+    await close_shared()
     HEALTH.clear()
 
 

@@ -43,7 +43,7 @@ from voxpipe.config.loader import parse_deployment
 from voxpipe.config.models import VADConfig
 from voxpipe.pipeline.metering import CallMeter, ServiceRef
 from voxpipe.providers.builtin import bedrock, openai_llm, openai_realtime
-from voxpipe.providers.builtin._cloud import classify
+from voxpipe.providers.cloud import classify
 from voxpipe.providers.spec import AudioFormat
 
 pytestmark = pytest.mark.usefixtures("cloud")

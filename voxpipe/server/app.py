@@ -279,7 +279,7 @@ def create_app(
                 await call.close()
         for store in stores.values():
             await store.close()
-        from voxpipe.providers.builtin._cloud import close_shared  # the process-wide vendor clients
+        from voxpipe.providers.cloud import close_shared  # the process-wide vendor clients
 
         await close_shared()
 

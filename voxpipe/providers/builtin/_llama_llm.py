@@ -46,7 +46,8 @@ from pipecat.metrics.metrics import LLMTokenUsage
 from pipecat.processors.aggregators.llm_context import LLMContext, LLMSpecificMessage, standard_message_text
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
-from pipecat.services.settings import LLMSettings
+
+from voxpipe.providers.cloud import llm_settings
 
 CALLER, AGENT = "Caller", "Agent"
 Turn = tuple[str, str]  # (speaker, one line of text)
@@ -239,19 +240,7 @@ class LocalLlamaLLMService(LLMService):
         repeat_penalty: float,
         **kwargs,
     ) -> None:
-        settings = LLMSettings(
-            model=model_name,
-            system_instruction=instructions,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            top_p=None,
-            top_k=None,
-            frequency_penalty=None,
-            presence_penalty=None,
-            seed=None,
-            filter_incomplete_user_turns=False,
-            user_turn_completion_config=None,
-        )
+        settings = llm_settings(model_name, instructions, temperature=temperature, max_tokens=max_tokens)
         super().__init__(settings=settings, **kwargs)
         self._llama = llama
         self._examples = examples

@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 
-from voxpipe.providers.builtin._cloud import RetryOptions, SharedClientSession, timeouts, token_prices
-from voxpipe.providers.spec import Prices, Provider, ServiceRequest, hookimpl
+from voxpipe.providers import Prices, Provider, ServiceRequest, hookimpl
+from voxpipe.providers.cloud import RetryOptions, SharedClientSession, timeouts, token_prices
 
 #: Put before a conversation the agent opened (its greeting): Converse requires the user to speak first.
 CALL_CONNECTED = {"role": "user", "content": [{"text": "[The caller is on the line.]"}]}
@@ -54,7 +54,7 @@ def _service_class() -> type:
     from pipecat.services.aws.llm import AWSBedrockLLMService
     from pipecat.utils.errors import ErrorCategory
 
-    from voxpipe.providers.builtin._cloud import CloudService
+    from voxpipe.providers.cloud import CloudService
 
     class BedrockLLM(CloudService, AWSBedrockLLMService):
         """pipecat's Bedrock LLM on one shared client per process, reporting read timeouts."""
@@ -73,7 +73,7 @@ def _service_class() -> type:
             return params
 
         async def _timed_out(self, _: Any) -> None:
-            message = f"no reply within {self._response_timeout_secs:g} s (response_timeout_secs)"
+            message = f"no reply within {self.watchdog.timeout_secs:g} s (response_timeout_secs)"
             await self.push_error(message, category=ErrorCategory.CONNECTIVITY)
 
     return BedrockLLM

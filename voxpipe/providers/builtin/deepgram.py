@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from voxpipe.providers.builtin._cloud import ApiKeyOptions
-from voxpipe.providers.spec import Prices, Provider, ServiceRequest, hookimpl
+from voxpipe.providers import Prices, Provider, ServiceRequest, hookimpl
+from voxpipe.providers.cloud import ApiKeyOptions
 
 
 class DeepgramOptions(ApiKeyOptions):
@@ -45,7 +45,7 @@ def _service_class() -> type:
     from pipecat.utils.errors import ErrorCategory
 
     from voxpipe.audio import g711
-    from voxpipe.providers.builtin._cloud import CloudService
+    from voxpipe.providers.cloud import CloudService
 
     class DeepgramSTT(CloudService, DeepgramSTTService):
         """pipecat's Deepgram STT, sending mu-law as mu-law, with connect and finalize timeouts."""
@@ -82,7 +82,7 @@ def _service_class() -> type:
         async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
             await super().process_frame(frame, direction)
             if isinstance(frame, VADUserStoppedSpeakingFrame) and self._connection:
-                self._expect_result("final transcript after Finalize")  # pipecat has just sent Finalize
+                self.watchdog.expect("final transcript after Finalize")  # pipecat has just sent Finalize
 
         async def _on_error(self, error: Any) -> None:
             """The SDK reports a broken connection as an event, which pipecat pushes without its exception."""
@@ -94,7 +94,7 @@ def _service_class() -> type:
 
         async def _on_message(self, message: Any) -> None:
             if getattr(message, "is_final", False):
-                self._result_seen()
+                self.watchdog.received()
             await super()._on_message(message)
 
     return DeepgramSTT

@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import Field
 
-from voxpipe.providers.builtin._cloud import PHONE_RATE, ApiKeyOptions
-from voxpipe.providers.spec import Prices, Provider, ServiceRequest, hookimpl
+from voxpipe.providers import Prices, Provider, ServiceRequest, hookimpl
+from voxpipe.providers.cloud import PHONE_RATE, ApiKeyOptions
 
 
 class ElevenLabsOptions(ApiKeyOptions):
@@ -41,7 +41,7 @@ def _service_class() -> type:
     from pipecat.utils.errors import ErrorCategory
     from websockets.exceptions import ConnectionClosed
 
-    from voxpipe.providers.builtin._cloud import CloudService, decoded_ulaw
+    from voxpipe.providers.cloud import CloudService, decode_mulaw
 
     rejections = (("api key", ErrorCategory.AUTHENTICATION), ("voice", ErrorCategory.INVALID_REQUEST))
 
@@ -63,14 +63,14 @@ def _service_class() -> type:
 
         async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
             if text.strip():
-                self._expect_result("audio")
+                self.watchdog.expect("audio")
             async for frame in super().run_tts(text, context_id):
                 yield frame
 
         async def append_to_audio_context(self, context_id: str | None, frame: Any) -> None:
             if isinstance(frame, TTSAudioRawFrame):
-                self._result_seen()
-                frame = decoded_ulaw(frame) if self._ulaw else frame
+                self.watchdog.received()
+                frame = decode_mulaw(frame) if self._ulaw else frame
             await super().append_to_audio_context(context_id, frame)
 
         async def _maybe_try_reconnect(self, error_message: str, report_error: Any, error: Exception | None = None):

@@ -13,14 +13,14 @@ from typing import Any
 
 from pydantic import Field
 
-from voxpipe.providers.builtin._cloud import (
+from voxpipe.providers import Provider, ServiceRequest, hookimpl
+from voxpipe.providers.cloud import (
     OpenAIOptions,
     OpenAIService,
     openai_service_args,
     service_class,
     token_prices,
 )
-from voxpipe.providers.spec import Provider, ServiceRequest, hookimpl
 
 PRICES_URL = "https://openai.com/api/pricing/"
 AS_OF = date(2025, 10, 1)

@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from voxpipe.providers.builtin._cloud import ApiKeyOptions, realtime_session_class, token_prices
+from voxpipe.providers import Provider, ServiceRequest, hookimpl
 from voxpipe.providers.builtin.openai_llm import PRICES_URL
-from voxpipe.providers.spec import Provider, ServiceRequest, hookimpl
+from voxpipe.providers.cloud import ApiKeyOptions, realtime_session_class, token_prices
 
 
 class RealtimeOptions(ApiKeyOptions):

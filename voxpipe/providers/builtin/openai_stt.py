@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import Field
 
-from voxpipe.providers.builtin._cloud import OpenAIOptions, openai_service_args
+from voxpipe.providers import Prices, Provider, ServiceRequest, hookimpl
 from voxpipe.providers.builtin.openai_llm import PRICES_URL
-from voxpipe.providers.spec import Prices, Provider, ServiceRequest, hookimpl
+from voxpipe.providers.cloud import OpenAIOptions, openai_service_args
 
 AS_OF = date(2025, 10, 1)
 
@@ -29,7 +29,7 @@ def _service_class() -> type:
     from openai.types.audio import Transcription
     from pipecat.services.openai.stt import OpenAISTTService
 
-    from voxpipe.providers.builtin._cloud import OpenAIService
+    from voxpipe.providers.cloud import OpenAIService
 
     class OpenAISTT(OpenAIService, OpenAISTTService):
         """pipecat's OpenAI STT on a process-wide client, reporting failed requests with their exception."""

@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import Field
 
-from voxpipe.providers.builtin._cloud import OpenAIOptions, openai_service_args
+from voxpipe.providers import Prices, Provider, ServiceRequest, hookimpl
 from voxpipe.providers.builtin.openai_llm import PRICES_URL
-from voxpipe.providers.spec import Prices, Provider, ServiceRequest, hookimpl
+from voxpipe.providers.cloud import OpenAIOptions, openai_service_args
 
 OPENAI_TTS_RATE = 24000
 AS_OF = date(2025, 10, 1)
@@ -34,7 +34,7 @@ def _service_class() -> type:
     from pipecat.frames.frames import Frame
     from pipecat.services.openai.tts import OpenAITTSService
 
-    from voxpipe.providers.builtin._cloud import OpenAIService
+    from voxpipe.providers.cloud import OpenAIService
 
     class OpenAITTS(OpenAIService, OpenAITTSService):
         """pipecat's OpenAI TTS on a process-wide client, reporting failed requests as classified errors."""

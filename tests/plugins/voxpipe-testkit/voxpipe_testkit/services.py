@@ -40,13 +40,14 @@ from pipecat.metrics.metrics import LLMTokenUsage
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
 from pipecat.services.llm_service import LLMService
-from pipecat.services.settings import LLMSettings, STTSettings, TTSSettings
+from pipecat.services.settings import STTSettings, TTSSettings
 from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.services.tts_service import TTSService
 from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies
 from pipecat.utils.text.base_text_aggregator import TextType
 from pipecat.utils.time import time_now_iso8601
 
+from voxpipe.providers.cloud import llm_settings
 from voxpipe_testkit.audio import chunks, rms_dbfs, tone
 from voxpipe_testkit.plugin import (
     ScriptedLLMOptions,
@@ -66,22 +67,6 @@ from voxpipe_testkit.script import (
 )
 
 AUDIO_CHUNK_SECS = 0.1
-
-
-def _llm_settings(model: str | None, system_instruction: str | None) -> LLMSettings:
-    return LLMSettings(
-        model=model,
-        system_instruction=system_instruction,
-        temperature=None,
-        max_tokens=None,
-        top_p=None,
-        top_k=None,
-        frequency_penalty=None,
-        presence_penalty=None,
-        seed=None,
-        filter_incomplete_user_turns=False,
-        user_turn_completion_config=None,
-    )
 
 
 def _standard_messages(context: LLMContext) -> list[dict[str, Any]]:
@@ -172,7 +157,7 @@ class ScriptedLLMService(LLMService):
         system_instruction: str | None = None,
         **kwargs: Any,
     ):
-        super().__init__(settings=_llm_settings(model, system_instruction), **kwargs)
+        super().__init__(settings=llm_settings(model, system_instruction), **kwargs)
         self._options = options
         self._script = Script(options.replies, options.default_reply)
         self.inferences: list[Inference] = []
@@ -325,7 +310,7 @@ class ScriptedRealtimeService(LLMService):
         stop_secs: float = 0.2,
         **kwargs: Any,
     ):
-        super().__init__(settings=_llm_settings(model, system_instruction), **kwargs)
+        super().__init__(settings=llm_settings(model, system_instruction), **kwargs)
         self._options = options
         self._script = Script(options.replies, options.default_reply)
         self._start_secs = start_secs

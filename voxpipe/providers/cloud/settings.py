@@ -1,0 +1,31 @@
+"""``llm_settings``: the settings a pipecat LLM service is constructed with, from what a plugin knows.
+
+pipecat's ``LLMSettings`` has a dozen fields, and in "store mode" (a service's initial settings) every one
+must be given a real value, ``None`` where the service does not support it. A plugin knows the model, the
+system instruction and perhaps a few sampling values; the rest is filled in here, from the dataclass's own
+field list, so a field added by a pipecat release does not break plugins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipecat.services.settings import LLMSettings
+
+#: Fields whose "unsupported" value is ``False``, not ``None``.
+_FLAGS = {"filter_incomplete_user_turns": False, "use_provider_thinking_default": False}
+
+
+def llm_settings(model: str | None, instructions: str | None, **values: Any) -> LLMSettings:
+    """``LLMSettings`` for ``model`` with ``instructions`` as the system instruction; ``values`` sets any other
+    field (``temperature=0.3``), every field not given is ``None`` (or ``False`` for the on/off ones)."""
+    from pipecat.services.settings import LLMSettings
+
+    names = {field.name for field in dataclasses.fields(LLMSettings)} - {"extra"}
+    unknown = set(values) - names
+    if unknown:
+        raise TypeError(f"llm_settings: unknown field(s) {sorted(unknown)} (allowed: {sorted(names)})")
+    given = {"model": model, "system_instruction": instructions, **values}
+    return LLMSettings(**{name: given.get(name, _FLAGS.get(name)) for name in names})
