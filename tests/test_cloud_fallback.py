@@ -110,3 +110,20 @@ async def test_fallback_on_no_first_result_in_time(fakes: Callable[..., Any], ca
     assert "no final transcript after Finalize within 2 s" in events[0].reason
     assert events[1].reason == "connectivity: Error during completion: Request timed out."
     assert len(openai.requests("/v1/audio/transcriptions")) == 1
+
+
+async def test_healthy_providers_never_fail_over(fakes: Callable[..., Any], calls: CallLog) -> None:
+    """Deepgram's endpointing finalizes each utterance before the VAD stops, so the ``Finalize`` sent at the
+    stop finds nothing buffered and gets no answer, as with the real service: that is not lateness."""
+    deepgram = fakes(FakeDeepgram, transcripts=[ASKED] * 20)
+    openai = fakes(ChatFailingOpenAI, replies=["Nine."] * 20)
+    bedrock = fakes(FakeBedrock, replies=[FROM_BEDROCK])
+
+    deployment = config("fallback", deepgram=deepgram, openai=openai, bedrock=bedrock)
+    result = await simulate_call(deployment, [said(ASKED)] * 20, settle_secs=1.0)
+
+    assert fallback_events(calls.pipelines[-1].services) == []
+    assert calls.errors[-1] == [] and result.errors == []
+    assert [(t.heard, t.reply) for t in result.turns] == [(ASKED, "Nine.")] * 20
+    assert len(deepgram.entries("finalize_unanswered")) >= 10  # the case the watchdog must not mistake
+    assert bedrock.received == [] and openai.requests("/v1/audio/transcriptions") == []

@@ -16,9 +16,9 @@ interleaved audio) and run through an energy VAD. Each detected utterance gets (
 `SpeechStarted`, interim `Results` as speech goes on, a final `Results` (`is_final`, and
 `speech_final` when endpointing is on) with words and timings, and `UtteranceEnd` after
 `utterance_end_ms` of audio without words. Text messages: `KeepAlive`, `Finalize` (a final with
-`from_finalize: true`), `CloseStream` (finals, `Metadata`, close 1000), `Configure`. Any other text
-message gets an `Error` (`SchemaError`) and close 1008. No audio and no message for
-`inactivity_timeout_s` (10 s, like Deepgram) closes with 1011 (NET-0001).
+`from_finalize: true`; no answer at all when nothing is buffered), `CloseStream` (finals, `Metadata`,
+close 1000), `Configure`. Any other text message gets an `Error` (`SchemaError`) and close 1008. No
+audio and no message for `inactivity_timeout_s` (10 s, like Deepgram) closes with 1011 (NET-0001).
 
 Transcripts are scripted (`transcripts=`): one per utterance, in order, or a callable(Utterance).
 Inspect `fake.streams` (one `ListenStream` per connection: params, audio, sent messages, close code).
@@ -252,11 +252,17 @@ class ListenStream:
         }
 
     async def finalize(self, from_finalize: bool) -> None:
-        """Flush the utterance in progress as a final result."""
+        """Flush the utterance in progress as a final result.
+
+        As Deepgram does, a ``Finalize`` with nothing buffered (endpointing already finalized the speech, or
+        there was none) gets no answer at all: a client waiting for a ``from_finalize`` result waits forever.
+        """
         stopped = self.vad.force_stop()
-        if stopped is not None or from_finalize:
-            end = stopped.at_ms / 1000 if stopped else self.position_s
-            await self._final(end, speech_final=False, from_finalize=from_finalize)
+        if stopped is None:
+            if from_finalize:
+                self.fake.record("finalize_unanswered", at_s=round(self.position_s, 3))
+            return
+        await self._final(stopped.at_ms / 1000, speech_final=False, from_finalize=from_finalize)
 
     def metadata(self) -> dict[str, Any]:
         """The `Metadata` message Deepgram sends before closing."""

@@ -5,7 +5,8 @@ On a telephone call Deepgram is asked for ``encoding=mulaw&sample_rate=8000``: p
 decoded from the caller's mu-law at the same 8 kHz, and re-encoding them restores the line's bytes exactly.
 
 Fixes over pipecat's service: the connect timeout is honoured and a failed attempt does not hold the call's
-start; a broken connection is reported as one; a ``Finalize`` with no final result in time is reported.
+start; a broken connection is reported as one; a ``Finalize`` with no final result in time is reported,
+unless Deepgram had already finalized the utterance (then it has nothing to answer ``Finalize`` with).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class DeepgramOptions(ApiKeyOptions):
 def _service_class() -> type:
     import asyncio
 
-    from pipecat.frames.frames import Frame, VADUserStoppedSpeakingFrame
+    from pipecat.frames.frames import Frame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
     from pipecat.processors.frame_processor import FrameDirection
     from pipecat.services.deepgram.stt import DeepgramSTTService
     from pipecat.utils.errors import ErrorCategory
@@ -54,6 +55,7 @@ def _service_class() -> type:
             super().__init__(**kwargs)
             self._connect_timeout_secs = connect_timeout_secs
             self._attempt_failed = asyncio.Event()
+            self._finalized = False  # Deepgram has sent a final since the caller began, and no words after it
 
         async def _connect(self) -> None:
             """pipecat holds the pipeline's start until it is connected or has given up retrying (seconds of
@@ -80,9 +82,17 @@ def _service_class() -> type:
                 yield frame
 
         async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            """At the VAD's stop pipecat sends ``Finalize``; an answer is expected only if one is owed.
+
+            Deepgram answers ``Finalize`` only when it holds audio it has not finalized: when endpointing
+            already produced the final before the VAD stop, no answer comes, and that is not lateness.
+            So the watchdog is armed only while the utterance has no final yet, or has words after it.
+            """
+            if isinstance(frame, VADUserStartedSpeakingFrame):
+                self._finalized = False
             await super().process_frame(frame, direction)
-            if isinstance(frame, VADUserStoppedSpeakingFrame) and self._connection:
-                self.watchdog.expect("final transcript after Finalize")  # pipecat has just sent Finalize
+            if isinstance(frame, VADUserStoppedSpeakingFrame) and self._connection and not self._finalized:
+                self.watchdog.expect("final transcript after Finalize")
 
         async def _on_error(self, error: Any) -> None:
             """The SDK reports a broken connection as an event, which pipecat pushes without its exception."""
@@ -93,8 +103,13 @@ def _service_class() -> type:
             await self.stop_all_metrics()
 
         async def _on_message(self, message: Any) -> None:
-            if getattr(message, "is_final", False):
-                self.watchdog.received()
+            """Keeps track of whether the caller's words are all final (see ``process_frame``)."""
+            if getattr(message, "type", None) == "Results":
+                if message.is_final:
+                    self._finalized = True
+                    self.watchdog.received()
+                elif any(alternative.transcript.strip() for alternative in message.channel.alternatives):
+                    self._finalized = False  # words Deepgram has yet to finalize
             await super()._on_message(message)
 
     return DeepgramSTT

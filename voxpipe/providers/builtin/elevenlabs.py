@@ -54,11 +54,13 @@ def _service_class() -> type:
             self._connect_timeout_secs = connect_timeout_secs
 
         def _build_websocket_url(self) -> str:
+            """pipecat derives the output format from the sample rate; a phone call asks for ``ulaw_8000``."""
             if self._ulaw:
                 self._output_format = "ulaw_8000"
             return super()._build_websocket_url()
 
         async def _websocket_connect(self, uri: str, **kwargs: Any) -> Any:
+            """pipecat opens the socket with no timeout: a hung handshake would hold the call's start."""
             return await super()._websocket_connect(uri, open_timeout=self._connect_timeout_secs, **kwargs)
 
         async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
@@ -74,6 +76,8 @@ def _service_class() -> type:
             await super().append_to_audio_context(context_id, frame)
 
         async def _maybe_try_reconnect(self, error_message: str, report_error: Any, error: Exception | None = None):
+            """pipecat reconnects silently, losing the reply in progress, and retries a rejected key forever:
+            a drop is reported (the fallback can act), and a rejection is a permanent error."""
             if error is None or self._disconnecting:  # a clean close from either side: pipecat reconnects
                 return await super()._maybe_try_reconnect(error_message, report_error, error)
             reason = error.rcvd.reason if isinstance(error, ConnectionClosed) and error.rcvd else ""

@@ -35,6 +35,8 @@ def _service_class() -> type:
         """pipecat's OpenAI STT on a process-wide client, reporting failed requests with their exception."""
 
         async def _transcribe(self, audio: bytes) -> Transcription:
+            """pipecat turns a failed request into an error without its exception, so a 429 could not be told
+            from a bug; the exception goes with the error here, and is classified."""
             try:
                 return await super()._transcribe(audio)
             except Exception as exc:
