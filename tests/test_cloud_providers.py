@@ -21,6 +21,7 @@ from tests.fakes import FakeBedrock, FakeDeepgram, FakeElevenLabs, FakeOpenAI, F
 from voxpipe.bench.simulated_call import CallResult, simulate_call
 from voxpipe.config.loader import apply_overrides
 from voxpipe.config.models import Deployment
+from voxpipe.providers.builtin import openai_realtime
 
 pytestmark = pytest.mark.usefixtures("cloud")
 
@@ -174,6 +175,15 @@ async def test_realtime_openai_call(fakes: Callable[..., Any], calls: CallLog) -
     assert [json.loads(o["output"]) for o in outputs] == [{"city": "Paris", "temperature_c": 21}]
     heard = [i["content"][0]["transcript"] for i in session.items if i.get("role") == "user" and i.get("_audio_ms")]
     assert heard == ASKED  # each user turn is the caller's audio, transcribed; none is sent twice as text
-    (usage,) = result.usage
-    assert usage.provider == "openai_realtime" and usage.audio_input_tokens > 0 and usage.audio_output_tokens > 0
-    assert usage.cost_usd > 0
+    usage = {u.model: u for u in result.usage}
+    session, transcription = usage.pop("gpt-realtime"), usage.pop("gpt-4o-mini-transcribe")
+    assert usage == {}
+    assert session.provider == "openai_realtime" and session.audio_input_tokens > 0 and session.audio_output_tokens > 0
+    assert session.cost_usd > 0
+    # The input transcription is billed apart, at its own model's prices (tokens as the fake's usage reports).
+    billed = [e["usage"] for s in realtime.sessions for e in s.sent if e["type"].endswith("transcription.completed")]
+    assert transcription.audio_input_tokens == sum(u["input_token_details"]["audio_tokens"] for u in billed) > 0
+    assert transcription.text_output_tokens == sum(u["output_tokens"] for u in billed) > 0
+    prices = openai_realtime.PROVIDER.prices["gpt-4o-mini-transcribe"]
+    expected = (transcription.audio_input_tokens * 3.00 + transcription.text_output_tokens * 5.00) / 1e6
+    assert prices.per_million_audio_input_tokens == 3.00 and transcription.cost_usd == pytest.approx(expected)

@@ -21,6 +21,9 @@ What it does, as the GA API does:
   and end with `response.done` carrying GA usage.
 - Unknown client event types get `error` (`invalid_value`, param `type`) and land in `errors`.
 
+Fault modes besides `Behaviour`'s: `drop_next_responses(count, after_chunks)` cuts the connection in the
+middle of the next responses only, so a client that reconnects finds a healthy service.
+
 Inspect `fake.sessions` (one `RealtimeSession` per connection: `config`, `items`, `input_audio`,
 `sent`, `responses`), `fake.truncations`, and the journal (`fake.messages("response.create")`).
 Audio appends are journalled as `{"type": "input_audio_buffer.append", "audio_bytes": n}`.
@@ -664,6 +667,10 @@ class RealtimeSession:
             nonlocal sent
             if r.cancel_reason:
                 return False
+            if fake.drops > 0 and sent >= fake.drop_after_chunks:
+                fake.drops -= 1
+                fake.abort(self.request)
+                raise StreamCut
             await fake.chunk_pacing(sent, self.request)
             sent += 1
             return not r.cancel_reason
@@ -908,6 +915,13 @@ class FakeOpenAIRealtime(FakeServer):
         self.vad_threshold_rms = vad_threshold_rms
         self.sessions: list[RealtimeSession] = []
         self.truncations: list[dict[str, Any]] = []
+        self.drops = 0  # responses still to be cut by a dropped connection (see drop_next_responses)
+        self.drop_after_chunks = 0
+
+    def drop_next_responses(self, count: int = 1, after_chunks: int = 2) -> None:
+        """Fault: the next ``count`` responses drop their session's connection (TCP abort, no close frame)
+        after ``after_chunks`` streamed chunks; the sessions opened after that are healthy again."""
+        self.drops, self.drop_after_chunks = count, after_chunks
 
     def setup_routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/realtime", self.realtime)

@@ -62,7 +62,7 @@ class CallMeter:
             ref = self.services.get(record.processor)
             if ref is None:
                 continue
-            model = ref.model or record.model
+            model = record.model if _billed_apart(ref, record.model) else ref.model or record.model
             key = (ref.role, ref.provider.name, model)
             _, usage = totals.setdefault(
                 key, (ref.provider, Usage(role=ref.role, provider=ref.provider.name, model=model))
@@ -100,6 +100,12 @@ class CallMeter:
         """The deployment's ``pricing`` override (``provider/model`` or ``provider``), else the plugin's."""
         overrides = self.price_overrides
         return overrides.get(f"{provider.name}/{model}") or overrides.get(provider.name) or provider.prices_for(model)
+
+
+def _billed_apart(ref: ServiceRef, model: str | None) -> bool:
+    """Whether a usage record is of a second model the service runs and its provider prices apart (a
+    Realtime session's input transcription model), rather than of the model the deployment chose."""
+    return bool(model) and model != ref.model and model in ref.provider.prices
 
 
 class _ErrorLog(BaseObserver):

@@ -5,8 +5,10 @@ deployment's ``vad`` section (``server_vad``: confidence -> threshold, start_sec
 stop_secs -> silence_duration_ms; or ``semantic_vad``). Phone calls use ``audio/pcmu`` both ways. Usage comes
 from ``response.done``. On barge-in the server cancels the response and pipecat truncates its audio item.
 
-The service is pipecat's with the shared base's Realtime session fixes (``realtime_session_class``): timeouts,
-failures that end the session loudly, no duplicated first turn, and the G.711 audio.
+The service is pipecat's with the SDK's Realtime session fixes (``realtime_session_class``): timeouts,
+reconnects after a dropped session (``reconnect_attempts``) with the conversation restored, failures that end
+the session loudly, no duplicated first turn, the G.711 audio, and the input transcription's usage billed at
+the transcription model's prices.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from voxpipe.providers import Provider, ServiceRequest, hookimpl
+from voxpipe.providers import Prices, Provider, ServiceRequest, hookimpl
 from voxpipe.providers.builtin.openai_llm import PRICES_URL
 from voxpipe.providers.cloud import ApiKeyOptions, realtime_session_class, token_prices
 
@@ -30,7 +32,16 @@ class RealtimeOptions(ApiKeyOptions):
     )
     eagerness: Literal["low", "medium", "high", "auto"] = Field("auto", description="semantic_vad only.")
     transcription_model: str | None = Field(
-        "gpt-4o-mini-transcribe", description="Model transcribing the caller (what was heard); null: none."
+        "gpt-4o-mini-transcribe",
+        description="Model transcribing the caller (what was heard; billed apart, and counted in the call's "
+        "cost); null: none.",
+    )
+    reconnect_attempts: int = Field(
+        2,
+        ge=0,
+        le=5,
+        description="Times a dropped session is reopened (after 0, 0.25, 0.5 s...) with the conversation so far "
+        "before the call fails; 0: a drop ends the call (or moves to a backup) at once.",
     )
 
 
@@ -66,13 +77,28 @@ def build(request: ServiceRequest[RealtimeOptions]) -> Any:
         pcmu=pcmu,
         connect_timeout_secs=options.connect_timeout_secs,
         response_timeout_secs=options.response_timeout_secs,
+        reconnect_attempts=options.reconnect_attempts,
+        transcription_model=options.transcription_model,
         settings=OpenAIRealtimeLLMService.Settings(
             model=request.model, system_instruction=request.agent.instructions, session_properties=session
         ),
     )
 
 
-_prices = functools.partial(token_prices, PRICES_URL, date(2025, 10, 1))
+AS_OF = date(2025, 10, 1)
+_prices = functools.partial(token_prices, PRICES_URL, AS_OF)
+
+
+def _transcription(text_in: float, audio_in: float, text_out: float) -> Prices:
+    """An input transcription model's token prices (USD per million): text and audio in, text out."""
+    return Prices(
+        source=PRICES_URL,
+        as_of=AS_OF,
+        per_million_input_tokens=text_in,
+        per_million_audio_input_tokens=audio_in,
+        per_million_output_tokens=text_out,
+    )
+
 
 PROVIDER = Provider(
     name="openai_realtime",
@@ -83,6 +109,10 @@ PROVIDER = Provider(
     prices={
         "gpt-realtime": _prices(4.00, 0.40, 16.00, audio=(32.00, 0.40, 64.00)),
         "gpt-realtime-mini": _prices(0.60, 0.06, 2.40, audio=(10.00, 0.30, 20.00)),
+        # The input transcription models, billed apart from the session's model.
+        "gpt-4o-mini-transcribe": _transcription(1.25, 3.00, 5.00),
+        "gpt-4o-transcribe": _transcription(2.50, 6.00, 10.00),
+        "whisper-1": Prices(source=PRICES_URL, as_of=AS_OF, per_audio_minute=0.006),
     },
     description="OpenAI Realtime (GA) speech to speech: server or semantic VAD from the vad section, tools, pcmu.",
 )

@@ -5,10 +5,11 @@ What it adds to pipecat's ``OpenAIRealtimeLLMService`` (or a service built on it
 
 - the connect timeout is honoured, and a refused handshake or an ``error`` event ends the session with a
   classified, permanent error: pipecat would leave the call on a dead socket;
-- a dropped connection is reconnected: up to ``reconnect_attempts`` times, after 0, 0.25, 0.5, 1 s... The
-  new session gets the call's conversation back from the call's context, and a reply the drop cut short
-  is asked for again, so the caller hears a short gap. Only when every attempt failed is a permanent
-  ``CONNECTIVITY`` error pushed (which ends the call, or moves to a backup);
+- a dropped connection is reconnected: up to ``reconnect_attempts`` times (counted until a response
+  completes again, so a flapping service runs out too), after 0, 0.25, 0.5, 1 s... The new session gets the
+  call's conversation back from the call's context, and a reply the drop cut short is asked for again, so
+  the caller hears a short gap. Only when the attempts are spent is a permanent ``CONNECTIVITY`` error
+  pushed (which ends the call, or moves to a backup);
 - a response with no output within ``response_timeout_secs`` is reported (the ``ResponseWatchdog``);
 - pipecat sends its first context as conversation items and asks for a response; when that context ends
   with the caller's turn, which server VAD has already committed and is answering, only the history before
@@ -88,6 +89,7 @@ def realtime_session_class(base: type) -> type:
     from pipecat.services.openai.realtime import events
     from pipecat.utils.errors import ErrorCategory
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     from voxpipe.audio import g711
     from voxpipe.pipeline.frames import BotAudioPlayedFrame
@@ -107,8 +109,9 @@ def realtime_session_class(base: type) -> type:
             super().__init__(**kwargs)
             self._pcmu, self._connect_timeout_secs, self._heard = pcmu, connect_timeout_secs, ""
             self._reconnect_attempts, self._transcription_model = reconnect_attempts, transcription_model
+            self._attempts_left = reconnect_attempts  # until a response completes: a flapping service runs out
             self._played_ms: int | None = None  # what the caller heard of the answer, when the transport knows
-            self._restore_when_ready = False
+            self._restore_when_ready = self._answer_when_restored = False  # (after a reconnect)
             self._transcription_usage: dict[str, dict[str, Any]] = {}
             self.reconnects = 0  # sessions reopened after a drop
 
@@ -175,8 +178,10 @@ def realtime_session_class(base: type) -> type:
             await self._disconnect()
             from loguru import logger
 
-            logger.warning(f"{self}: {problem}; reconnecting (up to {self._reconnect_attempts} attempts)")
-            for attempt in range(self._reconnect_attempts):
+            logger.warning(f"{self}: {problem}; reconnecting ({self._attempts_left} attempts left)")
+            while self._attempts_left > 0:
+                attempt = self._reconnect_attempts - self._attempts_left
+                self._attempts_left -= 1
                 await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
                 try:
                     await self._open()
@@ -186,10 +191,7 @@ def realtime_session_class(base: type) -> type:
                 self.reconnects += 1
                 self._llm_needs_conversation_setup = True
                 await self._process_completed_function_calls(send_new_results=False)
-                if cut_short and self._context is not None:
-                    await self._create_response()  # sends the conversation first, once the session is ready
-                else:
-                    self._restore_when_ready = True
+                self._restore_when_ready, self._answer_when_restored = True, cut_short
                 return
             attempts = f"{self._reconnect_attempts} reconnect attempt(s)"
             await self.push_error(
@@ -200,13 +202,24 @@ def realtime_session_class(base: type) -> type:
             )
 
         async def _handle_evt_session_updated(self, evt: Any) -> None:
-            """After a reconnect, the new session gets the conversation so far."""
+            """After a reconnect, the new session gets the conversation so far, and the cut reply is redone."""
             await super()._handle_evt_session_updated(evt)
-            if self._restore_when_ready:
-                self._restore_when_ready = False
-                if self._llm_needs_conversation_setup and self._context is not None:
-                    self._llm_needs_conversation_setup = False
-                    await self._send_history(self._context.get_messages())
+            if not (self._restore_when_ready and self._llm_needs_conversation_setup):
+                return
+            self._restore_when_ready, self._llm_needs_conversation_setup = False, False
+            await self._send_history(self._conversation_so_far())
+            if self._answer_when_restored and self._context is not None:
+                await self._create_response()
+
+        def _conversation_so_far(self) -> list[Any]:
+            """The call's context, and the caller's last turn if the context does not have it yet (the user
+            aggregator adds it when the turn ends, which a drop mid-answer can come before)."""
+            messages = list(self._context.get_messages()) if self._context is not None else []
+            users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+            last_user = " ".join(standard_message_text(users[-1]).split()) if users else ""
+            if self._heard and self._heard != last_user:
+                messages.append({"role": "user", "content": self._heard})
+            return messages
 
         async def _send_history(self, messages: list[Any]) -> None:
             history = await self.get_llm_adapter().get_llm_invocation_params(LLMContext(messages))
@@ -215,6 +228,13 @@ def realtime_session_class(base: type) -> type:
                 self._messages_added_manually[item.id] = True
                 await self.send_client_event(events.ConversationItemCreateEvent(item=item, previous_item_id=previous))
                 previous = item.id
+
+        async def push_error(self, error_msg: str, exception: Exception | None = None, **kwargs: Any) -> None:
+            """A send on a dropped connection is no failure of its own (pipecat reports each one): the receive
+            loop sees the drop and reconnects, or reports the lost session."""
+            if isinstance(exception, ConnectionClosed) and not kwargs.get("force_treat_as_permanent"):
+                return
+            await super().push_error(error_msg, exception=exception, **kwargs)
 
         async def _handle_evt_error(self, evt: Any) -> None:
             """pipecat's error has no category: here an auth, rate or server error is told from a bad request."""
@@ -257,8 +277,9 @@ def realtime_session_class(base: type) -> type:
             self.watchdog.expect("response")
 
         async def _handle_evt_response_done(self, evt: Any) -> None:
-            """Disarms the response watchdog."""
+            """Disarms the response watchdog; the session works again, so a later drop gets every attempt."""
             self.watchdog.received()
+            self._attempts_left = self._reconnect_attempts
             await super()._handle_evt_response_done(evt)
 
         # ------------------------------------------------------------------------------ G.711 audio
