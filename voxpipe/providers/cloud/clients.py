@@ -2,15 +2,16 @@
 
 A pipecat service is built per call, and most build their SDK client (with its connection pool) in their
 constructor: every call would open new connections and pay a TLS handshake on its first turn. ``shared``
-and ``shared_async`` keep one object per event loop and key instead; ``close_shared`` closes them at
-shutdown. ``openai_client`` and ``SharedClientSession`` (for pipecat's AWS services) are built on them.
+and ``shared_async`` keep one object per event loop and key instead; they are closed when the loop shuts
+down, or earlier by ``close_shared``. ``openai_client`` and ``SharedClientSession`` (for pipecat's AWS
+services) are built on them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from voxpipe.providers.cloud.options import OpenAIOptions, timeouts
@@ -33,10 +34,28 @@ def shared(key: Hashable, factory: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return factory()
-    objects = _SHARED.setdefault(loop, {})
+    objects = _SHARED.get(loop)
+    if objects is None:
+        objects = _SHARED[loop] = {}
+        closer = _close_at_shutdown(loop, objects)
+        objects[_CLOSER] = (closer, asyncio.ensure_future(closer.__anext__()))  # (referenced: kept alive)
     if key not in objects:
         objects[key] = factory()
     return objects[key]
+
+
+_CLOSER = object()  # the key of a loop's closer among its shared objects
+
+
+async def _close_at_shutdown(loop: asyncio.AbstractEventLoop, objects: dict[Hashable, Any]) -> AsyncIterator[None]:
+    """Parked on the loop until it shuts down: ``asyncio.run`` closes the async generators still open
+    (``shutdown_asyncgens``), and so this one closes the loop's shared clients, which would otherwise be
+    left to the garbage collector (aiohttp's "Unclosed client session" at the end of every Bedrock call)."""
+    try:
+        yield
+    finally:
+        if _SHARED.get(loop) is objects:  # (not already closed by close_shared)
+            await _close(_SHARED.pop(loop))
 
 
 async def shared_async(key: Hashable, factory: Callable[[], Awaitable[T]]) -> T:
@@ -55,8 +74,13 @@ async def shared_async(key: Hashable, factory: Callable[[], Awaitable[T]]) -> T:
 
 
 async def close_shared() -> None:
-    """Close the clients shared on the running event loop (at shutdown, and between tests)."""
-    objects = _SHARED.pop(asyncio.get_running_loop(), {})
+    """Close the clients shared on the running event loop now (between tests; ``asyncio.run`` closes them at
+    its end by itself)."""
+    await _close(_SHARED.pop(asyncio.get_running_loop(), {}))
+
+
+async def _close(objects: dict[Hashable, Any]) -> None:
+    objects.pop(_CLOSER, None)
     for value in objects.values():
         client = value
         if isinstance(value, asyncio.Future):
