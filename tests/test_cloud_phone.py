@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.cloud_fixtures import KEY, cloud_fixture, config, fakes_fixture, said  # noqa: F401 (pytest fixtures, by name)
+from tests.cloud_fixtures import KEY, PHONE, cloud_fixture, config, fakes_fixture, said  # noqa: F401 (pytest fixtures, by name)
 from tests.fakes import Behaviour, FakeBedrock, FakeDeepgram, FakeElevenLabs, FakeOpenAIRealtime
 from tests.fakes.base import FakeServer
 from tests.simulators.server import RunningServer
 from tests.simulators.twilio_media import RATE, Played, TwilioMediaSimulator
 from voxpipe.audio import g711
-from voxpipe.bench.simulated_call import resample
+from voxpipe.bench.simulated_call import resample, simulate_call
 from voxpipe.config.loader import apply_overrides
 from voxpipe.config.models import Deployment
 from voxpipe.server.app import create_app
@@ -139,3 +139,24 @@ async def test_phone_call_openai_realtime(fakes: Callable[..., Any]) -> None:
     assert cancelled and cancelled[0]["status_details"]["reason"] == "turn_detected"
     (truncation,) = realtime.truncations
     assert 0 < truncation["audio_end_ms"] < truncation["audio_sent_ms"]
+
+
+async def test_simulated_phone_call_is_mulaw_at_8_khz(fakes: Callable[..., Any]) -> None:
+    """``simulate_call(audio=PHONE)`` builds the providers for a mu-law call and plays the line's 8 kHz audio."""
+    deepgram = fakes(FakeDeepgram, transcripts=["When do you open?"])
+    bedrock = fakes(FakeBedrock, replies=[HOURS])
+    elevenlabs = fakes(FakeElevenLabs)
+    deployment = config(
+        "cascade-deepgram-bedrock-elevenlabs", deepgram=deepgram, bedrock=bedrock, elevenlabs=elevenlabs
+    )
+
+    result = await simulate_call(deployment, [said("When do you open?")], settle_secs=0.5, audio=PHONE)
+
+    assert [(t.heard, t.reply) for t in result.turns] == [("When do you open?", HOURS)]
+    stream = deepgram.streams[0]
+    assert (stream.params["encoding"], stream.params["sample_rate"]) == ("mulaw", "8000")
+    assert elevenlabs.entries("ws_connect")[0]["query"]["output_format"] == "ulaw_8000"
+    assert {len(pcm) for _, pcm in result.caller_audio} == {320} and {c.sample_rate for c in result.bot_audio} == {8000}
+    # What Deepgram received is the caller's audio as G.711 carries it, byte for byte.
+    line = b"".join(g711.encode(pcm) for _, pcm in result.caller_audio)
+    assert bytes(stream.audio) == line[: len(stream.audio)]

@@ -17,7 +17,7 @@ import time
 import uuid
 import wave
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -27,10 +27,12 @@ from pipecat.frames.frames import EndWorkerFrame, Frame
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.workers.runner import WorkerRunner
 
+from voxpipe.audio import g711
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.builder import CallContext, build_call
 from voxpipe.pipeline.latency import MeasuredTurn, TurnMeter, first_audible, last_audible
 from voxpipe.pipeline.metering import CallMeter
+from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.model import CallError, CallFailure, CallRecord, FallbackEvent, Usage
 from voxpipe.transports.memory import MemoryTransport, PlayedChunk
 
@@ -90,6 +92,7 @@ class CallResult:
     failure: CallFailure | None = None
     failure_heard_at: float | None = None  # time.monotonic() when the caller was told (on_failure)
     ended_at: float = 0.0
+    audio: AudioFormat = field(default_factory=AudioFormat)  # the line's format (caller_audio is at its input rate)
 
     @property
     def failed(self) -> bool:
@@ -130,7 +133,9 @@ class CallResult:
 
     def caller_track(self, sample_rate: int = OUTPUT_RATE) -> np.ndarray:
         return _place(
-            [(t, resample(pcm, INPUT_RATE, sample_rate)) for t, pcm in self.caller_audio], self.started_at, sample_rate
+            [(t, resample(pcm, self.audio.sample_rate_in, sample_rate)) for t, pcm in self.caller_audio],
+            self.started_at,
+            sample_rate,
         )
 
     def write_wav(self, path: str | Path | BinaryIO, *, stereo: bool = False, sample_rate: int = OUTPUT_RATE) -> None:
@@ -165,7 +170,7 @@ class _Caller:
         self.transport = transport
         self.result = result
         self.next_frame_at = time.monotonic()
-        self.frame_bytes = int(INPUT_RATE * FRAME_SECS) * 2
+        self.frame_bytes = int(result.audio.sample_rate_in * FRAME_SECS) * 2
         self.hung_up = asyncio.Event()  # the call is over: its pipeline ended
 
     async def hear_failure(self, failure: CallFailure) -> None:
@@ -173,6 +178,11 @@ class _Caller:
         pipeline's own teardown, which a dead vendor connection can slow, goes on without the caller)."""
         self.result.failure, self.result.failure_heard_at = failure, time.monotonic()
         self.hung_up.set()
+
+    def on_the_line(self, pcm: bytes) -> bytes:
+        """A 16 kHz caller turn as the call's input carries it: at its rate, and through G.711 on a phone line."""
+        pcm = resample(pcm, INPUT_RATE, self.result.audio.sample_rate_in)
+        return g711.decode(g711.encode(pcm)) if self.result.audio.encoding == "mulaw" else pcm
 
     async def send(self, pcm: bytes) -> None:
         """Stream ``pcm`` in real time: each 20 ms frame is delivered when its last sample is 'captured'."""
@@ -219,12 +229,19 @@ async def simulate_call(
     settle_secs: float = 1.0,
     reply_timeout_secs: float = 20.0,
     call: CallContext | None = None,
+    audio: AudioFormat | None = None,
 ) -> CallResult:
     """Run one call: greeting (if any), then each caller turn, waiting for the bot to finish replying.
 
-    The simulated caller is the call's ``on_failure`` handler (it replaces any set on ``call``).
+    The simulated caller is the call's ``on_failure`` handler (it replaces any set on ``call``). ``audio`` is
+    the line's format (default: ``call``'s, else 16 kHz in, 24 kHz out). A phone call is
+    ``AudioFormat(8000, 8000, "mulaw")``: the caller's turns reach the pipeline at 8 kHz through G.711, and
+    the providers are built for a mu-law call, as on Twilio.
     """
-    transport = MemoryTransport(INPUT_RATE, OUTPUT_RATE)
+    call = call or CallContext()
+    if audio is not None:
+        call = replace(call, audio=audio)
+    transport = MemoryTransport(call.audio.sample_rate_in, call.audio.sample_rate_out)
     turn_meter = TurnMeter(transport.output())
     call_pipeline = build_call(deployment, transport, call, observers=[turn_meter], clock=turn_meter.clock)
     return await drive_call(
@@ -267,7 +284,8 @@ async def drive_call(
 ) -> CallResult:
     """Play ``turns`` into any pipeline built on a ``MemoryTransport`` (voxpipe's or hand-written)."""
     transport = target.transport
-    result = CallResult(target.name, target.mode, started_at=time.monotonic())
+    line = target.call.audio if target.call is not None else AudioFormat()
+    result = CallResult(target.name, target.mode, started_at=time.monotonic(), audio=line)
     caller = _Caller(transport, result)
     if target.call is not None:
         target.call.on_failure = caller.hear_failure
@@ -289,7 +307,7 @@ async def drive_call(
             if caller.hung_up.is_set():
                 break
             turn_start = caller.next_frame_at
-            await caller.send(turn.audio)
+            await caller.send(caller.on_the_line(turn.audio))
             await caller.silence_until(caller.bot_finished(turn_start, settle_secs), reply_timeout_secs)
             result.caller_texts.append(turn.text)
         result.bot_audio = list(transport.played)
