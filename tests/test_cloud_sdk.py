@@ -1,0 +1,61 @@
+"""The public provider SDK (``voxpipe.providers.cloud``) as a third-party plugin uses it."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+from pipecat.frames.frames import LLMTextFrame, TTSAudioRawFrame
+from pipecat.services.settings import NOT_GIVEN, LLMSettings
+from pipecat.utils.errors import ErrorCategory
+
+from tests.cloud_fixtures import build, drive_service
+from tests.test_cloud_failures import ask_llm
+from voxpipe.audio import g711
+from voxpipe.providers.cloud import decode_mulaw, llm_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "plugins" / "voxpipe-echo"))
+from voxpipe_echo import plugin as echo
+
+
+def test_llm_settings_gives_every_field_pipecat_requires() -> None:
+    settings = llm_settings("m-1", "Be brief.", temperature=0.3)
+    values = {field.name: getattr(settings, field.name) for field in dataclasses.fields(LLMSettings)}
+    assert NOT_GIVEN not in values.values()  # store mode: every field a real value
+    assert (settings.model, settings.system_instruction, settings.temperature, settings.top_k) == (
+        "m-1",
+        "Be brief.",
+        0.3,
+        None,
+    )
+    with pytest.raises(TypeError, match=r"unknown field.*'temprature'"):
+        llm_settings("m-1", "Be brief.", temprature=0.3)
+
+
+def test_decode_mulaw_gives_the_pcm16_frame_at_8_khz() -> None:
+    pcm = bytes(range(256)) * 4
+    frame = decode_mulaw(TTSAudioRawFrame(g711.encode(pcm), 8000, 1, context_id="c1"))
+    assert (frame.sample_rate, frame.context_id, len(frame.audio)) == (8000, "c1", len(pcm))
+    assert g711.encode(frame.audio) == g711.encode(pcm)  # decoding loses nothing G.711 carried
+
+
+async def test_a_plugin_honours_response_timeout_secs_with_the_sdk_watchdog() -> None:
+    """The example ``echo`` plugin, slower than its ``response_timeout_secs``: a classified error, in time."""
+    service = build(echo.PROVIDER, {"latency_secs": 2.0, "response_timeout_secs": 0.3})
+
+    run = await drive_service(service, ask_llm, lambda run: bool(run.errors), timeout=3.0)
+
+    (error,) = run.errors
+    assert error.category == ErrorCategory.CONNECTIVITY and error.processor is service
+    assert error.error == "no first token within 0.3 s (response_timeout_secs)"
+    assert 0.3 <= run.error_secs[0] < 0.8
+
+
+async def test_a_prompt_plugin_answers_without_an_error() -> None:
+    service = build(echo.PROVIDER, {"latency_secs": 0.05, "response_timeout_secs": 0.3})
+
+    run = await drive_service(service, ask_llm, lambda run: bool(run.of(LLMTextFrame)), timeout=3.0)
+
+    assert run.errors == [] and "".join(f.text for f in run.of(LLMTextFrame)) == "You said: When do you open?"
