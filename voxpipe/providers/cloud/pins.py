@@ -4,7 +4,8 @@ pipecat is young and changes fast; its private methods change without notice. Wh
 still has to override one (each such override has a docstring giving the reason), the override is right
 only for the code it was written against. ``PINNED`` names every such method with the hash of its source on
 the pipecat releases in ``CHECKED_ON``; ``tests/test_pipecat_pins.py`` fails when an installed pipecat
-differs (so an upgrade makes someone re-read the override) or when an override is not pinned.
+differs (so an upgrade makes someone re-read the override) or when an override is not pinned. The private
+attributes the built-ins read must still exist, and those they set are listed (``PIPECAT_STATE_WRITTEN``).
 
 To re-pin after reading the changed pipecat code: ``python -m voxpipe.providers.cloud.pins`` prints the
 hashes of the installed release for the names in ``PINNED``.
@@ -44,6 +45,21 @@ PINNED = {
         "3e474d840f36492b"
     ),
 }
+
+#: Private attributes of pipecat's services that the built-ins set, not only read (``tests/test_pipecat_pins.py``
+#: also checks every private attribute they read still exists).
+PIPECAT_STATE_WRITTEN = frozenset(
+    {
+        "_aws_session",  # bedrock: the shared client session
+        "_client",  # the OpenAI services: the shared client
+        "_output_format",  # elevenlabs: ulaw_8000 on phone calls
+        "_context",  # realtime: the first context, sent without the turn being answered
+        "_current_audio_response",  # realtime: truncation at what the caller heard
+        "_llm_needs_conversation_setup",  # realtime: history sent by voxpipe (first context, reconnects)
+        "_receive_task",  # realtime: voxpipe's connect (timeout, reconnects)
+        "_websocket",  # realtime: voxpipe's connect
+    }
+)
 
 
 def qualified_name(cls: type, method: str) -> str:
