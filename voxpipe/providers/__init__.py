@@ -1,8 +1,11 @@
-"""Provider plugins: the contract (``spec``), discovery (``registry``) and the built-in providers.
+"""Provider plugins: the contract (``spec``), discovery (``registry``), the SDK (``cloud``) and the built-ins.
 
-Everything a plugin author needs is importable from here::
+The contract a plugin author needs is importable from here, and the SDK for network services (shared
+clients, error classification, the response watchdog, ``llm_settings``...) from ``voxpipe.providers.cloud``
+(see docs/plugins.md)::
 
     from voxpipe.providers import CloudOptions, Prices, Provider, ServiceRequest, hookimpl
+    from voxpipe.providers.cloud import CloudService, llm_settings
 """
 
 from voxpipe.providers.spec import (
