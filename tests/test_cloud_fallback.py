@@ -127,3 +127,26 @@ async def test_healthy_providers_never_fail_over(fakes: Callable[..., Any], call
     assert [(t.heard, t.reply) for t in result.turns] == [(ASKED, "Nine.")] * 20
     assert len(deepgram.entries("finalize_unanswered")) >= 10  # the case the watchdog must not mistake
     assert bedrock.received == [] and openai.requests("/v1/audio/transcriptions") == []
+
+
+async def test_a_deepgram_that_goes_silent_mid_call_still_fails_over(fakes: Callable[..., Any], calls: CallLog) -> None:
+    """A good first turn does not blind the watchdog: the next utterance owes a final again."""
+    asked_again = "Are you open on Sunday?"
+
+    def transcript(utterance: Any) -> str:
+        if utterance.index == 1:
+            deepgram.muted = True  # from the second utterance on, Deepgram hears but never answers
+        return ASKED
+
+    deepgram = fakes(FakeDeepgram, transcripts=transcript)
+    openai = fakes(ChatFailingOpenAI, transcripts=[asked_again], replies=["Nine.", "No, closed on Sunday."])
+    bedrock = fakes(FakeBedrock, replies=[FROM_BEDROCK])
+
+    deployment = config("fallback", deepgram=deepgram, openai=openai, bedrock=bedrock)
+    result = await simulate_call(deployment, [said(ASKED), said(asked_again)], settle_secs=1.0)
+
+    (event,) = fallback_events(calls.pipelines[-1].services)
+    assert (event.role, event.from_provider, event.to_provider) == ("stt", "deepgram", "openai")
+    assert "no final transcript after Finalize within 2 s" in event.reason
+    assert [(t.heard, t.reply) for t in result.turns] == [(ASKED, "Nine."), (asked_again, "No, closed on Sunday.")]
+    assert len(openai.requests("/v1/audio/transcriptions")) == 1  # the first utterance is not transcribed again

@@ -21,6 +21,7 @@ close 1000), `Configure`. Any other text message gets an `Error` (`SchemaError`)
 audio and no message for `inactivity_timeout_s` (10 s, like Deepgram) closes with 1011 (NET-0001).
 
 Transcripts are scripted (`transcripts=`): one per utterance, in order, or a callable(Utterance).
+Fault mode besides `Behaviour`'s: `fake.muted = True` keeps the connection open but sends no more results.
 Inspect `fake.streams` (one `ListenStream` per connection: params, audio, sent messages, close code).
 """
 
@@ -119,6 +120,9 @@ class ListenStream:
     async def send(self, message: dict[str, Any]) -> None:
         """Send one JSON message; `Results` honour the first-byte delay, pacing and cut knobs."""
         if message["type"] == "Results":
+            if self.fake.muted:
+                self.fake.record("muted", data=message)
+                return
             if self.results_sent == 0:
                 await self.fake.first_byte_delay()
             await self.fake.chunk_pacing(self.results_sent, self.request)
@@ -311,6 +315,7 @@ class FakeDeepgram(FakeServer):
         self.inactivity_timeout_s = inactivity_timeout_s
         self.interim_every_ms = interim_every_ms
         self.vad_threshold_rms = vad_threshold_rms
+        self.muted = False  # fault: a hung vendor, which keeps the connection but sends no more results
         self.streams: list[ListenStream] = []
 
     def setup_routes(self, app: web.Application) -> None:

@@ -204,7 +204,7 @@ class FallbackSwitcher(ServiceSwitcher[_Failover]):
         self._record(failed, self.strategy.active_service, reason or "switched")
         pending, self._pending = list(self._pending), deque(maxlen=MAX_PENDING)
         self._unspoken.clear()
-        for request, direction in pending:
+        for request, direction in _unanswered(pending):
             await self.strategy.active_service.queue_frame(request, direction)
 
     def _record(self, from_service: FrameProcessor, to_service: FrameProcessor, reason: str) -> None:
@@ -223,3 +223,15 @@ def fallback_events(services: Mapping[str, FrameProcessor]) -> list[FallbackEven
     """Every switch of a call's roles (``CallPipeline.services``), in the order they happened."""
     events = {id(e): e for s in services.values() if isinstance(s, FallbackSwitcher) for e in s.events}
     return sorted(events.values(), key=lambda event: event.at_secs)
+
+
+def _unanswered(pending: list[tuple[Frame, FrameDirection]]) -> list[tuple[Frame, FrameDirection]]:
+    """The requests to re-send, without the end of an utterance whose start was answered already (an STT whose
+    endpointing finalized it before the VAD stopped): re-sent, it would be transcribed a second time."""
+    started = False
+    kept = []
+    for frame, direction in pending:
+        started = started or isinstance(frame, VADUserStartedSpeakingFrame)
+        if started or not isinstance(frame, VADUserStoppedSpeakingFrame):
+            kept.append((frame, direction))
+    return kept
