@@ -190,7 +190,8 @@ def realtime_session_class(base: type) -> type:
                     continue
                 self.reconnects += 1
                 self._llm_needs_conversation_setup = True
-                await self._process_completed_function_calls(send_new_results=False)
+                if self._context is not None:  # (none yet when the session drops before the call's start)
+                    await self._process_completed_function_calls(send_new_results=False)
                 self._restore_when_ready, self._answer_when_restored = True, cut_short
                 return
             attempts = f"{self._reconnect_attempts} reconnect attempt(s)"
@@ -204,11 +205,12 @@ def realtime_session_class(base: type) -> type:
         async def _handle_evt_session_updated(self, evt: Any) -> None:
             """After a reconnect, the new session gets the conversation so far, and the cut reply is redone."""
             await super()._handle_evt_session_updated(evt)
-            if not (self._restore_when_ready and self._llm_needs_conversation_setup):
-                return
-            self._restore_when_ready, self._llm_needs_conversation_setup = False, False
+            restore, self._restore_when_ready = self._restore_when_ready, False
+            if not (restore and self._llm_needs_conversation_setup and self._context is not None):
+                return  # (with no context yet, pipecat sends the first one as usual)
+            self._llm_needs_conversation_setup = False
             await self._send_history(self._conversation_so_far())
-            if self._answer_when_restored and self._context is not None:
+            if self._answer_when_restored:
                 await self._create_response()
 
         def _conversation_so_far(self) -> list[Any]:
