@@ -21,7 +21,7 @@ from pydantic import Field
 
 from voxpipe.providers import Prices, Provider, ServiceRequest, hookimpl
 from voxpipe.providers.builtin.openai_llm import PRICES_URL
-from voxpipe.providers.cloud import ApiKeyOptions, realtime_session_class, token_prices
+from voxpipe.providers.cloud import ApiKeyOptions, agent_tools, realtime_session_class, token_prices
 
 
 class RealtimeOptions(ApiKeyOptions):
@@ -49,9 +49,6 @@ def build(request: ServiceRequest[RealtimeOptions]) -> Any:
     from pipecat.services.openai.realtime import events as rt
     from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 
-    from voxpipe.pipeline.tools import tools_schema
-    from voxpipe.providers.registry import default_registry
-
     options, vad = request.options, request.vad
     pcmu = request.audio.encoding == "mulaw"
     audio_format = rt.PCMUAudioFormat() if pcmu else rt.PCMAudioFormat()
@@ -65,7 +62,7 @@ def build(request: ServiceRequest[RealtimeOptions]) -> Any:
     session = rt.SessionProperties(
         output_modalities=["audio"],
         # In the first session.update: server VAD answers the caller's first turn before pipecat has a context.
-        tools=tools_schema(request.agent, default_registry()),
+        tools=agent_tools(request.agent),
         audio=rt.AudioConfiguration(
             input=rt.AudioInput(format=audio_format, transcription=heard, turn_detection=turns),
             output=rt.AudioOutput(format=audio_format, voice=options.voice),

@@ -17,7 +17,8 @@ short, and declares its prices; what network services need alike lives here:
 - ``realtime_session_class``: pipecat's Realtime service with timeouts, reconnects, loud failures, G.711
   and billed input transcription;
 - ``decode_mulaw``: a vendor's G.711 audio (asked for on telephone calls) as pipecat's PCM16 frames;
-- ``llm_settings(model, instructions)``: the ``LLMSettings`` an LLM service is constructed with.
+- ``llm_settings(model, instructions)``: the ``LLMSettings`` an LLM service is constructed with;
+  ``agent_tools(agent)``: the deployment's tools, for a service that declares them itself (realtime).
 
 Importing this package is cheap (plugins import it at module level): pipecat and the SDKs are imported by
 the functions that use them. Where a built-in overrides a private pipecat method, the override is pinned
@@ -44,7 +45,7 @@ from voxpipe.providers.cloud.options import (
 )
 from voxpipe.providers.cloud.realtime import realtime_session_class
 from voxpipe.providers.cloud.service import CloudService, OpenAIService, service_class
-from voxpipe.providers.cloud.settings import llm_settings
+from voxpipe.providers.cloud.settings import agent_tools, llm_settings
 from voxpipe.providers.cloud.watchdog import ResponseWatchdog
 from voxpipe.providers.spec import CloudOptions
 
@@ -59,6 +60,7 @@ __all__ = [
     "ResponseWatchdog",
     "RetryOptions",
     "SharedClientSession",
+    "agent_tools",
     "classify",
     "close_shared",
     "decode_mulaw",
