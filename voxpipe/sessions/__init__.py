@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 
+
 def open_store(config: SessionsConfig) -> SessionStore:
     """The store a deployment's ``sessions:`` section asks for."""
     if config.store == "memory":
