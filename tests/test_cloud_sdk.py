@@ -59,3 +59,27 @@ async def test_a_prompt_plugin_answers_without_an_error() -> None:
     run = await drive_service(service, ask_llm, lambda run: bool(run.of(LLMTextFrame)), timeout=3.0)
 
     assert run.errors == [] and "".join(f.text for f in run.of(LLMTextFrame)) == "You said: When do you open?"
+
+
+def test_a_realtime_sessions_transcription_is_billed_as_its_own_model() -> None:
+    """Usage the session reports under its transcription model is priced by that model's entry, apart."""
+    from pipecat.metrics.metrics import STTUsageMetricsData
+    from pipecat.observers.service_metrics_observer import ServiceUsageKind, ServiceUsageRecord
+
+    from voxpipe.pipeline.metering import CallMeter, ServiceRef
+    from voxpipe.providers.builtin import openai_realtime
+    from voxpipe.providers.cloud.realtime import transcription_usage
+
+    whisper = transcription_usage("rt", "whisper-1", {"type": "duration", "seconds": 30.0})
+    assert isinstance(whisper, STTUsageMetricsData) and whisper.value.audio_seconds == 30.0
+    meter = CallMeter({"rt": ServiceRef("realtime", openai_realtime.PROVIDER, "gpt-realtime")})
+    common = {"processor": "rt", "timestamp": 0.0}
+    meter.records += [
+        ServiceUsageRecord(
+            kind=ServiceUsageKind.LLM, model="gpt-realtime", prompt_tokens=1000, completion_tokens=0, **common
+        ),
+        ServiceUsageRecord(kind=ServiceUsageKind.STT, model="whisper-1", audio_seconds=30.0, **common),
+    ]
+    usage = {u.model: u for u in meter.usage()}
+    assert usage["whisper-1"].cost_usd == pytest.approx(0.003)  # $0.006 a minute
+    assert usage["gpt-realtime"].cost_usd == pytest.approx(1000 * 4.00 / 1e6)
