@@ -18,6 +18,7 @@ from pipecat.utils.errors import ErrorCategory
 
 from tests.cloud_fixtures import (  # noqa: F401 (pytest fixtures, by name)
     KEY,
+    PHONE,
     CallLog,
     build,
     calls_fixture,
@@ -31,6 +32,7 @@ from tests.fakes import FakeOpenAIRealtime, Reply, Turn
 from tests.test_cloud_failures import speak_to_realtime
 from voxpipe.bench.simulated_call import simulate_call
 from voxpipe.pipeline.latency import AUDIBLE
+from voxpipe.providers import AudioFormat
 from voxpipe.providers.builtin import openai_realtime
 
 pytestmark = pytest.mark.usefixtures("cloud")
@@ -67,17 +69,22 @@ def audible_gaps(chunks: list[Any], after: float, before: float) -> list[float]:
     return [start - end for (_, end), (start, _) in itertools.pairwise(spans)]
 
 
-async def test_a_dropped_session_reconnects_with_the_conversation(fakes: Callable[..., Any], calls: CallLog) -> None:
+@pytest.mark.parametrize("line", [None, PHONE], ids=["browser", "phone"])
+async def test_a_dropped_session_reconnects_with_the_conversation(
+    line: AudioFormat | None, fakes: Callable[..., Any], calls: CallLog
+) -> None:
     started, reply = dropping_first_answer()
     realtime = fakes(FakeOpenAIRealtime, transcripts=ASKED, replies=reply)
     started.append(realtime)
 
     deployment = config("realtime-openai", realtime=realtime)
-    result = await simulate_call(deployment, [said(t) for t in ASKED], settle_secs=0.7)
+    result = await simulate_call(deployment, [said(t) for t in ASKED], settle_secs=0.7, audio=line)
 
     assert calls.errors == [[]] and result.errors == []
     assert len(realtime.sessions) == 2 and realtime.entries("cut")
     first, second = realtime.sessions
+    audio_format = second.config["audio"]["output"]["format"]["type"]
+    assert audio_format == ("audio/pcmu" if line else "audio/pcm")
     same = {"id", "expires_at"}  # the same instructions, voice, formats and turn detection
     assert {k: v for k, v in second.config.items() if k not in same} == {
         k: v for k, v in first.config.items() if k not in same
