@@ -25,6 +25,7 @@ Each override of a pipecat private method here is pinned in ``voxpipe.providers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 from collections.abc import AsyncIterator, Callable
@@ -52,9 +53,10 @@ class _UsageTap:
     async def __aiter__(self) -> AsyncIterator[Any]:
         async for message in self._socket:
             if isinstance(message, str) and _TRANSCRIBED in message:
-                event = json.loads(message)
-                if event.get("type") == _TRANSCRIBED and isinstance(event.get("usage"), dict):
-                    self._on_usage(str(event.get("item_id")), event["usage"])
+                with contextlib.suppress(ValueError, AttributeError):  # (malformed: pipecat's parser reports it)
+                    event = json.loads(message)
+                    if event.get("type") == _TRANSCRIBED and isinstance(event.get("usage"), dict):
+                        self._on_usage(str(event.get("item_id")), event["usage"])
             yield message
 
 
@@ -113,7 +115,6 @@ def realtime_session_class(base: type) -> type:
             self._played_ms: int | None = None  # what the caller heard of the answer, when the transport knows
             self._restore_when_ready = self._answer_when_restored = False  # (after a reconnect)
             self._transcription_usage: dict[str, dict[str, Any]] = {}
-            self.reconnects = 0  # sessions reopened after a drop
 
         async def process_frame(self, frame: frames.Frame, direction: FrameDirection) -> None:
             if isinstance(frame, BotAudioPlayedFrame):
@@ -188,7 +189,6 @@ def realtime_session_class(base: type) -> type:
                 except Exception as error:
                     problem, exc = f"reconnect attempt {attempt + 1} failed: {error}", error
                     continue
-                self.reconnects += 1
                 self._llm_needs_conversation_setup = True
                 if self._context is not None:  # (none yet when the session drops before the call's start)
                     await self._process_completed_function_calls(send_new_results=False)
