@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pipecat.frames.frames import LLMTextFrame, TTSAudioRawFrame
@@ -83,3 +84,28 @@ def test_a_realtime_sessions_transcription_is_billed_as_its_own_model() -> None:
     usage = {u.model: u for u in meter.usage()}
     assert usage["whisper-1"].cost_usd == pytest.approx(0.003)  # $0.006 a minute
     assert usage["gpt-realtime"].cost_usd == pytest.approx(1000 * 4.00 / 1e6)
+
+
+async def test_a_malformed_realtime_event_is_skipped_and_the_session_reads_on() -> None:
+    from voxpipe.providers.cloud.realtime import _CheckedSocket
+
+    class Socket:
+        def __init__(self, messages: list[str]) -> None:
+            self.messages = messages
+
+        async def __aiter__(self) -> Any:
+            for message in self.messages:
+                yield message
+
+    started = '{"type": "input_audio_buffer.speech_started", "event_id": "e2", "audio_start_ms": 0, "item_id": "i1"}'
+    transcribed = (
+        '{"type": "conversation.item.input_audio_transcription.completed", "event_id": "e3", "item_id": "i1", '
+        '"content_index": 0, "transcript": "hi", "usage": {"type": "tokens", "input_tokens": 3, "output_tokens": 1}}'
+    )
+    malformed = ['{"type": "input_audio_buffer.speech_started"', '{"type": "input_audio_buffer.speech_started"}']
+    usage: dict[str, Any] = {}
+
+    read = [message async for message in _CheckedSocket(Socket([*malformed, started, transcribed]), usage.__setitem__)]
+
+    assert read == [started, transcribed]
+    assert usage == {"i1": {"type": "tokens", "input_tokens": 3, "output_tokens": 1}}

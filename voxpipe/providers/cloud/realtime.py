@@ -17,7 +17,8 @@ What it adds to pipecat's ``OpenAIRealtimeLLMService`` (or a service built on it
 - with ``pcmu=True`` (phone calls) the caller's audio goes out as G.711 and the model's comes back as it,
   decoded only to the PCM16 pipecat frames carry; a barge-in truncates at what the caller heard;
 - the input transcription is billed: its usage (which pipecat drops) is reported as usage of
-  ``transcription_model``, priced by the provider's entry for that model.
+  ``transcription_model``, priced by the provider's entry for that model;
+- a malformed event is logged and skipped (pipecat's receive loop would end the session on it).
 
 Each override of a pipecat private method here is pinned in ``voxpipe.providers.cloud.pins``.
 """
@@ -25,7 +26,6 @@ Each override of a pipecat private method here is pinned in ``voxpipe.providers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 from collections.abc import AsyncIterator, Callable
@@ -40,9 +40,15 @@ RECONNECT_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0)
 _TRANSCRIBED = "conversation.item.input_audio_transcription.completed"
 
 
-class _UsageTap:
-    """The session's WebSocket, reading each transcription's ``usage`` on the way (pipecat's event model
-    drops the field); everything else is the socket's own."""
+class _CheckedSocket:
+    """The session's WebSocket as pipecat's receive loop reads it, with two fixes on the way in.
+
+    - A malformed event is logged and dropped: pipecat's parser raises on it, which ends the receive loop
+      and so the session, for one bad message.
+    - Each input transcription's ``usage`` is handed to ``on_usage`` (pipecat's event model drops the field).
+
+    Everything else is the socket's own.
+    """
 
     def __init__(self, socket: Any, on_usage: Callable[[str, dict[str, Any]], None]) -> None:
         self._socket, self._on_usage = socket, on_usage
@@ -51,12 +57,19 @@ class _UsageTap:
         return getattr(self._socket, name)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
+        from loguru import logger
+        from pipecat.services.openai.realtime.events import parse_server_event
+
         async for message in self._socket:
+            try:
+                parse_server_event(message)
+            except Exception as exc:
+                logger.warning(f"Realtime: malformed event skipped: {str(exc)[:300]}")
+                continue
             if isinstance(message, str) and _TRANSCRIBED in message:
-                with contextlib.suppress(ValueError, AttributeError):  # (malformed: pipecat's parser reports it)
-                    event = json.loads(message)
-                    if event.get("type") == _TRANSCRIBED and isinstance(event.get("usage"), dict):
-                        self._on_usage(str(event.get("item_id")), event["usage"])
+                event = json.loads(message)
+                if event.get("type") == _TRANSCRIBED and isinstance(event.get("usage"), dict):
+                    self._on_usage(str(event.get("item_id")), event["usage"])
             yield message
 
 
@@ -153,7 +166,7 @@ def realtime_session_class(base: type) -> type:
             socket = await connect(
                 self.base_url, additional_headers=await self._auth_headers(), open_timeout=self._connect_timeout_secs
             )
-            self._websocket = _UsageTap(socket, self._transcription_usage.__setitem__)
+            self._websocket = _CheckedSocket(socket, self._transcription_usage.__setitem__)
             self._receive_task = self.create_task(self._receive_task_handler())
 
         async def _receive_task_handler(self) -> None:
