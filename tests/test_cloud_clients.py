@@ -32,7 +32,7 @@ gc.collect()
 
 def test_a_bedrock_call_leaves_no_unclosed_client_session() -> None:
     with FakeBedrock(Behaviour(api_key="test-key"), replies=["We open at nine."]) as fake:
-        ran = subprocess.run(
+        ran = subprocess.run(  # noqa: S603 — this interpreter, on the test's own script
             [sys.executable, "-c", CALL, fake.url], capture_output=True, text=True, timeout=120, cwd=ROOT
         )
     assert "REPLY We open at nine." in ran.stdout, ran.stderr[-2000:]
