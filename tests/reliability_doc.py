@@ -49,7 +49,9 @@ A `build()` that raises is reported per call as kind `build`, the same way.
 
 Known gap: a realtime role with a backup provider is not run. The backup realtime session is set up from the
 first context frame it receives, which comes only after its first answer, so it answers that turn twice. A
-dropped realtime session is to be recovered by reconnecting the same provider (issue 10, provider side).
+dropped realtime session is reconnected instead: up to `reconnect_attempts` times (default 2), with the
+conversation restored and a reply the drop cut asked for again (tests/test_cloud_realtime.py). The "cut stream"
+cells cut every response, so the attempts are spent and the call ends through `on_failure`.
 
 """
 COLUMNS = ("transport", "role", "fault", "backup", "caller hears", "call ends", "fatal error", "fallback", "kept")
