@@ -127,6 +127,7 @@ def realtime_session_class(base: type) -> type:
             self._attempts_left = reconnect_attempts  # until a response completes: a flapping service runs out
             self._played_ms: int | None = None  # what the caller heard of the answer, when the transport knows
             self._restore_when_ready = self._answer_when_restored = False  # (after a reconnect)
+            self._turn_pending = False  # the caller's turn ended (server VAD) and no response is done since
             self._transcription_usage: dict[str, dict[str, Any]] = {}
 
         async def process_frame(self, frame: frames.Frame, direction: FrameDirection) -> None:
@@ -183,6 +184,7 @@ def realtime_session_class(base: type) -> type:
         async def _reconnect(self, problem: str, exc: Exception | None) -> None:
             """Reopen a dropped session with the call's conversation; fail loudly when no attempt succeeds."""
             cut_short = self._response_active
+            unanswered = cut_short or self._turn_pending  # (server VAD had the turn; no response done since)
             self.watchdog.cancel()
             if cut_short:  # end the reply the drop cut, as response.done would have: it is asked for again
                 if self._current_audio_response is not None:
@@ -205,7 +207,7 @@ def realtime_session_class(base: type) -> type:
                 self._llm_needs_conversation_setup = True
                 if self._context is not None:  # (none yet when the session drops before the call's start)
                     await self._process_completed_function_calls(send_new_results=False)
-                self._restore_when_ready, self._answer_when_restored = True, cut_short
+                self._restore_when_ready, self._answer_when_restored = True, unanswered
                 return
             attempts = f"{self._reconnect_attempts} reconnect attempt(s)"
             await self.push_error(
@@ -216,7 +218,8 @@ def realtime_session_class(base: type) -> type:
             )
 
         async def _handle_evt_session_updated(self, evt: Any) -> None:
-            """After a reconnect, the new session gets the conversation so far, and the cut reply is redone."""
+            """After a reconnect, the new session gets the conversation so far, and a turn the drop left
+            unanswered (or a reply it cut) is answered."""
             await super()._handle_evt_session_updated(evt)
             restore, self._restore_when_ready = self._restore_when_ready, False
             if not (restore and self._llm_needs_conversation_setup and self._context is not None):
@@ -275,7 +278,8 @@ def realtime_session_class(base: type) -> type:
             heard = (
                 isinstance(last, dict) and last.get("role") == "user" and " ".join(standard_message_text(last).split())
             )
-            if not (self._llm_needs_conversation_setup and heard and heard == self._heard):
+            first = self._context is None and self._llm_needs_conversation_setup  # (a reconnect restores its own)
+            if not (first and heard and heard == self._heard):
                 return await super()._handle_context(context, direction)
             self._context, self._llm_needs_conversation_setup = context, False
             await self._process_completed_function_calls(send_new_results=False)
@@ -289,12 +293,13 @@ def realtime_session_class(base: type) -> type:
         async def _handle_evt_speech_stopped(self, evt: Any) -> None:
             """Arms the response watchdog: server VAD creates the response."""
             await super()._handle_evt_speech_stopped(evt)
+            self._turn_pending = True
             self.watchdog.expect("response")
 
         async def _handle_evt_response_done(self, evt: Any) -> None:
             """Disarms the response watchdog; the session works again, so a later drop gets every attempt."""
             self.watchdog.received()
-            self._attempts_left = self._reconnect_attempts
+            self._attempts_left, self._turn_pending = self._reconnect_attempts, False
             await super()._handle_evt_response_done(evt)
 
         # ------------------------------------------------------------------------------ G.711 audio
