@@ -10,7 +10,7 @@ from voxpipe.bench.simulated_call import FRAME_SECS, INPUT_RATE, CallerTurn
 from voxpipe.config.loader import parse_deployment
 from voxpipe.pipeline.builder import CallContext, CallPipeline
 from voxpipe.pipeline.experiment import ExperimentRouter
-from voxpipe.pipeline.lifecycle import CallBookkeeping, run_measured_call
+from voxpipe.pipeline.host import CallBookkeeping, run_measured_call
 from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
 from voxpipe.transports.memory import MemoryTransport

@@ -271,7 +271,9 @@ async def test_end_call_tool_ends_the_session(shim: ApiGatewayShim) -> None:
     await caller.prompt("ok bye")
     assert await caller.reply() == "Goodbye then."
     end = await caller.next_message()
-    assert end == {"type": "end", "handoffData": json.dumps({"reason": "end_call"}, separators=(",", ":"))}
+    # Issue 13: the Lambda's handoff data carries the model's reason as `detail`, like the server's.
+    handoff = {"reason": "end_call", "detail": "caller is done"}
+    assert end == {"type": "end", "handoffData": json.dumps(handoff, separators=(",", ":"))}
     await caller.hang_up()
 
 

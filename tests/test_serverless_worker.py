@@ -212,9 +212,13 @@ async def test_browser_call_through_the_queue_with_aggregated_audio(bridge: Brid
         await started(worker)
         await client.stream([client.media(c) for c in chunks(speech_then_silence(16000), 3200)])  # 100 ms each
         reply_secs = len("Hi there.We are open from nine to five every day.") * 0.02
+        answer = {"event": "transcript", "role": "assistant", "text": "We are open from nine to five every day."}
         await client.collect(
-            lambda got: len(client.audio()) >= 0.95 * reply_secs * 16000 * 2 and got[-1]["event"] == "mark"
+            lambda got: len(client.audio()) >= 0.95 * reply_secs * 16000 * 2 and answer in got  # played, then told
         )
+        # The browser dialect's events, as on `voxpipe serve` (issue 13): the transcript and the reply's latency.
+        assert {"event": "transcript", "role": "user", "text": "what are your hours"} in client.received
+        assert [m for m in client.received if m["event"] == "latency"][-1]["ms"] > 0
         deadline = time.monotonic() + 10
         while (session := await worker.host.store.get(session_id)) is None or session.messages[-1][
             "role"

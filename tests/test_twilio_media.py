@@ -36,14 +36,14 @@ from voxpipe.pipeline.frames import BotAudioPlayedFrame
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.store import RecordStore
 from voxpipe.server.app import create_app
-from voxpipe.transports.twilio_media import (
+from voxpipe.telephony.media_streams import Playout
+from voxpipe.transports.media_transport import (
     LEAD_SECS,
     MediaPeer,
     MediaStreamOutput,
     MediaStreamTransport,
-    Playout,
-    TwilioRest,
 )
+from voxpipe.transports.twilio_account import TwilioRest
 
 PUBLIC = "https://voice.example.com"
 TOKEN = "test-auth-token"  # noqa: S105 — a made-up credential for a local fake; nothing real

@@ -3,6 +3,8 @@
 cascade:  transport in -> STT -> user aggregator (VAD + turn strategy) -> LLM -> TTS -> transport out
           -> assistant aggregator
 realtime: transport in -> user aggregator -> realtime service -> transport out -> assistant aggregator
+text:     transport in -> user aggregator -> LLM -> transport out -> assistant aggregator -> transport tail
+          (a ``TextTransport``, ConversationRelay: the peer recognises and speaks; only the ``llm`` role runs)
 
 This module and the registry are the only places that see every role; providers and transports know
 nothing of each other. Each call gets its own worker (and, in ``run_call``, its own runner), so one call's
@@ -13,6 +15,7 @@ failing call, through ``voxpipe.pipeline.failure``.
 
 from __future__ import annotations
 
+import abc
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +45,7 @@ from voxpipe.pipeline.failure import BrokenService, FailureHandler, FailureWatch
 from voxpipe.pipeline.fallback import FallbackSwitcher
 from voxpipe.pipeline.metering import CallMeter, ServiceRef
 from voxpipe.pipeline.shared_models import SharedSmartTurnAnalyzer
+from voxpipe.pipeline.text_latency import TextTurnMeter
 from voxpipe.pipeline.tools import EffectHandler, register_tools, tools_schema
 from voxpipe.providers.registry import Registry, default_registry
 from voxpipe.providers.spec import AudioFormat, ServiceRequest
@@ -93,6 +97,21 @@ class CallPipeline:
     async def hang_up(self) -> None:
         """End the call gracefully: queued audio (the bot's last words) plays first."""
         await self.worker.queue_frame(EndWorkerFrame())
+
+
+class TextTransport(BaseTransport):
+    """A transport that carries text both ways: its peer does speech recognition and synthesis.
+
+    Its input pushes the caller's words as ``LLMMessagesAppendFrame``s, its output sends the LLM's text, and
+    its ``tail`` (last in the pipeline, after the assistant aggregator) sees what the context settled on.
+    It tells ``turn_meter`` what was said and sent, which is how its calls are measured.
+    """
+
+    turn_meter: TextTurnMeter
+
+    @abc.abstractmethod
+    def tail(self) -> FrameProcessor:
+        """The processor after the assistant aggregator."""
 
 
 def build_service(
@@ -185,23 +204,33 @@ def build_call(
     call = call or CallContext()
     registry = registry or default_registry()
     meter = CallMeter({}, price_overrides=deployment.pricing)
-    services = {role: _build_role(role, deployment, call, registry, meter) for role in deployment.roles()}
-    llm_role = "llm" if deployment.mode == "cascade" else "realtime"
+    text = isinstance(transport, TextTransport)
+    roles = ["llm"] if text else deployment.roles()
+    services = {role: _build_role(role, deployment, call, registry, meter) for role in roles}
+    llm_role = "llm" if text or deployment.mode == "cascade" else "realtime"
     tools = tools_schema(deployment.agent, registry)
     context = LLMContext(messages=list(call.history), tools=tools) if tools else LLMContext(list(call.history))
     for llm in _llm_services(services[llm_role]):
         register_tools(llm, deployment.agent, registry, call.on_effect)
+    # A text peer decides when the caller's turn ends: no VAD or turn model is loaded.
+    user_params = (
+        LLMUserAggregatorParams(user_turn_strategies=ExternalUserTurnStrategies())
+        if text
+        else _user_params(deployment, call, registry)
+    )
     aggregators = LLMContextAggregatorPair(
-        context,
-        user_params=_user_params(deployment, call, registry),
-        realtime_service_mode=deployment.mode == "realtime",
+        context, user_params=user_params, realtime_service_mode=not text and deployment.mode == "realtime"
     )
     processors: list[FrameProcessor] = [transport.input()]
-    if deployment.mode == "cascade":
+    if text:
+        processors += [aggregators.user(), services["llm"]]
+    elif deployment.mode == "cascade":
         processors += [services["stt"], aggregators.user(), services["llm"], services["tts"]]
     else:
         processors += [aggregators.user(), services["realtime"]]
     processors += [transport.output(), aggregators.assistant()]
+    if isinstance(transport, TextTransport):
+        processors.append(transport.tail())
     pipeline = Pipeline(processors)
     worker = PipelineWorker(
         pipeline,

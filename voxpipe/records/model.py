@@ -35,6 +35,9 @@ class TurnRecord(BaseModel):
     llm_first_token_ms: float | None = None
     tts_first_audio_ms: float | None = None
     voice_to_voice_ms: float | None = Field(None, description="End of caller speech to first audible reply.")
+    reply_complete_ms: float | None = Field(
+        None, description="Text calls (ConversationRelay): the caller's prompt to the reply's last token sent."
+    )
 
 
 class FallbackEvent(BaseModel):

@@ -16,6 +16,7 @@ STAGES = {
     "llm_first_token": ("llm_first_token_ms", "llm"),
     "tts_first_audio": ("tts_first_audio_ms", "tts"),
     "voice_to_voice": ("voice_to_voice_ms", None),
+    "reply_complete": ("reply_complete_ms", "llm"),  # text calls: the prompt to the reply's last token
 }
 USAGE_UNITS = (
     "audio_seconds",

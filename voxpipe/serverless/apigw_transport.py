@@ -1,8 +1,9 @@
 """A pipecat transport whose far end is an API Gateway WebSocket connection, for the audio bridge's worker.
 
-Caller audio arrives from SQS (the worker calls ``ApiGwTransport.input().audio``); the bot's audio leaves
-through ``@connections`` as Media Streams events in the connection's dialect (Twilio mu-law or the browser's
-PCM16, ``voxpipe.transports``). Three things differ from a socket the process owns:
+Caller audio arrives from SQS (the worker's ``MediaStreamCall`` calls ``ApiGwTransport.input().audio``); the
+bot's audio leaves through ``@connections`` as Media Streams events in the connection's dialect (Twilio mu-law
+or the browser's PCM16), built by the same ``MediaStreamCall`` as on the server. Three things differ from a
+socket the process owns:
 
 - Every ``@connections`` post is billed as a message (per 32 KB), so audio is *aggregated*: one ``media``
   event carries ``aggregate_secs`` of audio (not pipecat's 20-40 ms chunks), followed by one ``mark``.
@@ -18,12 +19,10 @@ A post answered 410 (the client is gone) calls ``on_gone`` once, which ends the 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -40,10 +39,8 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.serverless import ConnectionGone, Connections
-from voxpipe.transports.twilio_media import MediaStreamInput
-
-if TYPE_CHECKING:
-    from voxpipe.transports.twilio_media import Dialect
+from voxpipe.telephony import json_messages
+from voxpipe.transports.media_transport import MediaPeer, MediaStreamInput, media_params
 
 FRAME_LIMIT = 32 * 1024
 #: After the last audio of a reply, how long a partly filled window waits before it is sent anyway.
@@ -61,52 +58,77 @@ class LinkSettings:
 
 
 class MediaLink:
-    """One connection's send side: Media Streams events posted through ``@connections``, each under the limit."""
+    """One connection's send side: events posted through ``@connections`` (the ``MediaStream``'s send callback),
+    bot audio split under the frame limit, and the first 410 reported once through ``on_gone``."""
 
-    def __init__(self, connections: Connections, connection_id: str, dialect: Dialect, stream_sid: str, limit: int):
+    def __init__(
+        self,
+        connections: Connections,
+        connection_id: str,
+        audio: AudioFormat,
+        limit: int,
+        on_gone: Callable[[], Awaitable[None]],
+    ):
         self.connections = connections
         self.connection_id = connection_id
-        self.dialect = dialect
-        self.stream_sid = stream_sid
         self.limit = limit
+        self.peer: MediaPeer | None = None  # the call whose audio this link carries (set once it exists)
         self.last_sent = time.monotonic()
         self.posts = 0
+        self.gone = False
+        self._bytes_per_sample = 1 if audio.encoding == "mulaw" else 2
+        self._on_gone = on_gone
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def send(self, event: dict[str, Any]) -> None:
-        """Post one event (raises ``ConnectionGone``)."""
-        text = json.dumps({**event, "streamSid": self.stream_sid}, separators=(",", ":"))
-        await asyncio.to_thread(self.connections.post, self.connection_id, text)
+    async def post(self, event: dict[str, Any]) -> bool:
+        """Post one event; ``False`` once the client is gone (the first 410 ends the call)."""
+        if self.gone:
+            return False
+        self.posts += 1  # counted before the post returns: the client may have the message by then
+        try:
+            await asyncio.to_thread(self.connections.post, self.connection_id, json_messages.dumps(event))
+        except ConnectionGone:
+            self.posts -= 1
+            self.gone = True
+            logger.info(f"connection {self.connection_id} is gone (410); ending the call")
+            task = asyncio.ensure_future(self._on_gone())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return False
+        except Exception as exc:
+            self.posts -= 1
+            logger.warning(f"connection {self.connection_id}: @connections post failed: {exc!r}")
+            return False
         self.last_sent = time.monotonic()
-        self.posts += 1
+        return True
 
-    async def media(self, pcm: bytes) -> None:
-        """Post ``pcm`` as ``media`` events, as few as fit under the frame limit."""
-        payload = base64.b64encode(self.dialect.encode(pcm)).decode("ascii")
-        if len(payload) + 200 > self.limit and len(pcm) > 2:  # 200: the event's JSON around the payload
+    async def media(self, pcm: bytes) -> bool:
+        """Send ``pcm`` as ``media`` events, as few as fit under the frame limit."""
+        encoded = len(pcm) // 2 * self._bytes_per_sample
+        if 4 * -(-encoded // 3) + 200 > self.limit and len(pcm) > 2:  # 200: the event's JSON around the payload
             half = len(pcm) // 4 * 2
-            await self.media(pcm[:half])
-            await self.media(pcm[half:])
-            return
-        await self.send({"event": "media", "media": {"payload": payload}})
+            return await self.media(pcm[:half]) and await self.media(pcm[half:])
+        assert self.peer is not None
+        return await self.peer.send_audio(pcm)
 
-    async def mark(self, name: str) -> None:
-        await self.send({"event": "mark", "mark": {"name": name}})
+    async def mark(self, name: str) -> bool:
+        assert self.peer is not None
+        await self.peer.send_mark(name)
+        return not self.gone
 
-    async def clear(self) -> None:
-        await self.send({"event": "clear"})
+    async def clear(self) -> bool:
+        assert self.peer is not None
+        await self.peer.send_clear()
+        return not self.gone
 
 
 class ApiGwOutput(BaseOutputTransport):
     """Bot audio to ``@connections``: aggregated, split under the frame limit, paced, kept alive."""
 
-    def __init__(
-        self, params: TransportParams, link: MediaLink, settings: LinkSettings, on_gone: Callable[[], Awaitable[None]]
-    ):
+    def __init__(self, params: TransportParams, link: MediaLink, settings: LinkSettings):
         super().__init__(params)
         self._link = link
         self._settings = settings
-        self._on_gone = on_gone
-        self._gone = False
         self._buffer = bytearray()
         self._lock = asyncio.Lock()
         self._next_play_at = 0.0
@@ -141,10 +163,13 @@ class ApiGwOutput(BaseOutputTransport):
             async with self._lock:
                 self._buffer.clear()
                 self._next_play_at = 0.0
-                await self._post(self._link.clear())
+                await self._link.clear()
+
+    async def mark_returned(self, name: str) -> None:
+        """Returned marks need no answer: the bridge paces its audio by time."""
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
-        if self._gone:
+        if self._link.gone:
             return False
         async with self._lock:
             self._buffer += frame.audio
@@ -156,7 +181,7 @@ class ApiGwOutput(BaseOutputTransport):
             await asyncio.sleep(max(0.0, self._next_play_at - self._settings.lead_secs - time.monotonic()))
         else:
             self._tail = asyncio.get_running_loop().call_later(TAIL_SECS, self._flush_soon)
-        return not self._gone
+        return not self._link.gone
 
     def _window_bytes(self) -> int:
         return int(self._settings.aggregate_secs * self.sample_rate) * 2
@@ -167,59 +192,32 @@ class ApiGwOutput(BaseOutputTransport):
     async def _flush(self) -> None:
         """Send what is buffered as one window (split if need be) and a mark after it."""
         async with self._lock:
-            if not self._buffer or self._gone:
+            if not self._buffer or self._link.gone:
                 return
             pcm, self._buffer = bytes(self._buffer), bytearray()
             now = time.monotonic()
             self._next_play_at = max(now, self._next_play_at) + len(pcm) / 2 / self.sample_rate
             self._marks += 1
-            if await self._post(self._link.media(pcm)):
-                await self._post(self._link.mark(f"audio-{self._marks}"))
+            if await self._link.media(pcm):
+                await self._link.mark(f"audio-{self._marks}")
 
     async def _keep_alive(self) -> None:
         period = self._settings.keepalive_secs
-        while not self._gone:
+        while not self._link.gone:
             await asyncio.sleep(max(0.05, period - (time.monotonic() - self._link.last_sent)))
             if time.monotonic() - self._link.last_sent >= period:
-                await self._post(self._link.mark("keepalive"))
-
-    async def _post(self, sending: Awaitable[None]) -> bool:
-        """Await a post; a gone connection ends the call (once), any other failure is logged."""
-        try:
-            await sending
-            return True
-        except ConnectionGone:
-            if not self._gone:
-                self._gone = True
-                logger.info(f"{self}: connection {self._link.connection_id} is gone (410); ending the call")
-                self.create_task(self._on_gone(), name="apigw_gone")
-        except Exception as exc:
-            logger.warning(f"{self}: @connections post failed: {exc!r}")
-        return False
+                await self._link.mark("keepalive")
 
 
 class ApiGwTransport(BaseTransport):
     """The pipecat transport of one bridged connection."""
 
-    def __init__(
-        self,
-        link: MediaLink,
-        audio: AudioFormat,
-        settings: LinkSettings,
-        on_gone: Callable[[], Awaitable[None]],
-    ):
+    def __init__(self, link: MediaLink, audio: AudioFormat, settings: LinkSettings):
         super().__init__()
-        params = TransportParams(
-            audio_in_enabled=True,
-            audio_in_sample_rate=audio.sample_rate_in,
-            audio_out_enabled=True,
-            audio_out_sample_rate=audio.sample_rate_out,
-            audio_out_10ms_chunks=2,
-            audio_out_end_silence_secs=0,
-        )
+        params = media_params(audio, chunks_10ms=2)
         self.link = link
         self._input = MediaStreamInput(params)
-        self._output = ApiGwOutput(params, link, settings, on_gone)
+        self._output = ApiGwOutput(params, link, settings)
 
     def input(self) -> MediaStreamInput:
         """Caller audio in: ``await transport.input().audio(pcm)`` (``ready`` is set once the pipeline started)."""

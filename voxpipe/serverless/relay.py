@@ -3,14 +3,17 @@
 - ``$connect``: the handshake must carry a valid ``X-Twilio-Signature`` over the relay's public ``wss://`` URL
   (``$VOXPIPE_RELAY_URL``, never the request's host); anything else is refused with 403.
 - ``$default``: ``setup`` binds the connection to the call (``callSid``) and starts or resumes its
-  conversation; ``prompt`` and ``dtmf`` stream a reply as ``text`` tokens through ``@connections``;
-  ``interrupt`` cuts the reply being spoken to what the caller heard.
+  conversation; a final ``prompt`` and a complete keypad entry stream a reply as ``text`` tokens through
+  ``@connections``; ``interrupt`` cuts the reply being spoken to what the caller heard. The messages and
+  their rules (partial prompts, keypad entries, handoff data) are ``voxpipe.telephony``'s, as on the server.
 - ``$disconnect``: forgets the connection; the conversation stays until its TTL, so a reconnecting call
   (same ``callSid``) resumes it.
 
 Each message is its own invocation, and invocations of one call run concurrently (an ``interrupt`` arrives
 while the ``prompt`` before it is still streaming), so nothing is kept between invocations: the reply in
 progress is registered in the conversation's ``live`` turns, and the streaming invocation polls for its cut.
+Keys of one keypad entry are invocations of their own too: each adds its digit to the entry pending in the
+conversation's metadata and waits out the pause; the entry belongs to the last key, whose invocation answers.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from voxpipe.serverless import (
     handler_config,
     response,
 )
-from voxpipe.serverless import relay_protocol as protocol
 from voxpipe.serverless.history import Conversation, ConversationTable, Message
 from voxpipe.serverless.text_llm import Reply
+from voxpipe.telephony import conversation_relay as protocol
+from voxpipe.telephony import keypad
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
@@ -48,6 +52,8 @@ COALESCE_SECS = 0.04
 SETUP_WAIT_SECS = 3.0
 #: Said when no provider of the chain could answer, so the caller is not left in silence.
 APOLOGY = "Sorry, I could not answer that just now. Could you say it again?"
+#: The conversation metadata that holds a keypad entry being typed: its keys as [received ms, turn id, digit].
+KEYPAD_ENTRY = "keypad_entry"
 
 
 def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
@@ -87,6 +93,7 @@ class Relay:
         self.config = config
         self.connection_id: str = context["connectionId"]
         self.turn_id: str = context.get("messageId") or context["requestId"]
+        self.received_ms: int = int(context.get("requestTimeEpoch") or time.time() * 1000)
         self.endpoint = connections_endpoint(context)
         self.table = ConversationTable(config.setting(TABLE_ENV), config.ttl_secs)
 
@@ -94,10 +101,11 @@ class Relay:
         if isinstance(message, protocol.Setup):
             self.setup(message)
         elif isinstance(message, protocol.Prompt):
-            if message.last:  # partial prompts are previews of the final one
-                self.answer({"role": "user", "content": message.text})
+            turn = protocol.caller_turn(message)
+            if turn:
+                self.answer({"role": "user", "content": turn})
         elif isinstance(message, protocol.Dtmf):
-            self.answer({"role": "user", "content": f"(The caller pressed the {message.digit} key.)"})
+            self.press(message.digit)
         elif isinstance(message, protocol.Interrupt):
             self.interrupt(message.heard)
         elif isinstance(message, protocol.RelayError):
@@ -158,6 +166,41 @@ class Relay:
         if heard is None:
             self._carry_out(reply.effects)
 
+    def press(self, digit: str) -> None:
+        """One key: add it to the pending entry; the entry's last key (after the pause, or ``#``) answers it.
+
+        Keys are ordered, and the pause measured, by when API Gateway received them, so a key whose
+        invocation started late (a cold container) still lands in its place in the entry.
+        """
+        try:
+            keypad.check(digit)
+        except keypad.NotADigit as problem:
+            logger.warning("ignored ConversationRelay dtmf: %s", problem)
+            return
+        call_id = self._call_id()
+        if call_id is None:
+            return
+        key = [self.received_ms, self.turn_id, digit]
+
+        def add(conversation: Conversation) -> None:
+            keys = conversation.metadata.get(KEYPAD_ENTRY) or []
+            conversation.metadata[KEYPAD_ENTRY] = sorted([*keys, key])
+
+        self.table.mutate(call_id, add)
+        if not keypad.ends_entry(digit):
+            time.sleep(max(0.0, self.received_ms / 1000 + keypad.PAUSE_SECS - time.time()))
+            stored = self.table.get(call_id)
+            if stored is None or (stored.metadata.get(KEYPAD_ENTRY) or [[]])[-1] != key:
+                return  # a later key took the entry over
+
+        def take(conversation: Conversation) -> str:
+            keys = conversation.metadata.pop(KEYPAD_ENTRY, None) or []
+            return "".join(digit for _, _, digit in keys) if key in keys else ""
+
+        _, digits = self.table.mutate(call_id, take)
+        if digits:
+            self.answer(keypad.entry_message(digits))
+
     def _speak(self, call_id: str, reply: Reply) -> str | None:
         """Post the reply's tokens; ``None`` if it was spoken whole, else what was sent before it stopped."""
         connections = Connections(self.endpoint)
@@ -216,9 +259,7 @@ class Relay:
     def _carry_out(self, effects: list[tuple[str, dict[str, Any]]]) -> None:
         """``end_call`` and ``transfer`` end the session; the ``<Connect action>`` callback dials a transfer."""
         for effect, arguments in effects:
-            handoff = {"reason": effect}
-            if effect == "transfer":
-                handoff["to"] = str(arguments.get("result", {}).get("to", ""))
+            handoff = protocol.handoff(effect, arguments)
             try:
                 Connections(self.endpoint).post_json(self.connection_id, protocol.end_session(handoff))
             except ConnectionGone:

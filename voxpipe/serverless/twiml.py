@@ -12,7 +12,6 @@ Unsigned or mis-signed requests get 403 unless the deployment turned validation 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from voxpipe.serverless import (
     handler_config,
     response,
 )
+from voxpipe.telephony import conversation_relay, twiml
 
 logger = logging.getLogger(__name__)
 
@@ -61,36 +61,20 @@ def _signed(config: HandlerConfig, url: str, params: dict[str, str], signature: 
 
 def relay_twiml(config: HandlerConfig, action_url: str) -> str:
     """``<Connect><ConversationRelay/></Connect>`` pointing Twilio at the relay WebSocket API."""
-    from twilio.twiml.voice_response import Connect, VoiceResponse
-
     relay = config.conversation_relay
     attributes = {
-        "url": config.setting(RELAY_URL_ENV),
-        "welcome_greeting": config.greeting,
+        "welcomeGreeting": config.greeting,
         "language": relay.get("language"),
-        "tts_provider": relay.get("tts_provider"),
+        "ttsProvider": relay.get("tts_provider"),
         "voice": relay.get("voice"),
-        "transcription_provider": relay.get("transcription_provider"),
+        "transcriptionProvider": relay.get("transcription_provider"),
         "interruptible": relay.get("interruptible"),
-        "dtmf_detection": relay.get("dtmf_detection"),
+        "dtmfDetection": relay.get("dtmf_detection"),
     }
-    connect = Connect(action=action_url)
-    connect.conversation_relay(**{name: value for name, value in attributes.items() if value is not None})
-    return str(VoiceResponse().append(connect))
+    return twiml.conversation_relay(config.setting(RELAY_URL_ENV), action_url, attributes)
 
 
 def action_twiml(handoff_data: str | None) -> str:
     """What to do once the session ended: dial a transfer's number, or hang up."""
-    from twilio.twiml.voice_response import VoiceResponse
-
-    twiml = VoiceResponse()
-    try:
-        handoff = json.loads(handoff_data) if handoff_data else {}
-    except ValueError:
-        logger.warning("unreadable HandoffData: %.200s", handoff_data)
-        handoff = {}
-    if isinstance(handoff, dict) and handoff.get("reason") == "transfer" and handoff.get("to"):
-        twiml.dial(str(handoff["to"]))
-    else:
-        twiml.hangup()
-    return str(twiml)
+    target = conversation_relay.handoff_target(handoff_data)
+    return twiml.dial(target) if target else twiml.hangup()

@@ -8,11 +8,12 @@ Two halves in one module, because they share the queue's message format:
   deletes the connection's row and queues ``disconnect``. The queue is FIFO with one message group per
   connection, so each caller's messages stay in order while callers are served in parallel.
 - ``python -m voxpipe.serverless.worker CONFIG``: the worker. It runs the deployment's pipeline (cascade or
-  realtime) per connection through ``voxpipe serve``'s machinery (``DeploymentHost``: session store, resumed
-  conversations, tools and their effects) on an ``ApiGwTransport``, speaking the Media Streams events of the
-  connection's dialect (Twilio, or the browser page's PCM16). A connection ends on ``stop``, on ``disconnect``,
-  when ``@connections`` answers 410, or when its DynamoDB row disappears (checked every
-  ``session_check_secs``): the pipeline is cancelled, which closes the provider sockets.
+  realtime) per connection on the call host (``voxpipe.pipeline.host``: session store, resumed conversations,
+  tools and their effects, a ``CallRecord`` per call) with an ``ApiGwTransport``, speaking the Media Streams
+  events of the connection's dialect (Twilio, or the browser page's PCM16 with its transcript and latency
+  events) through the same ``MediaStreamCall`` as ``voxpipe serve``. No web framework is imported. A
+  connection ends on ``stop``, on ``disconnect``, when ``@connections`` answers 410, or when its DynamoDB row
+  disappears (checked every ``session_check_secs``): the pipeline is cancelled, closing the provider sockets.
 
 Concurrent ``$default`` invocations can queue one connection's messages out of order; events carrying a
 ``sequenceNumber`` (Twilio's always do) are put back in order, waiting up to ``REORDER_WAIT_SECS`` for a gap;
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -38,7 +38,6 @@ from voxpipe.serverless import (
     BRIDGE_URL_ENV,
     QUEUE_ENV,
     TABLE_ENV,
-    ConnectionGone,
     Connections,
     HandlerConfig,
     aws_client,
@@ -49,14 +48,17 @@ from voxpipe.serverless import (
     response,
 )
 from voxpipe.serverless.history import ConversationTable
+from voxpipe.telephony import json_messages
 
 if TYPE_CHECKING:
     from voxpipe.config.models import Deployment
+    from voxpipe.pipeline.host import CallHost, HostedCall
     from voxpipe.providers.registry import Registry
-    from voxpipe.server.app import DeploymentHost, HostedCall
     from voxpipe.serverless.apigw_transport import ApiGwTransport, LinkSettings
     from voxpipe.sessions import SessionStore
-    from voxpipe.transports.twilio_media import Dialect, DtmfCollector, StreamStart
+    from voxpipe.telephony.media_streams import StreamStart
+    from voxpipe.transports.media_stream_call import Dialect
+    from voxpipe.transports.twilio_account import TwilioAccount
 
 logger = logging.getLogger(__name__)
 
@@ -138,43 +140,62 @@ class BridgeSettings:
 
 
 class BridgeCall:
-    """One bridged connection: a state machine over its Media Streams events, and its running call."""
+    """One bridged connection: its events put back in order, then handed to a ``MediaStreamCall`` (the same
+    adapter over ``telephony.media_streams`` as the server's), whose answers are posted through ``@connections``."""
 
     def __init__(
-        self, host: DeploymentHost, connection_id: str, endpoint: str, dialect: Dialect, settings: BridgeSettings
+        self,
+        host: CallHost,
+        twilio: TwilioAccount,
+        connection_id: str,
+        endpoint: str,
+        dialect: Dialect,
+        settings: BridgeSettings,
     ):
-        self.host = host
+        from voxpipe.serverless.apigw_transport import LinkSettings, MediaLink
+        from voxpipe.transports.media_stream_call import MediaStreamCall
+
         self.connection_id = connection_id
         self.connections = Connections(endpoint)
         self.dialect = dialect
-        self.settings = settings
-        self.start: StreamStart | None = None
-        self.hosted: HostedCall | None = None
+        self.link_settings = settings.link or LinkSettings()
+        self.link = MediaLink(
+            self.connections, connection_id, dialect.audio, self.link_settings.frame_limit, self._gone
+        )
+        self.call = MediaStreamCall(
+            host, twilio, dialect, self.link.post, self._transport, self._hang_up, carrier="apigw-"
+        )
+        self.link.peer = self.call
         self.transport: ApiGwTransport | None = None
-        self.closed = asyncio.Event()
-        self._dtmf: DtmfCollector | None = None
-        self._effect: tuple[str, dict[str, Any]] | None = None
         self._next_seq: int | None = None
         self._early: dict[int, dict[str, Any]] = {}
         self._gap_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    @property
+    def hosted(self) -> HostedCall | None:
+        return self.call.hosted
+
+    @property
+    def closed(self) -> asyncio.Event:
+        return self.call.closed
+
+    def _transport(self, call: Any, start: StreamStart) -> ApiGwTransport:
+        from voxpipe.serverless.apigw_transport import ApiGwTransport
+
+        self.transport = ApiGwTransport(self.link, self.dialect.audio, self.link_settings)
+        return self.transport
+
     # -- receiving: order, then the state machine
 
     async def receive(self, text: str) -> None:
         """One client message, as the Lambda queued it."""
-        from voxpipe.transports.twilio_media import Malformed
-
-        try:
-            event = json.loads(text)
-            if not isinstance(event, dict) or not isinstance(event.get("event"), str):
-                raise Malformed("not an object with an 'event'")
-        except (ValueError, Malformed) as problem:
-            logger.warning("%s: message ignored (%s): %.80s", self, problem, text)
+        event = json_messages.read(text, "event", self)
+        if event is None:
             return
         sequence = event.get("sequenceNumber")
         if not str(sequence or "").isdigit():
-            await self._handle(event)
+            await self.call.receive(event)
             return
         seq = int(sequence)
         if self._next_seq is None or seq == self._next_seq:
@@ -184,13 +205,13 @@ class BridgeCall:
             if self._gap_timer is None:
                 self._gap_timer = asyncio.get_running_loop().call_later(REORDER_WAIT_SECS, self._skip_gap)
         elif event["event"] != "media":  # a straggler whose gap was skipped: stale audio is dropped, events not
-            await self._handle(event)
+            await self.call.receive(event)
 
     async def _in_order(self, seq: int, event: dict[str, Any]) -> None:
-        await self._handle(event)
+        await self.call.receive(event)
         self._next_seq = seq + 1
         while self._next_seq in self._early:
-            await self._handle(self._early.pop(self._next_seq))
+            await self.call.receive(self._early.pop(self._next_seq))
             self._next_seq += 1
         if not self._early and self._gap_timer is not None:
             self._gap_timer.cancel()
@@ -201,124 +222,30 @@ class BridgeCall:
         if self._early:
             first = min(self._early)
             logger.warning("%s: events %s..%s never came; skipped", self, self._next_seq, first - 1)
-            self._spawn(self._in_order(first, self._early.pop(first)))
-
-    async def _handle(self, event: dict[str, Any]) -> None:
-        from voxpipe.transports.twilio_media import Malformed, field_of
-
-        kind = event["event"]
-        try:
-            if kind == "start":
-                if self.start is not None:
-                    raise Malformed("a second start")
-                await self._start(self.dialect.parse_start(event))
-            elif kind == "stop":
-                await self.close("the client stopped the stream")
-            elif kind in ("media", "mark", "dtmf"):
-                if self.transport is None:
-                    raise Malformed(f"'{kind}' before 'start'")
-                if kind == "media":
-                    media = field_of(event, "media", dict)
-                    if media.get("track", "inbound") == "inbound":
-                        payload = _b64decode(field_of(media, "payload", str))
-                        await self.transport.input().audio(self.dialect.decode(payload))
-                elif kind == "dtmf" and self._dtmf is not None:
-                    await self._dtmf.press(str(field_of(event, "dtmf", dict).get("digit", "")))
-            elif kind != "connected":  # returned marks need no answer: the bridge paces by time
-                raise Malformed(f"unknown event '{kind}'")
-        except Malformed as problem:
-            logger.warning("%s: %s event ignored: %s", self, kind, problem)
-
-    async def _start(self, start: StreamStart) -> None:
-        from voxpipe.serverless.apigw_transport import ApiGwTransport, LinkSettings, MediaLink
-        from voxpipe.transports.twilio_media import DtmfCollector, Malformed
-
-        session = await self.host.open_session(start.call_id, {"transport": f"apigw-{self.dialect.name}"})
-        if session is None:
-            raise Malformed(f"call id {start.call_id} belongs to another deployment")
-        link_settings = self.settings.link or LinkSettings()
-        link = MediaLink(
-            self.connections, self.connection_id, self.dialect, start.stream_sid, link_settings.frame_limit
-        )
-        self.start = start
-        self.transport = ApiGwTransport(link, self.dialect.audio, link_settings, self._gone)
-        self.hosted = self.host.start_call(
-            self.transport, start.call_id, start.caller_id, self.dialect.audio, session, self._on_effect
-        )
-        self._dtmf = DtmfCollector(self.transport.input().push_frame)
-        self._spawn(self._watch())
-        await self.transport.input().ready.wait()
-        await self.hosted.begin()
-
-    # -- sending (what ``Dialect.finish`` uses)
-
-    async def send(self, event: dict[str, Any]) -> bool:
-        try:
-            await asyncio.to_thread(self.connections.post_json, self.connection_id, event)
-            return True
-        except ConnectionGone:
-            return False
+            task = asyncio.ensure_future(self._in_order(first, self._early.pop(first)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     # -- ending
 
-    async def _on_effect(self, effect: str, arguments: dict[str, Any]) -> None:
-        """A tool ended the call or handed it off: the goodbye plays, then the pipeline ends (see ``_watch``)."""
-        self._effect = (effect, arguments)
-        if self.hosted is not None:
-            await self.hosted.pipeline.hang_up()
-
-    async def _watch(self) -> None:
-        """The pipeline ended by itself: carry out the tool's effect and close the client's connection."""
-        assert self.hosted is not None
-        with contextlib.suppress(Exception):  # a cancelled or failed pipeline ends the call all the same
-            await self.hosted.done()
-        if self.closed.is_set():
-            return
-        effect, arguments = self._effect or (None, {})
-        try:
-            await self.dialect.finish(self, effect, arguments)
-        finally:
-            await self.close("the call ended")
-            await asyncio.to_thread(self.connections.close, self.connection_id)
+    async def _hang_up(self) -> None:
+        """The call ended by itself: disconnect the client (API Gateway then runs ``$disconnect``)."""
+        await self.close("the call ended")
+        await asyncio.to_thread(self.connections.close, self.connection_id)
 
     async def _gone(self) -> None:
         await self.close("the client's connection is gone (410)")
 
     async def close(self, reason: str) -> None:
         """End the call now: cancel the pipeline (its provider sockets close) and store the conversation."""
-        if self.closed.is_set():
-            return
-        self.closed.set()
-        logger.info("%s: closing: %s", self, reason)
         if self._gap_timer is not None:
             self._gap_timer.cancel()
-        if self._dtmf is not None:
-            self._dtmf.close()
-        if self.hosted is not None:
-            await self.hosted.close()
-        for task in list(self._tasks):
-            if task is not asyncio.current_task():
-                task.cancel()
-
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if not self.closed.is_set():
+            logger.info("%s: closing: %s", self, reason)
+        await self.call.close()
 
     def __str__(self) -> str:
         return f"bridged {self.dialect.name} connection {self.connection_id}"
-
-
-def _b64decode(text: str) -> bytes:
-    import base64
-    import binascii
-
-    from voxpipe.transports.twilio_media import Malformed
-
-    try:
-        return base64.b64decode(text, validate=True)
-    except binascii.Error:
-        raise Malformed("media.payload is not base64") from None
 
 
 class BridgeWorker:
@@ -334,21 +261,22 @@ class BridgeWorker:
         store: SessionStore | None = None,
         registry: Registry | None = None,
     ):
-        from voxpipe.providers.registry import default_registry
-        from voxpipe.server.app import DeploymentHost
+        from voxpipe.pipeline.host import CallHost
         from voxpipe.sessions import open_store
+        from voxpipe.transports.twilio_account import TwilioAccount
 
         self.deployment = deployment
         self.queue_url = queue_url
         self.settings = settings or BridgeSettings()
         self.table = ConversationTable(table, deployment.sessions.ttl_secs)
-        self.host = DeploymentHost(deployment, store or open_store(deployment.sessions), registry or default_registry())
+        self.host = CallHost(deployment, store or open_store(deployment.sessions), registry)
+        self.twilio = TwilioAccount(deployment)
         self.calls: dict[str, BridgeCall] = {}
         self._sqs = aws_client("sqs")
 
     def _dialect(self, client: str) -> Dialect:
         from voxpipe.transports.browser import BrowserDialect
-        from voxpipe.transports.twilio_media import Dialect
+        from voxpipe.transports.media_stream_call import Dialect
 
         return Dialect() if client == "twilio" else BrowserDialect()
 
@@ -383,7 +311,7 @@ class BridgeWorker:
         if kind == "connect":
             dialect = self._dialect(message.get("client", "browser"))
             self.calls[connection_id] = BridgeCall(
-                self.host, connection_id, message["endpoint"], dialect, self.settings
+                self.host, self.twilio, connection_id, message["endpoint"], dialect, self.settings
             )
         elif kind == "message":
             if call is None:

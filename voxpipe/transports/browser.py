@@ -5,7 +5,8 @@ and speaks the Media Streams event protocol over the WebSocket, with 16 kHz PCM1
 ``start`` (with a ``sessionId`` kept in the tab's sessionStorage, so a reload resumes the conversation),
 ``media``, ``mark`` (echoed by its playback worklet once a chunk has played) and ``stop``; the server sends
 ``media``, ``mark``, ``clear``, plus ``transcript`` and ``latency`` events for the page to show. So the
-browser shares Twilio's state machine and mark-based playout tracking (``twilio_media.MediaStreamCall``).
+browser shares Twilio's state machine and mark-based playout tracking (``telephony.media_streams``, through
+``media_stream_call.MediaStreamCall``); the serverless bridge speaks the same dialect to a browser.
 
 Only pages from allowed origins may open the socket: ``transport.public_url``, ``browser.allowed_origins``,
 and the server's own origin.
@@ -23,7 +24,7 @@ import re
 import secrets
 import time
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Request, WebSocket
@@ -31,13 +32,13 @@ from fastapi.responses import FileResponse, RedirectResponse
 from loguru import logger
 
 from voxpipe.config.models import Deployment, ServiceConfig, ToolConfig
+from voxpipe.pipeline.host import CallHost
 from voxpipe.pipeline.latency import first_audible, last_audible
 from voxpipe.providers.spec import AudioFormat
+from voxpipe.telephony.media_streams import Malformed, StreamStart, field_of
 from voxpipe.tools.runner import run_tool
-from voxpipe.transports.twilio_media import Dialect, Malformed, MediaStreamCall, StreamStart, field_of
-
-if TYPE_CHECKING:
-    from voxpipe.server.app import DeploymentHost
+from voxpipe.transports.media_stream_call import Dialect, MediaStreamCall
+from voxpipe.transports.twilio_media import serve_media_stream
 
 STATIC = resources.files("voxpipe.transports").joinpath("static")
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "audio-worklet.js": "text/javascript"}
@@ -214,7 +215,7 @@ async def mint_client_secret(deployment: Deployment, service: ServiceConfig) -> 
     return {"value": secret.value, "expires_at": secret.expires_at}
 
 
-def add_routes(router: APIRouter, host: DeploymentHost) -> None:
+def add_routes(router: APIRouter, host: CallHost) -> None:
     deployment = host.deployment
     tokens = ToolTokens()
 
@@ -254,7 +255,7 @@ def add_routes(router: APIRouter, host: DeploymentHost) -> None:
             await socket.close(code=1008)
             return
         await socket.accept()
-        await MediaStreamCall(host, socket, BrowserDialect()).run()
+        await serve_media_stream(host, None, socket, BrowserDialect())
 
     @router.post("/session")
     async def session(request: Request) -> dict[str, Any]:

@@ -1,23 +1,24 @@
-"""Twilio ConversationRelay: Twilio runs speech recognition and synthesis, voxpipe streams the LLM's text.
+"""Twilio ConversationRelay on the server: Twilio recognises and speaks, voxpipe streams the LLM's text.
 
 ``POST /{name}/twiml`` (with ``transport.twilio.connect: conversation_relay``) answers
 ``<Connect><ConversationRelay url=wss://.../{name}/relay .../></Connect>``; then on ``WS /{name}/relay``:
 ``setup`` opens the session (keyed by ``sessionId``), ``prompt`` runs the LLM and streams
 ``{"type":"text","token":...,"last":false}`` as tokens arrive (``last: true`` closes the response),
 ``interrupt`` cancels the response and cuts the stored assistant turn to ``utteranceUntilInterrupt``,
-``dtmf`` reaches the agent as a user message, and a tool's ``end_call``/``transfer`` ends the session with
+keypad digits reach the agent as one entry, and a tool's ``end_call``/``transfer`` ends the session with
 ``{"type":"end","handoffData":...}`` (``<Connect action>`` then dials a transfer target).
 
-Only the deployment's ``llm`` role is used: the pipeline is user aggregator -> LLM -> relay output ->
-assistant aggregator -> heard-text tail, and it carries text only.
+The messages and their rules are ``voxpipe.telephony.conversation_relay``'s (shared with the Lambda relay).
+The call runs on the call host like any other, in the builder's text mode: a ``RelayTransport`` carries
+text both ways, so each session leaves a ``CallRecord`` with text latency (prompt to first token, and to
+``last``), its usage, cost and fallbacks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from loguru import logger
@@ -30,53 +31,38 @@ from pipecat.frames.frames import (
     LLMMessagesAppendFrame,
     LLMTextFrame,
 )
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.aggregators.llm_response_universal import (
-    LLMContextAggregatorPair,
-    LLMUserAggregatorParams,
-)
+from pipecat.processors.filters.identity_filter import IdentityFilter
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies
-from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from voxpipe.config.models import Deployment
-from voxpipe.pipeline.builder import CallContext, CallPipeline, build_service
-from voxpipe.pipeline.fallback import FallbackSwitcher
-from voxpipe.pipeline.metering import CallMeter, ServiceRef
-from voxpipe.pipeline.tools import register_tools, tools_schema
+from voxpipe.pipeline.builder import CallPipeline, TextTransport
+from voxpipe.pipeline.host import CallHost, HostedCall
+from voxpipe.pipeline.text_latency import TextTurnMeter
+from voxpipe.providers.spec import AudioFormat
 from voxpipe.server.signatures import public_url
-from voxpipe.transports.twilio_media import (
-    END_REPLY_TIMEOUT_SECS,
-    DtmfCollector,
-    JsonSocket,
-    Malformed,
-    accept_signed,
-)
-
-if TYPE_CHECKING:
-    from voxpipe.server.app import DeploymentHost, HostedCall
-    from voxpipe.sessions import SessionRecorder
+from voxpipe.telephony import conversation_relay as protocol
+from voxpipe.telephony import keypad, twiml
+from voxpipe.transports.json_socket import JsonSocket
+from voxpipe.transports.media_stream_call import END_REPLY_TIMEOUT_SECS
+from voxpipe.transports.twilio_account import TwilioAccount
 
 
 def relay_twiml(deployment: Deployment) -> str:
     """``<Connect action=...><ConversationRelay url=wss://.../relay .../></Connect>`` from the YAML."""
     relay = deployment.transport.conversation_relay
-    response = VoiceResponse()
-    connect = Connect(action=public_url(deployment, "connect-action"))
-    connect.conversation_relay(
-        url=public_url(deployment, "relay", websocket=True),
-        welcome_greeting=deployment.agent.greeting,
-        language=relay.language,
-        interruptible=relay.interruptible,
-        dtmf_detection=relay.dtmf_detection,
-        tts_provider=relay.tts_provider,
-        voice=relay.voice,
-        transcription_provider=relay.transcription_provider,
+    return twiml.conversation_relay(
+        public_url(deployment, "relay", websocket=True),
+        public_url(deployment, "connect-action"),
+        {
+            "welcomeGreeting": deployment.agent.greeting,
+            "language": relay.language,
+            "interruptible": relay.interruptible,
+            "dtmfDetection": relay.dtmf_detection,
+            "ttsProvider": relay.tts_provider,
+            "voice": relay.voice,
+            "transcriptionProvider": relay.transcription_provider,
+        },
     )
-    response.append(connect)
-    return str(response)
 
 
 @dataclass
@@ -104,11 +90,11 @@ class RelayOutput(FrameProcessor):
             self._responding = False  # what the cancelled response still pushes is never sent
         elif isinstance(frame, LLMTextFrame) and frame.text and self._responding:
             self._spoke = True
-            await self._session.send({"type": "text", "token": frame.text, "last": False})
+            await self._session.send_text(frame.text, last=False)
         elif isinstance(frame, LLMFullResponseEndFrame) and self._responding:
             self._responding = False
             if self._spoke:
-                await self._session.send({"type": "text", "token": "", "last": True})
+                await self._session.send_text("", last=True)
                 self._session.response_ended.set()
         await self.push_frame(frame, direction)
 
@@ -116,162 +102,153 @@ class RelayOutput(FrameProcessor):
 class HeardTail(FrameProcessor):
     """Last in the pipeline: applies ``HeardFrame`` corrections once the assistant aggregator has settled."""
 
-    def __init__(self) -> None:
+    def __init__(self, session: RelaySession):
         super().__init__()
-        self.recorder: SessionRecorder | None = None
+        self._session = session
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, HeardFrame):
-            if self.recorder is not None:
-                await self.recorder.truncate_last_assistant(frame.text)
+            hosted = self._session.hosted
+            if hosted is not None and hosted.recorder is not None:
+                await hosted.recorder.truncate_last_assistant(frame.text)
             return
         await self.push_frame(frame, direction)
 
 
-def build_relay_call(
-    deployment: Deployment, call: CallContext, session: RelaySession, host: DeploymentHost
-) -> tuple[CallPipeline, HeardTail]:
-    """The text-only pipeline of one ConversationRelay session (the ``llm`` chain, tools and context)."""
-    refs: dict[str, ServiceRef] = {}
-    services = []
-    configs = deployment.services("llm")
-    for config in configs:
-        service, ref = build_service("llm", config, deployment, call, host.registry)
-        register_tools(service, deployment.agent, host.registry, call.on_effect)
-        refs[service.name] = ref
-        services.append(service)
-    llm = services[0] if len(services) == 1 else FallbackSwitcher("llm", services, [c.provider for c in configs])
-    tools = tools_schema(deployment.agent, host.registry)
-    context = LLMContext(list(call.history), tools=tools) if tools else LLMContext(list(call.history))
-    # Twilio decides when the caller's turn ends; no local turn model is loaded.
-    user_params = LLMUserAggregatorParams(user_turn_strategies=ExternalUserTurnStrategies())
-    aggregators = LLMContextAggregatorPair(context, user_params=user_params)
-    tail = HeardTail()
-    pipeline = Pipeline([aggregators.user(), llm, RelayOutput(session), aggregators.assistant(), tail])
-    meter = CallMeter(refs, price_overrides=deployment.pricing)
-    worker = PipelineWorker(
-        pipeline,
-        params=PipelineParams(enable_metrics=True, enable_usage_metrics=True, send_initial_empty_metrics=False),
-        observers=meter.observers,
-        enable_rtvi=False,
-        enable_turn_tracking=False,
-        idle_timeout_secs=call.idle_timeout_secs,
-        cancel_runner_on_idle_timeout=False,
-        conversation_id=call.call_id,
-    )
-    return CallPipeline(deployment, call, pipeline, worker, context, {"llm": llm}, meter), tail
+class RelayTransport(TextTransport):
+    """The text transport of one session: prompts in (queued on the worker), tokens out, heard-text tail."""
+
+    def __init__(self, session: RelaySession):
+        super().__init__()
+        self.turn_meter = TextTurnMeter()
+        self._input = IdentityFilter(name="relay-input")  # prompts are queued at the pipeline's source
+        self._output = RelayOutput(session)
+        self._tail = HeardTail(session)
+
+    def input(self) -> FrameProcessor:
+        return self._input
+
+    def output(self) -> FrameProcessor:
+        return self._output
+
+    def tail(self) -> FrameProcessor:
+        return self._tail
 
 
 class RelaySession:
     """One ConversationRelay WebSocket: ``setup`` -> ``prompt`` / ``interrupt`` / ``dtmf`` ... -> close."""
 
-    def __init__(self, host: DeploymentHost, socket: WebSocket):
+    def __init__(self, host: CallHost, socket: WebSocket):
         self.host = host
         self.channel = JsonSocket(socket, "type", self)
         self.session_id: str | None = None
         self.hosted: HostedCall | None = None
+        self.transport = RelayTransport(self)
         self.response_ended = asyncio.Event()
-        self._prompt: list[str] = []
-        self._dtmf: DtmfCollector | None = None
+        self._pipeline: CallPipeline | None = None
+        self._keypad = keypad.KeypadEntry(self._user_turn)
         self._ending: asyncio.Task[None] | None = None
 
     async def send(self, message: dict[str, Any]) -> bool:
         """Send one message to Twilio (``False`` once the socket is gone)."""
         return await self.channel.send(message)
 
+    async def send_text(self, token: str, *, last: bool) -> None:
+        self.transport.turn_meter.sent(token, last=last)
+        await self.send(protocol.text_token(token, last))
+
     async def run(self) -> None:
         try:
-            async for message in self.channel.messages():
-                try:
-                    await self._handle(message["type"], message)
-                except Malformed as problem:
-                    logger.warning(f"{self}: {message['type']} message ignored: {problem}")
+            async for raw in self.channel.messages():
+                await self._handle(protocol.parse_message(raw))
         finally:
-            if self._dtmf is not None:
-                self._dtmf.close()
+            self._keypad.close()
             if self._ending is not None:
                 self._ending.cancel()
             if self.hosted is not None:
                 await self.hosted.close()
 
-    async def _handle(self, kind: str, message: dict[str, Any]) -> None:
-        if kind == "setup":
+    async def _handle(self, message: protocol.Inbound) -> None:
+        if isinstance(message, protocol.Setup):
             if self.hosted is not None:
-                raise Malformed("a second setup on the same session")
-            await self._setup(message)
+                logger.warning(f"{self}: a second setup on the same session ignored")
+            else:
+                await self._setup(message)
             return
-        if self.hosted is None or self._dtmf is None:
-            raise Malformed(f"'{kind}' before 'setup'")
-        worker = self.hosted.pipeline.worker
-        if kind == "prompt":
-            self._prompt.append(str(message.get("voicePrompt") or ""))
-            if message.get("last", True):
-                text, self._prompt = " ".join(p for p in self._prompt if p).strip(), []
-                if text:
-                    self.response_ended.clear()
-                    user = {"role": "user", "content": text}
-                    await worker.queue_frame(LLMMessagesAppendFrame(messages=[user], run_llm=True))
-        elif kind == "interrupt":
-            heard = str(message.get("utteranceUntilInterrupt") or "")
-            await worker.queue_frames([InterruptionFrame(), HeardFrame(text=heard)])
-        elif kind == "dtmf":
-            await self._dtmf.press(str(message.get("digit", "")))
-        elif kind == "error":
-            logger.warning(f"{self}: Twilio reported an error: {message.get('description')}")
-        else:
-            raise Malformed(f"unknown message type '{kind}'")
+        if isinstance(message, protocol.Unknown):
+            logger.warning(f"{self}: message ignored ({message.reason}): {message.raw[:80]!r}")
+            return
+        if isinstance(message, protocol.RelayError):
+            logger.warning(f"{self}: Twilio reported an error: {message.description}")
+            return
+        if self._pipeline is None:
+            logger.warning(f"{self}: {type(message).__name__.lower()} before setup ignored")
+            return
+        if isinstance(message, protocol.Prompt):
+            turn = protocol.caller_turn(message)
+            if turn:
+                await self._user_turn({"role": "user", "content": turn})
+        elif isinstance(message, protocol.Interrupt):
+            await self._pipeline.worker.queue_frames([InterruptionFrame(), HeardFrame(text=message.heard)])
+        elif isinstance(message, protocol.Dtmf):
+            try:
+                await self._keypad.press(message.digit)
+            except keypad.NotADigit as problem:
+                logger.warning(f"{self}: dtmf message ignored: {problem}")
 
-    async def _setup(self, message: dict[str, Any]) -> None:
-        session_id = message.get("sessionId")
-        if not isinstance(session_id, str) or not session_id:
-            raise Malformed("setup without a sessionId")
+    async def _user_turn(self, message: dict[str, Any]) -> None:
+        """The caller's words (or keypad entry) go to the LLM."""
+        if self._pipeline is None:
+            return
+        self.response_ended.clear()
+        self.transport.turn_meter.prompted(str(message["content"]))
+        await self._pipeline.worker.queue_frame(LLMMessagesAppendFrame(messages=[message], run_llm=True))
+
+    async def _setup(self, setup: protocol.Setup) -> None:
+        if not setup.session_id:
+            logger.warning(f"{self}: setup without a sessionId ignored")
+            return
         metadata = {
             "transport": "conversation_relay",
-            **{key: message.get(key) for key in ("callSid", "from", "to", "direction", "customParameters")},
+            "callSid": setup.call_sid,
+            "from": setup.from_,
+            "to": setup.to,
+            "direction": setup.direction,
+            "customParameters": setup.custom_parameters,
         }
-        session = await self.host.open_session(session_id, metadata)
+        session = await self.host.open_session(setup.session_id, metadata)
         if session is None:
-            raise Malformed(f"session id {session_id} belongs to another deployment")
-        self.session_id = session_id
+            logger.warning(f"{self}: session id {setup.session_id} belongs to another deployment")
+            return
+        self.session_id = setup.session_id
         greeting = self.host.deployment.agent.greeting
         if greeting and not session.messages:  # Twilio speaks welcomeGreeting: keep it in the conversation
             session.messages.append({"role": "assistant", "content": greeting})
-            await self.host.store.append(session_id, session.messages, expected=0)
-        caller = message.get("from")
-        call = CallContext(
-            session_id,
-            caller if isinstance(caller, str) else None,
-            on_effect=self._on_effect,
-            history=list(session.messages),
+            await self.host.store.append(setup.session_id, session.messages, expected=0)
+        self.hosted = self.host.start_call(
+            self.transport, setup.session_id, setup.from_ or None, AudioFormat(), session, self._on_effect
         )
-        pipeline, tail = build_relay_call(self.host.deployment, call, self, self.host)
-        self.hosted = self.host.run(pipeline, session)
-        tail.recorder = self.hosted.recorder
-        self._dtmf = DtmfCollector(pipeline.worker.queue_frame)
+        self._pipeline = await self.hosted.built()
 
     async def _on_effect(self, effect: str, arguments: dict[str, Any]) -> None:
         """``end_call``/``transfer``: after the reply that follows the tool, end the session with handoff data."""
-        result = arguments.get("result") or {}
-        handoff = {"reason": effect, **({"to": result.get("to")} if effect == "transfer" else {})}
-        if arguments.get("reason"):
-            handoff["detail"] = arguments["reason"]
         self.response_ended.clear()
-        self._ending = asyncio.ensure_future(self._end_after_reply(handoff))
+        self._ending = asyncio.ensure_future(self._end_after_reply(protocol.handoff(effect, arguments)))
 
     async def _end_after_reply(self, handoff: dict[str, Any]) -> None:
         try:
             await asyncio.wait_for(self.response_ended.wait(), END_REPLY_TIMEOUT_SECS)
         except TimeoutError:
             logger.warning(f"{self}: no reply within {END_REPLY_TIMEOUT_SECS:g}s after {handoff['reason']}")
-        await self.send({"type": "end", "handoffData": json.dumps(handoff)})
+        await self.send(protocol.end_session(handoff))
 
     def __str__(self) -> str:
         return f"conversation_relay session {self.session_id or '(no setup)'} [{self.host.deployment.name}]"
 
 
-def add_routes(router: APIRouter, host: DeploymentHost) -> None:
+def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None:
     @router.websocket("/relay")
     async def relay(socket: WebSocket) -> None:
-        if await accept_signed(host, socket, "relay"):
+        if await twilio.accept_signed(socket, "relay"):
             await RelaySession(host, socket).run()

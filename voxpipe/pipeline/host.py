@@ -1,0 +1,277 @@
+"""The call host: the per-process owner of calls, which starts, measures, records and ends them.
+
+Every way a call arrives (a Twilio media stream, ConversationRelay, the browser page, the serverless audio
+bridge, ``voxpipe call``) runs it through ``run_measured_call``: pick the experiment variant, build the
+pipeline with a turn meter, run it, and leave one ``CallRecord`` in the record store and in the Prometheus
+numbers, however the call ended. Audio calls are measured from the audio (``latency.TurnMeter``); text calls
+(ConversationRelay, a ``builder.TextTransport``) from the text exchanged (``text_latency.TextTurnMeter``).
+
+A ``CallHost`` holds what every call of one deployment shares in this process (its session store, experiment
+router and bookkeeping); a ``HostedCall`` is one running call whose conversation is written to the store as
+it happens, so a call that reconnects with the same id resumes its context. Nothing here knows a web
+framework or a wire protocol: the web app, the bridge worker and the transports use it, never the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from loguru import logger
+from pipecat.processors.aggregators.llm_response_universal import (
+    AssistantTurnStoppedMessage,
+    LLMAssistantAggregator,
+    LLMUserAggregator,
+    UserTurnMessageAddedMessage,
+)
+from pipecat.transports.base_transport import BaseTransport
+
+from voxpipe.config.models import Deployment
+from voxpipe.pipeline.builder import CallContext, CallPipeline, TextTransport, build_call, run_call
+from voxpipe.pipeline.experiment import ExperimentRouter
+from voxpipe.pipeline.latency import TurnMeter
+from voxpipe.pipeline.tools import EffectHandler
+from voxpipe.providers.registry import Registry, default_registry
+from voxpipe.providers.spec import AudioFormat
+from voxpipe.records.model import CallRecord, TurnRecord
+from voxpipe.records.prometheus import CallMetrics
+from voxpipe.records.store import RecordStore
+from voxpipe.sessions import Session, SessionRecorder, SessionStore
+
+CLOSE_TIMEOUT_SECS = 10.0
+
+TurnListener = Callable[[str, str], Awaitable[None]]
+"""Told each turn as it enters the conversation: ``(role, text)``, the assistant's as the caller heard it."""
+
+
+@dataclass
+class CallBookkeeping:
+    """Where finished calls go: the record store and the process's metrics (either may be absent)."""
+
+    records: RecordStore | None = None
+    metrics: CallMetrics | None = None
+
+
+@dataclass
+class MeasuredPipeline:
+    """A built call pipeline and what measures its turns (``turns()``: the turn records so far)."""
+
+    pipeline: CallPipeline
+    turns: Callable[[], list[TurnRecord]]
+    turn_meter: TurnMeter | None = None  # audio calls: the observer that measures them
+
+
+def build_measured(
+    deployment: Deployment, transport: BaseTransport, call: CallContext, registry: Registry | None = None
+) -> MeasuredPipeline:
+    """Build one call's pipeline with the turn meter its transport calls for (audio, or text)."""
+    if isinstance(transport, TextTransport):
+        pipeline = build_call(deployment, transport, call, registry=registry)
+        return MeasuredPipeline(pipeline, transport.turn_meter.records)
+    meter = TurnMeter(transport.output())
+    pipeline = build_call(deployment, transport, call, observers=[meter], clock=meter.clock, registry=registry)
+    return MeasuredPipeline(pipeline, lambda: [t.record(i) for i, t in enumerate(meter.turns(), 1)], meter)
+
+
+async def run_measured_call(
+    router: ExperimentRouter,
+    transport: BaseTransport,
+    call: CallContext,
+    bookkeeping: CallBookkeeping,
+    on_built: Callable[[CallPipeline], Awaitable[None]] | None = None,
+    registry: Registry | None = None,
+) -> CallRecord:
+    """Run one call to its end and return its record (saved and counted even if the call failed)."""
+    deployment, variant = router.route(call.caller_id)
+    measured = build_measured(deployment, transport, call, registry)
+    call_pipeline = measured.pipeline
+    started, started_at = time.monotonic(), datetime.now(UTC)
+    if bookkeeping.metrics:
+        bookkeeping.metrics.call_started(deployment.name)
+    try:
+        if on_built is not None:
+            await on_built(call_pipeline)
+        await run_call(call_pipeline)
+    finally:
+        meter = call_pipeline.meter
+        record = CallRecord(
+            call_id=call.call_id,
+            deployment=deployment.name,
+            mode=deployment.mode,
+            started_at=started_at,
+            duration_secs=time.monotonic() - started,
+            caller_id=call.caller_id,
+            experiment=router.deployment.experiment.name if router.deployment.experiment else None,
+            variant=variant,
+            turns=measured.turns(),
+            usage=meter.usage(),
+            fallbacks=meter.fallbacks,
+            errors=meter.errors,
+            failure=meter.failure,
+        )
+        if bookkeeping.records:
+            bookkeeping.records.save(record)
+        if bookkeeping.metrics:
+            bookkeeping.metrics.call_ended(record)
+    return record
+
+
+def _aggregators(pipeline: CallPipeline) -> tuple[LLMUserAggregator, LLMAssistantAggregator]:
+    processors = pipeline.pipeline.processors
+    user = next(p for p in processors if isinstance(p, LLMUserAggregator))
+    assistant = next(p for p in processors if isinstance(p, LLMAssistantAggregator))
+    return user, assistant
+
+
+class HostedCall:
+    """One running call: its pipeline (on a runner of its own) and the recorder of its conversation.
+
+    The call runs through ``run_measured_call``, so it is routed to its experiment variant, measured,
+    recorded and counted like any call; the pipeline is attached once it is built.
+    """
+
+    def __init__(self, host: CallHost, session: Session, on_turn: TurnListener | None):
+        self.host = host
+        self.session = session
+        self.pipeline: CallPipeline | None = None
+        self.recorder: SessionRecorder | None = None
+        self._on_turn = on_turn
+        self._built = asyncio.Event()
+        self._run: asyncio.Future[Any] | None = None
+        self._closed = False
+
+    @property
+    def call_id(self) -> str:
+        return self.session.call_id
+
+    def launch(self, work: Awaitable[Any]) -> None:
+        """Run the call (``work`` builds and runs its pipeline) in the background."""
+        self._run = asyncio.ensure_future(work)
+        self.host.calls.add(self)
+
+    async def on_built(self, pipeline: CallPipeline) -> None:
+        """The call's pipeline is built: record its conversation as turns enter its context."""
+        self.pipeline = pipeline
+        self.recorder = SessionRecorder(self.host.store, self.session, lambda: pipeline.context.messages)
+        # The aggregators' own events say when a turn entered the context: cheaper than an observer,
+        # which pipecat would wake for every frame at every processor.
+        user, assistant = _aggregators(pipeline)
+        user.event_handler("on_user_turn_message_added")(self._user_turn)
+        assistant.event_handler("on_assistant_turn_stopped")(self._assistant_turn)
+        self._built.set()
+
+    async def _user_turn(self, aggregator: object, message: UserTurnMessageAddedMessage) -> None:
+        assert self.recorder is not None
+        self.recorder.request_sync()
+        if self._on_turn is not None:
+            await self._on_turn("user", message.content)
+
+    async def _assistant_turn(self, aggregator: object, message: AssistantTurnStoppedMessage) -> None:
+        assert self.recorder is not None
+        self.recorder.request_sync()
+        if self._on_turn is not None and message.content:
+            await self._on_turn("assistant", message.content)
+
+    async def built(self) -> CallPipeline | None:
+        """The call's pipeline once it is built (``None`` if the call ended before that)."""
+        assert self._run is not None
+        built = asyncio.ensure_future(self._built.wait())
+        await asyncio.wait([built, self._run], return_when=asyncio.FIRST_COMPLETED)
+        built.cancel()
+        return self.pipeline
+
+    async def begin(self) -> None:
+        """The caller is connected: queue the greeting (a resumed call gets none)."""
+        pipeline = await self.built()
+        if pipeline is not None:
+            await pipeline.worker.queue_frames(pipeline.opening_frames())
+
+    async def done(self) -> None:
+        """Wait until the call has ended by itself."""
+        assert self._run is not None
+        await asyncio.shield(self._run)
+
+    async def close(self) -> None:
+        """End the call now (the peer is gone), and write the rest of its conversation."""
+        if self._closed or self._run is None:
+            return
+        self._closed = True
+        if not self._run.done():
+            if self.pipeline is not None:
+                await self.pipeline.worker.cancel(reason="the caller's connection closed")
+            else:
+                self._run.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._run), CLOSE_TIMEOUT_SECS)
+        except TimeoutError:
+            logger.warning(f"call {self.call_id}: pipeline did not stop within {CLOSE_TIMEOUT_SECS:g}s")
+            self._run.cancel()
+        except (Exception, asyncio.CancelledError) as exc:
+            logger.warning(f"call {self.call_id}: ended with {exc!r}")
+        if self.recorder is not None:
+            await self.recorder.flush()
+        await self.host.store.update_metadata(self.call_id, {"disconnected_at": _now()})
+        self.host.calls.discard(self)
+
+
+class CallHost:
+    """What all calls of one deployment share in this process while it is served."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        store: SessionStore,
+        registry: Registry | None = None,
+        bookkeeping: CallBookkeeping | None = None,
+    ):
+        self.deployment = deployment
+        self.store = store
+        self.registry = registry or default_registry()
+        self.router = ExperimentRouter(deployment)  # variants are validated now, not on a call
+        self.bookkeeping = bookkeeping or CallBookkeeping()
+        self.calls: set[HostedCall] = set()
+
+    async def open_session(self, call_id: str, metadata: dict[str, Any]) -> Session | None:
+        """The call's stored session (empty if new), or ``None`` if the id belongs to another deployment."""
+        session = await self.store.get(call_id)
+        owner = session.metadata.get("deployment") if session else None
+        if owner not in (None, self.deployment.name):
+            logger.warning(f"[{self.deployment.name}] call id {call_id} belongs to deployment {owner}: refused")
+            return None
+        if session is not None and session.messages:
+            logger.info(f"[{self.deployment.name}] call {call_id} resumes with {len(session.messages)} messages")
+        changes = {"deployment": self.deployment.name, "connected_at": _now(), **metadata}
+        await self.store.update_metadata(call_id, changes)
+        return Session(call_id, list(session.messages) if session else [], changes)
+
+    def start_call(
+        self,
+        transport: BaseTransport,
+        call_id: str,
+        caller_id: str | None,
+        audio: AudioFormat,
+        session: Session,
+        on_effect: EffectHandler,
+        on_turn: TurnListener | None = None,
+    ) -> HostedCall:
+        """Start the call (its experiment variant, measured and recorded), with the session's messages as history.
+
+        ``transport`` carries audio, or text both ways (a ``TextTransport``: ConversationRelay).
+        """
+        call = CallContext(call_id, caller_id, audio, on_effect, history=list(session.messages))
+        hosted = HostedCall(self, session, on_turn)
+        hosted.launch(run_measured_call(self.router, transport, call, self.bookkeeping, hosted.on_built, self.registry))
+        return hosted
+
+    async def close(self) -> None:
+        """End every call still running (the process is stopping)."""
+        for call in list(self.calls):
+            await call.close()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

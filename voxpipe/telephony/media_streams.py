@@ -1,0 +1,234 @@
+"""Twilio Media Streams: the events, the state machine of one stream, and playout marks.
+
+Twilio is the WebSocket client: ``connected`` -> ``start`` -> ``media`` / ``dtmf`` / ``mark`` ... -> ``stop``.
+The app answers with ``media``, ``mark`` and ``clear`` (each carrying the ``streamSid``). Audio payloads are
+base64; what they encode (Twilio's 8 kHz mu-law, the browser page's PCM16) is the adapter's business.
+
+``MediaStream`` is one stream's state machine (awaiting start -> streaming -> stopped), driven by the events
+given to ``receive`` and answering through a send callback, so the server (a WebSocket it owns) and the
+serverless bridge (events from a queue, answers through ``@connections``) run the same code. It tells a
+``StreamHandler`` what happened: the stream started, caller audio, a returned mark, a complete keypad entry
+(``keypad.KeypadEntry``), the stream stopped. A malformed or out-of-place event is logged and skipped.
+
+What the caller heard: Twilio buffers the audio it is sent, so the app sends a ``mark`` after each chunk and
+Twilio echoes it once the chunk has played, or at once when a ``clear`` dropped it. ``Playout`` keeps the
+marks in flight and says how much of the current response has been played.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import enum
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from voxpipe.telephony import keypad
+
+log = logging.getLogger("voxpipe.telephony")
+
+Send = Callable[[dict[str, Any]], Awaitable[bool]]
+"""Sends one event to the peer; ``False`` once the peer is gone."""
+
+
+class Malformed(ValueError):
+    """A peer event that cannot be used; logged and skipped, the call goes on."""
+
+
+def field_of(event: dict[str, Any], name: str, kind: type) -> Any:
+    """``event[name]`` if it is a ``kind`` (a non-empty one for ``str``), else ``Malformed``."""
+    value = event.get(name)
+    if not isinstance(value, kind) or (kind is str and not value):
+        raise Malformed(f"'{name}' is missing or not a {kind.__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    """What the ``start`` event tells: the call's id, the stream's id, and metadata to keep with the session."""
+
+    call_id: str
+    stream_sid: str
+    caller_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_start(event: dict[str, Any]) -> StreamStart:
+    """Twilio's ``start``: ``callSid``, ``streamSid``, and the TwiML's ``<Parameter>``s (``from`` is the caller)."""
+    start = field_of(event, "start", dict)
+    parameters = start.get("customParameters") or {}
+    if not isinstance(parameters, dict):
+        raise Malformed("start.customParameters is not an object")
+    return StreamStart(
+        call_id=field_of(start, "callSid", str),
+        stream_sid=field_of(event, "streamSid", str),
+        caller_id=parameters.get("from"),
+        metadata={"account_sid": start.get("accountSid"), "custom_parameters": parameters},
+    )
+
+
+def decode_payload(media: dict[str, Any]) -> bytes:
+    try:
+        return base64.b64decode(field_of(media, "payload", str), validate=True)
+    except binascii.Error:
+        raise Malformed("media.payload is not base64") from None
+
+
+class StreamState(enum.Enum):
+    AWAITING_START = "awaiting_start"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+class StreamHandler(Protocol):
+    """What a ``MediaStream`` tells its call. ``started`` may raise ``Malformed`` to refuse the stream."""
+
+    async def started(self, start: StreamStart) -> None: ...
+
+    async def audio(self, payload: bytes) -> None: ...
+
+    async def mark_returned(self, name: str) -> None: ...
+
+    async def keypad_entry(self, message: dict[str, Any]) -> None: ...
+
+    async def stopped(self) -> None: ...
+
+
+class MediaStream:
+    """One stream's state machine over a send callback (see the module doc)."""
+
+    def __init__(
+        self,
+        send: Send,
+        handler: StreamHandler,
+        parse: Callable[[dict[str, Any]], StreamStart] = parse_start,
+        owner: object = "media stream",
+    ):
+        self._send = send
+        self._handler = handler
+        self._parse = parse
+        self._owner = owner  # names the call in log lines
+        self.state = StreamState.AWAITING_START
+        self.start: StreamStart | None = None
+        self.keypad = keypad.KeypadEntry(handler.keypad_entry)
+
+    async def receive(self, event: dict[str, Any]) -> None:
+        """Handle one event (a dict with a string ``event``); a malformed one is logged and skipped."""
+        kind = event["event"]
+        try:
+            await self._handle(kind, event)
+        except (Malformed, keypad.NotADigit) as problem:
+            log.warning("%s: %s event ignored: %s", self._owner, kind, problem)
+
+    async def _handle(self, kind: str, event: dict[str, Any]) -> None:
+        if kind == "connected" or self.state is StreamState.STOPPED:
+            return
+        if kind == "start":
+            if self.state is not StreamState.AWAITING_START:
+                raise Malformed("a second start on the same stream")
+            self.start, self.state = self._parse(event), StreamState.STREAMING
+            try:
+                await self._handler.started(self.start)
+            except Malformed:
+                self.start, self.state = None, StreamState.AWAITING_START
+                raise
+        elif kind == "stop":
+            await self.stop()
+        elif self.state is not StreamState.STREAMING:
+            raise Malformed(f"'{kind}' before 'start'")
+        elif kind == "media":
+            media = field_of(event, "media", dict)
+            if media.get("track", "inbound") == "inbound":
+                await self._handler.audio(decode_payload(media))
+        elif kind == "mark":
+            await self._handler.mark_returned(str(field_of(event, "mark", dict).get("name", "")))
+        elif kind == "dtmf":
+            await self.keypad.press(str(field_of(event, "dtmf", dict).get("digit", "")))
+        else:
+            raise Malformed(f"unknown event '{kind}'")
+
+    async def stop(self) -> None:
+        """The stream is over (``stop``, or the adapter ended it): tell the handler once."""
+        if self.state is StreamState.STOPPED:
+            return
+        self.state = StreamState.STOPPED
+        self.keypad.close()
+        await self._handler.stopped()
+
+    # -- what the app sends
+
+    async def send(self, event: str, **body: Any) -> bool:
+        """Send one event of this stream (``streamSid`` added); ``False`` once the peer is gone."""
+        return await self._send({"event": event, "streamSid": self.start.stream_sid if self.start else "", **body})
+
+    async def send_media(self, payload: bytes) -> bool:
+        return await self.send("media", media={"payload": base64.b64encode(payload).decode("ascii")})
+
+    async def send_mark(self, name: str) -> bool:
+        return await self.send("mark", mark={"name": name})
+
+    async def send_clear(self) -> bool:
+        return await self.send("clear")
+
+
+# ---------------------------------------------------------------------------------------------- playout
+
+
+@dataclass
+class _Mark:
+    seq: int
+    response: int
+    end_ms: float  # bot audio of ``response`` once this chunk has played
+
+
+class Playout:
+    """Marks sent after bot audio chunks, and which came back: what the caller has actually heard."""
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self._response = 0
+        self._response_ms = 0.0
+        self._pending: deque[_Mark] = deque()
+        self.acked_seq = 0
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    @property
+    def sent_seq(self) -> int:
+        """Sequence number of the last mark sent (0: none yet)."""
+        return self._seq
+
+    def start_response(self) -> None:
+        """The next audio starts a new bot response (played milliseconds count from 0)."""
+        self._response += 1
+        self._response_ms = 0.0
+
+    def sent(self, duration_ms: float) -> str:
+        """Record a chunk sent; returns the name of the mark to send after it."""
+        self._seq += 1
+        self._response_ms += duration_ms
+        self._pending.append(_Mark(self._seq, self._response, self._response_ms))
+        self.drained.clear()
+        return str(self._seq)
+
+    def acked(self, name: str) -> int | None:
+        """A mark came back: returns the played milliseconds of the current response, ``None`` if unknown."""
+        if not name.isdigit() or not self._pending or int(name) < self._pending[0].seq:
+            return None  # not ours, or dropped by a clear
+        played: _Mark | None = None
+        while self._pending and self._pending[0].seq <= int(name):
+            played = self._pending.popleft()
+            self.acked_seq = played.seq
+        if not self._pending:
+            self.drained.set()
+        return round(played.end_ms) if played and played.response == self._response else None
+
+    def clear(self) -> None:
+        """The peer was told to drop queued audio: pending marks will come back, but were not heard."""
+        self._pending.clear()
+        self.acked_seq = self._seq
+        self.drained.set()

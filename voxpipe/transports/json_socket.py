@@ -1,0 +1,58 @@
+"""A WebSocket carrying JSON messages, for the server's Twilio and browser transports.
+
+One send primitive that never raises (``False`` once the socket is gone), and one receive primitive that
+yields well-formed messages only: what is malformed is logged and skipped by ``telephony.json_messages``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from voxpipe.telephony import json_messages
+
+
+class JsonSocket:
+    """JSON objects over one WebSocket, each with a string ``kind_key`` (``event``, ``type``)."""
+
+    def __init__(self, socket: WebSocket, kind_key: str, owner: object):
+        self.socket = socket
+        self.kind_key = kind_key
+        self._owner = owner  # names the call in log lines
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> bool:
+        """Send one JSON object; ``False`` once the socket is gone."""
+        if self.socket.application_state is not WebSocketState.CONNECTED:
+            return False
+        try:
+            async with self._lock:
+                await self.socket.send_text(json_messages.dumps(message))
+            return True
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return False
+
+    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+        """Each well-formed message, until the peer goes away."""
+        while True:
+            try:
+                message = await self.socket.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            raw = text if text is not None else message.get("bytes") or b""
+            parsed = json_messages.read(raw, self.kind_key, self._owner)
+            if parsed is not None:
+                yield parsed
+
+    async def close(self) -> None:
+        if self.socket.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await self.socket.close()

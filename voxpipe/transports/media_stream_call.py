@@ -1,0 +1,217 @@
+"""One media-stream call, whatever carries its events: the server's WebSocket or the serverless bridge's queue.
+
+A ``MediaStreamCall`` is the adapter between the protocol (``telephony.media_streams.MediaStream``, which it
+drives with each event and which answers through the carrier's send callback) and the call host
+(``pipeline.host.CallHost``, which runs the measured pipeline). It opens the session on ``start``, feeds caller
+audio and keypad entries into the pipeline, sends the bot's audio (``MediaPeer``), lets a tool's goodbye play
+before ending the call, carries out ``end_call``/``transfer``, and closes everything once. The carrier only
+delivers events (``receive``), says how bot audio leaves (``make_transport``) and how the peer is closed.
+
+A ``Dialect`` says what differs between media-stream peers: audio encoding and rate, call ids, what the peer
+is told besides audio, and how a call ends. The base is Twilio Media Streams; ``browser.BrowserDialect`` is
+the browser page's (PCM16, with transcript and latency events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import LLMMessagesAppendFrame
+from pipecat.transports.base_transport import BaseTransport
+
+from voxpipe.audio import g711
+from voxpipe.pipeline.host import CallHost, HostedCall
+from voxpipe.providers.spec import AudioFormat
+from voxpipe.telephony import media_streams
+from voxpipe.telephony.media_streams import Malformed, MediaStream, Send, StreamStart
+from voxpipe.transports.media_transport import MediaPeer, MediaStreamInput
+from voxpipe.transports.twilio_account import TwilioAccount
+
+END_REPLY_TIMEOUT_SECS = 15.0  # after end_call/transfer, how long the goodbye may take to play
+
+
+class Dialect:
+    """What differs between media-stream peers. This base is Twilio Media Streams."""
+
+    name = "twilio"
+    audio = AudioFormat(sample_rate_in=8000, sample_rate_out=8000, encoding="mulaw")
+
+    def decode(self, payload: bytes) -> bytes:
+        return g711.decode(payload)
+
+    def encode(self, pcm: bytes) -> bytes:
+        return g711.encode(pcm)
+
+    def parse_start(self, event: dict[str, Any]) -> StreamStart:
+        return media_streams.parse_start(event)
+
+    def heard(self, pcm: bytes) -> None:
+        """The caller's audio as it arrives (a hook; Twilio's dialect needs none)."""
+
+    async def said(self, call: MediaStreamCall, pcm: bytes) -> None:
+        """The bot's audio as it leaves (a hook)."""
+
+    async def on_turn(self, call: MediaStreamCall, role: str, text: str) -> None:
+        """A turn entered the conversation (a hook)."""
+
+    async def finish(self, call: MediaStreamCall, effect: str | None, arguments: dict[str, Any]) -> None:
+        """The pipeline ended after a tool's ``end_call``/``transfer``: carry the effect out."""
+        if call.stream.start is None or effect is None:
+            return
+        target = str((arguments.get("result") or {}).get("to") or "") if effect == "transfer" else ""
+        if call.twilio is not None:
+            await call.twilio.carry_out(call.stream.start.call_id, effect, target or None)
+
+
+TransportFactory = Callable[["MediaStreamCall", StreamStart], BaseTransport]
+
+
+class MediaStreamCall(MediaPeer):
+    """One media stream, from ``start`` to its end (``stop``, the peer gone, or the pipeline ended)."""
+
+    def __init__(
+        self,
+        host: CallHost,
+        twilio: TwilioAccount | None,
+        dialect: Dialect,
+        send: Send,
+        make_transport: TransportFactory,
+        close_peer: Callable[[], Awaitable[None]],
+        *,
+        carrier: str = "",
+    ):
+        """``carrier`` prefixes the session's transport name (``apigw-`` for the bridge)."""
+        self.host = host
+        self.twilio = twilio
+        self.dialect = dialect
+        self.stream = MediaStream(send, self, dialect.parse_start, owner=self)
+        self.hosted: HostedCall | None = None
+        self.transport: BaseTransport | None = None
+        self._send = send
+        self._make_transport = make_transport
+        self._close_peer = close_peer
+        self._carrier = carrier
+        self._effect: tuple[str, dict[str, Any]] | None = None
+        self._bot_stopped = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = asyncio.Event()
+
+    async def receive(self, event: dict[str, Any]) -> None:
+        """One well-formed event from the peer."""
+        await self.stream.receive(event)
+
+    async def send(self, event: dict[str, Any]) -> bool:
+        """Send one event as is (a dialect's extras: transcripts, latency, the end); ``False`` once gone."""
+        return await self._send(event)
+
+    # -- what the stream tells (telephony.media_streams.StreamHandler)
+
+    async def started(self, start: StreamStart) -> None:
+        metadata = {"transport": self._carrier + self.dialect.name, **start.metadata}
+        session = await self.host.open_session(start.call_id, metadata)
+        if session is None:
+            raise Malformed(f"call id {start.call_id} belongs to another deployment")
+        self.transport = self._make_transport(self, start)
+        self.hosted = self.host.start_call(
+            self.transport,
+            start.call_id,
+            start.caller_id,
+            self.dialect.audio,
+            session,
+            self._on_effect,
+            self._on_turn,
+        )
+        self._spawn(self._watch_pipeline())
+        await self._input().ready.wait()
+        await self.hosted.begin()
+
+    def _input(self) -> MediaStreamInput:
+        assert self.transport is not None
+        return self.transport.input()  # type: ignore[return-value]
+
+    async def audio(self, payload: bytes) -> None:
+        pcm = self.dialect.decode(payload)
+        self.dialect.heard(pcm)
+        await self._input().audio(pcm)
+
+    async def mark_returned(self, name: str) -> None:
+        assert self.transport is not None
+        await self.transport.output().mark_returned(name)  # type: ignore[attr-defined]
+
+    async def keypad_entry(self, message: dict[str, Any]) -> None:
+        await self._input().push_frame(LLMMessagesAppendFrame(messages=[message], run_llm=True))
+
+    async def stopped(self) -> None:
+        """The stream is over: end the call now and write the rest of its conversation."""
+        if self.hosted is not None:
+            await self.hosted.close()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        self.closed.set()
+
+    async def _on_turn(self, role: str, text: str) -> None:
+        await self.dialect.on_turn(self, role, text)
+
+    # -- bot audio out (MediaPeer)
+
+    async def send_audio(self, pcm: bytes) -> bool:
+        await self.dialect.said(self, pcm)
+        return await self.stream.send_media(self.dialect.encode(pcm))
+
+    async def send_mark(self, name: str) -> None:
+        await self.stream.send_mark(name)
+
+    async def send_clear(self) -> None:
+        await self.stream.send_clear()
+
+    def bot_stopped_speaking(self) -> None:
+        self._bot_stopped.set()
+
+    # -- ending
+
+    async def _on_effect(self, effect: str, arguments: dict[str, Any]) -> None:
+        """A tool ended the call or handed it off: let the goodbye play, then end the pipeline."""
+        self._effect = (effect, arguments)
+        self._bot_stopped.clear()
+        self._spawn(self._end_after_reply())
+
+    async def _end_after_reply(self) -> None:
+        try:
+            await asyncio.wait_for(self._bot_stopped.wait(), END_REPLY_TIMEOUT_SECS)
+        except TimeoutError:
+            logger.warning(f"{self}: no goodbye played within {END_REPLY_TIMEOUT_SECS:g}s; ending anyway")
+        if self.hosted is not None and self.hosted.pipeline is not None:
+            await self.hosted.pipeline.hang_up()
+
+    async def _watch_pipeline(self) -> None:
+        """The pipeline ended by itself (a tool's effect): carry the effect out and close the peer."""
+        assert self.hosted is not None
+        try:
+            await self.hosted.done()
+        except Exception as exc:  # a failed pipeline ends the call all the same
+            logger.warning(f"{self}: the pipeline failed: {exc!r}")
+        effect, arguments = self._effect or (None, {})
+        try:
+            await self.dialect.finish(self, effect, arguments)
+        finally:
+            await self.stream.stop()
+            await self._close_peer()
+
+    async def close(self) -> None:
+        """End the call from the carrier's side (the peer is gone, the process stops)."""
+        await self.stream.stop()
+        self.closed.set()
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def __str__(self) -> str:
+        start = self.stream.start
+        call = start.call_id if start else "(not started)"
+        return f"{self._carrier}{self.dialect.name} call {call} [{self.host.deployment.name}]"

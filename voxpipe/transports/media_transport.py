@@ -1,0 +1,186 @@
+"""The pipecat side of a media stream: caller audio in, bot audio out paced at real time with playout marks.
+
+Frames the output transport passes downstream (the bot's text, the end of its response) are held until the
+mark sent before them comes back, so the assistant aggregator writes into the conversation only what was
+played. On barge-in the output sends ``clear`` and drops what was held: the assistant's turn is cut to what
+the caller heard. In realtime deployments ``BotAudioPlayedFrame`` goes upstream on every returned mark, for
+the realtime service to truncate its server-side item (``conversation.item.truncate`` with the played
+milliseconds). The marks themselves are ``telephony.media_streams.Playout``'s.
+
+The far end is a ``MediaPeer`` (``media_stream_call.MediaStreamCall`` over a WebSocket, or a test's own), so
+the transport is testable without sockets.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections import deque
+
+from loguru import logger
+from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    StartFrame,
+    SystemFrame,
+    TTSStartedFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import BaseTransport, TransportParams
+
+from voxpipe.pipeline.frames import BotAudioPlayedFrame
+from voxpipe.providers.spec import AudioFormat
+from voxpipe.telephony.media_streams import Playout
+
+CHUNK_10MS = 4  # bot audio goes out in 40 ms chunks, one mark each
+LEAD_SECS = 0.12  # how far ahead of real time audio may be sent (absorbs network jitter)
+DRAIN_TIMEOUT_SECS = 5.0  # at the end of a call, how long to wait for the last marks
+
+
+class MediaPeer(abc.ABC):
+    """The send side a media-stream output needs; ``MediaStreamCall`` implements it over its WebSocket."""
+
+    @abc.abstractmethod
+    async def send_audio(self, pcm: bytes) -> bool:
+        """Send a chunk of bot audio (PCM16 at the output rate); ``False`` if the peer is gone."""
+
+    @abc.abstractmethod
+    async def send_mark(self, name: str) -> None:
+        """Send a mark after the audio sent so far."""
+
+    @abc.abstractmethod
+    async def send_clear(self) -> None:
+        """Tell the peer to drop the audio it has not played yet."""
+
+    @abc.abstractmethod
+    def bot_stopped_speaking(self) -> None:
+        """The bot's audio stopped (so a call can end after its goodbye)."""
+
+
+class MediaStreamInput(BaseInputTransport):
+    """Caller audio and keypad digits from the WebSocket into the pipeline."""
+
+    def __init__(self, params: TransportParams):
+        super().__init__(params)
+        self.ready = asyncio.Event()
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+        self.ready.set()
+
+    async def audio(self, pcm: bytes) -> None:
+        await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate, num_channels=1))
+
+
+class MediaStreamOutput(BaseOutputTransport):
+    """Bot audio to the WebSocket, paced at real time, with a mark after each chunk.
+
+    Downstream frames wait in ``_held`` until the mark sent before them comes back (see the module doc).
+    """
+
+    def __init__(self, params: TransportParams, peer: MediaPeer, playout: Playout, report_played: bool):
+        super().__init__(params)
+        self._peer = peer
+        self._playout = playout
+        self._report_played = report_played
+        self._held: deque[tuple[int, Frame]] = deque()
+        self._push_lock = asyncio.Lock()
+        self._next_play_at = 0.0
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+
+    async def stop(self, frame: EndFrame) -> None:
+        await super().stop(frame)  # every queued chunk is sent
+        try:  # and, within reason, played
+            await asyncio.wait_for(self._playout.drained.wait(), DRAIN_TIMEOUT_SECS)
+        except TimeoutError:
+            logger.warning(f"{self}: the last marks did not come back within {DRAIN_TIMEOUT_SECS:g}s")
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        duration = len(frame.audio) / 2 / self.sample_rate
+        if not await self._peer.send_audio(frame.audio):
+            return False
+        await self._peer.send_mark(self._playout.sent(duration * 1000))
+        now = time.monotonic()
+        self._next_play_at = max(now, self._next_play_at) + duration
+        await asyncio.sleep(max(0.0, self._next_play_at - LEAD_SECS - now))
+        return True
+
+    async def write_transport_frame(self, frame: Frame) -> None:
+        if isinstance(frame, TTSStartedFrame):
+            self._playout.start_response()
+
+    async def mark_returned(self, name: str) -> None:
+        """A mark came back: tell upstream how much was played and release what the caller has now heard."""
+        played_ms = self._playout.acked(name)
+        if played_ms is not None and self._report_played:
+            await super().push_frame(BotAudioPlayedFrame(played_ms=played_ms), FrameDirection.UPSTREAM)
+        async with self._push_lock:
+            while self._held and self._held[0][0] <= self._playout.acked_seq:
+                await super().push_frame(self._held.popleft()[1])
+
+    async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM) -> None:
+        if direction is FrameDirection.UPSTREAM:
+            await super().push_frame(frame, direction)
+            return
+        async with self._push_lock:
+            if isinstance(frame, (InterruptionFrame, EndFrame, CancelFrame)):
+                if isinstance(frame, InterruptionFrame) and self._playout.acked_seq < self._playout.sent_seq:
+                    await self._peer.send_clear()
+                    self._playout.clear()
+                await self._release_unheard()
+            elif not isinstance(frame, SystemFrame) and (
+                self._held or self._playout.acked_seq < self._playout.sent_seq
+            ):
+                self._held.append((self._playout.sent_seq, frame))
+                return
+            await super().push_frame(frame, direction)
+        if isinstance(frame, BotStoppedSpeakingFrame):
+            self._peer.bot_stopped_speaking()
+
+    async def _release_unheard(self) -> None:
+        """The rest will never be heard: drop it, except frames that must not be lost (tool results...)."""
+        while self._held:
+            _, frame = self._held.popleft()
+            if not frame.interruptible:
+                await super().push_frame(frame)
+
+
+def media_params(audio: AudioFormat, chunks_10ms: int) -> TransportParams:
+    """Transport parameters of a media stream: audio both ways at the call's rates, no trailing silence."""
+    return TransportParams(
+        audio_in_enabled=True,
+        audio_in_sample_rate=audio.sample_rate_in,
+        audio_out_enabled=True,
+        audio_out_sample_rate=audio.sample_rate_out,
+        audio_out_10ms_chunks=chunks_10ms,
+        audio_out_end_silence_secs=0,
+    )
+
+
+class MediaStreamTransport(BaseTransport):
+    """A pipecat transport whose far end is a ``MediaPeer`` (a Twilio or browser media stream)."""
+
+    def __init__(self, peer: MediaPeer, audio: AudioFormat, *, report_played: bool = False):
+        """``report_played``: send ``BotAudioPlayedFrame`` upstream (for a realtime service's truncation)."""
+        super().__init__()
+        params = media_params(audio, CHUNK_10MS)
+        self._input = MediaStreamInput(params)
+        self._output = MediaStreamOutput(params, peer, Playout(), report_played)
+
+    def input(self) -> MediaStreamInput:
+        return self._input
+
+    def output(self) -> MediaStreamOutput:
+        return self._output

@@ -1,0 +1,87 @@
+"""What a deployment's Twilio account gives its calls: signed requests, and the REST API for live calls.
+
+A ``TwilioAccount`` checks ``X-Twilio-Signature`` on webhooks and WebSocket handshakes (``voxpipe.server
+.signatures``), ends or transfers a live call through the REST API when account credentials are configured,
+and remembers where a call's ``<Connect action>`` should dial once its stream ends. The web app makes one per
+deployment; the serverless bridge worker makes one too (it hangs up and transfers the same way). No web
+framework is imported here: requests and sockets are only read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from loguru import logger
+
+from voxpipe.config.models import Deployment
+from voxpipe.server.signatures import TwilioSignatures
+from voxpipe.telephony import twiml
+
+if TYPE_CHECKING:
+    from fastapi import Request, WebSocket
+
+#: Makes a ``twilio.rest.Client`` from (account_sid, auth_token); tests point it at a local fake.
+TwilioClientFactory = Callable[[str, str], Any]
+
+
+def twilio_client(account_sid: str, auth_token: str) -> Any:
+    from twilio.rest import Client
+
+    return Client(account_sid, auth_token)
+
+
+class TwilioRest:
+    """Ends or transfers a live call through Twilio's REST API (only when account credentials are configured)."""
+
+    def __init__(self, client: Any):
+        self._client = client  # twilio.rest.Client
+
+    async def end_call(self, call_sid: str, *, transfer_to: str | None = None) -> None:
+        """Hang up, or with ``transfer_to`` replace the call's TwiML with a ``<Dial>``."""
+        changes: dict[str, Any] = {"twiml": twiml.dial(transfer_to)} if transfer_to else {"status": "completed"}
+        try:
+            await asyncio.to_thread(self._client.calls(call_sid).update, **changes)
+        except Exception as exc:  # the call may already be over; never fail the server for it
+            logger.warning(f"Twilio REST update of call {call_sid} failed: {exc}")
+
+
+class TwilioAccount:
+    """One deployment's Twilio side: signature checks, the REST client, and pending ``<Connect action>`` dials."""
+
+    def __init__(self, deployment: Deployment, client_factory: TwilioClientFactory = twilio_client):
+        self.deployment = deployment
+        self.signatures = TwilioSignatures(deployment)
+        twilio = deployment.transport.twilio
+        token = twilio.auth_token.get_secret_value() if twilio.auth_token else ""
+        self.rest = TwilioRest(client_factory(twilio.account_sid, token)) if twilio.account_sid and token else None
+        self.handoffs: dict[str, str] = {}  # call id -> where <Connect action> dials once the stream ends
+
+    async def carry_out(self, call_id: str, effect: str | None, target: str | None) -> None:
+        """A media-stream call ended by a tool: remember a transfer's target, and end the live call."""
+        if effect is None:
+            return
+        if target:
+            self.handoffs[call_id] = target  # the <Connect action> webhook dials it
+        if self.rest is not None:
+            await self.rest.end_call(call_id, transfer_to=target)
+
+    async def signed_form(self, request: Request, path: str) -> dict[str, str] | None:
+        """The webhook's form parameters, or ``None`` if its signature is not valid."""
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        signature = request.headers.get("x-twilio-signature")
+        if not self.signatures.valid(path, signature, query=request.url.query, params=form):
+            logger.warning(f"[{self.deployment.name}] rejected {path} webhook: bad or missing X-Twilio-Signature")
+            return None
+        return form
+
+    async def accept_signed(self, socket: WebSocket, path: str) -> bool:
+        """Accept a Twilio WebSocket whose handshake is signed over its public URL; refuse it (403) otherwise."""
+        if not self.signatures.valid(path, socket.headers.get("x-twilio-signature"), websocket=True):
+            logger.warning(f"[{self.deployment.name}] rejected {path} WebSocket: bad or missing X-Twilio-Signature")
+            await socket.close(code=1008)  # before accept: the handshake is answered 403
+            return False
+        await socket.accept()
+        return True
