@@ -169,3 +169,29 @@ async def test_bad_signature_and_malformed_messages(server: RunningServer) -> No
         await broken.prompt("what are your hours")
         await healthy.prompt("what are your hours")
         assert (await broken.reply())[0] == (await healthy.reply())[0] == "We are open nine to five."
+
+
+async def test_a_relay_session_leaves_a_call_record_with_text_latency(tmp_path: Path, registry: object) -> None:
+    from voxpipe.records.store import RecordStore
+
+    records = RecordStore(tmp_path / "calls.db")
+    text = DEPLOYMENT.replace("{db}", str(tmp_path / "s.db"))
+    app = create_app([parse_deployment(text, environ={"TWILIO_AUTH_TOKEN": TOKEN})], warm_up=False, records=records)
+    with RunningServer(app) as running:
+        async with relay(running) as call:
+            await call.prompt("what are your hours")
+            assert (await call.reply())[0] == "We are open nine to five."
+        for _ in range(100):
+            if records.list():
+                break
+            await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(base_url=running.url) as client:
+            metrics = (await client.get("/metrics")).text
+    [record] = records.list()
+    assert record.call_id == call.session_id and record.mode == "cascade" and record.caller_id == "+15550001111"
+    [turn] = record.turns
+    assert turn.heard == "what are your hours" and turn.reply == "We are open nine to five."
+    assert 0 < turn.llm_first_token_ms <= turn.reply_complete_ms  # prompt in -> first token -> last: true
+    assert [u.provider for u in record.usage] == ["testkit_llm"]
+    assert 'voxpipe_calls_total{deployment="relay",variant=""} 1.0' in metrics
+    assert 'stage="reply_complete"' in metrics
