@@ -35,13 +35,15 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 INVOKE_TIMEOUT_SECS = 60.0
+#: Modules a Lambda handler must never load (a cold start pays for them): each reply says which are loaded.
+HEAVY_MODULES = ("pipecat", "pydantic", "pluggy", "fastapi", "loguru")
 
 
 class _LambdaContext:
@@ -71,6 +73,7 @@ def container_main(handler_path: str) -> None:
 
             traceback.print_exc()
             reply = {"error": f"{type(exc).__name__}: {exc}"}
+        reply["heavy"] = sorted(name for name in HEAVY_MODULES if name in sys.modules)
         protocol.write(json.dumps(reply) + "\n")
         protocol.flush()
 
@@ -102,6 +105,7 @@ class Invocation:
     cold: bool
     started: float  # time.monotonic()
     seconds: float
+    heavy: list[str] = field(default_factory=list)  # HEAVY_MODULES loaded in the container after it
 
 
 class Container:
@@ -295,7 +299,14 @@ class ApiGatewayShim(FakeServer):
         started = time.monotonic()
         reply, cold = await function.invoke(event)
         invocation = Invocation(
-            route, event, reply.get("result"), reply.get("error"), cold, started, time.monotonic() - started
+            route,
+            event,
+            reply.get("result"),
+            reply.get("error"),
+            cold,
+            started,
+            time.monotonic() - started,
+            reply.get("heavy", []),
         )
         with self._lock:
             self.invocations.append(invocation)

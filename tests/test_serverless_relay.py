@@ -363,3 +363,43 @@ def test_handler_configuration_keeps_secrets_as_templates(config_file: Path) -> 
     assert TOKEN not in text and "${TWILIO_AUTH_TOKEN}" in text and "${BEDROCK_URL}" in text
     with pytest.raises(Exception, match="TWILIO_AUTH_TOKEN is not set"):
         HandlerConfig.from_json(json.loads(text), {"BEDROCK_URL": "http://x"})
+
+
+async def test_handlers_never_load_pipecat_pydantic_or_pluggy(shim: ApiGatewayShim, lambda_env: dict[str, str]) -> None:
+    """Every path of the relay and TwiML handlers, a tool call included, in fresh Lambda containers."""
+    caller = await RelayCaller.dial(shim.client_url, signature())
+    await caller.setup("CA00000000000000000000000000000009")
+    await caller.prompt("tell me something long")
+    await caller.next_message()
+    await caller.send({"type": "interrupt", "utteranceUntilInterrupt": "word0", "durationUntilInterruptMs": 200})
+    for digit in "1#":
+        await caller.send({"type": "dtmf", "digit": digit})
+    await caller.reply()
+    await caller.prompt("ok bye")  # the end_call tool runs
+    assert await caller.reply() == "Goodbye then."
+    assert (await caller.next_message())["type"] == "end"
+    await caller.send({"type": "error", "description": "a test error"})
+    await caller.ws.send("{not json")
+    await caller.hang_up()
+    await wait_until(lambda: shim.invoked("$disconnect"))
+
+    webhook = LambdaFunction("voxpipe.serverless.twiml.handler", lambda_env | {"VOXPIPE_HTTP_URL": "https://h.test"})
+    form = {"CallSid": "CA9", "HandoffData": '{"reason":"transfer","to":"+15550123"}'}
+    heavy = []
+    try:
+        for path in ("/twiml", "/twiml/action"):
+            url = "https://h.test" + path
+            event = {
+                "rawPath": path,
+                "body": urlencode(form),
+                "headers": {"X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(url, form)},
+                "requestContext": {"domainName": "h.test"},
+            }
+            reply, _ = await webhook.invoke(event)
+            assert reply["result"]["statusCode"] == 200, reply
+            heavy += reply["heavy"]
+    finally:
+        await webhook.stop()
+    routes = {invocation.route for invocation in shim.invocations}
+    assert {"$connect", "$default", "$disconnect"} <= routes
+    assert not heavy and not [(i.route, i.heavy) for i in shim.invocations if i.heavy]

@@ -132,6 +132,7 @@ def bridge(environ: dict[str, str]) -> Bridge:
                 stop.set()
                 await asyncio.wait_for(running, 30)
         assert not shim.errors, shim.errors
+        assert not [(i.route, i.heavy) for i in shim.invocations if i.heavy]  # the Lambda stays light
 
     return run
 

@@ -101,6 +101,7 @@ class ToolSpec:
     timeout_secs: float
     options: dict[str, Any]
     effect: str | None = None
+    builder: str = ""  # ``module:function`` of the kind's handler builder (``voxpipe.tools.handlers``...)
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,7 @@ def handler_config(deployment: Deployment, raw: Any, registry: Registry) -> dict
                 "timeout_secs": tool.timeout_secs,
                 "options": kind.options.model_validate(tool.options).model_dump(),
                 "effect": kind.effect,
+                "builder": _builder_path(tool.kind, kind.build),
             }
         )
     transport = deployment.transport
@@ -458,13 +459,20 @@ def sam_template(
 # ------------------------------------------------------------------------------------------------ the files
 
 
+def _builder_path(kind: str, build: Any) -> str:
+    """Where the Lambda imports a tool kind's handler builder from (``module:function``), without the registry."""
+    path = f"{build.__module__}:{build.__qualname__}"
+    if "<" in path:
+        raise SamError(f"tool kind {kind} cannot run on Lambda: its build function {path} is not importable")
+    return path
+
+
 def _requirements(config: dict[str, Any]) -> list[str]:
     """The functions' dependencies: never pipecat; the SDKs only of the providers and tools in use."""
     needs = ["botocore>=1.34", "twilio>=9"]
     if any(spec["provider"] == "openai" for spec in config["llm"]):
         needs.append("openai>=1.40")
     if config["agent"]["tools"]:
-        needs += ["pydantic>=2.7,<3", "pluggy>=1.5"]  # the tool kinds' registry
         needs.append("fastjsonschema>=2.20")  # run_tool checks every call's arguments against the tool's schema
     if any(tool["kind"] == "http" for tool in config["agent"]["tools"]):
         needs.append("aiohttp>=3.9")

@@ -7,7 +7,8 @@ OpenAI-style messages pipecat's ``LLMContext`` uses, whatever the vendor, so a c
 same in DynamoDB whichever provider (or ``voxpipe serve``) wrote it.
 
 The deployment's ``llm`` chain is honoured as a fallback: a provider that fails before its first token
-hands the turn to the next one. Tools run through the plugin registry's tool kinds (pipecat-free).
+hands the turn to the next one. Tools run through their kind's handler builder, named in the handler
+configuration (``voxpipe.tools.handlers`` for the built-in kinds): no registry, no pydantic.
 """
 
 from __future__ import annotations
@@ -196,16 +197,20 @@ STREAMERS: dict[str, Callable[[LLMSpec], StreamFn]] = {"bedrock": bedrock_stream
 
 
 def run_tool(tool: ToolSpec, arguments: dict[str, Any]) -> Any:
-    """Run one tool through its registered kind; failures and timeouts become ``{"error": ...}`` for the model."""
-    import asyncio
+    """Run one tool through its kind's handler builder; failures and timeouts become ``{"error": ...}``.
 
-    from voxpipe.providers.registry import default_registry  # pydantic: paid only when a tool runs
+    The options were validated (and defaults filled) when the deployment was built, so the builder gets
+    them as a plain namespace: neither the registry nor pydantic is imported.
+    """
+    import asyncio
+    from types import SimpleNamespace
+
+    from voxpipe.tools.handlers import resolve
     from voxpipe.tools.runner import run_tool as run
     from voxpipe.tools.runner import tool_error
 
     try:
-        kind = default_registry().tool_kinds[tool.kind].tool_kind
-        handler = kind.build(tool.name, kind.options.model_validate(tool.options))
+        handler = resolve(tool.builder)(tool.name, SimpleNamespace(**tool.options))
     except Exception as exc:
         return tool_error(tool.name, f"failed: {exc}")
     return asyncio.run(run(tool.name, handler, arguments, tool.timeout_secs))

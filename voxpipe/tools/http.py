@@ -7,17 +7,18 @@ gives up after ``request_timeout_secs`` (connection closed, not just abandoned) 
 call nor fill the server's memory. Redirects are not followed unless ``follow_redirects: true``: the
 deployment names the endpoint it trusts, and a redirect could point the server (and its headers) at an
 internal address whose reply the model would read out to the caller.
+
+The handler is ``handlers.http`` (pydantic-free, so the Lambda relay runs it too); this module holds its options.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from voxpipe.providers.spec import ProviderOptions, ToolHandler, ToolKind
-from voxpipe.tools.runner import ToolCallFailed
+from voxpipe.providers.spec import ProviderOptions, ToolKind
+from voxpipe.tools import handlers
 
 
 class HttpToolOptions(ProviderOptions):
@@ -31,43 +32,4 @@ class HttpToolOptions(ProviderOptions):
     follow_redirects: bool = Field(False, description="Follow 3xx redirects (off: a redirect is a failed call).")
 
 
-async def _bounded_body(response: Any, limit: int, name: str) -> bytes:
-    """The reply body, refused once it grows past ``limit`` bytes (checked as it arrives, not after)."""
-    if response.content_length is not None and response.content_length > limit:
-        raise ToolCallFailed(f"reply of {name} is {response.content_length} bytes, over the {limit}-byte limit")
-    body = bytearray()
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > limit:
-            raise ToolCallFailed(f"reply of {name} is over the {limit}-byte limit")
-    return bytes(body)
-
-
-def build(name: str, options: HttpToolOptions) -> ToolHandler:
-    async def call(arguments: dict[str, Any]) -> Any:
-        import aiohttp  # pipecat dependency; imported lazily to keep `voxpipe validate` light
-
-        as_query = options.method in ("GET", "DELETE")
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=options.request_timeout_secs)) as session,
-            session.request(
-                options.method,
-                options.url,
-                headers=options.headers,
-                params={k: str(v) for k, v in arguments.items()} if as_query else None,
-                json=None if as_query else arguments,
-                allow_redirects=options.follow_redirects,
-            ) as response,
-        ):
-            body = await _bounded_body(response, options.max_response_bytes, name)
-            text = body.decode(response.charset or "utf-8", errors="replace")
-            if response.status >= 300:  # 3xx here: a redirect not followed
-                raise ToolCallFailed(f"HTTP {response.status} from {name}: {text[:200]}")
-            if response.content_type == "application/json":
-                return json.loads(text)
-            return {"text": text}
-
-    return call
-
-
-HTTP = ToolKind(name="http", options=HttpToolOptions, build=build, description="Call an HTTP endpoint.")
+HTTP = ToolKind(name="http", options=HttpToolOptions, build=handlers.http, description="Call an HTTP endpoint.")
