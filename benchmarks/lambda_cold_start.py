@@ -39,7 +39,7 @@ from twilio.request_validator import RequestValidator  # noqa: E402
 
 from tests.apigw_shim import aws_environment, moto_server, write_handler_config  # noqa: E402
 from tests.fakes import FakeBedrock  # noqa: E402
-from voxpipe.serverless.history import ConversationTable, table_definition  # noqa: E402
+from voxpipe.aws.conversations import ConversationTable, table_definition  # noqa: E402
 
 BUDGET_MS = 300.0
 TOKEN = "benchmark-token"  # noqa: S105 — a made-up credential for a local fake; nothing real

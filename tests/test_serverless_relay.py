@@ -28,8 +28,8 @@ from tests.apigw_shim import (
     write_handler_config,
 )
 from tests.fakes import Behaviour, FakeBedrock, Turn
+from voxpipe.aws.conversations import ConversationTable, table_definition
 from voxpipe.serverless import ConnectionGone, Connections, HandlerConfig
-from voxpipe.serverless.history import ConversationTable, table_definition
 from voxpipe.serverless.twiml import handler as twiml_handler
 
 pytestmark = pytest.mark.timeout(120)

@@ -31,9 +31,9 @@ from tests.apigw_shim import (
     write_handler_config,
 )
 from voxpipe.audio import g711
+from voxpipe.aws.conversations import table_definition
 from voxpipe.config.loader import parse_deployment
 from voxpipe.serverless.apigw_transport import LinkSettings
-from voxpipe.serverless.history import table_definition
 from voxpipe.serverless.worker import BridgeSettings, BridgeWorker
 
 pytestmark = pytest.mark.timeout(120)

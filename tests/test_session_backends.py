@@ -18,7 +18,7 @@ import botocore.session
 import pytest
 
 from tests.apigw_shim import moto_server
-from voxpipe.serverless.history import ConversationTable, table_definition
+from voxpipe.aws.conversations import ConversationTable, table_definition
 from voxpipe.sessions.base import Conflict, SessionStore, append_turns
 from voxpipe.sessions.dynamodb import DynamoDBSessionStore
 from voxpipe.sessions.redis import RedisSessionStore

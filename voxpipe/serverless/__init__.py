@@ -4,7 +4,7 @@ Both designs are built from one deployment file by ``voxpipe deploy sam`` (``sam
 
 - ConversationRelay on Lambda: Twilio does speech-to-text and text-to-speech; ``twiml.handler`` answers the
   voice webhook, ``relay.handler`` serves the WebSocket routes and streams the LLM's text (``text_llm.py``)
-  back through ``@connections``; the conversation lives in DynamoDB (``history.py``).
+  back through ``@connections``; the conversation lives in DynamoDB (``voxpipe.aws.conversations``).
 - The audio bridge: browser or phone audio over API Gateway WebSocket -> ``worker.handler`` (a Lambda)
   -> SQS -> ``python -m voxpipe.serverless.worker CONFIG``, which runs the deployment's pipecat pipeline
   per connection and posts audio back through ``@connections`` (``apigw_transport.py``).
@@ -14,8 +14,8 @@ validates the deployment once and writes the *handler configuration* (JSON) that
 string the YAML wrote as ``${VAR}`` stays a template in that file and is filled from the Lambda's
 environment at start, so no secret is ever written to disk.
 
-This module holds what the handlers share: that configuration, botocore clients, and ``@connections``.
-botocore is used without boto3 because boto3's import (s3transfer) alone adds ~60 ms to a cold start.
+This module holds what the handlers share: that configuration and ``@connections`` (botocore clients and the
+conversation table are ``voxpipe.aws``'s, which ``voxpipe serve``'s DynamoDB session store uses too).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxpipe.aws import aws_client, error_code
 from voxpipe.envvars import names_in, substitute
 
 #: Environment variables the SAM template sets (tests set them too).
@@ -166,46 +166,6 @@ def handler_config() -> HandlerConfig:
     except (OSError, ValueError) as exc:
         raise HandlerConfigError(f"cannot read the handler configuration {path}: {exc}") from None
     return HandlerConfig.from_json(data, dict(os.environ))
-
-
-# ------------------------------------------------------------------------------------------------ AWS clients
-
-_CLIENTS: dict[tuple[str, str | None, str | None], Any] = {}
-_CLIENTS_LOCK = threading.Lock()
-_SESSION: list[Any] = []  # one botocore session per process: its clients share the loaded endpoint data
-
-
-def aws_client(service: str, endpoint_url: str | None = None, region: str | None = None, **config: Any) -> Any:
-    """A botocore client, made once per process, endpoint and region (clients are thread-safe; making one is not).
-
-    The region defaults to the Lambda's (``$AWS_REGION``). ``config`` is passed to ``botocore.config.Config``
-    (timeouts, retries) when the client is made.
-    """
-    # botocore's own endpoint variables, resolved here so that a changed environment gets a new client
-    variable = "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_")
-    endpoint_url = endpoint_url or os.environ.get(variable) or os.environ.get("AWS_ENDPOINT_URL")
-    key = (service, endpoint_url, region)
-    with _CLIENTS_LOCK:
-        client = _CLIENTS.get(key)
-        if client is None:
-            import botocore.session
-            from botocore.config import Config
-
-            if not _SESSION:
-                _SESSION.append(botocore.session.get_session())
-            session = _SESSION[0]
-            region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-            client = session.create_client(
-                service, region_name=region, endpoint_url=endpoint_url, config=Config(**config) if config else None
-            )
-            _CLIENTS[key] = client
-    return client
-
-
-def error_code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ``ClientError`` (empty for anything else)."""
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 # ------------------------------------------------------------------------------------------------ @connections

@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from voxpipe.aws.conversations import Conversation, ConversationTable, Message
 from voxpipe.serverless import (
     RELAY_URL_ENV,
     TABLE_ENV,
@@ -36,7 +37,6 @@ from voxpipe.serverless import (
     handler_config,
     response,
 )
-from voxpipe.serverless.history import Conversation, ConversationTable, Message
 from voxpipe.serverless.text_llm import Reply
 from voxpipe.telephony import conversation_relay as protocol
 from voxpipe.telephony import keypad

@@ -36,6 +36,7 @@ from typing import Any
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
+from voxpipe.aws.conversations import KEY, TTL_ATTRIBUTE
 from voxpipe.config.loader import parse_deployment
 from voxpipe.config.models import Deployment
 from voxpipe.config.secrets import secret_variables
@@ -50,7 +51,6 @@ from voxpipe.serverless import (
     TABLE_ENV,
     referenced_variables,
 )
-from voxpipe.serverless.history import KEY, TTL_ATTRIBUTE
 from voxpipe.serverless.text_llm import STREAMERS
 
 RUNTIME = "python3.12"

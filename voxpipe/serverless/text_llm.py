@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from voxpipe.serverless import HandlerConfig, LLMSpec, ToolSpec, aws_client
+from voxpipe.aws import aws_client
+from voxpipe.serverless import HandlerConfig, LLMSpec, ToolSpec
 
 logger = logging.getLogger(__name__)
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from voxpipe.aws.conversations import ConversationTable
 from voxpipe.serverless import (
     BRIDGE_URL_ENV,
     QUEUE_ENV,
@@ -47,7 +48,6 @@ from voxpipe.serverless import (
     handler_config,
     response,
 )
-from voxpipe.serverless.history import ConversationTable
 from voxpipe.telephony import json_messages
 
 if TYPE_CHECKING:

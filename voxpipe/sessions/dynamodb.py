@@ -1,6 +1,6 @@
 """``sessions: {store: dynamodb, table: NAME}``: conversations in DynamoDB, shared by every ``voxpipe serve`` process.
 
-The rows are those of the serverless ConversationRelay (``voxpipe.serverless.history``): one item per call, key
+The rows are those of the serverless ConversationRelay (``voxpipe.aws.conversations``): one item per call, key
 ``call#<call id>``, TTL attribute ``expires_at`` (refreshed on every write; expired items are filtered on read
 because DynamoDB deletes them lazily), and a ``version`` attribute that makes every write conditional. A call
 can therefore move between ``voxpipe serve`` processes behind a load balancer, or between them and the Lambda
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from voxpipe.serverless.history import Conversation, ConversationTable
+from voxpipe.aws.conversations import Conversation, ConversationTable
 from voxpipe.sessions.base import Conflict, Message, Session
 
 

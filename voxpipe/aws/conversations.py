@@ -1,4 +1,8 @@
-"""Conversations and connections in one DynamoDB table, safe under concurrent Lambda invocations.
+"""Conversations and connections in one DynamoDB table, safe under concurrent writers (Lambda invocations,
+``voxpipe serve`` processes).
+
+The Lambda relay and bridge keep their calls here, and ``voxpipe serve``'s ``sessions: {store: dynamodb}``
+(``voxpipe.sessions.dynamodb``) reads and writes the same rows.
 
 One string hash key, ``pk``, and two kinds of item:
 
@@ -26,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from voxpipe.serverless import aws_client, error_code
+from voxpipe.aws import aws_client, error_code
 
 Message = dict[str, Any]
 T = TypeVar("T")
