@@ -20,7 +20,7 @@ import pytest
 
 from tests.simulators.server import RunningServer
 from voxpipe.config.loader import parse_deployment
-from voxpipe.server.app import create_app
+from voxpipe.web.app import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

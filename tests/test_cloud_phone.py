@@ -28,7 +28,7 @@ from voxpipe.audio import g711
 from voxpipe.bench.simulated_call import resample, simulate_call
 from voxpipe.config.loader import apply_overrides
 from voxpipe.config.models import Deployment
-from voxpipe.server.app import create_app
+from voxpipe.web.app import create_app
 
 pytestmark = pytest.mark.usefixtures("cloud")
 

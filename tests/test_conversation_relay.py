@@ -14,8 +14,8 @@ from twilio.request_validator import RequestValidator
 from tests.simulators.conversation_relay import RelaySimulator
 from tests.simulators.server import RunningServer
 from voxpipe.config.loader import parse_deployment
-from voxpipe.server.app import create_app
 from voxpipe.sessions import SQLiteSessionStore
+from voxpipe.web.app import create_app
 
 TOKEN = "test-auth-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
 LONG = "Let me tell you everything about our opening hours and our many services in great detail today."

@@ -17,8 +17,8 @@ from tests.simulators.server import RunningServer
 from voxpipe.config.errors import ConfigError
 from voxpipe.config.loader import parse_deployment
 from voxpipe.config.models import Deployment
-from voxpipe.server.app import create_app
-from voxpipe.server.serve import serve
+from voxpipe.web.app import create_app
+from voxpipe.web.serve import serve
 
 CASCADE = """
 name: {name}

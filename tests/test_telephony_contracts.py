@@ -34,8 +34,8 @@ from tests.test_serverless_relay import (  # noqa: F401  (module fixtures of the
     table,
 )
 from voxpipe.config.loader import parse_deployment
-from voxpipe.server.app import create_app
 from voxpipe.telephony import keypad
+from voxpipe.web.app import create_app
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -35,7 +35,6 @@ from voxpipe.config.models import Deployment
 from voxpipe.pipeline.frames import BotAudioPlayedFrame
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.store import RecordStore
-from voxpipe.server.app import create_app
 from voxpipe.telephony.media_streams import Playout
 from voxpipe.transports.media_transport import (
     LEAD_SECS,
@@ -44,6 +43,7 @@ from voxpipe.transports.media_transport import (
     MediaStreamTransport,
 )
 from voxpipe.transports.twilio_account import TwilioRest
+from voxpipe.web.app import create_app
 
 PUBLIC = "https://voice.example.com"
 TOKEN = "test-auth-token"  # noqa: S105 — a made-up credential for a local fake; nothing real

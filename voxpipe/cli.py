@@ -170,7 +170,7 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
 ) -> None:
     """Serve deployments to Twilio (Media Streams, ConversationRelay) and browsers, each under /{name}/."""
-    from voxpipe.server.serve import serve as serve_deployments
+    from voxpipe.web.serve import serve as serve_deployments
 
     serve_deployments(configs, host, port)
 

@@ -39,12 +39,12 @@ from voxpipe.pipeline.builder import CallPipeline, TextTransport
 from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.text_latency import TextTurnMeter
 from voxpipe.providers.spec import AudioFormat
-from voxpipe.server.signatures import public_url
 from voxpipe.telephony import conversation_relay as protocol
 from voxpipe.telephony import keypad, twiml
 from voxpipe.transports.json_socket import JsonSocket
 from voxpipe.transports.media_stream_call import END_REPLY_TIMEOUT_SECS
 from voxpipe.transports.twilio_account import TwilioAccount
+from voxpipe.transports.twilio_signatures import public_url
 
 
 def relay_twiml(deployment: Deployment) -> str:

@@ -1,7 +1,7 @@
 """What a deployment's Twilio account gives its calls: signed requests, and the REST API for live calls.
 
-A ``TwilioAccount`` checks ``X-Twilio-Signature`` on webhooks and WebSocket handshakes (``voxpipe.server
-.signatures``), ends or transfers a live call through the REST API when account credentials are configured,
+A ``TwilioAccount`` checks ``X-Twilio-Signature`` on webhooks and WebSocket handshakes (``voxpipe.transports
+.twilio_signatures``), ends or transfers a live call through the REST API when account credentials are configured,
 and remembers where a call's ``<Connect action>`` should dial once its stream ends. The web app makes one per
 deployment; the serverless bridge worker makes one too (it hangs up and transfers the same way). No web
 framework is imported here: requests and sockets are only read.
@@ -17,8 +17,8 @@ from urllib.parse import parse_qsl
 from loguru import logger
 
 from voxpipe.config.models import Deployment
-from voxpipe.server.signatures import TwilioSignatures
 from voxpipe.telephony import twiml
+from voxpipe.transports.twilio_signatures import TwilioSignatures
 
 if TYPE_CHECKING:
     from fastapi import Request, WebSocket

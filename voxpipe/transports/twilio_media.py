@@ -13,13 +13,13 @@ from fastapi import APIRouter, Request, Response, WebSocket
 
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.host import CallHost
-from voxpipe.server.signatures import public_url
 from voxpipe.telephony import conversation_relay, twiml
 from voxpipe.telephony.media_streams import StreamStart
 from voxpipe.transports.json_socket import JsonSocket
 from voxpipe.transports.media_stream_call import Dialect, MediaStreamCall
 from voxpipe.transports.media_transport import MediaStreamTransport
 from voxpipe.transports.twilio_account import TwilioAccount
+from voxpipe.transports.twilio_signatures import public_url
 
 
 def stream_twiml(deployment: Deployment, form: dict[str, str]) -> str:

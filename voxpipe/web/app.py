@@ -3,7 +3,7 @@
 ``create_app(deployments)`` is importable, so any ASGI server can run it (``voxpipe serve`` uses uvicorn)::
 
     from voxpipe.config.loader import load_deployment
-    from voxpipe.server.app import create_app
+    from voxpipe.web.app import create_app
 
     app = create_app([load_deployment("agent.yaml")])
 

@@ -25,7 +25,7 @@ def serve(config_paths: Sequence[str | Path], host: str = "127.0.0.1", port: int
     import uvicorn
 
     from voxpipe.records.store import RecordStore
-    from voxpipe.server.app import create_app
+    from voxpipe.web.app import create_app
 
     app = create_app(deployments, records=RecordStore())  # the store `voxpipe calls` and `report` read
     # Twilio's and the page's messages are a few hundred bytes: a megabyte is plenty, and bounds what one
