@@ -29,7 +29,8 @@ from pipecat.workers.runner import WorkerRunner
 
 from voxpipe.audio import g711
 from voxpipe.config.models import Deployment
-from voxpipe.pipeline.builder import CallContext, build_call
+from voxpipe.pipeline.builder import CallContext
+from voxpipe.pipeline.host import build_measured
 from voxpipe.pipeline.latency import MeasuredTurn, TurnMeter, first_audible, last_audible
 from voxpipe.pipeline.metering import CallMeter
 from voxpipe.providers.spec import AudioFormat
@@ -242,8 +243,9 @@ async def simulate_call(
     if audio is not None:
         call = replace(call, audio=audio)
     transport = MemoryTransport(call.audio.sample_rate_in, call.audio.sample_rate_out)
-    turn_meter = TurnMeter(transport.output())
-    call_pipeline = build_call(deployment, transport, call, observers=[turn_meter], clock=turn_meter.clock)
+    measured = build_measured(deployment, transport, call)  # as the call host measures calls
+    call_pipeline, turn_meter = measured.pipeline, measured.turn_meter
+    assert turn_meter is not None
     return await drive_call(
         CallUnderTest(
             deployment.name,

@@ -12,4 +12,12 @@
 
 The server's transports (``voxpipe.transports``), the Lambda handlers and the audio bridge
 (``voxpipe.serverless``) are adapters over these modules, so each protocol behaviour has one implementation.
+
+Where later behaviour belongs: ending a call with an outcome (say a message, then hang up or transfer) is
+``twiml.end_call`` for a media stream (sent by ``TwilioAccount.carry_out``) and ``conversation_relay.handoff``
+for ConversationRelay; a per-call signed ``<Parameter>`` is written by ``twiml.stream_call`` and checked where
+``start`` (``MediaStream``'s ``parse`` and ``StreamHandler.started``, which refuse with ``Malformed``) and
+``setup`` (``conversation_relay.Setup.custom_parameters``) arrive; timers on the caller's silence belong to the
+stream's handler (``transports.media_stream_call.MediaStreamCall``), which is also the one place the bot's
+audio leaves for the caller (``send_audio``) and the caller's arrives (``audio``), for recordings.
 """

@@ -39,9 +39,13 @@ class TwilioRest:
     def __init__(self, client: Any):
         self._client = client  # twilio.rest.Client
 
-    async def end_call(self, call_sid: str, *, transfer_to: str | None = None) -> None:
-        """Hang up, or with ``transfer_to`` replace the call's TwiML with a ``<Dial>``."""
-        changes: dict[str, Any] = {"twiml": twiml.dial(transfer_to)} if transfer_to else {"status": "completed"}
+    async def end_call(self, call_sid: str, *, transfer_to: str | None = None, message: str | None = None) -> None:
+        """Hang up, or replace the call's TwiML: ``<Say>`` a ``message`` first, then ``<Dial>`` ``transfer_to``
+        or hang up (``telephony.twiml.end_call``: the one way a call ends with an outcome)."""
+        if transfer_to or message:
+            changes: dict[str, Any] = {"twiml": twiml.end_call(message, transfer_to)}
+        else:
+            changes = {"status": "completed"}
         try:
             await asyncio.to_thread(self._client.calls(call_sid).update, **changes)
         except Exception as exc:  # the call may already be over; never fail the server for it
@@ -59,14 +63,15 @@ class TwilioAccount:
         self.rest = TwilioRest(client_factory(twilio.account_sid, token)) if twilio.account_sid and token else None
         self.handoffs: dict[str, str] = {}  # call id -> where <Connect action> dials once the stream ends
 
-    async def carry_out(self, call_id: str, effect: str | None, target: str | None) -> None:
-        """A media-stream call ended by a tool: remember a transfer's target, and end the live call."""
+    async def carry_out(self, call_id: str, effect: str | None, target: str | None, message: str | None = None) -> None:
+        """A media-stream call ended (by a tool's ``effect``): remember a transfer's target for the ``<Connect
+        action>`` webhook, and end the live call, saying ``message`` first if there is one."""
         if effect is None:
             return
         if target:
             self.handoffs[call_id] = target  # the <Connect action> webhook dials it
         if self.rest is not None:
-            await self.rest.end_call(call_id, transfer_to=target)
+            await self.rest.end_call(call_id, transfer_to=target, message=message)
 
     async def signed_form(self, request: Request, path: str) -> dict[str, str] | None:
         """The webhook's form parameters, or ``None`` if its signature is not valid."""
