@@ -33,6 +33,7 @@ from tests.apigw_shim import (
 from voxpipe.audio import g711
 from voxpipe.aws.conversations import table_definition
 from voxpipe.config.loader import parse_deployment
+from voxpipe.records.store import RecordStore
 from voxpipe.serverless.apigw_transport import LinkSettings
 from voxpipe.serverless.worker import BridgeSettings, BridgeWorker
 
@@ -110,7 +111,7 @@ Bridge = Callable[..., Any]
 
 
 @pytest.fixture
-def bridge(environ: dict[str, str]) -> Bridge:
+def bridge(environ: dict[str, str], tmp_path: Path) -> Bridge:
     """``async with bridge(deployment_yaml, settings, idle_timeout_secs=..., disconnect=True) as (shim, worker)``."""
 
     @asynccontextmanager
@@ -121,7 +122,8 @@ def bridge(environ: dict[str, str]) -> Bridge:
         routes = {"$connect": function, "$default": function} | ({"$disconnect": function} if disconnect else {})
         shim = ApiGatewayShim(routes, idle_timeout_secs=idle_timeout_secs)
         deployment = parse_deployment(yaml, "deployment.yaml", environ, serverless_registry())
-        worker = BridgeWorker(deployment, environ["VOXPIPE_QUEUE_URL"], TABLE, settings)
+        records = RecordStore(tmp_path / "calls.db")
+        worker = BridgeWorker(deployment, environ["VOXPIPE_QUEUE_URL"], TABLE, settings, records=records)
         stop = asyncio.Event()
         async with shim:
             function.env["VOXPIPE_CONNECTIONS_URL"] = shim.endpoint
@@ -239,6 +241,11 @@ async def test_browser_call_through_the_queue_with_aggregated_audio(bridge: Brid
         assert worker.calls[connection_id].transport.link.posts == len(client.received)
         await client.ws.close()
         await wait_until(lambda: not worker.calls)  # $disconnect -> SQS -> the call ends
+        # Measured and recorded on the call host, as a served call is.
+        records = worker.host.bookkeeping.records
+        [record] = await wait_until(records.list)
+        assert record.call_id == session_id and [t.heard for t in record.turns] == ["what are your hours"]
+        assert record.turns[0].voice_to_voice_ms is not None and record.cost_usd > 0
 
 
 async def test_twilio_realtime_call_with_out_of_order_delivery(bridge: Bridge) -> None:

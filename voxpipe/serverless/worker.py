@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from voxpipe.config.models import Deployment
     from voxpipe.pipeline.host import CallHost, HostedCall
     from voxpipe.providers.registry import Registry
+    from voxpipe.records.store import RecordStore
     from voxpipe.serverless.apigw_transport import ApiGwTransport, LinkSettings
     from voxpipe.sessions import SessionStore
     from voxpipe.telephony.media_streams import StreamStart
@@ -260,8 +261,9 @@ class BridgeWorker:
         *,
         store: SessionStore | None = None,
         registry: Registry | None = None,
+        records: RecordStore | None = None,
     ):
-        from voxpipe.pipeline.host import CallHost
+        from voxpipe.pipeline.host import CallBookkeeping, CallHost
         from voxpipe.sessions import open_store
         from voxpipe.transports.twilio_account import TwilioAccount
 
@@ -269,7 +271,8 @@ class BridgeWorker:
         self.queue_url = queue_url
         self.settings = settings or BridgeSettings()
         self.table = ConversationTable(table, deployment.sessions.ttl_secs)
-        self.host = CallHost(deployment, store or open_store(deployment.sessions), registry)
+        bookkeeping = CallBookkeeping(records)  # each call's CallRecord, as `voxpipe serve` keeps them
+        self.host = CallHost(deployment, store or open_store(deployment.sessions), registry, bookkeeping)
         self.twilio = TwilioAccount(deployment)
         self.calls: dict[str, BridgeCall] = {}
         self._sqs = aws_client("sqs")
@@ -354,7 +357,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.queue_url or not args.table:
         parser.error(f"the queue and the table are required (--queue-url/${QUEUE_ENV}, --table/${TABLE_ENV})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    worker = BridgeWorker(load_deployment(args.config), args.queue_url, args.table)
+    from voxpipe.records.store import RecordStore
+
+    # the store `voxpipe calls` and `voxpipe report` read ($VOXPIPE_RECORDS)
+    worker = BridgeWorker(load_deployment(args.config), args.queue_url, args.table, records=RecordStore())
 
     async def serve() -> None:
         stop = asyncio.Event()
