@@ -34,13 +34,18 @@ from pipecat.frames.frames import (
     StartFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
-from pipecat.transports.base_output import BaseOutputTransport
-from pipecat.transports.base_transport import BaseTransport, TransportParams
+from pipecat.transports.base_transport import TransportParams
 
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.serverless import ConnectionGone, Connections
 from voxpipe.telephony import json_messages
-from voxpipe.transports.media_transport import MediaPeer, MediaStreamInput, media_params
+from voxpipe.transports.media_transport import (
+    MediaOutput,
+    MediaPeer,
+    MediaStreamInput,
+    MediaTransport,
+    media_params,
+)
 
 FRAME_LIMIT = 32 * 1024
 #: After the last audio of a reply, how long a partly filled window waits before it is sent anyway.
@@ -122,7 +127,7 @@ class MediaLink:
         return not self.gone
 
 
-class ApiGwOutput(BaseOutputTransport):
+class ApiGwOutput(MediaOutput):
     """Bot audio to ``@connections``: aggregated, split under the frame limit, paced, kept alive."""
 
     def __init__(self, params: TransportParams, link: MediaLink, settings: LinkSettings):
@@ -209,7 +214,7 @@ class ApiGwOutput(BaseOutputTransport):
                 await self._link.mark("keepalive")
 
 
-class ApiGwTransport(BaseTransport):
+class ApiGwTransport(MediaTransport):
     """The pipecat transport of one bridged connection."""
 
     def __init__(self, link: MediaLink, audio: AudioFormat, settings: LinkSettings):

@@ -20,14 +20,13 @@ from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import LLMMessagesAppendFrame
-from pipecat.transports.base_transport import BaseTransport
 
 from voxpipe.audio import g711
 from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.telephony import media_streams
 from voxpipe.telephony.media_streams import Malformed, MediaStream, Send, StreamStart
-from voxpipe.transports.media_transport import MediaPeer, MediaStreamInput
+from voxpipe.transports.media_transport import MediaPeer, MediaTransport
 from voxpipe.transports.twilio_account import TwilioAccount
 
 END_REPLY_TIMEOUT_SECS = 15.0  # after end_call/transfer, how long the goodbye may take to play
@@ -66,7 +65,7 @@ class Dialect:
             await call.twilio.carry_out(call.stream.start.call_id, effect, target or None)
 
 
-TransportFactory = Callable[["MediaStreamCall", StreamStart], BaseTransport]
+TransportFactory = Callable[["MediaStreamCall", StreamStart], MediaTransport]
 
 
 class MediaStreamCall(MediaPeer):
@@ -89,7 +88,7 @@ class MediaStreamCall(MediaPeer):
         self.dialect = dialect
         self.stream = MediaStream(send, self, dialect.parse_start, owner=self)
         self.hosted: HostedCall | None = None
-        self.transport: BaseTransport | None = None
+        self.transport: MediaTransport | None = None
         self._send = send
         self._make_transport = make_transport
         self._close_peer = close_peer
@@ -125,24 +124,24 @@ class MediaStreamCall(MediaPeer):
             self._on_turn,
         )
         self._spawn(self._watch_pipeline())
-        await self._input().ready.wait()
+        await self.transport.input().ready.wait()
         await self.hosted.begin()
 
-    def _input(self) -> MediaStreamInput:
-        assert self.transport is not None
-        return self.transport.input()  # type: ignore[return-value]
+    def _transport(self) -> MediaTransport:
+        assert self.transport is not None  # the stream only reports audio, marks and keys once started
+        return self.transport
 
     async def audio(self, payload: bytes) -> None:
         pcm = self.dialect.decode(payload)
         self.dialect.heard(pcm)
-        await self._input().audio(pcm)
+        await self._transport().input().audio(pcm)
 
     async def mark_returned(self, name: str) -> None:
-        assert self.transport is not None
-        await self.transport.output().mark_returned(name)  # type: ignore[attr-defined]
+        await self._transport().output().mark_returned(name)
 
     async def keypad_entry(self, message: dict[str, Any]) -> None:
-        await self._input().push_frame(LLMMessagesAppendFrame(messages=[message], run_llm=True))
+        frame = LLMMessagesAppendFrame(messages=[message], run_llm=True)
+        await self._transport().input().push_frame(frame)
 
     async def stopped(self) -> None:
         """The stream is over: end the call now and write the rest of its conversation."""

@@ -65,6 +65,14 @@ class MediaPeer(abc.ABC):
         """The bot's audio stopped (so a call can end after its goodbye)."""
 
 
+class MediaOutput(BaseOutputTransport):
+    """The output side of a media-stream transport: it is told each mark the peer returns."""
+
+    @abc.abstractmethod
+    async def mark_returned(self, name: str) -> None:
+        """A mark the output sent came back (the audio before it has played)."""
+
+
 class MediaStreamInput(BaseInputTransport):
     """Caller audio and keypad digits from the WebSocket into the pipeline."""
 
@@ -81,7 +89,7 @@ class MediaStreamInput(BaseInputTransport):
         await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate, num_channels=1))
 
 
-class MediaStreamOutput(BaseOutputTransport):
+class MediaStreamOutput(MediaOutput):
     """Bot audio to the WebSocket, paced at real time, with a mark after each chunk.
 
     Downstream frames wait in ``_held`` until the mark sent before them comes back (see the module doc).
@@ -169,8 +177,18 @@ def media_params(audio: AudioFormat, chunks_10ms: int) -> TransportParams:
     )
 
 
-class MediaStreamTransport(BaseTransport):
-    """A pipecat transport whose far end is a ``MediaPeer`` (a Twilio or browser media stream)."""
+class MediaTransport(BaseTransport):
+    """A media-stream call's transport: caller audio in (``MediaStreamInput``), bot audio out (``MediaOutput``)."""
+
+    @abc.abstractmethod
+    def input(self) -> MediaStreamInput: ...
+
+    @abc.abstractmethod
+    def output(self) -> MediaOutput: ...
+
+
+class MediaStreamTransport(MediaTransport):
+    """A media transport whose far end is a ``MediaPeer`` over a socket (a Twilio or browser media stream)."""
 
     def __init__(self, peer: MediaPeer, audio: AudioFormat, *, report_played: bool = False):
         """``report_played``: send ``BotAudioPlayedFrame`` upstream (for a realtime service's truncation)."""
