@@ -1,9 +1,10 @@
-"""Contract tests of the shared telephony protocols: each behaviour, run against both adapters.
+"""Contract tests of ConversationRelay: each shared behaviour, run against both adapters.
 
 ConversationRelay has two adapters over ``voxpipe.telephony.conversation_relay`` and ``keypad``: the server's
 (``voxpipe serve``, one process holds the session) and the Lambda's (each message its own invocation, the
 conversation in DynamoDB). Both must group keypad digits into one entry, treat partial prompts as previews of
 the final one, and (tested in their own files) carry the model's reason as ``detail`` in the handoff data.
+(Media Streams: ``test_telephony_stream_contracts.py``.)
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ from tests.test_serverless_relay import (  # noqa: F401  (module fixtures of the
     signature,
     table,
 )
+from tests.test_serverless_worker import (  # noqa: F401  (fixtures of the bridge adapter)
+    BRIDGE_URL,
+    CASCADE,
+    FAST,
+    Client,
+    environ,
+    started,
+)
+from tests.test_serverless_worker import bridge as bridge
 from voxpipe.config.loader import parse_deployment
 from voxpipe.telephony import keypad
 from voxpipe.web.app import create_app
