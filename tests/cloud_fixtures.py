@@ -36,7 +36,7 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-import voxpipe.bench.simulated_call as simulated_call
+import voxpipe.pipeline.host as call_host
 from tests.fakes import Behaviour, FakeServer
 from voxpipe.bench.simulated_call import CallerTurn
 from voxpipe.config.loader import load_deployment
@@ -164,7 +164,7 @@ class CallLog:
 def calls_fixture(monkeypatch: pytest.MonkeyPatch) -> CallLog:
     """Record the pipeline of every ``simulate_call`` of the test (with an ``ErrorLog`` observing it)."""
     log = CallLog()
-    build_call = simulated_call.build_call
+    build_call = call_host.build_call  # simulate_call builds through the call host, as served calls do
 
     def recording(*args: Any, observers: Any = (), **kwargs: Any) -> CallPipeline:
         errors = ErrorLog()
@@ -173,7 +173,7 @@ def calls_fixture(monkeypatch: pytest.MonkeyPatch) -> CallLog:
         log.errors.append(errors.errors)
         return pipeline
 
-    monkeypatch.setattr(simulated_call, "build_call", recording)
+    monkeypatch.setattr(call_host, "build_call", recording)
     return log
 
 
