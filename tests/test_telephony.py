@@ -10,7 +10,7 @@ from typing import Any
 
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
-from voxpipe.telephony import conversation_relay, keypad, twiml
+from voxpipe.telephony import conversation_relay, keypad, keypad_entry, twiml
 from voxpipe.telephony.media_streams import MediaStream, StreamStart
 
 
@@ -111,7 +111,7 @@ async def test_keypad_entry_ends_after_a_pause() -> None:
     async def deliver(message: dict[str, Any]) -> None:
         entries.append(message["content"])
 
-    entry = keypad.KeypadEntry(deliver, pause_secs=0.05)
+    entry = keypad_entry.KeypadEntry(deliver, pause_secs=0.05)
     await entry.press("7")
     await entry.press("1")
     await asyncio.sleep(0.2)
@@ -122,7 +122,8 @@ def test_telephony_imports_only_the_standard_library() -> None:
     code = (
         "import sys; before = set(sys.modules); "
         "import voxpipe.telephony.media_streams, voxpipe.telephony.conversation_relay, "
-        "voxpipe.telephony.twiml, voxpipe.telephony.keypad, voxpipe.telephony.json_messages; "
+        "voxpipe.telephony.twiml, voxpipe.telephony.keypad, voxpipe.telephony.keypad_entry, "
+        "voxpipe.telephony.json_messages; "
         "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
         "third = new - set(sys.stdlib_module_names) - {'voxpipe'}; "
         "assert not {m for m in third if not m.startswith('_')}, third"

@@ -3,8 +3,8 @@
 - ``media_streams``: the Media Streams events (``connected``, ``start``, ``media``, ``mark``, ``dtmf``,
   ``stop`` in; ``media``, ``mark``, ``clear`` out) and the state machine of one stream, driven through a send
   callback, with playout marks (what the caller has heard).
-- ``keypad``: keypad digits grouped into one entry (a pause or ``#`` ends it), and the message that tells the
-  agent about it.
+- ``keypad`` and ``keypad_entry``: keypad digits grouped into one entry (a pause or ``#`` ends it), and the
+  message that tells the agent about it.
 - ``conversation_relay``: ConversationRelay messages, partial prompts, and the ``end`` handoff rules.
 - ``twiml``: TwiML documents built from plain values (``<Connect><Stream>``, ``<ConversationRelay>``, ``<Say>``,
   ``<Dial>``, ``<Hangup>``).

@@ -8,7 +8,7 @@ base64; what they encode (Twilio's 8 kHz mu-law, the browser page's PCM16) is th
 given to ``receive`` and answering through a send callback, so the server (a WebSocket it owns) and the
 serverless bridge (events from a queue, answers through ``@connections``) run the same code. It tells a
 ``StreamHandler`` what happened: the stream started, caller audio, a returned mark, a complete keypad entry
-(``keypad.KeypadEntry``), the stream stopped. A malformed or out-of-place event is logged and skipped.
+(``keypad_entry.KeypadEntry``), the stream stopped. A malformed or out-of-place event is logged and skipped.
 
 What the caller heard: Twilio buffers the audio it is sent, so the app sends a ``mark`` after each chunk and
 Twilio echoes it once the chunk has played, or at once when a ``clear`` dropped it. ``Playout`` keeps the
@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from voxpipe.telephony import keypad
+from voxpipe.telephony import keypad, keypad_entry
 
 log = logging.getLogger("voxpipe.telephony")
 
@@ -114,7 +114,7 @@ class MediaStream:
         self._owner = owner  # names the call in log lines
         self.state = StreamState.AWAITING_START
         self.start: StreamStart | None = None
-        self.keypad = keypad.KeypadEntry(handler.keypad_entry)
+        self.keypad = keypad_entry.KeypadEntry(handler.keypad_entry)
 
     async def receive(self, event: dict[str, Any]) -> None:
         """Handle one event (a dict with a string ``event``); a malformed one is logged and skipped."""

@@ -40,7 +40,7 @@ from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.text_latency import TextTurnMeter
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.telephony import conversation_relay as protocol
-from voxpipe.telephony import keypad, twiml
+from voxpipe.telephony import keypad, keypad_entry, twiml
 from voxpipe.transports.json_socket import JsonSocket
 from voxpipe.transports.media_stream_call import END_REPLY_TIMEOUT_SECS
 from voxpipe.transports.twilio_account import TwilioAccount
@@ -147,7 +147,7 @@ class RelaySession:
         self.transport = RelayTransport(self)
         self.response_ended = asyncio.Event()
         self._pipeline: CallPipeline | None = None
-        self._keypad = keypad.KeypadEntry(self._user_turn)
+        self._keypad = keypad_entry.KeypadEntry(self._user_turn)
         self._ending: asyncio.Task[None] | None = None
 
     async def send(self, message: dict[str, Any]) -> bool:
