@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -335,3 +338,29 @@ def test_worker_needs_a_queue_and_a_table(tmp_path: Path) -> None:
     (tmp_path / "deployment.yaml").write_text(CASCADE)
     with pytest.raises(SystemExit):
         main([str(tmp_path / "deployment.yaml"), "--queue-url", ""])
+
+
+def test_the_worker_runs_calls_without_a_web_framework(tmp_path: Path) -> None:
+    """The bridge worker hosts calls like `voxpipe serve`, but never imports FastAPI or Starlette."""
+    (tmp_path / "deployment.yaml").write_text(CASCADE)
+    probe = (
+        "import sys;"
+        "from voxpipe.config.loader import load_deployment;"
+        "from voxpipe.serverless.worker import BridgeWorker, BridgeCall, BridgeSettings;"
+        "worker = BridgeWorker(load_deployment(sys.argv[1]), 'https://sqs.test/q.fifo', 'table');"
+        "calls = [BridgeCall(worker.host, worker.twilio, c, 'https://apigw.test/prod', worker._dialect(c),"
+        " BridgeSettings()) for c in ('twilio', 'browser')];"
+        "web = sorted(m for m in ('fastapi', 'starlette', 'uvicorn') if m in sys.modules);"
+        "assert not web, web"
+    )
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    env["TWILIO_AUTH_TOKEN"] = TOKEN
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "deployment.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

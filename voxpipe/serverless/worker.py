@@ -278,8 +278,7 @@ class BridgeWorker:
         self._sqs = aws_client("sqs")
 
     def _dialect(self, client: str) -> Dialect:
-        from voxpipe.transports.browser import BrowserDialect
-        from voxpipe.transports.media_stream_call import Dialect
+        from voxpipe.transports.media_stream_call import BrowserDialect, Dialect
 
         return Dialect() if client == "twilio" else BrowserDialect()
 

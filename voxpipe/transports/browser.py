@@ -33,73 +33,16 @@ from loguru import logger
 
 from voxpipe.config.models import Deployment, ServiceConfig, ToolConfig
 from voxpipe.pipeline.host import CallHost
-from voxpipe.pipeline.latency import first_audible, last_audible
-from voxpipe.providers.spec import AudioFormat
-from voxpipe.telephony.media_streams import Malformed, StreamStart, field_of
 from voxpipe.tools.runner import run_tool
-from voxpipe.transports.media_stream_call import Dialect, MediaStreamCall
+from voxpipe.transports.media_stream_call import BrowserDialect
 from voxpipe.transports.twilio_media import serve_media_stream
 
 STATIC = resources.files("voxpipe.transports").joinpath("static")
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "audio-worklet.js": "text/javascript"}
-SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 CLIENT_SECRET_SECS = 600
 DEFAULT_REALTIME_MODEL = "gpt-realtime"
 DEFAULT_VOICE = "marin"
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
-
-
-class BrowserDialect(Dialect):
-    """Media Streams events with 16 kHz PCM16 payloads; the call id is the page's session id.
-
-    The page is told each turn as it enters the conversation, and each reply's latency as the server sees
-    it: from the last audible sample of the caller's speech arriving to the first audible sample of the
-    reply leaving (the network and the page's playback buffer come on top).
-    """
-
-    name = "browser"
-    audio = AudioFormat(sample_rate_in=16000, sample_rate_out=16000, encoding="pcm16")
-
-    def __init__(self) -> None:
-        self._speech_end: float | None = None
-
-    def decode(self, payload: bytes) -> bytes:
-        if len(payload) % 2:
-            raise Malformed("odd number of bytes in a PCM16 payload")
-        return payload
-
-    def encode(self, pcm: bytes) -> bytes:
-        return pcm
-
-    def parse_start(self, event: dict[str, Any]) -> StreamStart:
-        session_id = field_of(field_of(event, "start", dict), "sessionId", str)
-        if not SESSION_ID.match(session_id):
-            raise Malformed("start.sessionId must be 16-64 letters, digits, '-' or '_'")
-        return StreamStart(call_id=session_id, stream_sid=session_id)
-
-    def heard(self, pcm: bytes) -> None:
-        end = last_audible(pcm, self.audio.sample_rate_in)
-        if end is not None:
-            self._speech_end = time.monotonic() - (len(pcm) / 2 / self.audio.sample_rate_in - end)
-
-    async def said(self, call: MediaStreamCall, pcm: bytes) -> None:
-        start = first_audible(pcm, self.audio.sample_rate_out)
-        if start is not None and self._speech_end is not None:
-            latency_ms = (time.monotonic() + start - self._speech_end) * 1000
-            self._speech_end = None
-            await call.send({"event": "latency", "ms": round(latency_ms)})
-
-    async def on_turn(self, call: MediaStreamCall, role: str, text: str) -> None:
-        await call.send({"event": "transcript", "role": role, "text": text})
-
-    async def finish(self, call: MediaStreamCall, effect: str | None, arguments: dict[str, Any]) -> None:
-        if effect is not None:
-            await call.send({"event": "end", "reason": effect, **_transfer_target(arguments)})
-
-
-def _transfer_target(arguments: dict[str, Any]) -> dict[str, str]:
-    target = (arguments.get("result") or {}).get("to")
-    return {"to": str(target)} if target else {}
 
 
 def allowed_origin(deployment: Deployment, origin: str | None, host: str | None) -> bool:

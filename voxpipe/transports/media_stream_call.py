@@ -8,13 +8,16 @@ before ending the call, carries out ``end_call``/``transfer``, and closes everyt
 delivers events (``receive``), says how bot audio leaves (``make_transport``) and how the peer is closed.
 
 A ``Dialect`` says what differs between media-stream peers: audio encoding and rate, call ids, what the peer
-is told besides audio, and how a call ends. The base is Twilio Media Streams; ``browser.BrowserDialect`` is
-the browser page's (PCM16, with transcript and latency events).
+is told besides audio, and how a call ends. The base is Twilio Media Streams; ``BrowserDialect`` is the
+browser page's (PCM16, with transcript and latency events), on the server and on the serverless bridge alike,
+which is why it lives here and not beside the page's routes (``browser``, which needs the web framework).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,9 +26,10 @@ from pipecat.frames.frames import LLMMessagesAppendFrame
 
 from voxpipe.audio import g711
 from voxpipe.pipeline.host import CallHost, HostedCall
+from voxpipe.pipeline.latency import first_audible, last_audible
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.telephony import media_streams
-from voxpipe.telephony.media_streams import Malformed, MediaStream, Send, StreamStart
+from voxpipe.telephony.media_streams import Malformed, MediaStream, Send, StreamStart, field_of
 from voxpipe.transports.media_transport import MediaPeer, MediaTransport
 from voxpipe.transports.twilio_account import TwilioAccount
 
@@ -214,3 +218,59 @@ class MediaStreamCall(MediaPeer):
         start = self.stream.start
         call = start.call_id if start else "(not started)"
         return f"{self._carrier}{self.dialect.name} call {call} [{self.host.deployment.name}]"
+
+
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+class BrowserDialect(Dialect):
+    """Media Streams events with 16 kHz PCM16 payloads; the call id is the page's session id.
+
+    The page is told each turn as it enters the conversation, and each reply's latency as the server sees
+    it: from the last audible sample of the caller's speech arriving to the first audible sample of the
+    reply leaving (the network and the page's playback buffer come on top).
+    """
+
+    name = "browser"
+    audio = AudioFormat(sample_rate_in=16000, sample_rate_out=16000, encoding="pcm16")
+
+    def __init__(self) -> None:
+        self._speech_end: float | None = None
+
+    def decode(self, payload: bytes) -> bytes:
+        if len(payload) % 2:
+            raise Malformed("odd number of bytes in a PCM16 payload")
+        return payload
+
+    def encode(self, pcm: bytes) -> bytes:
+        return pcm
+
+    def parse_start(self, event: dict[str, Any]) -> StreamStart:
+        session_id = field_of(field_of(event, "start", dict), "sessionId", str)
+        if not SESSION_ID.match(session_id):
+            raise Malformed("start.sessionId must be 16-64 letters, digits, '-' or '_'")
+        return StreamStart(call_id=session_id, stream_sid=session_id)
+
+    def heard(self, pcm: bytes) -> None:
+        end = last_audible(pcm, self.audio.sample_rate_in)
+        if end is not None:
+            self._speech_end = time.monotonic() - (len(pcm) / 2 / self.audio.sample_rate_in - end)
+
+    async def said(self, call: MediaStreamCall, pcm: bytes) -> None:
+        start = first_audible(pcm, self.audio.sample_rate_out)
+        if start is not None and self._speech_end is not None:
+            latency_ms = (time.monotonic() + start - self._speech_end) * 1000
+            self._speech_end = None
+            await call.send({"event": "latency", "ms": round(latency_ms)})
+
+    async def on_turn(self, call: MediaStreamCall, role: str, text: str) -> None:
+        await call.send({"event": "transcript", "role": role, "text": text})
+
+    async def finish(self, call: MediaStreamCall, effect: str | None, arguments: dict[str, Any]) -> None:
+        if effect is not None:
+            await call.send({"event": "end", "reason": effect, **_transfer_target(arguments)})
+
+
+def _transfer_target(arguments: dict[str, Any]) -> dict[str, str]:
+    target = (arguments.get("result") or {}).get("to")
+    return {"to": str(target)} if target else {}
