@@ -34,15 +34,6 @@ from tests.test_serverless_relay import (  # noqa: F401  (module fixtures of the
     signature,
     table,
 )
-from tests.test_serverless_worker import (  # noqa: F401  (fixtures of the bridge adapter)
-    BRIDGE_URL,
-    CASCADE,
-    FAST,
-    Client,
-    environ,
-    started,
-)
-from tests.test_serverless_worker import bridge as bridge
 from voxpipe.config.loader import parse_deployment
 from voxpipe.telephony import keypad
 from voxpipe.web.app import create_app
@@ -169,3 +160,23 @@ async def test_partial_prompts_preview_the_final_one(adapter: RelayAdapter) -> N
         assert await caller.reply()
     messages = await _settled(adapter, call, 1)
     assert _users(messages) == ["what are your hours"]
+
+
+def test_both_webhooks_answer_the_same_conversation_relay_twiml(tmp_path: Path) -> None:
+    """The server's ``/twiml`` and the Lambda's, for one deployment, differ only in the URLs they were given."""
+    import json
+
+    from tests.apigw_shim import write_handler_config
+    from tests.test_serverless_relay import DEPLOYMENT as LAMBDA_DEPLOYMENT
+    from voxpipe.serverless import HandlerConfig
+    from voxpipe.serverless.twiml import relay_twiml as lambda_twiml
+    from voxpipe.transports.conversation_relay import relay_twiml as server_twiml
+
+    yaml = LAMBDA_DEPLOYMENT.replace("transport:\n", "transport:\n  public_url: https://voice.example.com\n")
+    environ = {"TWILIO_AUTH_TOKEN": "t", "BEDROCK_URL": "http://127.0.0.1:1"}
+    deployment = parse_deployment(yaml, environ=environ)
+    data = json.loads(write_handler_config(tmp_path, yaml).read_text())
+    relay_url = "wss://voice.example.com/relay-test/relay"
+    config = HandlerConfig.from_json(data, environ | {"VOXPIPE_RELAY_URL": relay_url})
+    action = "https://voice.example.com/relay-test/connect-action"
+    assert lambda_twiml(config, action) == server_twiml(deployment)
