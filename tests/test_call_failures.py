@@ -25,7 +25,7 @@ from voxpipe.bench.simulated_call import CallerTurn, simulate_call
 from voxpipe.config.loader import parse_deployment
 from voxpipe.pipeline.builder import CallContext
 from voxpipe.pipeline.experiment import ExperimentRouter
-from voxpipe.pipeline.lifecycle import CallBookkeeping, run_measured_call
+from voxpipe.pipeline.host import CallBookkeeping, run_measured_call
 from voxpipe.providers.registry import Registry
 from voxpipe.providers.spec import Provider, ServiceRequest, hookimpl
 from voxpipe.records.model import CallFailure

@@ -374,6 +374,7 @@ async def test_handlers_never_load_pipecat_pydantic_or_pluggy(shim: ApiGatewaySh
     await caller.send({"type": "interrupt", "utteranceUntilInterrupt": "word0", "durationUntilInterruptMs": 200})
     for digit in "1#":
         await caller.send({"type": "dtmf", "digit": digit})
+        await asyncio.sleep(0.2)  # a person typing
     await caller.reply()
     await caller.prompt("ok bye")  # the end_call tool runs
     assert await caller.reply() == "Goodbye then."

@@ -30,7 +30,7 @@ from pipecat.workers.runner import WorkerRunner
 from voxpipe.audio import g711
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.builder import CallContext
-from voxpipe.pipeline.host import build_measured
+from voxpipe.pipeline.host import build_audio_call
 from voxpipe.pipeline.latency import MeasuredTurn, TurnMeter, first_audible, last_audible
 from voxpipe.pipeline.metering import CallMeter
 from voxpipe.providers.spec import AudioFormat
@@ -243,9 +243,7 @@ async def simulate_call(
     if audio is not None:
         call = replace(call, audio=audio)
     transport = MemoryTransport(call.audio.sample_rate_in, call.audio.sample_rate_out)
-    measured = build_measured(deployment, transport, call)  # as the call host measures calls
-    call_pipeline, turn_meter = measured.pipeline, measured.turn_meter
-    assert turn_meter is not None
+    call_pipeline, turn_meter = build_audio_call(deployment, transport, call)  # as the call host builds calls
     return await drive_call(
         CallUnderTest(
             deployment.name,

@@ -62,7 +62,14 @@ class MeasuredPipeline:
 
     pipeline: CallPipeline
     turns: Callable[[], list[TurnRecord]]
-    turn_meter: TurnMeter | None = None  # audio calls: the observer that measures them
+
+
+def build_audio_call(
+    deployment: Deployment, transport: BaseTransport, call: CallContext, registry: Registry | None = None
+) -> tuple[CallPipeline, TurnMeter]:
+    """An audio call's pipeline, observed by the ``TurnMeter`` that measures its turns from the audio."""
+    meter = TurnMeter(transport.output())
+    return build_call(deployment, transport, call, observers=[meter], clock=meter.clock, registry=registry), meter
 
 
 def build_measured(
@@ -72,9 +79,8 @@ def build_measured(
     if isinstance(transport, TextTransport):
         pipeline = build_call(deployment, transport, call, registry=registry)
         return MeasuredPipeline(pipeline, transport.turn_meter.records)
-    meter = TurnMeter(transport.output())
-    pipeline = build_call(deployment, transport, call, observers=[meter], clock=meter.clock, registry=registry)
-    return MeasuredPipeline(pipeline, lambda: [t.record(i) for i, t in enumerate(meter.turns(), 1)], meter)
+    pipeline, meter = build_audio_call(deployment, transport, call, registry)
+    return MeasuredPipeline(pipeline, lambda: [t.record(i) for i, t in enumerate(meter.turns(), 1)])
 
 
 async def run_measured_call(
@@ -156,31 +162,35 @@ class HostedCall:
     async def on_built(self, pipeline: CallPipeline) -> None:
         """The call's pipeline is built: record its conversation as turns enter its context."""
         self.pipeline = pipeline
-        self.recorder = SessionRecorder(self.host.store, self.session, lambda: pipeline.context.messages)
+        recorder = self.recorder = SessionRecorder(self.host.store, self.session, lambda: pipeline.context.messages)
+        on_turn = self._on_turn
+
         # The aggregators' own events say when a turn entered the context: cheaper than an observer,
         # which pipecat would wake for every frame at every processor.
+        async def user_turn(aggregator: object, message: UserTurnMessageAddedMessage) -> None:
+            recorder.request_sync()
+            if on_turn is not None:
+                await on_turn("user", message.content)
+
+        async def assistant_turn(aggregator: object, message: AssistantTurnStoppedMessage) -> None:
+            recorder.request_sync()
+            if on_turn is not None and message.content:
+                await on_turn("assistant", message.content)
+
         user, assistant = _aggregators(pipeline)
-        user.event_handler("on_user_turn_message_added")(self._user_turn)
-        assistant.event_handler("on_assistant_turn_stopped")(self._assistant_turn)
+        user.event_handler("on_user_turn_message_added")(user_turn)
+        assistant.event_handler("on_assistant_turn_stopped")(assistant_turn)
         self._built.set()
 
-    async def _user_turn(self, aggregator: object, message: UserTurnMessageAddedMessage) -> None:
-        assert self.recorder is not None
-        self.recorder.request_sync()
-        if self._on_turn is not None:
-            await self._on_turn("user", message.content)
-
-    async def _assistant_turn(self, aggregator: object, message: AssistantTurnStoppedMessage) -> None:
-        assert self.recorder is not None
-        self.recorder.request_sync()
-        if self._on_turn is not None and message.content:
-            await self._on_turn("assistant", message.content)
+    def _running(self) -> asyncio.Future[Any]:
+        if self._run is None:
+            raise RuntimeError(f"call {self.call_id} was never launched")
+        return self._run
 
     async def built(self) -> CallPipeline | None:
         """The call's pipeline once it is built (``None`` if the call ended before that)."""
-        assert self._run is not None
         built = asyncio.ensure_future(self._built.wait())
-        await asyncio.wait([built, self._run], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([built, self._running()], return_when=asyncio.FIRST_COMPLETED)
         built.cancel()
         return self.pipeline
 
@@ -192,8 +202,7 @@ class HostedCall:
 
     async def done(self) -> None:
         """Wait until the call has ended by itself."""
-        assert self._run is not None
-        await asyncio.shield(self._run)
+        await asyncio.shield(self._running())
 
     async def close(self) -> None:
         """End the call now (the peer is gone), and write the rest of its conversation."""

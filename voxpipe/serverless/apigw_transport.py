@@ -77,13 +77,23 @@ class MediaLink:
         self.connections = connections
         self.connection_id = connection_id
         self.limit = limit
-        self.peer: MediaPeer | None = None  # the call whose audio this link carries (set once it exists)
+        self._peer: MediaPeer | None = None  # the call whose audio this link carries (``attach``)
         self.last_sent = time.monotonic()
         self.posts = 0
         self.gone = False
         self._bytes_per_sample = 1 if audio.encoding == "mulaw" else 2
         self._on_gone = on_gone
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def attach(self, peer: MediaPeer) -> None:
+        """The call whose audio this link carries (it is made with the link's ``post`` as its send callback)."""
+        self._peer = peer
+
+    @property
+    def peer(self) -> MediaPeer:
+        if self._peer is None:
+            raise RuntimeError(f"connection {self.connection_id}: no call is attached to its link")
+        return self._peer
 
     async def post(self, event: dict[str, Any]) -> bool:
         """Post one event; ``False`` once the client is gone (the first 410 ends the call)."""
@@ -113,16 +123,13 @@ class MediaLink:
         if 4 * -(-encoded // 3) + 200 > self.limit and len(pcm) > 2:  # 200: the event's JSON around the payload
             half = len(pcm) // 4 * 2
             return await self.media(pcm[:half]) and await self.media(pcm[half:])
-        assert self.peer is not None
         return await self.peer.send_audio(pcm)
 
     async def mark(self, name: str) -> bool:
-        assert self.peer is not None
         await self.peer.send_mark(name)
         return not self.gone
 
     async def clear(self) -> bool:
-        assert self.peer is not None
         await self.peer.send_clear()
         return not self.gone
 

@@ -166,7 +166,7 @@ class BridgeCall:
         self.call = MediaStreamCall(
             host, twilio, dialect, self.link.post, self._transport, self._hang_up, carrier="apigw-"
         )
-        self.link.peer = self.call
+        self.link.attach(self.call)
         self.transport: ApiGwTransport | None = None
         self._next_seq: int | None = None
         self._early: dict[int, dict[str, Any]] = {}

@@ -127,12 +127,13 @@ class MediaStreamCall(MediaPeer):
             self._on_effect,
             self._on_turn,
         )
-        self._spawn(self._watch_pipeline())
+        self._spawn(self._watch_pipeline(self.hosted))
         await self.transport.input().ready.wait()
         await self.hosted.begin()
 
     def _transport(self) -> MediaTransport:
-        assert self.transport is not None  # the stream only reports audio, marks and keys once started
+        if self.transport is None:  # the stream reports audio, marks and keys only once started
+            raise RuntimeError(f"{self}: no transport before start")
         return self.transport
 
     async def audio(self, payload: bytes) -> None:
@@ -190,11 +191,10 @@ class MediaStreamCall(MediaPeer):
         if self.hosted is not None and self.hosted.pipeline is not None:
             await self.hosted.pipeline.hang_up()
 
-    async def _watch_pipeline(self) -> None:
+    async def _watch_pipeline(self, hosted: HostedCall) -> None:
         """The pipeline ended by itself (a tool's effect): carry the effect out and close the peer."""
-        assert self.hosted is not None
         try:
-            await self.hosted.done()
+            await hosted.done()
         except Exception as exc:  # a failed pipeline ends the call all the same
             logger.warning(f"{self}: the pipeline failed: {exc!r}")
         effect, arguments = self._effect or (None, {})
