@@ -358,8 +358,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from voxpipe.records.store import RecordStore
 
-    # the store `voxpipe calls` and `voxpipe report` read ($VOXPIPE_RECORDS)
-    worker = BridgeWorker(load_deployment(args.config), args.queue_url, args.table, records=RecordStore())
+    deployment = load_deployment(args.config)
+    # the store `voxpipe calls` and `voxpipe report` read (the deployment's `records`, else $VOXPIPE_RECORDS)
+    worker = BridgeWorker(deployment, args.queue_url, args.table, records=RecordStore(deployment.records.target()))
 
     async def serve() -> None:
         stop = asyncio.Event()
