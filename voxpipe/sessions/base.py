@@ -198,16 +198,23 @@ class SessionRecorder:
             live = self._messages()
             settled = settled_length(live)
             new = [dict(m) for m in live[self._synced : settled] if isinstance(m, dict)]
-            if new:
-                try:
-                    self._stored = await append_turns(self.store, self.call_id, new, self._stored)
-                except HistoryTooLarge as exc:
-                    # The call goes on with its whole context in memory; the store keeps every turn up to here.
-                    if self.refused is None:
-                        log.error("%s; the call goes on, but a reconnect would resume without the later turns", exc)
-                    self.refused = exc
-                    return
+            if new and not await self._append(new):
+                return
             self._synced = max(self._synced, settled)
+
+    async def _append(self, messages: list[dict[str, Any]]) -> bool:
+        """Store ``messages`` after those stored; ``False`` if the store refused them as too large.
+
+        The call goes on with its whole context in memory; the store keeps every turn up to the refusal.
+        """
+        try:
+            self._stored = await append_turns(self.store, self.call_id, messages, self._stored)
+        except HistoryTooLarge as exc:
+            if self.refused is None:
+                log.error("%s; the call goes on, but a reconnect would resume without the later turns", exc)
+            self.refused = exc
+            return False
+        return True
 
     async def truncate_last_assistant(self, content: str) -> None:
         """Cut the conversation's final message to ``content`` (what the caller heard), live and stored.
@@ -235,6 +242,6 @@ class SessionRecorder:
         async with self._lock:
             live = self._messages()
             rest = [dict(m) for m in without_unanswered_tool_calls(live[self._synced :]) if isinstance(m, dict)]
-            if rest:
-                self._stored = await append_turns(self.store, self.call_id, rest, self._stored)
+            if rest and not await self._append(rest):
+                return
             self._synced = len(live)
