@@ -212,10 +212,15 @@ def calls(
         for record in records:
             print(record.model_dump_json())
         return
+    scenarios = any(record.scenario for record in records)  # bench scenario calls: show their verdicts
     table = Table("started", "call", "deployment", "variant", "turns", "v2v p50 ms", "cost $", "$/min", "errors")
+    if scenarios:
+        table.add_column("scenario")
+        table.add_column("expectations passed", justify="right")
     for record in records:
         latencies = voice_to_voice([record])
         p50 = f"{statistics.median(latencies):.0f}" if latencies else "—"
+        passed = sum(verdict.outcome == "pass" for verdict in record.verdicts)
         table.add_row(
             record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             record.call_id[:12],
@@ -226,6 +231,11 @@ def calls(
             f"{record.cost_usd:.4f}",
             f"{record.cost_per_minute:.4f}",
             f"{len(record.errors)}{' (failed)' if record.failed else ''}",
+            *(
+                [record.scenario or "", f"{passed}/{len(record.verdicts)}" if record.scenario else ""]
+                if scenarios
+                else []
+            ),
         )
     out.print(table)
 
@@ -239,7 +249,7 @@ def report(
 ) -> None:
     """Compare an experiment's variants: latency percentiles with 95% intervals, cost, errors, fallbacks."""
     from voxpipe.bench.report import print_comparison
-    from voxpipe.records.stats import compare
+    from voxpipe.records.stats import compare, task_success
     from voxpipe.records.store import RecordStore
 
     groups: dict[str, list] = {}
@@ -249,22 +259,77 @@ def report(
         err.print(f"no recorded calls for experiment {experiment!r}")
         raise typer.Exit(1)
     summaries = compare(dict(sorted(groups.items())))
+    # Bench scenario calls carry verdicts: their task success goes beside latency and cost.
+    success = [task_success(s.variant, groups[s.variant]) for s in summaries] if _has_scenarios(groups) else []
     if as_json:
-        print(json.dumps([s.model_dump() for s in summaries], indent=2))
+        success_by_variant = {result.variant: result.model_dump() for result in success}
+        rows = [
+            s.model_dump() | ({"task_success": success_by_variant[s.variant]} if success else {}) for s in summaries
+        ]
+        print(json.dumps(rows, indent=2))
     else:
         print_comparison(summaries, out, title=f"experiment {experiment}")
+        if success:
+            from voxpipe.bench.evals_report import print_success
+
+            print_success(success, summaries, out, {})
 
 
 @app.command()
 def bench(
     configs: Annotated[list[Path], typer.Argument(help="Deployment YAML files; the first is the baseline.")],
-    corpus: Annotated[Path, typer.Option(help="Corpus directory: manifest.jsonl, or *.wav with same-name *.txt.")],
-    repeat: Annotated[int, typer.Option(min=1, help="Times each utterance is played per deployment.")] = 1,
-    concurrency: Annotated[int, typer.Option(min=1, help="Calls at once (keep 1 for local models).")] = 1,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Corpus directory: manifest.jsonl, or *.wav with same-name *.txt.")
+    ] = None,
+    scenarios: Annotated[
+        Path | None, typer.Option(help="Scenario file or directory of them: multi-turn task-success evals.")
+    ] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="Times each utterance or scenario is played per deployment.")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="Calls at once (corpus; keep 1 for local models).")] = 1,
+    judge: Annotated[
+        Path | None,
+        typer.Option(help="Deployment file whose llm judges rubrics and plays LLM callers (default: offline)."),
+    ] = None,
+    min_pass: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Exit 1 if a deployment passes fewer scenarios (0-1).")
+    ] = None,
+    junit: Annotated[Path | None, typer.Option(help="Write the scenario results as JUnit XML.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scenario results as JSON.")] = False,
     report_html: Annotated[Path | None, typer.Option("--report", help="Write an HTML report, PNGs beside it.")] = None,
     records_db: RecordsOption = None,
 ) -> None:
-    """Replay a corpus of caller audio through deployments: latency, cost, errors and STT word error rate."""
+    """Compare deployments: replay a corpus (latency, cost, errors, STT WER), or play multi-turn scenarios
+    (task success beside latency and cost)."""
+    if (corpus is None) == (scenarios is None):
+        err.print("give either --corpus DIR (latency, cost and WER) or --scenarios PATH (task success)")
+        raise typer.Exit(EXIT_CONFIG)
+    if scenarios is None and (judge or min_pass is not None or junit or as_json):
+        err.print("--judge, --min-pass, --junit and --json go with --scenarios")
+        raise typer.Exit(EXIT_CONFIG)
+    if scenarios is not None and concurrency != 1:
+        err.print("--concurrency goes with --corpus: scenario calls run one at a time")
+        raise typer.Exit(EXIT_CONFIG)
+    if scenarios is not None:
+        from voxpipe.bench.evals_report import evals_command, percent
+
+        result = evals_command(
+            configs,
+            scenarios,
+            judge=judge,
+            repeat=repeat,
+            report=report_html,
+            junit=junit,
+            as_json=as_json,
+            records_db=records_db,
+            out=out,
+            err=err,
+        )
+        below = result.below(min_pass) if min_pass is not None else []
+        for success in below:
+            err.print(f"{success.variant}: pass rate {percent(success.pass_rate)} is below --min-pass {min_pass:.0%}")
+        if below:
+            raise typer.Exit(1)
+        return
     from voxpipe.bench.corpus import CorpusError
     from voxpipe.bench.runner import bench_command
 
@@ -282,6 +347,10 @@ def bench(
     except CorpusError as exc:
         print(exc, file=sys.stderr)
         raise typer.Exit(EXIT_CONFIG) from None
+
+
+def _has_scenarios(groups: dict[str, list]) -> bool:
+    return any(record.scenario for records in groups.values() for record in records)
 
 
 def _print_problems(exc: ConfigError) -> None:

@@ -22,6 +22,7 @@ from rich.console import Console
 from voxpipe.bench.runner import STAGES, BenchResult, CallOutcome, print_bench, stage_breakdown
 from voxpipe.bench.wer import corpus_word_error_rate
 from voxpipe.config.models import Deployment
+from voxpipe.records.model import CallRecord
 from voxpipe.records.stats import voice_to_voice
 
 CHARTS = {
@@ -47,7 +48,7 @@ def write_report(result: BenchResult, path: str | Path) -> list[Path]:
     """Write the report to ``path`` and its charts to ``<stem>-cdf.png``, ``-stages.png``, ``-cost.png``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    charts = {"cdf": latency_cdf_png(result), "stages": stages_png(result), "cost": cost_png(result)}
+    charts = {"cdf": latency_cdf_png(result.records), "stages": stages_png(result), "cost": cost_png(result)}
     written = []
     for name, png in charts.items():
         chart_path = path.with_name(f"{path.stem}-{name}.png")
@@ -67,10 +68,11 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def latency_cdf_png(result: BenchResult) -> bytes:
+def latency_cdf_png(records_by_label: dict[str, list[CallRecord]]) -> bytes:
+    """Each deployment's voice-to-voice latencies as an empirical CDF (the corpus and scenario reports)."""
     figure = Figure(figsize=(8, 4), layout="constrained")
     axes = figure.add_subplot()
-    measured = {label: voice_to_voice(records) for label, records in result.records.items()}
+    measured = {label: voice_to_voice(records) for label, records in records_by_label.items()}
     for label, latencies in measured.items():
         if latencies:
             axes.ecdf(latencies, label=f"{label} (n={len(latencies)})")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-import uuid
 from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property, partial
 from pathlib import Path
+from typing import TypeVar
 
 from loguru import logger
 from rich.console import Console
@@ -36,6 +36,8 @@ from voxpipe.records.store import RecordStore
 
 # The stages of a turn in time order, as named in ``VariantSummary.stage_p50_ms``, with the name of the step
 # that ends at each one (the step starts at the previous stage; the first starts at the end of speech).
+T = TypeVar("T")
+
 STAGES = {"stt_final": "STT", "llm_first_token": "LLM", "tts_first_audio": "TTS", "voice_to_voice": "playout"}
 
 
@@ -64,20 +66,26 @@ class BenchPlan:
         cls, configs: Sequence[Path], corpus_dir: Path, *, repeat: int = 1, concurrency: int = 1, warmup: int = 1
     ) -> BenchPlan:
         """Load deployment files and a corpus; raises ``ConfigError`` or ``CorpusError``."""
-        from voxpipe.config.loader import load_deployment
-
-        deployments: dict[str, Deployment] = {}
-        sources: dict[str, Path] = {}
-        for path in configs:
-            deployment = load_deployment(path)
-            label = unique_label(deployment.name, deployments)
-            deployments[label], sources[label] = deployment, path
+        deployments, sources = load_deployments(configs)
         return cls(deployments, load_corpus(corpus_dir), corpus_dir, sources, repeat, concurrency, warmup)
 
     @property
     def calls(self) -> int:
         """Timed calls (warm-up calls excluded)."""
         return len(self.deployments) * len(self.utterances) * self.repeat
+
+
+def load_deployments(configs: Sequence[Path]) -> tuple[dict[str, Deployment], dict[str, Path]]:
+    """Deployment files by label (their names, made unique), and the file of each. Raises ``ConfigError``."""
+    from voxpipe.config.loader import load_deployment
+
+    deployments: dict[str, Deployment] = {}
+    sources: dict[str, Path] = {}
+    for path in configs:
+        deployment = load_deployment(path)
+        label = unique_label(deployment.name, deployments)
+        deployments[label], sources[label] = deployment, path
+    return deployments, sources
 
 
 def unique_label(name: str, taken: Container[str]) -> str:
@@ -160,15 +168,8 @@ async def run_bench(plan: BenchPlan, console: Console | None = None) -> BenchRes
                     reply_timeout_secs=plan.reply_timeout_secs,
                 )
             except Exception as exc:  # a failing provider is a measured outcome, not the end of the bench
-                record = CallRecord(
-                    **labels,
-                    call_id=uuid.uuid4().hex,
-                    deployment=deployment.name,
-                    mode=deployment.mode,
-                    started_at=datetime.now(UTC),
-                    duration_secs=0.0,
-                    errors=[CallError(kind="exception", message=f"{type(exc).__name__}: {exc}", fatal=True)],
-                )
+                error = CallError(kind="exception", message=f"{type(exc).__name__}: {exc}", fatal=True)
+                record = CallRecord.starting_now(deployment.name, deployment.mode, **labels, errors=[error])
             else:
                 record = result.record(**labels)
                 if not any(turn.voice_to_voice_ms is not None for turn in record.turns):
@@ -190,16 +191,9 @@ async def run_bench(plan: BenchPlan, console: Console | None = None) -> BenchRes
             )
         )
 
-    warmups = [(label, plan.utterances[0], None) for _ in range(plan.warmup) for label in plan.deployments]
-    calls = [
-        (label, utterance, repeat)
-        for repeat in range(1, plan.repeat + 1)
-        for utterance in plan.utterances
-        for label in plan.deployments
-    ]
     clock = time.monotonic()
-    with _progress(console or Console(stderr=True)) as progress:
-        for description, jobs in (("warm-up", warmups), ("calls", calls)):
+    with progress_bar(console or Console(stderr=True)) as progress:
+        for description, jobs in interleaved(list(plan.deployments), plan.utterances, plan.repeat, plan.warmup):
             task = progress.add_task(description, total=len(jobs))
             await asyncio.gather(*(play(*job, partial(progress.advance, task)) for job in jobs))
 
@@ -209,7 +203,21 @@ async def run_bench(plan: BenchPlan, console: Console | None = None) -> BenchRes
     return BenchResult(plan, experiment, started_at, time.monotonic() - clock, records, outcomes)
 
 
-def _progress(console: Console) -> Progress:
+Job = tuple[str, T, int | None]  # deployment label, what to play, repeat (None: a warm-up call)
+
+
+def interleaved(labels: list[str], items: Sequence[T], repeat: int, warmup: int) -> list[tuple[str, list[Job[T]]]]:
+    """The warm-up calls (the first item, ``warmup`` times per deployment), then the timed calls in the order
+    item 1 on every deployment, item 2 on every deployment, ..., then the next repeat: a slow moment of the
+    machine is shared by all deployments."""
+    warmups: list[Job[T]] = [(label, items[0], None) for _ in range(warmup) for label in labels]
+    calls: list[Job[T]] = [
+        (label, item, number) for number in range(1, repeat + 1) for item in items for label in labels
+    ]
+    return [("warm-up", warmups), ("calls", calls)]
+
+
+def progress_bar(console: Console) -> Progress:
     return Progress(
         TextColumn("{task.description:>8}"),
         BarColumn(),

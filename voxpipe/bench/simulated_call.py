@@ -16,7 +16,7 @@ import asyncio
 import time
 import uuid
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 import numpy as np
 from pipecat.frames.frames import EndWorkerFrame, Frame
+from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.workers.runner import WorkerRunner
 
@@ -58,6 +59,7 @@ class CallerTurn:
 
     audio: bytes
     text: str | None = None
+    barge_in_after_secs: float | None = None  # start this long after the bot's reply began, while it talks
 
     @classmethod
     def from_text(cls, text: str) -> CallerTurn:
@@ -85,6 +87,7 @@ class CallResult:
     greeting: str = ""
     turns: list[MeasuredTurn] = field(default_factory=list)
     caller_texts: list[str | None] = field(default_factory=list)
+    caller_turn_starts: list[float] = field(default_factory=list)  # when each caller turn began to be sent
     caller_audio: list[tuple[float, bytes]] = field(default_factory=list)
     bot_audio: list[PlayedChunk] = field(default_factory=list)
     usage: list[Usage] = field(default_factory=list)
@@ -222,6 +225,29 @@ class _Caller:
 
         return done
 
+    def bot_speaking_for(self, since: float, secs: float) -> Callable[[], bool]:
+        """Whether the bot's first audible sound after ``since`` began ``secs`` ago (a caller about to barge in)."""
+        played = self.transport.played
+        scanned = 0
+        began: float | None = None
+
+        def done() -> bool:
+            nonlocal scanned, began
+            for chunk in played[scanned:]:
+                start = first_audible(chunk.audio, chunk.sample_rate)
+                if began is None and start is not None and chunk.started_at + start >= since:
+                    began = chunk.started_at + start
+            scanned = len(played)
+            return began is not None and time.monotonic() - began >= secs
+
+        return done
+
+    def bot_done(self, since: float, upcoming: CallerTurn | None, settle_secs: float) -> Callable[[], bool]:
+        """When the caller speaks next: after the bot's reply, or into it for a barge-in."""
+        if upcoming is not None and upcoming.barge_in_after_secs is not None:
+            return self.bot_speaking_for(since, upcoming.barge_in_after_secs)
+        return self.bot_finished(since, settle_secs)
+
 
 async def simulate_call(
     deployment: Deployment,
@@ -231,6 +257,7 @@ async def simulate_call(
     reply_timeout_secs: float = 20.0,
     call: CallContext | None = None,
     audio: AudioFormat | None = None,
+    observers: Sequence[BaseObserver] = (),
 ) -> CallResult:
     """Run one call: greeting (if any), then each caller turn, waiting for the bot to finish replying.
 
@@ -244,6 +271,8 @@ async def simulate_call(
         call = replace(call, audio=audio)
     transport = MemoryTransport(call.audio.sample_rate_in, call.audio.sample_rate_out)
     call_pipeline, turn_meter = build_audio_call(deployment, transport, call)  # as the call host builds calls
+    for observer in observers:  # e.g. the bench's scenario runs watching tool calls
+        call_pipeline.worker.add_observer(observer)
     return await drive_call(
         CallUnderTest(
             deployment.name,
@@ -298,17 +327,22 @@ async def drive_call(
             result.ended_at = result.started_at = time.monotonic()
             return
         result.started_at = caller.next_frame_at = time.monotonic()
+        upcoming = iter([*turns[1:], None])
         if opening:
             await target.worker.queue_frames(opening)
-            await caller.silence_until(caller.bot_finished(result.started_at, settle_secs), reply_timeout_secs)
+            first = turns[0] if turns else None
+            await caller.silence_until(caller.bot_done(result.started_at, first, settle_secs), reply_timeout_secs)
         else:  # a line is open before anyone speaks; pipecat's VAD needs 0.4 s of audio to gauge volume
             await caller.send(b"\0" * caller.frame_bytes * LEAD_IN_FRAMES)
         for turn in turns:
             if caller.hung_up.is_set():
                 break
             turn_start = caller.next_frame_at
+            result.caller_turn_starts.append(turn_start)
             await caller.send(caller.on_the_line(turn.audio))
-            await caller.silence_until(caller.bot_finished(turn_start, settle_secs), reply_timeout_secs)
+            # A barge-in turn cut into the bot's speech: only what the bot says after it counts as the reply.
+            since = turn_start if turn.barge_in_after_secs is None else caller.next_frame_at
+            await caller.silence_until(caller.bot_done(since, next(upcoming), settle_secs), reply_timeout_secs)
             result.caller_texts.append(turn.text)
         result.bot_audio = list(transport.played)
         result.ended_at = time.monotonic()

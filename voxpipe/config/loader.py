@@ -21,7 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from voxpipe.config import secrets
 from voxpipe.config.errors import ConfigError, ConfigProblem
-from voxpipe.config.models import RESERVED_SECTIONS, Deployment
+from voxpipe.config.models import RESERVED_SECTIONS, Deployment, ToolConfig
 from voxpipe.envvars import substitute
 from voxpipe.providers.registry import Registry, default_registry
 from voxpipe.tools.arguments import compile_schema
@@ -32,7 +32,7 @@ ROLES = set(secrets.ROLES)
 UNSIGNED = "false (unsigned requests) is allowed only with `insecure: true` at the top of the file"
 
 
-class _Document:
+class Document:
     """A parsed YAML document: plain data, the line of every key, and every string as written (before ``${VAR}``)."""
 
     def __init__(self, source: str, tree: Any, environ: Mapping[str, str]):
@@ -112,16 +112,22 @@ def parse_deployment(
     text: str, source: str = "<string>", environ: Mapping[str, str] | None = None, registry: Registry | None = None
 ) -> Deployment:
     """Validate deployment YAML given as text. ``source`` names it in errors."""
+    document = parse_document(text, source, environ)
+    if not isinstance(document.data, Mapping):
+        raise ConfigError([ConfigProblem(source, 1, "", "a deployment file must be a mapping of sections")])
+    return validate_document(document, registry or default_registry())
+
+
+def parse_document(text: str, source: str, environ: Mapping[str, str] | None = None) -> Document:
+    """Parse YAML keeping each key's line and substituting ``${VAR}``; other voxpipe files (bench scenarios)
+    are read with it too, so their errors name file, line and key the same way. Raises ``ConfigError``."""
     try:
         tree = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise ConfigError([ConfigProblem(source, line, "", f"invalid YAML: {exc.problem or exc}")]) from None
-    if not isinstance(tree, Mapping):
-        raise ConfigError([ConfigProblem(source, 1, "", "a deployment file must be a mapping of sections")])
-    document = _Document(source, tree, os.environ if environ is None else environ)
-    return validate_document(document, registry or default_registry())
+    return Document(source, tree, os.environ if environ is None else environ)
 
 
 def apply_overrides(deployment: Deployment, overrides: Mapping[str, Any], source: str = "<override>") -> Deployment:
@@ -129,7 +135,7 @@ def apply_overrides(deployment: Deployment, overrides: Mapping[str, Any], source
 
     Used for per-call overrides and experiment variants; the result is validated like a file.
     """
-    document = _Document(source, {}, {})
+    document = Document(source, {}, {})
     document.data = _merged(deployment, overrides)
     return validate_document(document, default_registry(), allow_secrets=True)
 
@@ -157,7 +163,7 @@ def _deep_merge(base: Any, override: Any) -> Any:
     return override
 
 
-def validate_document(document: _Document, registry: Registry, allow_secrets: bool = False) -> Deployment:
+def validate_document(document: Document, registry: Registry, allow_secrets: bool = False) -> Deployment:
     problems = list(document.problems)
     data = document.data
     for section in RESERVED_SECTIONS:
@@ -167,7 +173,7 @@ def validate_document(document: _Document, registry: Registry, allow_secrets: bo
     try:
         deployment = Deployment.model_validate(data)
     except ValidationError as exc:
-        problems += [_pydantic_problem(document, Deployment, (), data, err) for err in exc.errors()]
+        problems += [pydantic_problem(document, Deployment, (), data, err) for err in exc.errors()]
         raise ConfigError(problems) from None
     problems += _registry_problems(deployment, document, registry)
     if not deployment.transport.twilio.validate_signatures and not deployment.insecure:
@@ -179,7 +185,7 @@ def validate_document(document: _Document, registry: Registry, allow_secrets: bo
     return deployment
 
 
-def _inline_secret_problems(document: _Document, deployment: Deployment, registry: Registry) -> list[ConfigProblem]:
+def _inline_secret_problems(document: Document, deployment: Deployment, registry: Registry) -> list[ConfigProblem]:
     """Every credential the file writes out (see ``voxpipe.config.secrets``), variant overrides included."""
     locs = set(secrets.credential_locs(document.data))
     locs |= {secrets.written_loc(document.data, loc) or loc for loc in secrets.typed_secret_locs(deployment, registry)}
@@ -196,7 +202,7 @@ def _inline_secret_problems(document: _Document, deployment: Deployment, registr
     return [document.problem(loc, INLINE_SECRET) for loc in written_out]
 
 
-def _registry_problems(deployment: Deployment, document: _Document, registry: Registry) -> list[ConfigProblem]:
+def _registry_problems(deployment: Deployment, document: Document, registry: Registry) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     for role in deployment.roles():
         if not deployment.services(role):
@@ -204,11 +210,17 @@ def _registry_problems(deployment: Deployment, document: _Document, registry: Re
     for role in ("stt", "llm", "tts", "realtime"):
         for index, service in enumerate(deployment.services(role)):
             loc = document.role_loc(role, index)
-            problems += _provider_problems(document, registry, role, service.provider, service.options, loc)
+            problems += provider_problems(document, registry, role, service.provider, service.options, loc)
     vad = deployment.vad
-    problems += _provider_problems(document, registry, "vad", vad.provider, vad.options, ("vad",))
-    for index, tool in enumerate(deployment.agent.tools):
-        loc: Loc = ("agent", "tools", index)
+    problems += provider_problems(document, registry, "vad", vad.provider, vad.options, ("vad",))
+    return problems + tool_problems(document, registry, deployment.agent.tools, ("agent", "tools"))
+
+
+def tool_problems(document: Document, registry: Registry, tools: list[ToolConfig], base: Loc) -> list[ConfigProblem]:
+    """Unknown tool kinds, invalid tool options and argument schemas of ``tools`` (written at ``base``)."""
+    problems: list[ConfigProblem] = []
+    for index, tool in enumerate(tools):
+        loc: Loc = (*base, index)
         registered = registry.tool_kinds.get(tool.kind)
         if registered is None:
             known = ", ".join(sorted(registry.tool_kinds)) or "none installed"
@@ -225,8 +237,8 @@ def _registry_problems(deployment: Deployment, document: _Document, registry: Re
     return problems
 
 
-def _provider_problems(
-    document: _Document,
+def provider_problems(
+    document: Document,
     registry: Registry,
     kind: str,
     name: str,
@@ -243,17 +255,17 @@ def _provider_problems(
 
 
 def _options_problems(
-    document: _Document, model: type[BaseModel], options: dict[str, Any], loc: Loc
+    document: Document, model: type[BaseModel], options: dict[str, Any], loc: Loc
 ) -> list[ConfigProblem]:
     base = (*loc, "options")
     try:
         model.model_validate(options)
     except ValidationError as exc:
-        return [_pydantic_problem(document, model, base, options, err) for err in exc.errors()]
+        return [pydantic_problem(document, model, base, options, err) for err in exc.errors()]
     return []
 
 
-def _pydantic_problem(document: _Document, model: type[BaseModel], base: Loc, data: Any, err: Any) -> ConfigProblem:
+def pydantic_problem(document: Document, model: type[BaseModel], base: Loc, data: Any, err: Any) -> ConfigProblem:
     loc, owner = _resolve_loc(model, err["loc"], data)
     full = (*base, *loc)
     kind, ctx = err["type"], err.get("ctx", {})

@@ -156,6 +156,14 @@ def _build_role(
     return FallbackSwitcher(role, services, [config.provider for config in configs], events=meter.fallbacks)
 
 
+def build_llm(deployment: Deployment, call: CallContext, registry: Registry, meter: CallMeter) -> FrameProcessor:
+    """The deployment's ``llm`` role with the agent's tools registered, for pipelines that carry text only."""
+    llm = _build_role("llm", deployment, call, registry, meter)
+    for service in _llm_services(llm):
+        register_tools(service, deployment.agent, registry, call.on_effect)
+    return llm
+
+
 def _user_params(deployment: Deployment, call: CallContext, registry: Registry) -> LLMUserAggregatorParams:
     interruptions = deployment.interruptions
     if deployment.mode == "realtime":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -84,6 +85,18 @@ class CallFailure(BaseModel):
     at_secs: float | None = Field(None, description="Seconds since the call started when the transport was told.")
 
 
+class Verdict(BaseModel):
+    """One expectation of a bench scenario, judged on one call (docs/evals.md)."""
+
+    expectation: str = Field(description="What was checked: reply, tool_called, within_ms, barge_in, ends_with, ...")
+    turn: int | None = Field(None, description="The caller turn it is about (1-based); None for the whole call.")
+    outcome: Literal["pass", "fail", "error"] = Field(
+        description="error: it could not be judged (a judge without a verdict, a call that raised); never a pass."
+    )
+    detail: str = Field("", description="What was expected and what happened, or the judge's reason.")
+    cost_usd: float = Field(0.0, description="What judging it cost (an LLM judge), apart from the call's cost.")
+
+
 class CallRecord(BaseModel):
     """Everything measured about one call."""
 
@@ -100,6 +113,21 @@ class CallRecord(BaseModel):
     fallbacks: list[FallbackEvent] = Field(default_factory=list)
     errors: list[CallError] = Field(default_factory=list)
     failure: CallFailure | None = Field(None, description="Set when the call ended through on_failure.")
+    scenario: str | None = Field(None, description="The bench scenario this call played, if any.")
+    verdicts: list[Verdict] = Field(default_factory=list, description="The scenario's expectations, judged.")
+
+    @classmethod
+    def starting_now(cls, deployment: str, mode: str, **fields: Any) -> CallRecord:
+        """A record of a call that starts now, with a fresh id; the caller fills in what it measures."""
+        now = datetime.now(UTC)
+        return cls(
+            call_id=uuid.uuid4().hex, deployment=deployment, mode=mode, started_at=now, duration_secs=0.0, **fields
+        )
+
+    @property
+    def passed(self) -> bool | None:
+        """Whether every expectation passed (``None``: not a scenario call)."""
+        return all(v.outcome == "pass" for v in self.verdicts) if self.scenario else None
 
     @field_validator("errors", mode="before")
     @classmethod

@@ -116,3 +116,60 @@ def compare(groups: dict[str, Sequence[CallRecord]]) -> list[VariantSummary]:
         if diff.low is not None and diff.high is not None:
             summary.significant = diff.low > 0 or diff.high < 0
     return summaries
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> Estimate:
+    """A success rate with its Wilson score interval (95% for ``z`` 1.96): sound for small samples and for
+    rates of 0 or 1, where the normal approximation collapses to a zero-width interval."""
+    if trials == 0:
+        return Estimate(value=None)
+    rate = successes / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return Estimate(value=rate, low=max(0.0, centre - half), high=min(1.0, centre + half))
+
+
+class FailedExpectation(BaseModel):
+    """How often one kind of expectation failed (or could not be judged) in a variant's scenario calls."""
+
+    expectation: str
+    calls: int = Field(description="Scenario calls in which it failed or was an error.")
+    example: str = Field(description="One of them: scenario, turn and what happened.")
+
+
+class TaskSuccess(BaseModel):
+    """A variant's scenario calls: how many passed every expectation, with a 95% Wilson interval."""
+
+    variant: str
+    calls: int
+    passed: int
+    pass_rate: Estimate = Field(description="Share of calls that passed every expectation (0-1).")
+    cost_per_call_usd: float = Field(description="Mean cost of a call, the judge excluded (US dollars).")
+    judge_cost_usd: float = Field(description="What the LLM judge cost for all these calls (US dollars).")
+    failures: list[FailedExpectation] = Field(description="Most frequent first.")
+
+
+def task_success(variant: str, records: Sequence[CallRecord]) -> TaskSuccess:
+    """Pass rate and failed expectations of the scenario calls among ``records`` (others are ignored)."""
+    scenario_calls = [r for r in records if r.scenario is not None]
+    passed = sum(bool(r.passed) for r in scenario_calls)
+    failures: dict[str, FailedExpectation] = {}
+    for record in scenario_calls:
+        for kind in dict.fromkeys(v.expectation for v in record.verdicts if v.outcome != "pass"):
+            verdict = next(v for v in record.verdicts if v.expectation == kind and v.outcome != "pass")
+            where = f"{record.scenario}" + (f" turn {verdict.turn}" if verdict.turn else "")
+            entry = failures.setdefault(
+                kind,
+                FailedExpectation(expectation=kind, calls=0, example=f"{where}: {verdict.outcome}: {verdict.detail}"),
+            )
+            entry.calls += 1
+    calls = len(scenario_calls)
+    return TaskSuccess(
+        variant=variant,
+        calls=calls,
+        passed=passed,
+        pass_rate=wilson_interval(passed, calls),
+        cost_per_call_usd=sum(r.cost_usd for r in scenario_calls) / calls if calls else 0.0,
+        judge_cost_usd=sum(v.cost_usd for r in scenario_calls for v in r.verdicts),
+        failures=sorted(failures.values(), key=lambda f: -f.calls),
+    )
