@@ -168,11 +168,14 @@ def serve(
     configs: Annotated[list[Path], typer.Argument(help="Deployment YAML files; each is served under /{name}/.")],
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes on the one port (default: one per core).")
+    ] = None,
 ) -> None:
     """Serve deployments to Twilio (Media Streams, ConversationRelay) and browsers, each under /{name}/."""
     from voxpipe.web.serve import serve as serve_deployments
 
-    serve_deployments(configs, host, port)
+    serve_deployments(configs, host, port, workers)
 
 
 deploy = typer.Typer(help="Generate deployment artifacts.", no_args_is_help=True)

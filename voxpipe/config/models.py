@@ -225,6 +225,26 @@ class OnFailureConfig(Strict):
         return self.then.transfer.to if isinstance(self.then, TransferAction) else None
 
 
+class DrainConfig(Strict):
+    """``drain:``: what a served process does when told to stop (SIGTERM: a deploy, a scale-in).
+
+    It stops taking calls at once (``/readyz`` 503) and lets live calls run to their end for up to
+    ``deadline_secs``; calls still live then end through ``on_failure``. A Twilio call that reaches the
+    stopping process is redirected to ``redirect_url`` (another instance's voice webhook) or told ``say``.
+    Give the orchestrator's grace period more than ``deadline_secs`` (docs/deploy.md).
+    """
+
+    deadline_secs: float = Field(600.0, gt=0, description="Seconds live calls may go on after SIGTERM.")
+    redirect_url: str | None = Field(
+        None, pattern=r"^https://", description="Voice webhook a new Twilio call is redirected to while draining."
+    )
+    say: str = Field(
+        "This line is restarting. Please call again in a minute.",
+        min_length=1,
+        description="What a new Twilio call hears while draining when there is no redirect_url.",
+    )
+
+
 class SessionsConfig(Strict):
     """Where conversations are kept, keyed by call id, so a reconnecting call resumes its context."""
 
@@ -327,6 +347,7 @@ class Deployment(Strict):
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
     on_failure: OnFailureConfig = Field(default_factory=OnFailureConfig)
     records: RecordsConfig = Field(default_factory=RecordsConfig)
+    drain: DrainConfig = Field(default_factory=DrainConfig)
     pricing: dict[str, PriceOverride] = Field(
         default_factory=dict, description="Price overrides keyed by provider or provider/model."
     )

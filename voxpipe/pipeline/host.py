@@ -15,6 +15,8 @@ framework or a wire protocol: the web app, the bridge worker and the transports 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +45,8 @@ from voxpipe.records.store import RecordStore
 from voxpipe.sessions import Session, SessionRecorder, SessionStore
 
 CLOSE_TIMEOUT_SECS = 10.0
+#: Which process took a connection (a session's ``served_by``): calls move between workers and hosts.
+SERVED_BY = f"{socket.gethostname()}:{os.getpid()}"
 
 TurnListener = Callable[[str, str], Awaitable[None]]
 """Told each turn as it enters the conversation: ``(role, text)``, the assistant's as the caller heard it."""
@@ -119,8 +123,8 @@ async def run_measured_call(
             errors=meter.errors,
             failure=meter.failure,
         )
-        if bookkeeping.records:
-            bookkeeping.records.save(record)
+        if bookkeeping.records:  # a database write: off the loop, which carries every other call's audio
+            await asyncio.to_thread(bookkeeping.records.save, record)
         if bookkeeping.metrics:
             bookkeeping.metrics.call_ended(record)
     return record
@@ -253,7 +257,7 @@ class CallHost:
             return None
         if session is not None and session.messages:
             logger.info(f"[{self.deployment.name}] call {call_id} resumes with {len(session.messages)} messages")
-        changes = {"deployment": self.deployment.name, "connected_at": _now(), **metadata}
+        changes = {"deployment": self.deployment.name, "connected_at": _now(), "served_by": SERVED_BY, **metadata}
         await self.store.update_metadata(call_id, changes)
         return Session(call_id, list(session.messages) if session else [], changes)
 

@@ -2,11 +2,17 @@
 
 Updated once per call from its ``CallRecord`` (and a gauge of calls in progress), so the numbers on the
 dashboard are exactly the ones ``voxpipe calls`` and ``voxpipe report`` show.
+
+``voxpipe serve --workers N`` runs N processes; each counts its own calls into files under
+``$PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode, set up by ``voxpipe.web.serve``), and
+``render()`` in any worker sums every worker's files, so one scrape sees the whole server.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from voxpipe.records.model import CallRecord
 
@@ -35,7 +41,13 @@ class CallMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
-        self.active_calls = Gauge("voxpipe_active_calls", "Calls in progress.", ["deployment"], registry=self.registry)
+        self.active_calls = Gauge(
+            "voxpipe_active_calls",
+            "Calls in progress.",
+            ["deployment"],
+            registry=self.registry,
+            multiprocess_mode="livesum",  # the workers' sum, without workers that have stopped
+        )
         self.calls = Counter("voxpipe_calls", "Calls ended.", ["deployment", "variant"], registry=self.registry)
         self.turn_latency = Histogram(
             "voxpipe_turn_latency_seconds",
@@ -100,4 +112,17 @@ class CallMetrics:
             self.fallbacks.labels(record.deployment, switch.role, switch.from_provider, switch.to_provider).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not _multiprocess():
+            return generate_latest(self.registry)
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker)
+        return generate_latest(every_worker)
+
+    def process_ended(self) -> None:
+        """This worker stops: its live calls leave the fleet's gauge (its counters stay in the sums)."""
+        if _multiprocess():
+            multiprocess.mark_process_dead(os.getpid())
+
+
+def _multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))

@@ -10,6 +10,7 @@
 Per deployment (see docs/serve.md): ``POST /twiml`` (Twilio voice webhook), ``WS /media`` (Media Streams),
 ``WS /relay`` (ConversationRelay), ``POST /connect-action`` (where Twilio goes when ``<Connect>`` ends),
 ``GET /`` + ``WS /ws`` (browser page), and for realtime deployments ``POST /session`` + ``POST /tools/{name}``.
+SIGTERM drains the process first (``voxpipe.web.drain``): no new call, live calls run to their end.
 
 Each deployment gets a ``CallHost`` (``voxpipe.pipeline.host``: its session store, experiment router and the
 process's bookkeeping, which starts, measures and records every call) and a ``TwilioAccount`` (signature
@@ -35,6 +36,7 @@ from voxpipe.records.store import RecordStore
 from voxpipe.sessions import SessionStore, open_store
 from voxpipe.transports import browser, conversation_relay, twilio_media
 from voxpipe.transports.twilio_account import TwilioAccount, TwilioClientFactory, twilio_client
+from voxpipe.web.drain import Drain, RefuseWhileDraining, install_sigterm
 
 
 def _check(deployment: Deployment) -> None:
@@ -74,6 +76,7 @@ def create_app(
         store = stores.get(key) or stores.setdefault(key, open_store(deployment.sessions))
         hosts.append((CallHost(deployment, store, registry, bookkeeping), TwilioAccount(deployment, twilio_client)))
     state = {"ready": not warm_up}
+    drain = Drain([host for host, _ in hosts])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,6 +85,7 @@ def create_app(
 
             await asyncio.to_thread(load_models)
             state["ready"] = True
+        install_sigterm(drain)
         logger.info(f"voxpipe serving {', '.join('/' + n + '/' for n in names)}")
         yield
         for host, _ in hosts:
@@ -91,8 +95,11 @@ def create_app(
         from voxpipe.providers.cloud import close_shared  # the process-wide vendor clients
 
         await close_shared()
+        metrics.process_ended()
 
     app = FastAPI(title="voxpipe", lifespan=lifespan)
+    app.add_middleware(RefuseWhileDraining, drain=drain)
+    app.state.drain = drain
     app.state.hosts = {host.deployment.name: host for host, _ in hosts}
 
     @app.get("/healthz")
@@ -102,13 +109,15 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        """Shared models are loaded: calls can be taken without a cold start."""
+        """Shared models are loaded and the process is not draining: calls can be taken without a cold start."""
+        ready = state["ready"] and not drain.draining
         body = {
-            "ready": state["ready"],
+            "ready": ready,
+            "draining": drain.draining,
             "deployments": names,
             "active_calls": sum(len(host.calls) for host, _ in hosts),
         }
-        return JSONResponse(body, status_code=200 if state["ready"] else 503)
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -116,11 +125,11 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     for host, twilio in hosts:
-        app.include_router(_router(host, twilio), prefix=f"/{host.deployment.name}")
+        app.include_router(_router(host, twilio, drain), prefix=f"/{host.deployment.name}")
     return app
 
 
-def _router(host: CallHost, twilio: TwilioAccount) -> APIRouter:
+def _router(host: CallHost, twilio: TwilioAccount, drain: Drain) -> APIRouter:
     router = APIRouter()
     deployment = host.deployment
 
@@ -130,6 +139,8 @@ def _router(host: CallHost, twilio: TwilioAccount) -> APIRouter:
         form = await twilio.signed_form(request, "twiml")
         if form is None:
             return Response(status_code=403)
+        if drain.draining:
+            return twilio_media.xml(drain.twiml(host))
         if deployment.transport.public_url is None:
             logger.error(f"[{deployment.name}] cannot answer Twilio: transport.public_url (the https base) is not set")
             return Response("transport.public_url is not set", status_code=503)

@@ -1,18 +1,47 @@
-"""``voxpipe serve CONFIG... [--host] [--port]``: load the deployment files and run the app under uvicorn."""
+"""``voxpipe serve CONFIG... [--host] [--port] [--workers N]``: load the deployment files and run the app.
+
+One event loop carries every call of a process, so one process uses one core. ``--workers N`` (default: one
+per core this process may run on) starts N worker processes under uvicorn's supervisor, all accepting on the
+same listening socket; the kernel spreads new connections across them. A call belongs to the worker that
+accepted its WebSocket; what must be seen by all workers lives outside them:
+
+- sessions in the deployment's store (``sessions: {store: redis}`` for a fleet; the SQLite default file is
+  shared by the workers of one host), so a call that reconnects resumes on whichever worker accepts it;
+- ``/metrics`` in prometheus_client's multiprocess mode: every worker writes its numbers under one folder
+  (``$PROMETHEUS_MULTIPROC_DIR``, made here unless given) and a scrape of any worker reads them all;
+- a failing provider's cooldown in the session store's Redis, when there is one (``pipeline.fallback``).
+
+A worker is a fresh interpreter (spawned): it gets the configuration files through ``VOXPIPE_SERVE_CONFIGS``
+and builds its own app (``worker_app``). SIGTERM to the supervisor reaches every worker, each of which drains
+its calls (``voxpipe.web.drain``) before it exits.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from fastapi import FastAPI
+
 from voxpipe.config.errors import ConfigError
 from voxpipe.config.loader import load_deployment
+from voxpipe.config.models import Deployment
 
 WS_MAX_BYTES = 1 << 20
+CONFIGS_VARIABLE = "VOXPIPE_SERVE_CONFIGS"
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def serve(config_paths: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Validate every file first (all problems at once, as ``ConfigError``), then serve until interrupted."""
+def default_workers() -> int:
+    """One worker per core this process may run on (its CPU affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def load_all(config_paths: Sequence[str | Path]) -> list[Deployment]:
+    """Every deployment file, or one ``ConfigError`` with all their problems."""
     deployments, problems = [], []
     for path in config_paths:
         try:
@@ -21,13 +50,42 @@ def serve(config_paths: Sequence[str | Path], host: str = "127.0.0.1", port: int
             problems += exc.problems
     if problems:
         raise ConfigError(problems)
+    return deployments
 
-    import uvicorn
 
+def build_app(deployments: Sequence[Deployment]) -> FastAPI:
     from voxpipe.records.store import RecordStore
     from voxpipe.web.app import create_app
 
-    app = create_app(deployments, records=RecordStore())  # the store `voxpipe calls` and `report` read
+    return create_app(deployments, records=RecordStore())  # the store `voxpipe calls` and `report` read
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process (uvicorn's factory), from the files the supervisor validated."""
+    return build_app(load_all(os.environ[CONFIGS_VARIABLE].split(os.pathsep)))
+
+
+def serve(
+    config_paths: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000, workers: int | None = None
+) -> None:
+    """Validate every file first (all problems at once, as ``ConfigError``), then serve until stopped."""
+    deployments = load_all(config_paths)
+    workers = workers or default_workers()
+    import uvicorn
+
     # Twilio's and the page's messages are a few hundred bytes: a megabyte is plenty, and bounds what one
     # client can make the server buffer (larger frames close that connection with 1009).
-    uvicorn.run(app, host=host, port=port, ws_max_size=WS_MAX_BYTES, log_level="info")
+    options = {"host": host, "port": port, "ws_max_size": WS_MAX_BYTES, "log_level": "info"}
+    if workers == 1:
+        uvicorn.run(build_app(deployments), **options)
+        return
+    os.environ[CONFIGS_VARIABLE] = os.pathsep.join(str(Path(p).resolve()) for p in config_paths)
+    made_metrics_dir = METRICS_DIR_VARIABLE not in os.environ
+    metrics_dir = os.environ.setdefault(METRICS_DIR_VARIABLE, tempfile.mkdtemp(prefix="voxpipe-metrics-"))
+    for stale in Path(metrics_dir).glob("*.db"):  # a previous run's numbers are not this one's
+        stale.unlink()
+    try:
+        uvicorn.run("voxpipe.web.serve:worker_app", factory=True, workers=workers, **options)
+    finally:
+        if made_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
