@@ -6,7 +6,8 @@ Real processes and sockets, Twilio played by ``TwilioMediaSimulator``, sessions 
   conversation (the session's ``served_by`` names the worker), and ``/metrics`` counts both workers' calls;
 - SIGTERM during a live call (a rolling restart): ``/readyz`` turns 503, a new call is refused, the live call
   goes on and loses no turn, its record is complete, and the process exits once it ends;
-- a call still live at the drain deadline ends through ``on_failure``, and its record says why.
+- a call still live at the drain deadline ends through ``on_failure``, and its record says why;
+- while draining, Twilio's voice webhook is redirected to ``drain.redirect_url`` or told ``drain.say``.
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import websockets
 
 from tests.simulators.twilio_media import RATE, TwilioMediaSimulator
 from tests.test_session_backends import redis_url  # noqa: F401 (a pytest fixture, by name)
+from voxpipe.config.loader import parse_deployment
 from voxpipe.records.store import RecordStore
 from voxpipe.sessions.redis import RedisSessionStore
+from voxpipe.web.app import create_app
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -199,3 +203,29 @@ async def test_the_drain_deadline_ends_a_call_through_on_failure(tmp_path: Path,
     (record,) = RecordStore(tmp_path / "calls.db").list()
     assert len(record.turns) == 1
     assert record.failure is not None and "drain deadline" in record.failure.error.message
+
+
+@pytest.mark.parametrize(
+    ("drain", "expected"),
+    [
+        (
+            "{redirect_url: https://other.example.com/desk/twiml}",
+            '<Response><Redirect method="POST">https://other.example.com/desk/twiml</Redirect></Response>',
+        ),
+        ("{say: Call back soon.}", "<Response><Say>Call back soon.</Say><Hangup /></Response>"),
+    ],
+)
+async def test_twilio_webhook_while_draining(registry: object, drain: str, expected: str) -> None:
+    deployment = parse_deployment(
+        "name: desk\nagent: {instructions: Hi.}\nvad: {provider: testkit_vad}\nstt: {provider: testkit_stt}\n"
+        "llm: {provider: testkit_llm}\ntts: {provider: testkit_tts}\ninsecure: true\n"
+        "transport: {public_url: https://a.example.com, twilio: {validate_signatures: false}}\n"
+        f"sessions: {{store: memory}}\ndrain: {drain}\n"
+    )
+    app = create_app([deployment], warm_up=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        assert "<Stream" in (await client.post("/desk/twiml", data={"CallSid": "CA1"})).text
+        app.state.drain.begin()
+        answer = await client.post("/desk/twiml", data={"CallSid": "CA2"})
+        assert answer.status_code == 200 and answer.text.endswith(expected)
+        assert (await client.get("/readyz")).status_code == 503
