@@ -17,14 +17,16 @@ call would stay on a provider that is failing right now. ``FallbackSwitcher`` cl
 - it records each switch as a ``FallbackEvent`` in ``events``;
 - it remembers failures process-wide (``HEALTH``): a call starting within ``HEALTH.cooldown_secs`` of a
   provider's failure starts on the next one (recorded too), and once that time is past the primary is tried
-  again, so a recovered primary serves later calls.
+  again, so a recovered primary serves later calls. Where the sessions live in Redis, ``HEALTH`` is shared
+  with every process on it (``voxpipe.sessions.redis_health``): the fleet skips the primary and retries it
+  together.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pipecat.frames.frames import (
@@ -84,14 +86,25 @@ class ProviderHealth:
     """When each ``(role, provider)`` last failed, shared by every call of the process.
 
     A provider that failed less than ``cooldown_secs`` ago is skipped by the calls that start meanwhile.
+    ``listeners`` are told each failure seen here (role, provider, wall-clock time), to share it; ``learn``
+    takes one seen elsewhere.
     """
 
     def __init__(self, cooldown_secs: float = COOLDOWN_SECS) -> None:
         self.cooldown_secs = cooldown_secs
         self._failed_at: dict[tuple[str, str], float] = {}
+        self.listeners: list[Callable[[str, str, float], None]] = []
 
     def failed(self, role: str, provider: str) -> None:
         self._failed_at[(role, provider)] = time.monotonic()
+        for listener in self.listeners:
+            listener(role, provider, time.time())
+
+    def learn(self, role: str, provider: str, failed_at_wall: float) -> None:
+        """A failure at ``failed_at_wall`` (``time.time()``) seen by another process, unless a later one is known."""
+        failed_at = time.monotonic() - (time.time() - failed_at_wall)
+        if failed_at > self._failed_at.get((role, provider), float("-inf")):
+            self._failed_at[(role, provider)] = failed_at
 
     def cooling_down(self, role: str, provider: str) -> float | None:
         """Seconds since the provider failed, if it is still cooling down."""

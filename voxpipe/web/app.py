@@ -12,6 +12,8 @@ Per deployment (see docs/serve.md): ``POST /twiml`` (Twilio voice webhook), ``WS
 ``GET /`` + ``WS /ws`` (browser page), and for realtime deployments ``POST /session`` + ``POST /tools/{name}``.
 SIGTERM drains the process first (``voxpipe.web.drain``): no new call, live calls run to their end.
 
+Where sessions are in Redis, a failing provider's cooldown is shared through it (``sessions.redis_health``).
+
 Each deployment gets a ``CallHost`` (``voxpipe.pipeline.host``: its session store, experiment router and the
 process's bookkeeping, which starts, measures and records every call) and a ``TwilioAccount`` (signature
 checks, the REST client). The transports are given both; none of them imports this module.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -37,6 +40,9 @@ from voxpipe.sessions import SessionStore, open_store
 from voxpipe.transports import browser, conversation_relay, twilio_media
 from voxpipe.transports.twilio_account import TwilioAccount, TwilioClientFactory, twilio_client
 from voxpipe.web.drain import Drain, RefuseWhileDraining, install_sigterm
+
+if TYPE_CHECKING:
+    from voxpipe.sessions.redis_health import RedisHealthBoard
 
 
 def _check(deployment: Deployment) -> None:
@@ -86,8 +92,15 @@ def create_app(
             await asyncio.to_thread(load_models)
             state["ready"] = True
         install_sigterm(drain)
+        boards = _health_boards(deployments)
+        sharing = [asyncio.ensure_future(board.run()) for board in boards]
         logger.info(f"voxpipe serving {', '.join('/' + n + '/' for n in names)}")
         yield
+        for task in sharing:
+            task.cancel()
+        await asyncio.gather(*sharing, return_exceptions=True)
+        for board in boards:
+            await board.close()
         for host, _ in hosts:
             await host.close()
         for store in stores.values():
@@ -127,6 +140,16 @@ def create_app(
     for host, twilio in hosts:
         app.include_router(_router(host, twilio, drain), prefix=f"/{host.deployment.name}")
     return app
+
+
+def _health_boards(deployments: Sequence[Deployment]) -> list[RedisHealthBoard]:
+    """A failing provider's cooldown is shared through each Redis the deployments keep sessions in."""
+    urls = {d.sessions.url for d in deployments if d.sessions.store == "redis" and d.sessions.url}
+    if not urls:
+        return []
+    from voxpipe.sessions.redis_health import RedisHealthBoard
+
+    return [RedisHealthBoard(url) for url in sorted(urls)]
 
 
 def _router(host: CallHost, twilio: TwilioAccount, drain: Drain) -> APIRouter:
