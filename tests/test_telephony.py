@@ -59,7 +59,7 @@ class Recorder:
     async def started(self, start: StreamStart) -> None:
         self.told.append(("started", start.call_id))
 
-    async def audio(self, payload: bytes) -> None:
+    async def audio(self, payload: bytes, arrived_at: float) -> None:
         self.told.append(("audio", payload))
 
     async def mark_returned(self, name: str) -> None:

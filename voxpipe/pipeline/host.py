@@ -32,7 +32,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.transports.base_transport import BaseTransport
 
-from voxpipe.config.models import Deployment
+from voxpipe.config.models import Deployment, SmartTurn
 from voxpipe.pipeline.builder import CallContext, CallPipeline, TextTransport, build_call, run_call
 from voxpipe.pipeline.experiment import ExperimentRouter
 from voxpipe.pipeline.latency import TurnMeter
@@ -66,13 +66,14 @@ class MeasuredPipeline:
 
     pipeline: CallPipeline
     turns: Callable[[], list[TurnRecord]]
+    missed_turns: Callable[[], int] = lambda: 0  # caller turns talked over before any reply (audio calls)
 
 
 def build_audio_call(
     deployment: Deployment, transport: BaseTransport, call: CallContext, registry: Registry | None = None
 ) -> tuple[CallPipeline, TurnMeter]:
     """An audio call's pipeline, observed by the ``TurnMeter`` that measures its turns from the audio."""
-    meter = TurnMeter(transport.output())
+    meter = TurnMeter(transport.output(), end_of_turn_secs(deployment))
     return build_call(deployment, transport, call, observers=[meter], clock=meter.clock, registry=registry), meter
 
 
@@ -84,7 +85,16 @@ def build_measured(
         pipeline = build_call(deployment, transport, call, registry=registry)
         return MeasuredPipeline(pipeline, transport.turn_meter.records)
     pipeline, meter = build_audio_call(deployment, transport, call, registry)
-    return MeasuredPipeline(pipeline, lambda: [t.record(i) for i, t in enumerate(meter.turns(), 1)])
+    return MeasuredPipeline(
+        pipeline, lambda: [t.record(i) for i, t in enumerate(meter.turns(), 1)], lambda: meter.missed_turns
+    )
+
+
+def end_of_turn_secs(deployment: Deployment) -> float:
+    """Caller silence after which the deployment has surely ended the caller's turn (and owes a reply)."""
+    turn = deployment.turn
+    after_vad = turn.max_silence_secs if isinstance(turn, SmartTurn) else turn.timeout_secs
+    return deployment.vad.resolved().stop_secs + after_vad
 
 
 async def run_measured_call(
@@ -122,6 +132,7 @@ async def run_measured_call(
             fallbacks=meter.fallbacks,
             errors=meter.errors,
             failure=meter.failure,
+            missed_turns=measured.missed_turns(),
         )
         if bookkeeping.records:  # a database write: off the loop, which carries every other call's audio
             await asyncio.to_thread(bookkeeping.records.save, record)

@@ -4,7 +4,13 @@
 processor plays the bot's audio, so it works the same for simulated, Twilio, browser and realtime calls:
 
 - the caller's speech: every ``InputAudioRawFrame`` the transport receives; the end of speech is the last
-  audible sample (above -36 dBFS) before the bot answers;
+  audible sample (above -36 dBFS) before the bot answers. A frame is placed in time by when it *arrived*
+  (``ARRIVED_AT`` in its metadata, set by the transport from the socket and the stream's own timestamps)
+  where the transport knows it, not by when the pipeline got to it: on an overloaded server those differ,
+  and the caller's wait starts when they stopped talking;
+- missed turns: the caller ended a turn (silent for ``end_of_turn_secs``, the deployment's end-of-turn
+  silence) and spoke again before any reply was heard; ``missed_turns`` counts them (the record and
+  ``/metrics`` carry the count);
 - the bot's speech: every audio frame the output transport has played; a reply starts at its first audible
   sample;
 - a turn: a bot reply that starts after the caller spoke (the greeting, and pauses inside one reply, are not
@@ -39,6 +45,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from voxpipe.records.model import TurnRecord
 
+ARRIVED_AT = "voxpipe_arrived_at"  # frame.metadata key: time.monotonic() when the frame's last sample arrived
 AUDIBLE = 500  # |sample| above this (-36 dBFS) counts as sound; TTS leading silence is below it
 NEW_REPLY_GAP_SECS = 0.3  # bot silence that separates two replies
 
@@ -130,9 +137,11 @@ class _Speech:
 class TurnMeter(BaseObserver):
     """Measures every turn of one call. Pass ``meter.clock`` to the call's worker as its clock."""
 
-    def __init__(self, output: FrameProcessor):
+    def __init__(self, output: FrameProcessor, end_of_turn_secs: float = float("inf")):
         super().__init__()
         self.output = output
+        self.end_of_turn_secs = end_of_turn_secs
+        self.missed_turns = 0
         self.clock = CallClock()
         self.events: list[StageEvent] = []
         self._starts: list[tuple[float, float]] = []  # (caller's end of speech, bot reply start) per turn
@@ -160,7 +169,7 @@ class TurnMeter(BaseObserver):
         if data.direction != FrameDirection.DOWNSTREAM or not data.first_push:
             return
         if isinstance(frame, InputAudioRawFrame):
-            self._on_caller_audio(at - _duration(frame), frame)
+            self._on_caller_audio(frame.metadata.get(ARRIVED_AT, at) - _duration(frame), frame)
         elif isinstance(frame, OutputAudioRawFrame) and data.source is self.output:
             self._on_bot_audio(at - _duration(frame), frame)
         elif isinstance(frame, LLMTextFrame):
@@ -170,8 +179,15 @@ class TurnMeter(BaseObserver):
 
     def _on_caller_audio(self, started_at: float, frame: InputAudioRawFrame) -> None:
         end = last_audible(frame.audio, frame.sample_rate)
-        if end is not None:
-            self._caller.last_audible_end = started_at + end
+        if end is None:
+            return
+        caller, bot = self._caller, self._bot
+        if caller.last_audible_end is not None:
+            start = started_at + (first_audible(frame.audio, frame.sample_rate) or 0.0)
+            ended_a_turn = start - caller.last_audible_end >= self.end_of_turn_secs
+            if ended_a_turn and (bot.stretch_start is None or bot.stretch_start < caller.last_audible_end):
+                self.missed_turns += 1  # spoke again, the last turn still unanswered
+        caller.last_audible_end = started_at + end
 
     def _on_bot_audio(self, started_at: float, frame: OutputAudioRawFrame) -> None:
         start = first_audible(frame.audio, frame.sample_rate)

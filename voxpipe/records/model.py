@@ -113,6 +113,9 @@ class CallRecord(BaseModel):
     fallbacks: list[FallbackEvent] = Field(default_factory=list)
     errors: list[CallError] = Field(default_factory=list)
     failure: CallFailure | None = Field(None, description="Set when the call ended through on_failure.")
+    missed_turns: int = Field(
+        0, description="Caller turns talked over before any reply: the caller ended a turn and spoke again unanswered."
+    )
     scenario: str | None = Field(None, description="The bench scenario this call played, if any.")
     verdicts: list[Verdict] = Field(default_factory=list, description="The scenario's expectations, judged.")
 

@@ -68,6 +68,12 @@ class CallMetrics:
             ["role", "provider", "model", "unit"],
             registry=self.registry,
         )
+        self.missed_turns = Counter(
+            "voxpipe_missed_turns",
+            "Caller turns talked over before any reply (the caller spoke again, unanswered).",
+            ["deployment"],
+            registry=self.registry,
+        )
         self.errors = Counter("voxpipe_errors", "Errors during calls.", ["deployment"], registry=self.registry)
         self.failed_calls = Counter(
             "voxpipe_failed_calls",
@@ -105,6 +111,7 @@ class CallMetrics:
                 if amount:
                     self.usage.labels(usage.role, usage.provider, model, unit).inc(amount)
         self.errors.labels(record.deployment).inc(len(record.errors))
+        self.missed_turns.labels(record.deployment).inc(record.missed_turns)
         if record.failure is not None:
             error = record.failure.error
             self.failed_calls.labels(record.deployment, error.role or "", error.provider or "", error.kind).inc()

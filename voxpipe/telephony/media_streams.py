@@ -22,6 +22,7 @@ import base64
 import binascii
 import enum
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -84,12 +85,37 @@ class StreamState(enum.Enum):
     STOPPED = "stopped"
 
 
+class ArrivalClock:
+    """When each media frame arrived, from the stream's own ``timestamp``s rather than when it was handled.
+
+    Twilio stamps each inbound frame with milliseconds since the stream began. The least-delayed frame seen
+    so far tells when the stream began on our clock (``offset``: its handling time minus its timestamp); every
+    frame then arrived at ``offset + timestamp``. So a frame handled late, because the loop was busy, is still
+    placed when it reached us. A stream without timestamps (the browser page) gets its handling time.
+    """
+
+    def __init__(self, now: Callable[[], float] = time.monotonic):
+        self._now = now
+        self._offset: float | None = None
+
+    def arrived(self, timestamp_ms: object) -> float:
+        handled = self._now()
+        try:
+            stamp = float(timestamp_ms) / 1000  # type: ignore[arg-type]  # Twilio sends it as a string
+        except (TypeError, ValueError):
+            return handled
+        if self._offset is None or handled - stamp < self._offset:
+            self._offset = handled - stamp
+        return self._offset + stamp
+
+
 class StreamHandler(Protocol):
     """What a ``MediaStream`` tells its call. ``started`` may raise ``Malformed`` to refuse the stream."""
 
     async def started(self, start: StreamStart) -> None: ...
 
-    async def audio(self, payload: bytes) -> None: ...
+    async def audio(self, payload: bytes, arrived_at: float) -> None:
+        """Caller audio; ``arrived_at``: ``time.monotonic()`` when its last sample reached this process."""
 
     async def mark_returned(self, name: str) -> None: ...
 
@@ -115,6 +141,7 @@ class MediaStream:
         self.state = StreamState.AWAITING_START
         self.start: StreamStart | None = None
         self.keypad = keypad_entry.KeypadEntry(handler.keypad_entry)
+        self.arrival = ArrivalClock()
 
     async def receive(self, event: dict[str, Any]) -> None:
         """Handle one event (a dict with a string ``event``); a malformed one is logged and skipped."""
@@ -143,7 +170,7 @@ class MediaStream:
         elif kind == "media":
             media = field_of(event, "media", dict)
             if media.get("track", "inbound") == "inbound":
-                await self._handler.audio(decode_payload(media))
+                await self._handler.audio(decode_payload(media), self.arrival.arrived(media.get("timestamp")))
         elif kind == "mark":
             await self._handler.mark_returned(str(field_of(event, "mark", dict).get("name", "")))
         elif kind == "dtmf":

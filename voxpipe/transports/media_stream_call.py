@@ -136,10 +136,10 @@ class MediaStreamCall(MediaPeer):
             raise RuntimeError(f"{self}: no transport before start")
         return self.transport
 
-    async def audio(self, payload: bytes) -> None:
+    async def audio(self, payload: bytes, arrived_at: float) -> None:
         pcm = self.dialect.decode(payload)
         self.dialect.heard(pcm)
-        await self._transport().input().audio(pcm)
+        await self._transport().input().audio(pcm, arrived_at)
 
     async def mark_returned(self, name: str) -> None:
         await self._transport().output().mark_returned(name)

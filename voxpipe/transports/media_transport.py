@@ -37,6 +37,7 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from voxpipe.pipeline.frames import BotAudioPlayedFrame
+from voxpipe.pipeline.latency import ARRIVED_AT
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.telephony.media_streams import Playout
 
@@ -85,8 +86,11 @@ class MediaStreamInput(BaseInputTransport):
         await self.set_transport_ready(frame)
         self.ready.set()
 
-    async def audio(self, pcm: bytes) -> None:
-        await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate, num_channels=1))
+    async def audio(self, pcm: bytes, arrived_at: float) -> None:
+        """Push caller audio, stamped with when it arrived (the turn meter times the caller by it)."""
+        frame = InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate, num_channels=1)
+        frame.metadata[ARRIVED_AT] = arrived_at
+        await self.push_audio_frame(frame)
 
 
 class MediaStreamOutput(MediaOutput):
