@@ -3,7 +3,8 @@ server got to it, and turns the caller talked over before any reply are counted 
 
 ``ArrivalClock`` places Twilio's frames by their own timestamps; ``TurnMeter`` reads the arrival stamp the
 transport puts on each frame. A served call over a real socket, whose LLM answers after the caller has
-already spoken again, leaves ``missed_turns`` on its record and in ``/metrics``.
+already spoken again, leaves ``missed_turns`` on its record and in ``/metrics``. And a caller is heard from
+the stream's first frame: speech before pipecat's VAD has measured 0.4 s of audio is not lost.
 """
 
 from __future__ import annotations
@@ -98,3 +99,23 @@ async def test_a_turn_talked_over_before_any_reply_is_missed(tmp_path: Path, reg
     assert record.missed_turns == 1
     assert len(record.turns) == 1 and record.turns[0].voice_to_voice_ms is not None
     assert 'voxpipe_missed_turns_total{deployment="desk"} 1.0' in metrics
+
+
+async def test_a_caller_who_speaks_at_once_is_heard(tmp_path: Path, registry: object) -> None:
+    """Speech in the call's first 0.4 s (pipecat's VAD volume window) is heard and answered."""
+    records = RecordStore(tmp_path / "calls.db")
+    prompt = DEPLOYMENT.replace("latency_secs: 2.5", "latency_secs: 0")
+    app = create_app([parse_deployment(prompt)], records=records, warm_up=False)
+    with RunningServer(app) as server:
+        call = TwilioMediaSimulator(f"{server.ws_url}/desk/media", "wss://x/desk/media", None, call_sid="CA-early")
+        async with call:
+            await call.speak(_speech(0.5))  # from the first frame of the stream
+            await call.wait_for(lambda: bool(call.marks_echoed), timeout=10, what="an answer")
+            await asyncio.sleep(0.5)
+            await call.stop()
+        for _ in range(50):
+            if records.list():
+                break
+            await asyncio.sleep(0.1)
+    (record,) = records.list()
+    assert len(record.turns) == 1 and record.turns[0].reply == "Noted." and record.missed_turns == 0

@@ -7,6 +7,10 @@ the caller heard. In realtime deployments ``BotAudioPlayedFrame`` goes upstream 
 the realtime service to truncate its server-side item (``conversation.item.truncate`` with the played
 milliseconds). The marks themselves are ``telephony.media_streams.Playout``'s.
 
+Caller audio starts with ``VOLUME_WINDOW_SECS`` of silence that the caller never sent: pipecat's VAD reads
+the volume over that window and counts nothing as speech until it is full, so without it a caller who speaks
+in the first 0.4 s of the call is not heard. Silence is what fills the window later in a call anyway.
+
 The far end is a ``MediaPeer`` (``media_stream_call.MediaStreamCall`` over a WebSocket, or a test's own), so
 the transport is testable without sockets.
 """
@@ -19,6 +23,7 @@ import time
 from collections import deque
 
 from loguru import logger
+from pipecat.audio.volume import VOLUME_WINDOW_SECS
 from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     CancelFrame,
@@ -84,6 +89,9 @@ class MediaStreamInput(BaseInputTransport):
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
         await self.set_transport_ready(frame)
+        # Before any caller audio (``ready`` holds it back): the VAD's volume window, full of silence.
+        silence = bytes(round(VOLUME_WINDOW_SECS * self.sample_rate) * 2)
+        await self.push_audio_frame(InputAudioRawFrame(audio=silence, sample_rate=self.sample_rate, num_channels=1))
         self.ready.set()
 
     async def audio(self, pcm: bytes, arrived_at: float) -> None:
