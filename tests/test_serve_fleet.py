@@ -170,8 +170,10 @@ async def test_a_call_resumes_on_another_worker_and_metrics_add_up(tmp_path: Pat
     await store.close()
 
 
-async def test_a_rolling_restart_loses_no_turn(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
-    with _serve(tmp_path, redis_url, workers=1) as (port, server):
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_rolling_restart_loses_no_turn(tmp_path: Path, redis_url: str, workers: int) -> None:  # noqa: F811
+    """SIGTERM to ``voxpipe serve`` (with workers: to their supervisor, which passes it on) drains."""
+    with _serve(tmp_path, redis_url, workers=workers) as (port, server):
         async with _caller(port, "CA-drain") as call:
             await asyncio.sleep(1.0)
             await _turn(call)
