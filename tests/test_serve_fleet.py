@@ -53,6 +53,7 @@ transport:
   twilio: {auth_token: "${TWILIO_AUTH_TOKEN}"}
 sessions: {store: redis, url: "${REDIS_URL}"}
 drain: {deadline_secs: DEADLINE}
+records: {path: calls.db}
 """
 
 
@@ -80,7 +81,7 @@ def _serve(tmp_path: Path, redis: str, workers: int, deadline: float = 60) -> It
         **os.environ,
         "TWILIO_AUTH_TOKEN": TOKEN,
         "REDIS_URL": redis,
-        "VOXPIPE_RECORDS": str(tmp_path / "calls.db"),
+        "VOXPIPE_RECORDS": str(tmp_path / "not-these.db"),  # the deployment's records: section wins
         "VOXPIPE_LOG_LEVEL": "WARNING",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -178,8 +179,10 @@ async def test_a_rolling_restart_loses_no_turn(tmp_path: Path, redis_url: str, w
             await asyncio.sleep(1.0)
             await _turn(call)
             server.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
-            assert _get(f"http://127.0.0.1:{port}/readyz")[0] == 503
+            signalled = time.monotonic()  # uvicorn's supervisor looks at signals every 0.5 s; a worker at once
+            while _get(f"http://127.0.0.1:{port}/readyz")[0] != 503:
+                assert time.monotonic() - signalled < 1.0, "/readyz still 200 a second after SIGTERM"
+                await asyncio.sleep(0.05)
             with pytest.raises(websockets.InvalidStatus):  # a new call is refused before it is accepted
                 async with _caller(port, "CA-new"):
                     pass
@@ -187,7 +190,8 @@ async def test_a_rolling_restart_loses_no_turn(tmp_path: Path, redis_url: str, w
             assert server.poll() is None, "the server stopped with a call live"
             await call.stop()
         assert server.wait(timeout=30) is not None
-    (record,) = RecordStore(tmp_path / "calls.db").list()
+    (record,) = RecordStore(tmp_path / "calls.db").list()  # where the deployment's records: section says
+    assert not (tmp_path / "not-these.db").exists()
     assert record.call_id == "CA-drain"
     assert len(record.turns) == 2 and all(t.voice_to_voice_ms for t in record.turns)
     assert record.failure is None

@@ -232,7 +232,7 @@ class ApiGwTransport(MediaTransport):
         self._output = ApiGwOutput(params, link, settings)
 
     def input(self) -> MediaStreamInput:
-        """Caller audio in: ``await transport.input().audio(pcm, arrived_at)`` (``ready`` is set once the pipeline started)."""
+        """Caller audio in: ``await transport.input().audio(pcm, arrived_at)`` (``ready``: the pipeline started)."""
         return self._input
 
     def output(self) -> ApiGwOutput:

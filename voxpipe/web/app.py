@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -44,6 +44,9 @@ from voxpipe.web.drain import Drain, RefuseWhileDraining, install_sigterm
 if TYPE_CHECKING:
     from voxpipe.sessions.redis_health import RedisHealthBoard
 
+RecordsFor = Callable[[Deployment], RecordStore]
+"""A deployment's record store."""
+
 
 def _check(deployment: Deployment) -> None:
     if deployment.transport.twilio.connect == "conversation_relay" and not deployment.services("llm"):
@@ -58,14 +61,16 @@ def create_app(
     *,
     registry: Registry | None = None,
     twilio_client: TwilioClientFactory = twilio_client,
-    records: RecordStore | None = None,
+    records: RecordStore | RecordsFor | None = None,
     warm_up: bool = True,
 ) -> FastAPI:
     """One FastAPI app serving every deployment under ``/{name}/``.
 
-    ``records`` keeps a ``CallRecord`` of every phone and browser call (``voxpipe serve`` passes the default
-    store, which ``voxpipe calls`` and ``voxpipe report`` read); ``GET /metrics`` counts them for Prometheus.
-    ``warm_up`` loads the shared VAD and turn models at start; ``/readyz`` answers 503 until it is done.
+    ``records`` keeps a ``CallRecord`` of every phone and browser call: one store for all, or a function
+    giving each deployment's (``voxpipe serve`` opens the store its ``records:`` section names, which
+    ``voxpipe calls`` and ``voxpipe report`` read); ``GET /metrics`` counts them for Prometheus.
+    ``warm_up`` loads the shared VAD and turn models the deployments use (their experiment variants too) at
+    start; ``/readyz`` answers 503 until it is done.
     Deployments with the same ``sessions`` settings share one store.
     """
     names = [d.name for d in deployments]
@@ -73,13 +78,13 @@ def create_app(
         raise ValueError(f"give one or more deployments with distinct names (got {names})")
     registry = registry or default_registry()
     metrics = CallMetrics()
-    bookkeeping = CallBookkeeping(records, metrics)
     stores: dict[str, SessionStore] = {}
     hosts: list[tuple[CallHost, TwilioAccount]] = []
     for deployment in deployments:
         _check(deployment)
         key = deployment.sessions.model_dump_json()
         store = stores.get(key) or stores.setdefault(key, open_store(deployment.sessions))
+        bookkeeping = CallBookkeeping(records(deployment) if callable(records) else records, metrics)
         hosts.append((CallHost(deployment, store, registry, bookkeeping), TwilioAccount(deployment, twilio_client)))
     state = {"ready": not warm_up}
     drain = Drain([host for host, _ in hosts])
@@ -89,7 +94,8 @@ def create_app(
         if warm_up:
             from voxpipe.pipeline.shared_models import warm_up as load_models
 
-            await asyncio.to_thread(load_models)
+            served = [d for host, _ in hosts for d in (host.deployment, *host.router.variants.values())]
+            await asyncio.to_thread(load_models, served)  # only the models these deployments and variants use
             state["ready"] = True
         install_sigterm(drain)
         boards = _health_boards(deployments)

@@ -54,10 +54,18 @@ def load_all(config_paths: Sequence[str | Path]) -> list[Deployment]:
 
 
 def build_app(deployments: Sequence[Deployment]) -> FastAPI:
+    """The app, each deployment's calls recorded where its ``records:`` section says (else ``$VOXPIPE_RECORDS``
+    or the default file: what ``voxpipe calls`` and ``report`` read); deployments naming one place share it."""
     from voxpipe.records.store import RecordStore
     from voxpipe.web.app import create_app
 
-    return create_app(deployments, records=RecordStore())  # the store `voxpipe calls` and `report` read
+    opened: dict[str | None, RecordStore] = {}
+
+    def records_of(deployment: Deployment) -> RecordStore:
+        target = deployment.records.target()
+        return opened.get(target) or opened.setdefault(target, RecordStore(target))
+
+    return create_app(deployments, records=records_of)
 
 
 def worker_app() -> FastAPI:
