@@ -127,7 +127,7 @@ def _server_command(kind: str, port: int, workdir: Path) -> tuple[list[str], str
     if kind == "voxpipe":
         config = workdir / "capacity.yaml"
         config.write_text(DEPLOYMENT.format(host=PUBLIC_HOST, **{**SETTINGS, "vad": json.dumps(SETTINGS["vad"])}))
-        command = [sys.executable, "-m", "voxpipe.cli", "serve", str(config), "--port", str(port)]
+        command = [sys.executable, "-m", "voxpipe.cli", "serve", str(config), "--port", str(port), "--workers", "1"]
         return command, f"ws://127.0.0.1:{port}/capacity/media"
     bot = [sys.executable, str(HERE / "pipecat_twilio_bot.py"), "--port", str(port)]
     return [*bot, "--settings", json.dumps(SETTINGS)], f"ws://127.0.0.1:{port}/ws"

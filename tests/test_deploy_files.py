@@ -71,19 +71,31 @@ def test_a_wrong_field_is_caught_by_the_validator() -> None:
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
 
 
-def test_pods_drain_before_sigterm_and_the_kubelet_waits_for_it() -> None:
+def _fleet_environment(env: Callable[..., Any]) -> None:
+    """What the served file's ${VAR}s need, as the fleet's secrets give them."""
+    env(
+        REDIS_URL="redis://redis:6379/0",
+        DATABASE_URL="postgresql://voxpipe:pw@postgres:5432/voxpipe",
+        TWILIO_AUTH_TOKEN="token",  # noqa: S106 — a made-up credential; nothing real
+        PUBLIC_URL="https://voice.example.com",
+    )
+
+
+def test_pods_drain_on_sigterm_and_the_kubelet_and_compose_wait_for_it(env: Callable[..., Any]) -> None:
+    """preStop settles, then SIGTERM starts the server's drain: the grace periods cover both, and shutdown."""
     pod = _manifests()["Deployment"]["spec"]["template"]["spec"]
     container = _container()
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # 503 as soon as the drain starts
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    command = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert command[0] == "voxpipe-drain-wait"
-    options = dict(zip(command[1::2], command[2::2], strict=True))
-    drain_secs = float(options["--deadline"]) + float(options["--settle"])
-    assert pod["terminationGracePeriodSeconds"] >= drain_secs + 30  # and the server's own shutdown after it
-    port = container["ports"][0]["containerPort"]
-    assert options["--url"] == f"http://127.0.0.1:{port}/metrics"
-    assert container["args"][-1] == str(port)
+    sleep, settle_secs = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep == "sleep"
+    _fleet_environment(env)
+    drain_secs = load_deployment(KUBERNETES / "front-desk.yaml").drain.deadline_secs
+    assert pod["terminationGracePeriodSeconds"] >= float(settle_secs) + drain_secs + 30  # + the server's shutdown
+    stop_grace = _load(DEPLOY / "compose.yaml")["services"]["voxpipe"]["stop_grace_period"]
+    assert float(stop_grace.removesuffix("s")) >= drain_secs + 30  # compose has no preStop: SIGTERM at once
+    assert container["args"][-1] == str(container["ports"][0]["containerPort"])
+    assert container["args"][container["args"].index("--workers") + 1] == "1"  # one process per one-CPU pod
     assert pod["securityContext"]["runAsNonRoot"] is True
 
 
@@ -107,12 +119,7 @@ def test_the_served_deployment_file_is_valid_and_shares_sessions_and_records(env
     [volume] = [v for v in pod["volumes"] if v.get("configMap", {}).get("name") == generator["name"]]
     [mount] = [m for m in _container()["volumeMounts"] if m["name"] == volume["name"]]
     assert _container()["args"][1] == f"{mount['mountPath']}/{served}"
-    env(
-        REDIS_URL="redis://redis:6379/0",
-        DATABASE_URL="postgresql://voxpipe:pw@postgres:5432/voxpipe",
-        TWILIO_AUTH_TOKEN="token",  # noqa: S106 — a made-up credential; nothing real
-        PUBLIC_URL="https://voice.example.com",
-    )
+    _fleet_environment(env)
     served_env = {e["name"] for e in _container()["env"]}
     assert {"REDIS_URL", "DATABASE_URL", "TWILIO_AUTH_TOKEN", "PUBLIC_URL", "VOXPIPE_RECORDS"} <= served_env
     deployment = load_deployment(KUBERNETES / served)

@@ -64,7 +64,7 @@ def _serve(config: Path, env: dict[str, str]) -> Iterator[str]:
     """``voxpipe serve`` in its own process on a free port; yields its ws:// base URL once /readyz says 200."""
     port = _free_port()
     server = subprocess.Popen(  # noqa: S603 — fixed argv of this interpreter or a dev tool, no outside input
-        [sys.executable, "-m", "voxpipe.cli", "serve", str(config), "--port", str(port)],
+        [sys.executable, "-m", "voxpipe.cli", "serve", str(config), "--port", str(port), "--workers", "1"],
         env={**os.environ, **env, "VOXPIPE_LOG_LEVEL": "WARNING"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
