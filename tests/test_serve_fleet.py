@@ -235,3 +235,24 @@ async def test_twilio_webhook_while_draining(registry: object, drain: str, expec
         answer = await client.post("/desk/twiml", data={"CallSid": "CA2"})
         assert answer.status_code == 200 and answer.text.endswith(expected)
         assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_the_server_warms_up_the_models_its_variants_use(
+    monkeypatch: pytest.MonkeyPatch, registry: object
+) -> None:
+    """A variant on Silero VAD gets the model loaded at start; a server with no deployment using it does not."""
+    import voxpipe.pipeline.shared_models as shared_models
+    from tests.simulators.server import RunningServer
+
+    loaded: list[set[str]] = []
+    monkeypatch.setattr(shared_models, "warm_up", lambda served: loaded.append(shared_models.models_used(served)))
+    base = (
+        "name: desk\nagent: {instructions: Hi.}\nvad: {provider: testkit_vad}\nstt: {provider: testkit_stt}\n"
+        "llm: {provider: testkit_llm}\ntts: {provider: testkit_tts}\nsessions: {store: memory}\n"
+    )
+    silero = "{weight: 1, overrides: {vad: {provider: silero}}}"
+    variants = f"experiment: {{name: vad, variants: {{a: {{weight: 1}}, b: {silero}}}}}\n"
+    for text in (base, base + variants):
+        with RunningServer(create_app([parse_deployment(text)])):
+            pass
+    assert loaded == [set(), {"silero"}]
