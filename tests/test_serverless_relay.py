@@ -28,6 +28,7 @@ from tests.apigw_shim import (
     write_handler_config,
 )
 from tests.fakes import Behaviour, FakeBedrock, Turn
+from tests.simulators import webhook_parameters
 from voxpipe.aws.conversations import ConversationTable, table_definition
 from voxpipe.serverless import ConnectionGone, Connections, HandlerConfig
 from voxpipe.serverless.twiml import handler as twiml_handler
@@ -149,7 +150,7 @@ class RelayCaller:
                 "from": "+15550100",
                 "to": "+15550199",
                 "direction": "inbound",
-                "customParameters": {"campaign": "test"},
+                "customParameters": {"campaign": "test", **webhook_parameters("conversation_relay", call_sid)},
             }
         )
 

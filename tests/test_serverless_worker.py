@@ -33,6 +33,7 @@ from tests.apigw_shim import (
     wait_until,
     write_handler_config,
 )
+from tests.simulators import webhook_parameters
 from voxpipe.audio import g711
 from voxpipe.aws.conversations import table_definition
 from voxpipe.config.loader import parse_deployment
@@ -262,7 +263,7 @@ async def test_twilio_realtime_call_with_out_of_order_delivery(bridge: Bridge) -
             "callSid": "CA00000000000000000000000000000099",
             "streamSid": client.stream_sid,
             "tracks": ["inbound"],
-            "customParameters": {},
+            "customParameters": webhook_parameters("twilio", "CA00000000000000000000000000000099"),
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
         }
         await client.send(client.event("connected"), client.event("start", start=start))

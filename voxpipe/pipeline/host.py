@@ -245,11 +245,27 @@ class CallHost:
         self.calls: set[HostedCall] = set()
 
     async def open_session(self, call_id: str, metadata: dict[str, Any]) -> Session | None:
-        """The call's stored session (empty if new), or ``None`` if the id belongs to another deployment."""
+        """The call's stored session (empty if new), or ``None`` if the id is not this call's to use.
+
+        Each deployment and each transport (``metadata["transport"]``) has its own ids: a Twilio CallSid, a
+        relay session and a browser session id never name each other's conversations; a relay session stays
+        with the CallSid (``metadata["callSid"]``) that opened it. An id whose call is
+        live in this process is refused too (a second socket never joins or replaces a live call). The
+        caller has already verified the id (``voxpipe.security.call_binding``): only then may it resume.
+        """
         session = await self.store.get(call_id)
-        owner = session.metadata.get("deployment") if session else None
-        if owner not in (None, self.deployment.name):
-            logger.warning(f"[{self.deployment.name}] call id {call_id} belongs to deployment {owner}: refused")
+        stored = session.metadata if session else {}
+        refusal = None
+        if stored.get("deployment") not in (None, self.deployment.name):
+            refusal = f"belongs to deployment {stored['deployment']}"
+        elif stored.get("transport") not in (None, metadata.get("transport")):
+            refusal = f"is a {stored['transport']} id, not a {metadata.get('transport')} one"
+        elif stored.get("callSid") not in (None, metadata.get("callSid")):
+            refusal = f"was opened by call {stored['callSid']}, not {metadata.get('callSid')}"
+        elif any(call.call_id == call_id for call in self.calls):
+            refusal = "is already live"
+        if refusal is not None:
+            logger.warning(f"[{self.deployment.name}] call id {call_id} {refusal}: refused")
             return None
         if session is not None and session.messages:
             logger.info(f"[{self.deployment.name}] call {call_id} resumes with {len(session.messages)} messages")

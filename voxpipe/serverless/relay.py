@@ -2,7 +2,8 @@
 
 - ``$connect``: the handshake must carry a valid ``X-Twilio-Signature`` over the relay's public ``wss://`` URL
   (``$VOXPIPE_RELAY_URL``, never the request's host); anything else is refused with 403.
-- ``$default``: ``setup`` binds the connection to the call (``callSid``) and starts or resumes its
+- ``$default``: ``setup`` (carrying the token the TwiML webhook gave its ``callSid``:
+  ``voxpipe.security.call_binding``) binds the connection to the call and starts or resumes its
   conversation; a final ``prompt`` and a complete keypad entry stream a reply as ``text`` tokens through
   ``@connections``; ``interrupt`` cuts the reply being spoken to what the caller heard. The messages and
   their rules (partial prompts, keypad entries, handoff data) are ``voxpipe.telephony``'s, as on the server.
@@ -25,6 +26,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from voxpipe.aws.conversations import Conversation, ConversationTable, Message
+from voxpipe.security.call_binding import CallBinding, without_token
+from voxpipe.security.tokens import TokenError
 from voxpipe.serverless import (
     RELAY_URL_ENV,
     TABLE_ENV,
@@ -114,7 +117,21 @@ class Relay:
             logger.warning("ignored ConversationRelay message (%s): %.200s", message.reason, message.raw)
 
     def setup(self, setup: protocol.Setup) -> None:
-        """Bind the connection to its call; a new conversation starts with the greeting Twilio speaks."""
+        """Bind the connection to its call; a new conversation starts with the greeting Twilio speaks.
+
+        Only for a verified call: ``setup`` must carry the token the TwiML webhook gave its CallSid
+        (``voxpipe.security.call_binding``), and the id must not name another transport's conversation.
+        """
+        binding = CallBinding.for_deployment("conversation_relay", self.config.validate_signatures)
+        try:
+            binding.verify(setup.call_sid, setup.custom_parameters)
+        except TokenError as problem:
+            self._refuse(f"setup for call {setup.call_sid!r} refused: {problem}")
+            return
+        stored = self.table.get(setup.call_sid)
+        if stored is not None and stored.metadata.get("transport") not in (None, "conversation_relay"):
+            self._refuse(f"call id {setup.call_sid!r} is a {stored.metadata['transport']} id: refused")
+            return
         self.table.bind_connection(self.connection_id, setup.call_sid, endpoint=self.endpoint, client="relay")
 
         def start(conversation: Conversation) -> None:
@@ -124,13 +141,18 @@ class Relay:
                 caller=setup.from_,
                 called=setup.to,
                 direction=setup.direction,
-                custom_parameters=setup.custom_parameters,
+                custom_parameters=without_token(setup.custom_parameters),
                 connection_id=self.connection_id,
             )
             if not conversation.messages and self.config.greeting:
                 conversation.messages.append({"role": "assistant", "content": self.config.greeting})
 
         self.table.mutate(setup.call_sid, start)
+
+    def _refuse(self, reason: str) -> None:
+        """Close a connection that may not open a conversation (its later messages find no call)."""
+        logger.warning("connection %s: %s; closed", self.connection_id, reason)
+        Connections(self.endpoint).close(self.connection_id)
 
     def _call_id(self) -> str | None:
         """The call of this connection; a message racing its own ``setup`` invocation waits for it a little."""

@@ -28,6 +28,8 @@ from voxpipe.audio import g711
 from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.latency import first_audible, last_audible
 from voxpipe.providers.spec import AudioFormat
+from voxpipe.security.call_binding import without_token
+from voxpipe.security.tokens import TokenError
 from voxpipe.telephony import media_streams
 from voxpipe.telephony.media_streams import Malformed, MediaStream, Send, StreamStart, field_of
 from voxpipe.transports.media_transport import MediaPeer, MediaTransport
@@ -41,6 +43,7 @@ class Dialect:
 
     name = "twilio"
     audio = AudioFormat(sample_rate_in=8000, sample_rate_out=8000, encoding="mulaw")
+    bound_to_webhook = True  # ``start`` must carry the token the signed webhook's TwiML gave this CallSid
 
     def decode(self, payload: bytes) -> bytes:
         return g711.decode(payload)
@@ -113,10 +116,19 @@ class MediaStreamCall(MediaPeer):
     # -- what the stream tells (telephony.media_streams.StreamHandler)
 
     async def started(self, start: StreamStart) -> None:
+        if self.twilio is not None and self.dialect.bound_to_webhook:
+            try:
+                self.twilio.bindings[self.dialect.name].verify(start.call_id, start.metadata.get("custom_parameters"))
+            except TokenError as problem:
+                logger.warning(f"{self}: start refused, the stream is closed: {problem}")
+                await self._refuse()
+                return
         metadata = {"transport": self._carrier + self.dialect.name, **start.metadata}
+        if isinstance(metadata.get("custom_parameters"), dict):
+            metadata["custom_parameters"] = without_token(metadata["custom_parameters"])
         session = await self.host.open_session(start.call_id, metadata)
         if session is None:
-            raise Malformed(f"call id {start.call_id} belongs to another deployment")
+            raise Malformed(f"call id {start.call_id} is not this stream's to use")
         self.transport = self._make_transport(self, start)
         self.hosted = self.host.start_call(
             self.transport,
@@ -130,6 +142,11 @@ class MediaStreamCall(MediaPeer):
         self._spawn(self._watch_pipeline(self.hosted))
         await self.transport.input().ready.wait()
         await self.hosted.begin()
+
+    async def _refuse(self) -> None:
+        """A stream that may not run: stopped before any session is opened, and its peer closed."""
+        await self.stream.stop()
+        await self._close_peer()
 
     def _transport(self) -> MediaTransport:
         if self.transport is None:  # the stream reports audio, marks and keys only once started
@@ -233,6 +250,7 @@ class BrowserDialect(Dialect):
 
     name = "browser"
     audio = AudioFormat(sample_rate_in=16000, sample_rate_out=16000, encoding="pcm16")
+    bound_to_webhook = False
 
     def __init__(self) -> None:
         self._speech_end: float | None = None

@@ -1,7 +1,8 @@
 """What a deployment's Twilio account gives its calls: signed requests, and the REST API for live calls.
 
 A ``TwilioAccount`` checks ``X-Twilio-Signature`` on webhooks and WebSocket handshakes (``voxpipe.transports
-.twilio_signatures``), ends or transfers a live call through the REST API when account credentials are configured,
+.twilio_signatures``), binds each call's socket to its webhook (``voxpipe.security.call_binding``),
+ends or transfers a live call through the REST API when account credentials are configured,
 and remembers where a call's ``<Connect action>`` should dial once its stream ends. The web app makes one per
 deployment; the serverless bridge worker makes one too (it hangs up and transfers the same way). No web
 framework is imported here: requests and sockets are only read.
@@ -17,6 +18,7 @@ from urllib.parse import parse_qsl
 from loguru import logger
 
 from voxpipe.config.models import Deployment
+from voxpipe.security.call_binding import CallBinding
 from voxpipe.telephony import twiml
 from voxpipe.transports.twilio_signatures import TwilioSignatures
 
@@ -58,6 +60,10 @@ class TwilioAccount:
     def __init__(self, deployment: Deployment, client_factory: TwilioClientFactory = twilio_client):
         self.deployment = deployment
         self.signatures = TwilioSignatures(deployment)
+        self.bindings = {  # each transport's sockets are bound to the webhook's CallSid (its own namespace)
+            transport: CallBinding.for_deployment(transport, self.signatures.enabled)
+            for transport in ("twilio", "conversation_relay")
+        }
         twilio = deployment.transport.twilio
         token = twilio.auth_token.get_secret_value() if twilio.auth_token else ""
         self.rest = TwilioRest(client_factory(twilio.account_sid, token)) if twilio.account_sid and token else None

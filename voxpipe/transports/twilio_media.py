@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response, WebSocket
 
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.host import CallHost
+from voxpipe.security.call_binding import CallBinding
 from voxpipe.telephony import conversation_relay, twiml
 from voxpipe.telephony.media_streams import StreamStart
 from voxpipe.transports.json_socket import JsonSocket
@@ -22,13 +23,14 @@ from voxpipe.transports.twilio_account import TwilioAccount
 from voxpipe.transports.twilio_signatures import public_url
 
 
-def stream_twiml(deployment: Deployment, form: dict[str, str]) -> str:
-    """``<Connect><Stream url=wss://.../{name}/media>`` with the caller's numbers and the configured parameters."""
+def stream_twiml(deployment: Deployment, form: dict[str, str], binding: CallBinding) -> str:
+    """``<Connect><Stream url=wss://.../{name}/media>`` with the caller's numbers, the configured parameters and
+    the token binding the stream to this webhook's CallSid (last: no configured parameter can replace it)."""
     parameters = {"from": form.get("From", ""), "to": form.get("To", "")}
     return twiml.stream_call(
         public_url(deployment, "media", websocket=True),
         public_url(deployment, "connect-action"),
-        parameters | deployment.transport.twilio.stream_parameters,
+        parameters | deployment.transport.twilio.stream_parameters | binding.parameters(form.get("CallSid", "")),
     )
 
 

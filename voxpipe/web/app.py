@@ -133,9 +133,11 @@ def _router(host: CallHost, twilio: TwilioAccount) -> APIRouter:
         if deployment.transport.public_url is None:
             logger.error(f"[{deployment.name}] cannot answer Twilio: transport.public_url (the https base) is not set")
             return Response("transport.public_url is not set", status_code=503)
+        call_sid = form.get("CallSid", "")
         if deployment.transport.twilio.connect == "conversation_relay":
-            return twilio_media.xml(conversation_relay.relay_twiml(deployment))
-        return twilio_media.xml(twilio_media.stream_twiml(deployment, form))
+            binding = twilio.bindings["conversation_relay"].parameters(call_sid)
+            return twilio_media.xml(conversation_relay.relay_twiml(deployment, binding))
+        return twilio_media.xml(twilio_media.stream_twiml(deployment, form, twilio.bindings["twilio"]))
 
     twilio_media.add_routes(router, host, twilio)
     conversation_relay.add_routes(router, host, twilio)
