@@ -204,11 +204,16 @@ class Relay:
             return
         key = [self.received_ms, self.turn_id, digit]
 
-        def add(conversation: Conversation) -> None:
+        def add(conversation: Conversation) -> bool:
             keys = conversation.metadata.get(KEYPAD_ENTRY) or []
+            if len(keys) >= keypad.MAX_ENTRY_DIGITS and not keypad.ends_entry(digit):
+                return False
             conversation.metadata[KEYPAD_ENTRY] = sorted([*keys, key])
+            return True
 
-        self.table.mutate(call_id, add)
+        if not self.table.mutate(call_id, add)[1]:
+            logger.warning("ignored ConversationRelay dtmf: the entry holds %s keys already", keypad.MAX_ENTRY_DIGITS)
+            return
         if not keypad.ends_entry(digit):
             time.sleep(max(0.0, self.received_ms / 1000 + keypad.PAUSE_SECS - time.time()))
             stored = self.table.get(call_id)
