@@ -25,6 +25,9 @@ from dataclasses import dataclass
 
 Clock = Callable[[], float]
 
+MAX_WEBHOOK_BYTES = 64 * 1024
+"""A Twilio webhook's form is a few kilobytes: a larger body is refused (413) before it is read whole."""
+
 
 class LimitExceeded(Exception):
     """A limit refused a request: ``limit`` names it (as in the YAML), ``retry_after_secs`` says when to retry."""

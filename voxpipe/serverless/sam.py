@@ -147,6 +147,7 @@ def handler_config(deployment: Deployment, raw: Any, registry: Registry) -> dict
         "twilio": {
             "auth_token": transport.twilio.auth_token,
             "validate_signatures": transport.twilio.validate_signatures,
+            "insecure": deployment.insecure,  # the handlers refuse to run unsigned without it
         },
         "conversation_relay": transport.conversation_relay.model_dump(),
         "allowed_origins": origins,

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from voxpipe.security.call_binding import CallBinding
+from voxpipe.security.limits import MAX_WEBHOOK_BYTES
 from voxpipe.serverless import (
     HTTP_URL_ENV,
     RELAY_URL_ENV,
@@ -39,6 +40,8 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     """The Lambda entry point (HTTP API payload format 2.0)."""
     config = handler_config()
     body = event_body(event)
+    if len(body) > MAX_WEBHOOK_BYTES:  # a Twilio form is a few kilobytes; nothing larger is parsed
+        return response(413, "request body too large")
     params = dict(parse_qsl(body.decode() if isinstance(body, bytes) else body, keep_blank_values=True))
     path = event.get("rawPath") or "/twiml"
     base = os.environ.get(HTTP_URL_ENV) or f"https://{event['requestContext']['domainName']}"

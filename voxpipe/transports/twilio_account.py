@@ -19,11 +19,30 @@ from loguru import logger
 
 from voxpipe.config.models import Deployment
 from voxpipe.security.call_binding import CallBinding
+from voxpipe.security.limits import MAX_WEBHOOK_BYTES
 from voxpipe.telephony import twiml
 from voxpipe.transports.twilio_signatures import TwilioSignatures
 
 if TYPE_CHECKING:
     from fastapi import Request, WebSocket
+
+
+class BodyTooLarge(Exception):
+    """A webhook body over ``MAX_WEBHOOK_BYTES`` (declared, or as it streamed in); the app answers 413."""
+
+
+async def capped_body(request: Request, limit: int = MAX_WEBHOOK_BYTES) -> bytes:
+    """The request's body, or ``BodyTooLarge`` as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared and (not declared.isdigit() or int(declared) > limit):
+        raise BodyTooLarge(f"declared body of {declared} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"body over {limit} bytes")
+    return bytes(body)
+
 
 #: Makes a ``twilio.rest.Client`` from (account_sid, auth_token); tests point it at a local fake.
 TwilioClientFactory = Callable[[str, str], Any]
@@ -80,8 +99,8 @@ class TwilioAccount:
             await self.rest.end_call(call_id, transfer_to=target, message=message)
 
     async def signed_form(self, request: Request, path: str) -> dict[str, str] | None:
-        """The webhook's form parameters, or ``None`` if its signature is not valid."""
-        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        """The webhook's form parameters, or ``None`` if its signature is not valid (``BodyTooLarge``: 413)."""
+        form = dict(parse_qsl((await capped_body(request)).decode("utf-8", "replace"), keep_blank_values=True))
         signature = request.headers.get("x-twilio-signature")
         if not self.signatures.valid(path, signature, query=request.url.query, params=form):
             logger.warning(f"[{self.deployment.name}] rejected {path} webhook: bad or missing X-Twilio-Signature")

@@ -34,7 +34,7 @@ from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
 from voxpipe.sessions import SessionStore, open_store
 from voxpipe.transports import browser, conversation_relay, twilio_media
-from voxpipe.transports.twilio_account import TwilioAccount, TwilioClientFactory, twilio_client
+from voxpipe.transports.twilio_account import BodyTooLarge, TwilioAccount, TwilioClientFactory, twilio_client
 
 
 def _check(deployment: Deployment) -> None:
@@ -93,6 +93,12 @@ def create_app(
         await close_shared()
 
     app = FastAPI(title="voxpipe", lifespan=lifespan)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, problem: BodyTooLarge) -> Response:
+        logger.warning(f"refused {request.url.path}: {problem}")
+        return Response("request body too large", status_code=413)
+
     app.state.hosts = {host.deployment.name: host for host, _ in hosts}
 
     @app.get("/healthz")
