@@ -40,6 +40,7 @@ from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.model import CallRecord, TurnRecord
 from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
+from voxpipe.security.limits import DeploymentLimits, LimitExceeded
 from voxpipe.sessions import Session, SessionRecorder, SessionStore
 
 CLOSE_TIMEOUT_SECS = 10.0
@@ -243,6 +244,13 @@ class CallHost:
         self.router = ExperimentRouter(deployment)  # variants are validated now, not on a call
         self.bookkeeping = bookkeeping or CallBookkeeping()
         self.calls: set[HostedCall] = set()
+        self.limits = DeploymentLimits(**deployment.limits.model_dump())  # the routes admit calls through it
+
+    def refused(self, problem: LimitExceeded) -> None:
+        """A limit refused a call or a client secret: log it and count it in ``/metrics``."""
+        logger.warning(f"[{self.deployment.name}] refused: {problem}")
+        if self.bookkeeping.metrics is not None:
+            self.bookkeeping.metrics.refused.labels(self.deployment.name, problem.limit).inc()
 
     async def open_session(self, call_id: str, metadata: dict[str, Any]) -> Session | None:
         """The call's stored session (empty if new), or ``None`` if the id is not this call's to use.

@@ -122,12 +122,14 @@ class DeploymentLimits:
         self.new_calls = SlidingWindow("calls_per_minute_per_client", calls_per_minute_per_client, clock=clock)
         self.secrets = SlidingWindow("minted_secrets_per_minute", minted_secrets_per_minute, clock=clock)
 
-    def admit_call(self, client: str) -> Slot:
+    def admit_call(self, client: str | None) -> Slot:
         """Admit a new call from ``client`` (its address): the slot it holds until it ends, or ``LimitExceeded``.
 
-        The per-client window is checked first, so a client over its rate never takes a slot.
+        The per-client window is checked first, so a client over its rate never takes a slot. ``None``: the
+        client was counted already (a Twilio call, by its caller's number at the signed webhook).
         """
-        self.new_calls.take(client)
+        if client is not None:
+            self.new_calls.take(client)
         return self.calls.take()
 
     def admit_secret(self) -> None:

@@ -34,6 +34,7 @@ from loguru import logger
 from voxpipe.config.models import Deployment, ServiceConfig, ToolConfig
 from voxpipe.pipeline.host import CallHost
 from voxpipe.tools.access import ToolNotCallable, client_tool, run_client_tool
+from voxpipe.transports.admission import admit_request, admit_socket
 from voxpipe.transports.media_stream_call import BrowserDialect
 from voxpipe.transports.twilio_media import serve_media_stream
 
@@ -198,7 +199,10 @@ def add_routes(router: APIRouter, host: CallHost) -> None:
             await socket.close(code=1008)
             return
         await socket.accept()
-        await serve_media_stream(host, None, socket, BrowserDialect())
+        slot = await admit_socket(host, socket, socket.client.host if socket.client else "")
+        if slot is not None:
+            with slot:
+                await serve_media_stream(host, None, socket, BrowserDialect())
 
     @router.post("/session")
     async def session(request: Request) -> dict[str, Any]:
@@ -207,6 +211,7 @@ def add_routes(router: APIRouter, host: CallHost) -> None:
         service = realtime_service(deployment)
         if service is None:
             raise HTTPException(status_code=404, detail="this deployment has no OpenAI realtime provider")
+        admit_request(host, host.limits.admit_secret)  # each secret can spend money at OpenAI
         try:
             secret = await mint_client_secret(deployment, service)
         except Exception as exc:

@@ -43,6 +43,7 @@ from voxpipe.security.call_binding import CallBinding, without_token
 from voxpipe.security.tokens import TokenError
 from voxpipe.telephony import conversation_relay as protocol
 from voxpipe.telephony import keypad, keypad_entry, twiml
+from voxpipe.transports.admission import admit_socket
 from voxpipe.transports.json_socket import JsonSocket
 from voxpipe.transports.media_stream_call import END_REPLY_TIMEOUT_SECS
 from voxpipe.transports.twilio_account import TwilioAccount
@@ -262,5 +263,9 @@ class RelaySession:
 def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None:
     @router.websocket("/relay")
     async def relay(socket: WebSocket) -> None:
-        if await twilio.accept_signed(socket, "relay"):
-            await RelaySession(host, socket, twilio.bindings["conversation_relay"]).run()
+        if not await twilio.accept_signed(socket, "relay"):
+            return
+        slot = await admit_socket(host, socket, None)  # the caller was counted at the webhook
+        if slot is not None:
+            with slot:
+                await RelaySession(host, socket, twilio.bindings["conversation_relay"]).run()

@@ -16,6 +16,7 @@ from voxpipe.pipeline.host import CallHost
 from voxpipe.security.call_binding import CallBinding
 from voxpipe.telephony import conversation_relay, twiml
 from voxpipe.telephony.media_streams import StreamStart
+from voxpipe.transports.admission import admit_socket
 from voxpipe.transports.json_socket import JsonSocket
 from voxpipe.transports.media_stream_call import Dialect, MediaStreamCall
 from voxpipe.transports.media_transport import MediaStreamTransport
@@ -62,8 +63,12 @@ def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None
 
     @router.websocket("/media")
     async def media(socket: WebSocket) -> None:
-        if await twilio.accept_signed(socket, "media"):
-            await serve_media_stream(host, twilio, socket, Dialect())
+        if not await twilio.accept_signed(socket, "media"):
+            return
+        slot = await admit_socket(host, socket, None)  # the caller was counted at the webhook
+        if slot is not None:
+            with slot:
+                await serve_media_stream(host, twilio, socket, Dialect())
 
     @router.post("/connect-action")
     async def connect_action(request: Request) -> Response:

@@ -34,6 +34,7 @@ from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
 from voxpipe.sessions import SessionStore, open_store
 from voxpipe.transports import browser, conversation_relay, twilio_media
+from voxpipe.transports.admission import admit_request
 from voxpipe.transports.twilio_account import BodyTooLarge, TwilioAccount, TwilioClientFactory, twilio_client
 
 
@@ -136,6 +137,8 @@ def _router(host: CallHost, twilio: TwilioAccount) -> APIRouter:
         form = await twilio.signed_form(request, "twiml")
         if form is None:
             return Response(status_code=403)
+        caller = form.get("From") or (request.client.host if request.client else "")
+        admit_request(host, lambda: host.limits.new_calls.take(f"caller:{caller}"))  # 429: Twilio gives up
         if deployment.transport.public_url is None:
             logger.error(f"[{deployment.name}] cannot answer Twilio: transport.public_url (the https base) is not set")
             return Response("transport.public_url is not set", status_code=503)
