@@ -8,8 +8,10 @@ entries (32 keys), the bridge's reorder buffer, and the Lambda handlers' unsigne
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,10 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from tests.simulators.server import RunningServer
+from tests.simulators.twilio_media import TwilioMediaSimulator
 from tests.test_twilio_media import TOKEN, deployment
 from voxpipe.config.loader import parse_deployment
-from voxpipe.security.limits import MAX_WEBHOOK_BYTES
+from voxpipe.security.limits import MAX_WEBHOOK_BYTES, RealTimeBudget
 from voxpipe.serverless import CONFIG_FORMAT, HandlerConfig, HandlerConfigError
 from voxpipe.serverless.worker import MAX_EARLY_EVENTS, BridgeCall
 from voxpipe.telephony import keypad
@@ -128,3 +131,40 @@ def test_lambda_handlers_refuse_unsigned_mode_without_insecure(caplog: pytest.Lo
     with caplog.at_level(logging.WARNING):
         config = HandlerConfig.from_json({**data, "twilio": {"validate_signatures": False, "insecure": True}}, {})
     assert not config.validate_signatures and "INSECURE" in caplog.text
+
+
+def test_caller_audio_beyond_one_and_a_half_real_time_is_dropped() -> None:
+    now = [0.0]
+    budget = RealTimeBudget(factor=1.5, burst_secs=2.0, clock=lambda: now[0])
+    taken = sum(budget.take(0.02) for _ in range(1000))  # 20 s of audio at once: only the burst passes
+    assert taken == 100 and budget.dropped_secs == pytest.approx(18.0)
+    for _ in range(50 * 60):  # then a minute of real-time audio: all of it passes
+        now[0] += 0.02
+        assert budget.take(0.02)
+
+
+async def test_a_peer_flooding_audio_feeds_the_pipeline_at_most_one_and_a_half_real_time(
+    tmp_path: Path, registry: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over a real socket: 30 s of audio sent in a burst; what the call lets through fits the budget."""
+    passed: list[float] = []
+    take = RealTimeBudget.take
+
+    def counting(budget: RealTimeBudget, secs: float) -> bool:
+        allowed = take(budget, secs)
+        passed.extend([secs] if allowed else [])
+        return allowed
+
+    monkeypatch.setattr(RealTimeBudget, "take", counting)
+    app = create_app([deployment(tmp_path, [])], warm_up=False)
+    frame = {"event": "media", "media": {"track": "inbound", "payload": base64.b64encode(b"\xff" * 160).decode()}}
+    with RunningServer(app) as server:
+        url, signed = f"{server.ws_url}/phone/media", "wss://voice.example.com/phone/media"
+        async with TwilioMediaSimulator(url, signed, auth_token=TOKEN) as call:
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            for _ in range(1500):  # 30 s of 20 ms mu-law frames, as fast as the socket takes them
+                await call.send({**frame, "streamSid": call.stream_sid})
+            await asyncio.sleep(0.5)
+            elapsed = time.monotonic() - started + 0.3
+    assert sum(passed) <= 2.0 + 1.5 * elapsed + 0.05 and sum(passed) < 15

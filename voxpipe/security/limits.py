@@ -135,3 +135,27 @@ class DeploymentLimits:
     def admit_secret(self) -> None:
         """Count one minted client secret, or raise ``LimitExceeded``."""
         self.secrets.take()
+
+
+class RealTimeBudget:
+    """A call's caller audio may arrive at most ``factor`` times faster than real time (plus a ``burst_secs``
+    allowance for network jitter): audio beyond that cannot be speech, only load on the STT, so it is dropped.
+    """
+
+    def __init__(self, factor: float = 1.5, burst_secs: float = 2.0, clock: Clock = time.monotonic):
+        self.factor, self.burst_secs = factor, burst_secs
+        self._clock = clock
+        self._started: float | None = None
+        self._taken = 0.0
+        self.dropped_secs = 0.0
+
+    def take(self, secs: float) -> bool:
+        """Whether ``secs`` of audio arriving now fit the budget (counted if so; ``dropped_secs`` if not)."""
+        now = self._clock()
+        if self._started is None:
+            self._started = now
+        if self._taken + secs > self.burst_secs + self.factor * (now - self._started) + 1e-9:  # float sums
+            self.dropped_secs += secs
+            return False
+        self._taken += secs
+        return True

@@ -29,6 +29,7 @@ from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.latency import first_audible, last_audible
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.security.call_binding import without_token
+from voxpipe.security.limits import RealTimeBudget
 from voxpipe.security.tokens import TokenError
 from voxpipe.telephony import media_streams
 from voxpipe.telephony.media_streams import Malformed, MediaStream, Send, StreamStart, field_of
@@ -103,6 +104,8 @@ class MediaStreamCall(MediaPeer):
         self._effect: tuple[str, dict[str, Any]] | None = None
         self._bot_stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._audio_budget = RealTimeBudget()  # a peer cannot feed the STT faster than anyone speaks
+        self._drop_logged = 0.0  # seconds of dropped audio when that was last logged
         self.closed = asyncio.Event()
 
     async def receive(self, event: dict[str, Any]) -> None:
@@ -155,6 +158,12 @@ class MediaStreamCall(MediaPeer):
 
     async def audio(self, payload: bytes) -> None:
         pcm = self.dialect.decode(payload)
+        if not self._audio_budget.take(len(pcm) / 2 / self.dialect.audio.sample_rate_in):
+            dropped = self._audio_budget.dropped_secs
+            if dropped - self._drop_logged >= 10.0 or not self._drop_logged:  # the first drop, then every 10 s
+                self._drop_logged = dropped
+                logger.warning(f"{self}: caller audio over 1.5x real time dropped ({dropped:.1f} s so far)")
+            return
         self.dialect.heard(pcm)
         await self._transport().input().audio(pcm)
 
