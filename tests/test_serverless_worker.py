@@ -365,3 +365,16 @@ def test_the_worker_runs_calls_without_a_web_framework(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+async def test_a_redelivered_connect_leaves_the_live_call_alone(bridge: Bridge) -> None:
+    """SQS delivers at least once: a second ``connect`` for a live connection neither replaces nor ends it."""
+    async with bridge(CASCADE, FAST) as (shim, worker):
+        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
+        await client.send(client.event("start", start={"sessionId": "browser-session-redelivered"}))
+        await started(worker)
+        [(connection_id, call)] = worker.calls.items()
+        redelivered = {"event": "connect", "connection_id": connection_id, "client": "browser", "endpoint": "x"}
+        await worker.dispatch(redelivered)
+        assert worker.calls[connection_id] is call and not call.closed.is_set() and call.hosted is not None
+        await client.ws.close()

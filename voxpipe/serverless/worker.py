@@ -318,6 +318,9 @@ class BridgeWorker:
         kind, connection_id = message["event"], message["connection_id"]
         call = self.calls.get(connection_id)
         if kind == "connect":
+            if call is not None and not call.closed.is_set():  # SQS delivers at least once: a redelivery
+                logger.warning("connect for live connection %s ignored (a redelivery)", connection_id)
+                return
             dialect = self._dialect(message.get("client", "browser"))
             self.calls[connection_id] = BridgeCall(
                 self.host, self.twilio, connection_id, message["endpoint"], dialect, self.settings
