@@ -57,6 +57,25 @@ SETUP_WAIT_SECS = 3.0
 APOLOGY = "Sorry, I could not answer that just now. Could you say it again?"
 #: The conversation metadata that holds a keypad entry being typed: its keys as [received ms, turn id, digit].
 KEYPAD_ENTRY = "keypad_entry"
+#: The conversation metadata that holds when each live reply turn started (ms), so a turn whose invocation
+#: died (a Lambda timeout: ``close_turn`` never ran) is forgotten instead of cutting every later reply.
+LIVE_SINCE = "live_since"
+#: No reply invocation runs longer than Lambda's longest timeout (15 minutes).
+LIVE_TURN_MAX_MS = 15 * 60 * 1000
+
+
+def forget_stale_turns(conversation: Conversation, now_ms: int) -> None:
+    """Drop live turns older than any invocation can run (or with no start recorded): their invocation died."""
+    since = conversation.metadata.setdefault(LIVE_SINCE, {})
+    for turn in list(conversation.live):
+        if now_ms - since.get(turn, 0) > LIVE_TURN_MAX_MS:
+            logger.warning(
+                "reply turn %s of call %s never closed (its invocation died); forgotten", turn, conversation.call_id
+            )
+            conversation.live.pop(turn)
+    for turn in list(since):
+        if turn not in conversation.live:
+            since.pop(turn)
 
 
 def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
@@ -170,8 +189,10 @@ class Relay:
             return
 
         def open_turn(conversation: Conversation) -> None:
+            forget_stale_turns(conversation, self.received_ms)
             conversation.messages.append(user)
             conversation.live[self.turn_id] = None
+            conversation.metadata.setdefault(LIVE_SINCE, {})[self.turn_id] = self.received_ms
 
         conversation, _ = self.table.mutate(call_id, open_turn)
         reply = Reply(self.config, conversation.messages)
@@ -179,6 +200,7 @@ class Relay:
 
         def close_turn(conversation: Conversation) -> None:
             cut = conversation.live.pop(self.turn_id, None)
+            (conversation.metadata.get(LIVE_SINCE) or {}).pop(self.turn_id, None)
             conversation.messages += _heard(reply.messages, cut if cut is not None else heard)
 
         try:
@@ -272,6 +294,7 @@ class Relay:
             return
 
         def cut(conversation: Conversation) -> None:
+            forget_stale_turns(conversation, self.received_ms)
             if conversation.live:
                 for index, turn in enumerate(conversation.live):
                     conversation.live[turn] = heard if index == 0 else ""
