@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from voxpipe.aws.conversations import Conversation, ConversationTable, Message
+from voxpipe.aws.conversations import Conversation, ConversationTable, ConversationTooLarge, Message
 from voxpipe.security.call_binding import CallBinding, without_token
 from voxpipe.security.tokens import TokenError
 from voxpipe.serverless import (
@@ -55,6 +55,8 @@ COALESCE_SECS = 0.04
 SETUP_WAIT_SECS = 3.0
 #: Said when no provider of the chain could answer, so the caller is not left in silence.
 APOLOGY = "Sorry, I could not answer that just now. Could you say it again?"
+#: Said when the conversation has grown past what its DynamoDB item can hold (nothing of it was cut).
+TOO_LONG = "Sorry, this conversation has grown too long for me to continue. Goodbye."
 #: The conversation metadata that holds a keypad entry being typed: its keys as [received ms, turn id, digit].
 KEYPAD_ENTRY = "keypad_entry"
 #: The conversation metadata that holds when each live reply turn started (ms), so a turn whose invocation
@@ -194,7 +196,15 @@ class Relay:
             conversation.live[self.turn_id] = None
             conversation.metadata.setdefault(LIVE_SINCE, {})[self.turn_id] = self.received_ms
 
-        conversation, _ = self.table.mutate(call_id, open_turn)
+        try:
+            conversation, _ = self.table.mutate(call_id, open_turn)
+        except ConversationTooLarge as refused:  # nothing was written; the caller is told, not left in silence
+            logger.error("%s; the session ends", refused)
+            with contextlib.suppress(ConnectionGone):
+                connections = Connections(self.endpoint)
+                connections.post_json(self.connection_id, protocol.text_token(TOO_LONG, last=True))
+                connections.post_json(self.connection_id, protocol.end_session({"reason": "history_too_large"}))
+            return
         reply = Reply(self.config, conversation.messages)
         heard: str | None = ""
 
