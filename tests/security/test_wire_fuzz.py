@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from tests.simulators.server import RunningServer
 from tests.simulators.twilio_media import TwilioMediaSimulator
-from tests.test_twilio_media import TOKEN, deployment, turn
+from tests.test_twilio_media import TOKEN, audible, deployment, turn
 from voxpipe.records.store import RecordStore
 from voxpipe.security.call_binding import PARAMETER, CallBinding
 from voxpipe.security.tokens import TokenError
@@ -146,13 +146,15 @@ async def test_a_well_behaved_call_keeps_its_latency_while_another_socket_sends_
             TwilioMediaSimulator(url, signed, auth_token=TOKEN) as attacker,  # a call of its own, then garbage
         ):
             flood = asyncio.ensure_future(_flood(attacker, frames))
-            await asyncio.sleep(1.0)
+            await call.wait_for(lambda: audible(call.heard), timeout=30, what="the greeting")
+            await asyncio.sleep(1.0)  # the greeting has played: the caller's turn is not a barge-in
             await turn(call)
             assert flood.done() is False  # the attacker's socket was never closed: every frame was read
             flood.cancel()
         await asyncio.sleep(0.5)
     [record] = [r for r in RecordStore(tmp_path / "calls.db").list() if r.call_id == call.call_sid]
-    assert record.turns and 200 < record.turns[0].voice_to_voice_ms < 1500
+    measured = [t.voice_to_voice_ms for t in record.turns if t.voice_to_voice_ms and t.voice_to_voice_ms > 0]
+    assert measured and max(measured) < 1500
 
 
 _START_REPLAYS = [
