@@ -58,6 +58,8 @@ MAX_LATENESS_MS = 5.0
 GAP_SLACK_MS = 100.0
 PUBLIC_HOST = "capacity.invalid"
 AUTH_TOKEN = "capacity-benchmark-token"  # noqa: S105 — a made-up credential for a local test server; nothing real
+# Binds each stream to its webhook (voxpipe.security.call_binding); the callers mint what /twiml would give them.
+SIGNING_SECRET = "capacity-benchmark-signing-secret-" + "x" * 16  # made up, local only
 
 # The turn settings and reply both servers use.
 SETTINGS: dict[str, Any] = {
@@ -142,6 +144,7 @@ def running_server(
     env = {
         **os.environ,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "VOXPIPE_SIGNING_SECRET": SIGNING_SECRET,
         "VOXPIPE_RECORDS": str(workdir / "calls.db"),
         "VOXPIPE_LOG_LEVEL": "WARNING",
     }
@@ -239,7 +242,9 @@ def _callers(url: str, calls: int, turns: int, core: int, niceness: int) -> dict
     command = [sys.executable, str(HERE / "twilio_callers.py"), "--url", url, "--calls", str(calls)]
     command += ["--turns", str(turns), "--speech", str(SPEECH), "--auth-token", AUTH_TOKEN]
     command += ["--signed-url", f"wss://{PUBLIC_HOST}{urlsplit(url).path}"]  # the URL Twilio would sign
-    out = subprocess.run(command, preexec_fn=_pinned(core, niceness), capture_output=True, text=True, check=True)  # noqa: S603 — fixed argv of this interpreter or a dev tool, no outside input
+    env = {**os.environ, "VOXPIPE_SIGNING_SECRET": SIGNING_SECRET}
+    pinned = _pinned(core, niceness)
+    out = subprocess.run(command, env=env, preexec_fn=pinned, capture_output=True, text=True, check=True)  # noqa: S603 — fixed argv of this interpreter or a dev tool, no outside input
     return json.loads(out.stdout)
 
 

@@ -31,6 +31,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import random
 import time
 import uuid
@@ -44,6 +45,8 @@ import soxr
 import websockets
 
 from voxpipe.audio import g711
+from voxpipe.security.call_binding import CallBinding
+from voxpipe.security.tokens import SECRET_VARIABLE
 
 RATE = 8000
 FRAME_SECS = 0.02
@@ -92,12 +95,16 @@ class Caller:
         async with websockets.connect(self.url, additional_headers=self.headers, max_size=None) as socket:
             self._socket = socket
             await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            call_sid = "CA" + uuid.uuid4().hex
+            parameters = {"from": f"+1555{self.rng.randrange(10**7):07d}", "to": "+15559990000"}
+            if os.environ.get(SECRET_VARIABLE):  # as the signed webhook's TwiML would have given it
+                parameters |= CallBinding.for_deployment("twilio", signed=True).parameters(call_sid)
             start = {
                 "accountSid": "AC" + "0" * 32,
-                "callSid": "CA" + uuid.uuid4().hex,
+                "callSid": call_sid,
                 "streamSid": self.stream_sid,
                 "tracks": ["inbound"],
-                "customParameters": {"from": f"+1555{self.rng.randrange(10**7):07d}", "to": "+15559990000"},
+                "customParameters": parameters,
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": RATE, "channels": 1},
             }
             await self._send({"event": "start", "sequenceNumber": "1", "streamSid": self.stream_sid, "start": start})

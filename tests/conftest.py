@@ -25,6 +25,10 @@ logger.remove()
 logger.add(sys.stderr, level=os.environ.get("VOXPIPE_TEST_LOG_LEVEL", "WARNING"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Signed deployments bind each Twilio socket to its webhook with tokens keyed by this secret
+# (voxpipe.security.call_binding); the simulators mint theirs with it, as the server's TwiML would give them.
+os.environ.setdefault("VOXPIPE_SIGNING_SECRET", "test-signing-secret-" + "s" * 32)
 TESTKIT_INSTALL = "pip install -e tests/plugins/voxpipe-testkit"
 
 

@@ -122,8 +122,9 @@ async def test_multi_turn_tokens_interrupt_dtmf_and_resume(server: RunningServer
     ]
     assert "42#" in messages[5]["content"] and messages[6]["content"] == "Thanks for the digits."
 
-    # Reconnecting with the same sessionId resumes the conversation.
-    async with relay(server, session_id=call.session_id) as again:
+    # The same call reconnecting with the same sessionId resumes the conversation (another call may not:
+    # tests/security/test_call_binding.py).
+    async with relay(server, session_id=call.session_id, call_sid=call.call_sid) as again:
         await again.prompt("anything else")
         assert (await again.reply())[0] == "You said: anything else"
     await asyncio.sleep(0.5)

@@ -67,7 +67,9 @@ def realtime(base_url: str) -> Deployment:
                         "name": "get_weather",
                         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
                         "options": {"function": f"{tool_functions.__name__}:get_weather"},
-                    }
+                        "client_callable": True,  # the page may run it (tests/security: only such tools)
+                    },
+                    {"kind": "end_call"},  # not client-callable: the page gets 403
                 ],
             },
             "vad": {"stop_secs": 0.5},
@@ -145,6 +147,12 @@ async def test_realtime_session_mints_a_client_secret_never_the_key(registry: ob
                 "/rt/tools/get_weather", json={"city": "Paris"}, headers={"Authorization": f"Bearer {token}"}
             )
             unknown = await client.post("/rt/tools/nope", json={}, headers={"Authorization": f"Bearer {token}"})
+            hidden = await client.post("/rt/tools/end_call", json={}, headers={"Authorization": f"Bearer {token}"})
+            injected = await client.post(
+                "/rt/tools/get_weather",
+                json={"city": "Paris", "path": "/etc"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
     assert minted.status_code == 200 and refused.status_code == 403
     assert minted.json()["client_secret"] == {"value": "ek_test_123", "expires_at": 1_900_000_000}
     assert "sk-server-secret" not in minted.text
@@ -157,8 +165,9 @@ async def test_realtime_session_mints_a_client_secret_never_the_key(registry: ob
     assert session["audio"]["output"]["voice"] == "marin"
     assert session["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 500
     assert session["tools"][0]["name"] == "get_weather"
-    assert no_token.status_code == 401 and unknown.status_code == 404
+    assert no_token.status_code == 401 and unknown.status_code == 404 and hidden.status_code == 403
     assert weather.json() == {"result": {"city": "Paris", "temperature_c": 21}, "effect": None}
+    assert "error" in injected.json()["result"]  # an undeclared argument never reaches the function
 
 
 def test_serve_reports_every_bad_file_before_starting(write_yaml: object, tmp_path: Path) -> None:

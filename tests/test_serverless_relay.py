@@ -28,6 +28,7 @@ from tests.apigw_shim import (
     write_handler_config,
 )
 from tests.fakes import Behaviour, FakeBedrock, Turn
+from tests.simulators import webhook_parameters
 from voxpipe.aws.conversations import ConversationTable, table_definition
 from voxpipe.serverless import ConnectionGone, Connections, HandlerConfig
 from voxpipe.serverless.twiml import handler as twiml_handler
@@ -149,7 +150,7 @@ class RelayCaller:
                 "from": "+15550100",
                 "to": "+15550199",
                 "direction": "inbound",
-                "customParameters": {"campaign": "test"},
+                "customParameters": {"campaign": "test", **webhook_parameters("conversation_relay", call_sid)},
             }
         )
 
@@ -404,3 +405,20 @@ async def test_handlers_never_load_pipecat_pydantic_or_pluggy(shim: ApiGatewaySh
     routes = {invocation.route for invocation in shim.invocations}
     assert {"$connect", "$default", "$disconnect"} <= routes
     assert not heavy and not [(i.route, i.heavy) for i in shim.invocations if i.heavy]
+
+
+def test_a_reply_turn_whose_invocation_died_is_forgotten_not_kept_forever() -> None:
+    """A Lambda timeout never runs ``close_turn``: the next turn forgets the dead one, so later interrupts
+    cut only the reply being spoken, not everything to ""."""
+    from voxpipe.aws.conversations import Conversation
+    from voxpipe.serverless.relay import LIVE_SINCE, LIVE_TURN_MAX_MS, forget_stale_turns
+
+    conversation = Conversation("CA1", live={"dead": None, "current": None})
+    conversation.metadata[LIVE_SINCE] = {"dead": 1_000, "current": 1_000 + LIVE_TURN_MAX_MS}
+    forget_stale_turns(conversation, 2_000 + LIVE_TURN_MAX_MS)
+    assert conversation.live == {"current": None} and conversation.metadata[LIVE_SINCE] == {
+        "current": 1_000 + LIVE_TURN_MAX_MS
+    }
+    conversation.live["legacy"] = None  # an entry written before start times were kept: forgotten too
+    forget_stale_turns(conversation, 2_000 + LIVE_TURN_MAX_MS)
+    assert list(conversation.live) == ["current"]

@@ -33,6 +33,7 @@ from tests.apigw_shim import (
     wait_until,
     write_handler_config,
 )
+from tests.simulators import webhook_parameters
 from voxpipe.audio import g711
 from voxpipe.aws.conversations import table_definition
 from voxpipe.config.loader import parse_deployment
@@ -262,7 +263,7 @@ async def test_twilio_realtime_call_with_out_of_order_delivery(bridge: Bridge) -
             "callSid": "CA00000000000000000000000000000099",
             "streamSid": client.stream_sid,
             "tracks": ["inbound"],
-            "customParameters": {},
+            "customParameters": webhook_parameters("twilio", "CA00000000000000000000000000000099"),
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
         }
         await client.send(client.event("connected"), client.event("start", start=start))
@@ -364,3 +365,16 @@ def test_the_worker_runs_calls_without_a_web_framework(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+async def test_a_redelivered_connect_leaves_the_live_call_alone(bridge: Bridge) -> None:
+    """SQS delivers at least once: a second ``connect`` for a live connection neither replaces nor ends it."""
+    async with bridge(CASCADE, FAST) as (shim, worker):
+        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
+        await client.send(client.event("start", start={"sessionId": "browser-session-redelivered"}))
+        await started(worker)
+        [(connection_id, call)] = worker.calls.items()
+        redelivered = {"event": "connect", "connection_id": connection_id, "client": "browser", "endpoint": "x"}
+        await worker.dispatch(redelivered)
+        assert worker.calls[connection_id] is call and not call.closed.is_set() and call.hosted is not None
+        await client.ws.close()

@@ -18,8 +18,8 @@ import botocore.session
 import pytest
 
 from tests.apigw_shim import moto_server
-from voxpipe.aws.conversations import ConversationTable, table_definition
-from voxpipe.sessions.base import Conflict, SessionStore, append_turns
+from voxpipe.aws.conversations import ConversationTable, ConversationTooLarge, table_definition
+from voxpipe.sessions.base import Conflict, HistoryTooLarge, SessionStore, append_turns
 from voxpipe.sessions.dynamodb import DynamoDBSessionStore
 from voxpipe.sessions.redis import RedisSessionStore
 
@@ -173,3 +173,18 @@ def test_stores_need_their_address() -> None:
         RedisSessionStore(None)
     with pytest.raises(ValueError, match=r"sessions\.table"):
         DynamoDBSessionStore("")
+
+
+async def test_dynamodb_refuses_a_conversation_past_the_item_limit_whole(dynamodb: Any) -> None:
+    """DynamoDB's 400 KB item limit: the write is refused with the stores' clear error, nothing is cut, and
+    the Lambda relay's table says so by name rather than with DynamoDB's generic ValidationException."""
+    store = DynamoDBSessionStore(TABLE, 60, client=dynamodb)
+    said = [{"role": "user", "content": "x" * 100_000} for _ in range(3)]
+    assert await store.append("CA-big", said, expected=0) == 3
+    with pytest.raises(HistoryTooLarge, match="nothing was written"):
+        await store.append("CA-big", [{"role": "assistant", "content": "y" * 100_000}], expected=3)
+    stored = await store.get("CA-big")
+    assert stored is not None and stored.messages == said  # whole, not shortened to fit
+    table = ConversationTable(TABLE, 60, client=dynamodb)
+    with pytest.raises(ConversationTooLarge, match="DynamoDB's item limit"):
+        table.mutate("CA-big", lambda c: c.messages.append({"role": "user", "content": "z" * 100_000}))

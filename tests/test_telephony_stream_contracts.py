@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from twilio.request_validator import RequestValidator
 
+from tests.simulators import webhook_parameters
 from tests.simulators.server import RunningServer
 from tests.test_serverless_worker import (  # noqa: F401  (fixtures of the bridge adapter)
     BRIDGE_URL,
@@ -78,7 +79,8 @@ async def test_media_stream_keypad_digits_are_one_entry(stream_adapter: StreamAd
     call = "CA" + "4" * 32
     client = await stream_adapter.connect()
     client.stream_sid = "MZ" + "4" * 32
-    start = {"callSid": call, "streamSid": client.stream_sid, "customParameters": {"from": "+15550100"}}
+    parameters = {"from": "+15550100", **webhook_parameters("twilio", call)}  # as the webhook's TwiML gave them
+    start = {"callSid": call, "streamSid": client.stream_sid, "customParameters": parameters}
     await client.send(client.event("connected"), client.event("start", start=start))
     for _ in range(300):  # the session opens on start (a cold Lambda container may hold the event back)
         if await stream_adapter.messages(call) is not None:

@@ -77,11 +77,16 @@ def test_each_function_gets_only_the_secrets_it_reads(built: Path, resources: di
     for function in ("TwimlFunction", "BridgeFunction"):
         env = _env(resources, function)
         assert env["TWILIO_AUTH_TOKEN"] == _secret("TWILIO_AUTH_TOKEN")  # both check Twilio's signature
+        assert env["VOXPIPE_SIGNING_SECRET"] == _secret("VOXPIPE_SIGNING_SECRET")  # call tokens: minted, checked
         assert not {"OPENAI_API_KEY", "LOOKUP_TOKEN", "OPENAI_BASE_URL", "LOOKUP_URL"} & set(env)
         assert env["VOXPIPE_HANDLER_CONFIG"] == f"/var/task/{NARROW_CONFIG_FILE}"
     narrow = json.loads((built / "handler" / NARROW_CONFIG_FILE).read_text())
     assert narrow["llm"] == [] and narrow["agent"]["tools"] == []
     assert "${TWILIO_AUTH_TOKEN}" in json.dumps(narrow) and "OPENAI_API_KEY" not in json.dumps(narrow)
+
+
+def test_the_relay_gets_the_signing_secret_that_binds_its_sessions_to_their_webhook(resources: dict[str, Any]) -> None:
+    assert _env(resources, "RelayFunction")["VOXPIPE_SIGNING_SECRET"] == _secret("VOXPIPE_SIGNING_SECRET")
 
 
 def test_each_function_starts_with_only_the_variables_it_is_given(built: Path, resources: dict[str, Any]) -> None:

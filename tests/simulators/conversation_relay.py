@@ -19,6 +19,8 @@ from typing import Any
 import websockets
 from twilio.request_validator import RequestValidator
 
+from tests.simulators import webhook_parameters
+
 WAIT_SECS = 20.0
 
 
@@ -31,6 +33,7 @@ class RelaySimulator:
     auth_token: str = "test-auth-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
     session_id: str = field(default_factory=lambda: "VX" + uuid.uuid4().hex)
     call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
+    custom_parameters: dict[str, str] | None = None  # None: the token the webhook's TwiML gave call_sid
 
     def __post_init__(self) -> None:
         self.received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -50,7 +53,11 @@ class RelaySimulator:
                 "from": "+15550001111",
                 "to": "+15559990000",
                 "direction": "inbound",
-                "customParameters": {},
+                "customParameters": (
+                    webhook_parameters("conversation_relay", self.call_sid)
+                    if self.custom_parameters is None
+                    else self.custom_parameters
+                ),
             }
         )
         return self

@@ -2,7 +2,8 @@
 
 As Twilio does, the simulator
 - opens the socket with ``X-Twilio-Signature`` over the exact ``wss://`` URL (auth token given), sends
-  ``connected`` then ``start`` (callSid, streamSid, customParameters, mediaFormat audio/x-mulaw 8000);
+  ``connected`` then ``start`` (callSid, streamSid, customParameters with the webhook's call token, mediaFormat
+  audio/x-mulaw 8000);
 - sends one ``media`` event every 20 ms for the whole call (160 mu-law bytes: the caller's speech when there
   is some, else line silence), with ``chunk`` and ``timestamp`` counters;
 - plays the bot's ``media`` at real time from a buffer, echoes each ``mark`` once the audio before it has
@@ -28,6 +29,7 @@ from typing import Any
 import websockets
 from twilio.request_validator import RequestValidator
 
+from tests.simulators import webhook_parameters
 from voxpipe.audio import g711
 
 RATE = 8000
@@ -61,6 +63,7 @@ class TwilioMediaSimulator:
     stream_sid: str = field(default_factory=lambda: "MZ" + uuid.uuid4().hex)
     parameters: dict[str, str] = field(default_factory=lambda: {"from": "+15550001111", "to": "+15559990000"})
     signature: str | None = None  # override (a bad signature test)
+    bound: bool = True  # start carries the token the webhook's TwiML gave call_sid (False: a forged start)
 
     def __post_init__(self) -> None:
         self.events: list[dict[str, Any]] = []  # everything the server sent, parsed
@@ -84,6 +87,10 @@ class TwilioMediaSimulator:
             return {}
         return {"X-Twilio-Signature": RequestValidator(self.auth_token).compute_signature(self.signed_url, {})}
 
+    def start_parameters(self) -> dict[str, str]:
+        """The TwiML's ``<Parameter>``s as Twilio hands them back in ``start``."""
+        return {**self.parameters, **(webhook_parameters("twilio", self.call_sid) if self.bound else {})}
+
     async def __aenter__(self) -> TwilioMediaSimulator:
         self._socket = await websockets.connect(self.ws_url, additional_headers=self.headers(), max_size=None)
         await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -97,7 +104,7 @@ class TwilioMediaSimulator:
                     "callSid": self.call_sid,
                     "streamSid": self.stream_sid,
                     "tracks": ["inbound"],
-                    "customParameters": self.parameters,
+                    "customParameters": self.start_parameters(),
                     "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": RATE, "channels": 1},
                 },
             }

@@ -43,6 +43,21 @@ CONNECTION_PREFIX = "conn#"
 CONNECTION_TTL_SECS = 2 * 3600 + 600
 
 
+#: DynamoDB refuses items over 400 KB; a write is refused whole a little below that (keys and numbers too).
+MAX_ITEM_BYTES = 390 * 1024
+
+
+class ConversationTooLarge(RuntimeError):
+    """Writing would take a conversation's item past DynamoDB's 400 KB limit: nothing was written, nothing cut."""
+
+    def __init__(self, call_id: str, size: int):
+        super().__init__(
+            f"conversation {call_id}: the stored item would be {size} bytes, over DynamoDB's item limit "
+            f"({MAX_ITEM_BYTES} bytes allowed); nothing was written"
+        )
+        self.size = size
+
+
 class TooManyConflicts(RuntimeError):
     """A write kept losing the race to other writers of the same item (bounded retries)."""
 
@@ -133,6 +148,9 @@ class ConversationTable:
             "version": {"N": str(conversation.version)},
             TTL_ATTRIBUTE: {"N": str(int(self.clock()) + self.ttl_secs)},
         }
+        size = sum(len(name) + len(next(iter(value.values())).encode()) for name, value in item.items())
+        if size > MAX_ITEM_BYTES:  # DynamoDB's own refusal would come as a generic ValidationException
+            raise ConversationTooLarge(conversation.call_id, size)
         condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
         if expected:
             condition = {

@@ -42,6 +42,7 @@ from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.model import CallRecord, TurnRecord
 from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
+from voxpipe.security.limits import DeploymentLimits, LimitExceeded
 from voxpipe.sessions import Session, SessionRecorder, SessionStore
 
 CLOSE_TIMEOUT_SECS = 10.0
@@ -258,13 +259,36 @@ class CallHost:
         self.router = ExperimentRouter(deployment)  # variants are validated now, not on a call
         self.bookkeeping = bookkeeping or CallBookkeeping()
         self.calls: set[HostedCall] = set()
+        self.limits = DeploymentLimits(**deployment.limits.model_dump())  # the routes admit calls through it
+
+    def refused(self, problem: LimitExceeded) -> None:
+        """A limit refused a call or a client secret: log it and count it in ``/metrics``."""
+        logger.warning(f"[{self.deployment.name}] refused: {problem}")
+        if self.bookkeeping.metrics is not None:
+            self.bookkeeping.metrics.refused.labels(self.deployment.name, problem.limit).inc()
 
     async def open_session(self, call_id: str, metadata: dict[str, Any]) -> Session | None:
-        """The call's stored session (empty if new), or ``None`` if the id belongs to another deployment."""
+        """The call's stored session (empty if new), or ``None`` if the id is not this call's to use.
+
+        Each deployment and each transport (``metadata["transport"]``) has its own ids: a Twilio CallSid, a
+        relay session and a browser session id never name each other's conversations; a relay session stays
+        with the CallSid (``metadata["callSid"]``) that opened it. An id whose call is
+        live in this process is refused too (a second socket never joins or replaces a live call). The
+        caller has already verified the id (``voxpipe.security.call_binding``): only then may it resume.
+        """
         session = await self.store.get(call_id)
-        owner = session.metadata.get("deployment") if session else None
-        if owner not in (None, self.deployment.name):
-            logger.warning(f"[{self.deployment.name}] call id {call_id} belongs to deployment {owner}: refused")
+        stored = session.metadata if session else {}
+        refusal = None
+        if stored.get("deployment") not in (None, self.deployment.name):
+            refusal = f"belongs to deployment {stored['deployment']}"
+        elif stored.get("transport") not in (None, metadata.get("transport")):
+            refusal = f"is a {stored['transport']} id, not a {metadata.get('transport')} one"
+        elif stored.get("callSid") not in (None, metadata.get("callSid")):
+            refusal = f"was opened by call {stored['callSid']}, not {metadata.get('callSid')}"
+        elif any(call.call_id == call_id for call in self.calls):
+            refusal = "is already live"
+        if refusal is not None:
+            logger.warning(f"[{self.deployment.name}] call id {call_id} {refusal}: refused")
             return None
         if session is not None and session.messages:
             logger.info(f"[{self.deployment.name}] call {call_id} resumes with {len(session.messages)} messages")

@@ -88,6 +88,13 @@ class CallMetrics:
             registry=self.registry,
         )
 
+        self.refused = Counter(
+            "voxpipe_refused",
+            "Calls and client secrets refused by a limit of the deployment's limits: section (limit: its name).",
+            ["deployment", "limit"],
+            registry=self.registry,
+        )
+
     def call_started(self, deployment: str) -> None:
         self.active_calls.labels(deployment).inc()
 

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 
 Clock = Callable[[], float]
 
+MAX_WEBHOOK_BYTES = 64 * 1024
+"""A Twilio webhook's form is a few kilobytes: a larger body is refused (413) before it is read whole."""
+
 
 class LimitExceeded(Exception):
     """A limit refused a request: ``limit`` names it (as in the YAML), ``retry_after_secs`` says when to retry."""
@@ -119,14 +122,40 @@ class DeploymentLimits:
         self.new_calls = SlidingWindow("calls_per_minute_per_client", calls_per_minute_per_client, clock=clock)
         self.secrets = SlidingWindow("minted_secrets_per_minute", minted_secrets_per_minute, clock=clock)
 
-    def admit_call(self, client: str) -> Slot:
+    def admit_call(self, client: str | None) -> Slot:
         """Admit a new call from ``client`` (its address): the slot it holds until it ends, or ``LimitExceeded``.
 
-        The per-client window is checked first, so a client over its rate never takes a slot.
+        The per-client window is checked first, so a client over its rate never takes a slot. ``None``: the
+        client was counted already (a Twilio call, by its caller's number at the signed webhook).
         """
-        self.new_calls.take(client)
+        if client is not None:
+            self.new_calls.take(client)
         return self.calls.take()
 
     def admit_secret(self) -> None:
         """Count one minted client secret, or raise ``LimitExceeded``."""
         self.secrets.take()
+
+
+class RealTimeBudget:
+    """A call's caller audio may arrive at most ``factor`` times faster than real time (plus a ``burst_secs``
+    allowance for network jitter): audio beyond that cannot be speech, only load on the STT, so it is dropped.
+    """
+
+    def __init__(self, factor: float = 1.5, burst_secs: float = 2.0, clock: Clock = time.monotonic):
+        self.factor, self.burst_secs = factor, burst_secs
+        self._clock = clock
+        self._started: float | None = None
+        self._taken = 0.0
+        self.dropped_secs = 0.0
+
+    def take(self, secs: float) -> bool:
+        """Whether ``secs`` of audio arriving now fit the budget (counted if so; ``dropped_secs`` if not)."""
+        now = self._clock()
+        if self._started is None:
+            self._started = now
+        if self._taken + secs > self.burst_secs + self.factor * (now - self._started) + 1e-9:  # float sums
+            self.dropped_secs += secs
+            return False
+        self._taken += secs
+        return True

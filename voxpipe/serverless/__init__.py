@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -127,6 +128,16 @@ class HandlerConfig:
             raise HandlerConfigError(f"handler configuration format {data.get('format')!r} is not {CONFIG_FORMAT}")
         resolved = interpolate(dict(data), environ)
         agent, twilio = resolved["agent"], resolved["twilio"]
+        validate_signatures = twilio.get("validate_signatures", True)
+        if not validate_signatures and not twilio.get("insecure", False):
+            raise HandlerConfigError(
+                f"{resolved['name']}: unsigned Twilio requests (validate_signatures: false) need insecure: true"
+            )
+        if not validate_signatures:  # logged at every cold start, as `voxpipe serve` logs it at every start
+            logging.getLogger(__name__).warning(
+                "%s: INSECURE: Twilio signatures are not checked; anyone who knows the URLs can place calls",
+                resolved["name"],
+            )
         return cls(
             name=resolved["name"],
             instructions=agent["instructions"],
@@ -134,7 +145,7 @@ class HandlerConfig:
             llm=tuple(LLMSpec(s["provider"], s.get("model"), s.get("options", {})) for s in resolved["llm"]),
             tools=tuple(ToolSpec(**tool) for tool in agent.get("tools", [])),
             twilio_auth_token=twilio.get("auth_token"),
-            validate_signatures=twilio.get("validate_signatures", True),
+            validate_signatures=validate_signatures,
             conversation_relay=resolved.get("conversation_relay", {}),
             allowed_origins=tuple(resolved.get("allowed_origins", [])),
             ttl_secs=int(resolved["ttl_secs"]),

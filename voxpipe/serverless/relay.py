@@ -2,7 +2,8 @@
 
 - ``$connect``: the handshake must carry a valid ``X-Twilio-Signature`` over the relay's public ``wss://`` URL
   (``$VOXPIPE_RELAY_URL``, never the request's host); anything else is refused with 403.
-- ``$default``: ``setup`` binds the connection to the call (``callSid``) and starts or resumes its
+- ``$default``: ``setup`` (carrying the token the TwiML webhook gave its ``callSid``:
+  ``voxpipe.security.call_binding``) binds the connection to the call and starts or resumes its
   conversation; a final ``prompt`` and a complete keypad entry stream a reply as ``text`` tokens through
   ``@connections``; ``interrupt`` cuts the reply being spoken to what the caller heard. The messages and
   their rules (partial prompts, keypad entries, handoff data) are ``voxpipe.telephony``'s, as on the server.
@@ -24,7 +25,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from voxpipe.aws.conversations import Conversation, ConversationTable, Message
+from voxpipe.aws.conversations import Conversation, ConversationTable, ConversationTooLarge, Message
+from voxpipe.security.call_binding import CallBinding, without_token
+from voxpipe.security.tokens import TokenError
 from voxpipe.serverless import (
     RELAY_URL_ENV,
     TABLE_ENV,
@@ -52,8 +55,29 @@ COALESCE_SECS = 0.04
 SETUP_WAIT_SECS = 3.0
 #: Said when no provider of the chain could answer, so the caller is not left in silence.
 APOLOGY = "Sorry, I could not answer that just now. Could you say it again?"
+#: Said when the conversation has grown past what its DynamoDB item can hold (nothing of it was cut).
+TOO_LONG = "Sorry, this conversation has grown too long for me to continue. Goodbye."
 #: The conversation metadata that holds a keypad entry being typed: its keys as [received ms, turn id, digit].
 KEYPAD_ENTRY = "keypad_entry"
+#: The conversation metadata that holds when each live reply turn started (ms), so a turn whose invocation
+#: died (a Lambda timeout: ``close_turn`` never ran) is forgotten instead of cutting every later reply.
+LIVE_SINCE = "live_since"
+#: No reply invocation runs longer than Lambda's longest timeout (15 minutes).
+LIVE_TURN_MAX_MS = 15 * 60 * 1000
+
+
+def forget_stale_turns(conversation: Conversation, now_ms: int) -> None:
+    """Drop live turns older than any invocation can run (or with no start recorded): their invocation died."""
+    since = conversation.metadata.setdefault(LIVE_SINCE, {})
+    for turn in list(conversation.live):
+        if now_ms - since.get(turn, 0) > LIVE_TURN_MAX_MS:
+            logger.warning(
+                "reply turn %s of call %s never closed (its invocation died); forgotten", turn, conversation.call_id
+            )
+            conversation.live.pop(turn)
+    for turn in list(since):
+        if turn not in conversation.live:
+            since.pop(turn)
 
 
 def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
@@ -114,7 +138,21 @@ class Relay:
             logger.warning("ignored ConversationRelay message (%s): %.200s", message.reason, message.raw)
 
     def setup(self, setup: protocol.Setup) -> None:
-        """Bind the connection to its call; a new conversation starts with the greeting Twilio speaks."""
+        """Bind the connection to its call; a new conversation starts with the greeting Twilio speaks.
+
+        Only for a verified call: ``setup`` must carry the token the TwiML webhook gave its CallSid
+        (``voxpipe.security.call_binding``), and the id must not name another transport's conversation.
+        """
+        binding = CallBinding.for_deployment("conversation_relay", self.config.validate_signatures)
+        try:
+            binding.verify(setup.call_sid, setup.custom_parameters)
+        except TokenError as problem:
+            self._refuse(f"setup for call {setup.call_sid!r} refused: {problem}")
+            return
+        stored = self.table.get(setup.call_sid)
+        if stored is not None and stored.metadata.get("transport") not in (None, "conversation_relay"):
+            self._refuse(f"call id {setup.call_sid!r} is a {stored.metadata['transport']} id: refused")
+            return
         self.table.bind_connection(self.connection_id, setup.call_sid, endpoint=self.endpoint, client="relay")
 
         def start(conversation: Conversation) -> None:
@@ -124,13 +162,18 @@ class Relay:
                 caller=setup.from_,
                 called=setup.to,
                 direction=setup.direction,
-                custom_parameters=setup.custom_parameters,
+                custom_parameters=without_token(setup.custom_parameters),
                 connection_id=self.connection_id,
             )
             if not conversation.messages and self.config.greeting:
                 conversation.messages.append({"role": "assistant", "content": self.config.greeting})
 
         self.table.mutate(setup.call_sid, start)
+
+    def _refuse(self, reason: str) -> None:
+        """Close a connection that may not open a conversation (its later messages find no call)."""
+        logger.warning("connection %s: %s; closed", self.connection_id, reason)
+        Connections(self.endpoint).close(self.connection_id)
 
     def _call_id(self) -> str | None:
         """The call of this connection; a message racing its own ``setup`` invocation waits for it a little."""
@@ -148,15 +191,26 @@ class Relay:
             return
 
         def open_turn(conversation: Conversation) -> None:
+            forget_stale_turns(conversation, self.received_ms)
             conversation.messages.append(user)
             conversation.live[self.turn_id] = None
+            conversation.metadata.setdefault(LIVE_SINCE, {})[self.turn_id] = self.received_ms
 
-        conversation, _ = self.table.mutate(call_id, open_turn)
+        try:
+            conversation, _ = self.table.mutate(call_id, open_turn)
+        except ConversationTooLarge as refused:  # nothing was written; the caller is told, not left in silence
+            logger.error("%s; the session ends", refused)
+            with contextlib.suppress(ConnectionGone):
+                connections = Connections(self.endpoint)
+                connections.post_json(self.connection_id, protocol.text_token(TOO_LONG, last=True))
+                connections.post_json(self.connection_id, protocol.end_session({"reason": "history_too_large"}))
+            return
         reply = Reply(self.config, conversation.messages)
         heard: str | None = ""
 
         def close_turn(conversation: Conversation) -> None:
             cut = conversation.live.pop(self.turn_id, None)
+            (conversation.metadata.get(LIVE_SINCE) or {}).pop(self.turn_id, None)
             conversation.messages += _heard(reply.messages, cut if cut is not None else heard)
 
         try:
@@ -182,11 +236,16 @@ class Relay:
             return
         key = [self.received_ms, self.turn_id, digit]
 
-        def add(conversation: Conversation) -> None:
+        def add(conversation: Conversation) -> bool:
             keys = conversation.metadata.get(KEYPAD_ENTRY) or []
+            if len(keys) >= keypad.MAX_ENTRY_DIGITS and not keypad.ends_entry(digit):
+                return False
             conversation.metadata[KEYPAD_ENTRY] = sorted([*keys, key])
+            return True
 
-        self.table.mutate(call_id, add)
+        if not self.table.mutate(call_id, add)[1]:
+            logger.warning("ignored ConversationRelay dtmf: the entry holds %s keys already", keypad.MAX_ENTRY_DIGITS)
+            return
         if not keypad.ends_entry(digit):
             time.sleep(max(0.0, self.received_ms / 1000 + keypad.PAUSE_SECS - time.time()))
             stored = self.table.get(call_id)
@@ -245,6 +304,7 @@ class Relay:
             return
 
         def cut(conversation: Conversation) -> None:
+            forget_stale_turns(conversation, self.received_ms)
             if conversation.live:
                 for index, turn in enumerate(conversation.live):
                     conversation.live[turn] = heard if index == 0 else ""

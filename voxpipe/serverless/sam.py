@@ -41,6 +41,7 @@ from voxpipe.config.loader import parse_deployment
 from voxpipe.config.models import Deployment
 from voxpipe.config.secrets import secret_variables
 from voxpipe.providers.registry import Registry, default_registry
+from voxpipe.security.tokens import SECRET_VARIABLE as SIGNING_SECRET
 from voxpipe.serverless import (
     BRIDGE_URL_ENV,
     CONFIG_ENV,
@@ -147,6 +148,7 @@ def handler_config(deployment: Deployment, raw: Any, registry: Registry) -> dict
         "twilio": {
             "auth_token": transport.twilio.auth_token,
             "validate_signatures": transport.twilio.validate_signatures,
+            "insecure": deployment.insecure,  # the handlers refuse to run unsigned without it
         },
         "conversation_relay": transport.conversation_relay.model_dump(),
         "allowed_origins": origins,
@@ -322,6 +324,9 @@ def sam_template(
     shared_env: dict[str, Any] = {TABLE_ENV: _ref("Table")}
     full_env = _variables_env(config, secrets, deployment.name)
     narrow_env = _variables_env(without_llm(config), secrets, deployment.name)
+    if deployment.transport.twilio.validate_signatures:  # the TwiML function mints call tokens, the others check
+        signing = {SIGNING_SECRET: f"{{{{resolve:secretsmanager:voxpipe/{deployment.name}/{SIGNING_SECRET}}}}}"}
+        full_env, narrow_env = full_env | signing, narrow_env | signing
     narrow_env[CONFIG_ENV] = f"{LAMBDA_TASK_ROOT}/{NARROW_CONFIG_FILE}"
     resources: dict[str, Any] = {
         "Table": {

@@ -214,7 +214,7 @@ def run_tool(tool: ToolSpec, arguments: dict[str, Any]) -> Any:
         handler = resolve(tool.builder)(tool.name, SimpleNamespace(**tool.options))
     except Exception as exc:
         return tool_error(tool.name, f"failed: {exc}")
-    return asyncio.run(run(tool.name, handler, arguments, tool.timeout_secs))
+    return asyncio.run(run(tool.name, handler, arguments, tool.timeout_secs, tool.parameters))  # strict arguments
 
 
 # ------------------------------------------------------------------------------------------------ a reply

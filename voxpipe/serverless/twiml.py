@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from voxpipe.security.call_binding import CallBinding
+from voxpipe.security.limits import MAX_WEBHOOK_BYTES
 from voxpipe.serverless import (
     HTTP_URL_ENV,
     RELAY_URL_ENV,
@@ -38,6 +40,8 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     """The Lambda entry point (HTTP API payload format 2.0)."""
     config = handler_config()
     body = event_body(event)
+    if len(body) > MAX_WEBHOOK_BYTES:  # a Twilio form is a few kilobytes; nothing larger is parsed
+        return response(413, "request body too large")
     params = dict(parse_qsl(body.decode() if isinstance(body, bytes) else body, keep_blank_values=True))
     path = event.get("rawPath") or "/twiml"
     base = os.environ.get(HTTP_URL_ENV) or f"https://{event['requestContext']['domainName']}"
@@ -46,7 +50,9 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         return response(403, "invalid X-Twilio-Signature")
     if path.endswith(ACTION_PATH):
         return response(200, action_twiml(params.get("HandoffData")), "text/xml")
-    return response(200, relay_twiml(config, base + ACTION_PATH), "text/xml")
+    binding = CallBinding.for_deployment("conversation_relay", config.validate_signatures)
+    token = binding.parameters(params.get("CallSid", ""))  # the setup must bring it back
+    return response(200, relay_twiml(config, base + ACTION_PATH, token), "text/xml")
 
 
 def _signed(config: HandlerConfig, url: str, params: dict[str, str], signature: str | None) -> bool:
@@ -59,8 +65,9 @@ def _signed(config: HandlerConfig, url: str, params: dict[str, str], signature: 
     return bool(RequestValidator(config.twilio_auth_token).validate(url, params, signature))
 
 
-def relay_twiml(config: HandlerConfig, action_url: str) -> str:
-    """``<Connect><ConversationRelay/></Connect>`` pointing Twilio at the relay WebSocket API."""
+def relay_twiml(config: HandlerConfig, action_url: str, parameters: dict[str, str] | None = None) -> str:
+    """``<Connect><ConversationRelay/></Connect>`` pointing Twilio at the relay WebSocket API, with
+    ``parameters`` (the token binding the session to the call) as ``<Parameter>``s."""
     relay = config.conversation_relay
     attributes = {
         "welcomeGreeting": config.greeting,
@@ -71,7 +78,7 @@ def relay_twiml(config: HandlerConfig, action_url: str) -> str:
         "interruptible": relay.get("interruptible"),
         "dtmfDetection": relay.get("dtmf_detection"),
     }
-    return twiml.conversation_relay(config.setting(RELAY_URL_ENV), action_url, attributes)
+    return twiml.conversation_relay(config.setting(RELAY_URL_ENV), action_url, attributes, parameters)
 
 
 def action_twiml(handoff_data: str | None) -> str:

@@ -17,7 +17,8 @@ Two halves in one module, because they share the queue's message format:
 
 Concurrent ``$default`` invocations can queue one connection's messages out of order; events carrying a
 ``sequenceNumber`` (Twilio's always do) are put back in order, waiting up to ``REORDER_WAIT_SECS`` for a gap;
-audio that comes later than that is dropped (other events are still handled).
+audio that comes later than that is dropped (other events are still handled). At most ``MAX_EARLY_EVENTS``
+wait: one more skips the gap at once.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ logger = logging.getLogger(__name__)
 #: How long an out-of-order event waits for the ones before it (then the gap is skipped): a cold Lambda
 #: container can hold one message back by several hundred milliseconds.
 REORDER_WAIT_SECS = 1.0
+#: Events held back waiting for a gap to fill (10 s of Twilio audio); one more skips the gap at once.
+MAX_EARLY_EVENTS = 500
 
 
 # ------------------------------------------------------------------------------------------------ the Lambda
@@ -203,7 +206,11 @@ class BridgeCall:
             await self._in_order(seq, event)
         elif seq > self._next_seq:
             self._early[seq] = event
-            if self._gap_timer is None:
+            if len(self._early) > MAX_EARLY_EVENTS:  # bounded: a client cannot make the worker hold more
+                logger.warning("%s: %s events wait for %s; the gap is skipped", self, len(self._early), self._next_seq)
+                first = min(self._early)
+                await self._in_order(first, self._early.pop(first))
+            if self._early and self._gap_timer is None:
                 self._gap_timer = asyncio.get_running_loop().call_later(REORDER_WAIT_SECS, self._skip_gap)
         elif event["event"] != "media":  # a straggler whose gap was skipped: stale audio is dropped, events not
             await self.call.receive(event)
@@ -311,6 +318,9 @@ class BridgeWorker:
         kind, connection_id = message["event"], message["connection_id"]
         call = self.calls.get(connection_id)
         if kind == "connect":
+            if call is not None and not call.closed.is_set():  # SQS delivers at least once: a redelivery
+                logger.warning("connect for live connection %s ignored (a redelivery)", connection_id)
+                return
             dialect = self._dialect(message.get("client", "browser"))
             self.calls[connection_id] = BridgeCall(
                 self.host, self.twilio, connection_id, message["endpoint"], dialect, self.settings

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from voxpipe.aws.conversations import Conversation, ConversationTable
-from voxpipe.sessions.base import Conflict, Message, Session
+from voxpipe.aws.conversations import MAX_ITEM_BYTES, Conversation, ConversationTable, ConversationTooLarge
+from voxpipe.sessions.base import Conflict, HistoryTooLarge, Message, Session
 
 
 class _Unchanged(Exception):
@@ -46,7 +46,10 @@ class DynamoDBSessionStore:
             conversation.messages.extend(dict(m) for m in messages)
             return len(conversation.messages)
 
-        _, count = await asyncio.to_thread(self._table.mutate, call_id, add)
+        try:
+            _, count = await asyncio.to_thread(self._table.mutate, call_id, add)
+        except ConversationTooLarge as refused:  # the stores' one error for it: the live call keeps its context
+            raise HistoryTooLarge(call_id, refused.size, MAX_ITEM_BYTES) from None
         return count
 
     async def update_metadata(self, call_id: str, changes: Mapping[str, Any]) -> None:

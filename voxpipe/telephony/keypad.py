@@ -14,10 +14,17 @@ from typing import Any
 
 PAUSE_SECS = 1.5  # digits typed within this pause are one entry
 DIGITS = frozenset("0123456789*#")
+MAX_ENTRY_DIGITS = 32  # longer than any number a caller types; more keys would only pile into one LLM message
 
 
 class NotADigit(ValueError):
-    """Something other than 0-9, * or # arrived as a key."""
+    """Something other than 0-9, * or # arrived as a key (or a key past ``MAX_ENTRY_DIGITS``): logged, dropped."""
+
+
+def check_room(digits_so_far: int) -> None:
+    """``NotADigit`` if an entry already holds ``MAX_ENTRY_DIGITS`` keys: the next one is dropped."""
+    if digits_so_far >= MAX_ENTRY_DIGITS:
+        raise NotADigit(f"an entry holds at most {MAX_ENTRY_DIGITS} keys; the key is dropped")
 
 
 def check(digit: str) -> str:

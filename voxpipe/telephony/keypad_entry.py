@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from voxpipe.telephony.keypad import PAUSE_SECS, check, ends_entry, entry_message
+from voxpipe.telephony.keypad import PAUSE_SECS, check, check_room, ends_entry, entry_message
 
 
 class KeypadEntry:
@@ -20,7 +20,10 @@ class KeypadEntry:
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def press(self, digit: str) -> None:
-        """One key; raises ``NotADigit`` for anything but 0-9, * and #."""
+        """One key; raises ``NotADigit`` for anything but 0-9, * and #, or a key past the entry's limit
+        (``#`` still ends a full entry)."""
+        if not ends_entry(digit):
+            check_room(len(self._digits))
         self._digits.append(check(digit))
         if self._timer is not None:
             self._timer.cancel()

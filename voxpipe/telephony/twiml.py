@@ -53,19 +53,23 @@ def dial_verb(target: str) -> Verb:
     return Verb("Dial", text=target)
 
 
+def _parameters(parameters: Mapping[str, str]) -> tuple[Verb, ...]:
+    """``<Parameter name value/>``s: Twilio hands them back in ``start`` / ``setup``'s ``customParameters``."""
+    return tuple(Verb("Parameter", {"name": name, "value": value}) for name, value in parameters.items())
+
+
 def stream_call(url: str, action: str | None, parameters: Mapping[str, str]) -> str:
     """``<Connect action><Stream url><Parameter name value/>...</Stream></Connect>``: a Media Streams call."""
-    stream = Verb(
-        "Stream",
-        {"url": url},
-        children=tuple(Verb("Parameter", {"name": name, "value": value}) for name, value in parameters.items()),
-    )
+    stream = Verb("Stream", {"url": url}, children=_parameters(parameters))
     return response(Verb("Connect", {"action": action}, children=(stream,)))
 
 
-def conversation_relay(url: str, action: str | None, attributes: Attributes) -> str:
-    """``<Connect action><ConversationRelay url .../></Connect>``: Twilio speaks, voxpipe streams text."""
-    relay = Verb("ConversationRelay", {**attributes, "url": url})
+def conversation_relay(
+    url: str, action: str | None, attributes: Attributes, parameters: Mapping[str, str] | None = None
+) -> str:
+    """``<Connect action><ConversationRelay url ...><Parameter .../></ConversationRelay></Connect>``: Twilio
+    speaks, voxpipe streams text."""
+    relay = Verb("ConversationRelay", {**attributes, "url": url}, children=_parameters(parameters or {}))
     return response(Verb("Connect", {"action": action}, children=(relay,)))
 
 

@@ -33,7 +33,8 @@ from loguru import logger
 
 from voxpipe.config.models import Deployment, ServiceConfig, ToolConfig
 from voxpipe.pipeline.host import CallHost
-from voxpipe.tools.runner import run_tool
+from voxpipe.tools.access import ToolNotCallable, client_tool, run_client_tool
+from voxpipe.transports.admission import admit_request, admit_socket
 from voxpipe.transports.media_stream_call import BrowserDialect
 from voxpipe.transports.twilio_media import serve_media_stream
 
@@ -198,7 +199,10 @@ def add_routes(router: APIRouter, host: CallHost) -> None:
             await socket.close(code=1008)
             return
         await socket.accept()
-        await serve_media_stream(host, None, socket, BrowserDialect())
+        slot = await admit_socket(host, socket, socket.client.host if socket.client else "")
+        if slot is not None:
+            with slot:
+                await serve_media_stream(host, None, socket, BrowserDialect())
 
     @router.post("/session")
     async def session(request: Request) -> dict[str, Any]:
@@ -207,6 +211,7 @@ def add_routes(router: APIRouter, host: CallHost) -> None:
         service = realtime_service(deployment)
         if service is None:
             raise HTTPException(status_code=404, detail="this deployment has no OpenAI realtime provider")
+        admit_request(host, host.limits.admit_secret)  # each secret can spend money at OpenAI
         try:
             secret = await mint_client_secret(deployment, service)
         except Exception as exc:
@@ -225,16 +230,15 @@ def add_routes(router: APIRouter, host: CallHost) -> None:
         token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not tokens.valid(token):
             raise HTTPException(status_code=401, detail="missing or expired tools token")
-        config = next((t for t in deployment.agent.tools if t.function_name == tool_name), None)
-        if config is None:
-            raise HTTPException(status_code=404, detail=f"no tool {tool_name}")
+        try:
+            client_tool(deployment.agent, tool_name)  # only client-callable tools, before the body is read
+        except ToolNotCallable as refused:
+            raise HTTPException(status_code=refused.status, detail=str(refused)) from None
         try:
             arguments = await request.json()
         except ValueError:
             raise HTTPException(status_code=400, detail="the body must be a JSON object of arguments") from None
         if not isinstance(arguments, dict):
             raise HTTPException(status_code=400, detail="the body must be a JSON object of arguments")
-        kind = host.registry.tool_kinds[config.kind].tool_kind
-        handler = kind.build(config.function_name, kind.options.model_validate(config.options))
-        result = await run_tool(config.function_name, handler, arguments, config.timeout_secs)
-        return {"result": result, "effect": kind.effect}
+        result, effect = await run_client_tool(deployment.agent, host.registry, tool_name, arguments)
+        return {"result": result, "effect": effect}

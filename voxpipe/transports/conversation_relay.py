@@ -39,16 +39,20 @@ from voxpipe.pipeline.builder import CallPipeline, TextTransport
 from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.text_latency import TextTurnMeter
 from voxpipe.providers.spec import AudioFormat
+from voxpipe.security.call_binding import CallBinding, without_token
+from voxpipe.security.tokens import TokenError
 from voxpipe.telephony import conversation_relay as protocol
 from voxpipe.telephony import keypad, keypad_entry, twiml
+from voxpipe.transports.admission import admit_socket
 from voxpipe.transports.json_socket import JsonSocket
 from voxpipe.transports.media_stream_call import END_REPLY_TIMEOUT_SECS
 from voxpipe.transports.twilio_account import TwilioAccount
 from voxpipe.transports.twilio_signatures import public_url
 
 
-def relay_twiml(deployment: Deployment) -> str:
-    """``<Connect action=...><ConversationRelay url=wss://.../relay .../></Connect>`` from the YAML."""
+def relay_twiml(deployment: Deployment, parameters: dict[str, str] | None = None) -> str:
+    """``<Connect action=...><ConversationRelay url=wss://.../relay .../></Connect>`` from the YAML, with
+    ``parameters`` (the token binding the session to the webhook's CallSid) as ``<Parameter>``s."""
     relay = deployment.transport.conversation_relay
     return twiml.conversation_relay(
         public_url(deployment, "relay", websocket=True),
@@ -62,6 +66,7 @@ def relay_twiml(deployment: Deployment) -> str:
             "voice": relay.voice,
             "transcriptionProvider": relay.transcription_provider,
         },
+        parameters,
     )
 
 
@@ -139,8 +144,9 @@ class RelayTransport(TextTransport):
 class RelaySession:
     """One ConversationRelay WebSocket: ``setup`` -> ``prompt`` / ``interrupt`` / ``dtmf`` ... -> close."""
 
-    def __init__(self, host: CallHost, socket: WebSocket):
+    def __init__(self, host: CallHost, socket: WebSocket, binding: CallBinding):
         self.host = host
+        self.binding = binding
         self.channel = JsonSocket(socket, "type", self)
         self.session_id: str | None = None
         self.hosted: HostedCall | None = None
@@ -209,17 +215,24 @@ class RelaySession:
         if not setup.session_id:
             logger.warning(f"{self}: setup without a sessionId ignored")
             return
+        try:
+            self.binding.verify(setup.call_sid, setup.custom_parameters)
+        except TokenError as problem:
+            logger.warning(f"{self}: setup for call {setup.call_sid!r} refused, the session is closed: {problem}")
+            await self.channel.close()
+            return
         metadata = {
             "transport": "conversation_relay",
             "callSid": setup.call_sid,
             "from": setup.from_,
             "to": setup.to,
             "direction": setup.direction,
-            "customParameters": setup.custom_parameters,
+            "customParameters": without_token(setup.custom_parameters),
         }
         session = await self.host.open_session(setup.session_id, metadata)
         if session is None:
-            logger.warning(f"{self}: session id {setup.session_id} belongs to another deployment")
+            logger.warning(f"{self}: session id {setup.session_id} is not this call's to use; the session is closed")
+            await self.channel.close()
             return
         self.session_id = setup.session_id
         greeting = self.host.deployment.agent.greeting
@@ -250,5 +263,9 @@ class RelaySession:
 def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None:
     @router.websocket("/relay")
     async def relay(socket: WebSocket) -> None:
-        if await twilio.accept_signed(socket, "relay"):
-            await RelaySession(host, socket).run()
+        if not await twilio.accept_signed(socket, "relay"):
+            return
+        slot = await admit_socket(host, socket, None)  # the caller was counted at the webhook
+        if slot is not None:
+            with slot:
+                await RelaySession(host, socket, twilio.bindings["conversation_relay"]).run()

@@ -2,6 +2,8 @@
 
 One send primitive that never raises (``False`` once the socket is gone), and one receive primitive that
 yields well-formed messages only: what is malformed is logged and skipped by ``telephony.json_messages``.
+A frame over ``MAX_FRAME_BYTES`` closes the socket (1009) before it is parsed, whatever ASGI server runs
+the app (``voxpipe serve`` also sets uvicorn's ``ws_max_size`` to it, which refuses it before buffering).
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import WebSocket
+from loguru import logger
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from voxpipe.telephony import json_messages
+
+MAX_FRAME_BYTES = 1 << 20  # Twilio's and the page's messages are a few kilobytes at most
+MESSAGE_TOO_BIG = 1009
 
 
 class JsonSocket:
@@ -48,11 +54,15 @@ class JsonSocket:
                 return
             text = message.get("text")
             raw = text if text is not None else message.get("bytes") or b""
+            if len(raw) > MAX_FRAME_BYTES:  # characters count as at least one byte each
+                logger.warning(f"{self._owner}: a {len(raw)}-character frame is over {MAX_FRAME_BYTES}: closed")
+                await self.close(MESSAGE_TOO_BIG, "frame too large")
+                return
             parsed = json_messages.read(raw, self.kind_key, self._owner)
             if parsed is not None:
                 yield parsed
 
-    async def close(self) -> None:
+    async def close(self, code: int = 1000, reason: str = "") -> None:
         if self.socket.application_state is WebSocketState.CONNECTED:
             with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-                await self.socket.close()
+                await self.socket.close(code, reason)

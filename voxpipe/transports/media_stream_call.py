@@ -28,6 +28,9 @@ from voxpipe.audio import g711
 from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.latency import first_audible, last_audible
 from voxpipe.providers.spec import AudioFormat
+from voxpipe.security.call_binding import without_token
+from voxpipe.security.limits import RealTimeBudget
+from voxpipe.security.tokens import TokenError
 from voxpipe.telephony import media_streams
 from voxpipe.telephony.media_streams import Malformed, MediaStream, Send, StreamStart, field_of
 from voxpipe.transports.media_transport import MediaPeer, MediaTransport
@@ -41,6 +44,7 @@ class Dialect:
 
     name = "twilio"
     audio = AudioFormat(sample_rate_in=8000, sample_rate_out=8000, encoding="mulaw")
+    bound_to_webhook = True  # ``start`` must carry the token the signed webhook's TwiML gave this CallSid
 
     def decode(self, payload: bytes) -> bytes:
         return g711.decode(payload)
@@ -100,6 +104,8 @@ class MediaStreamCall(MediaPeer):
         self._effect: tuple[str, dict[str, Any]] | None = None
         self._bot_stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._audio_budget = RealTimeBudget()  # a peer cannot feed the STT faster than anyone speaks
+        self._drop_logged = 0.0  # seconds of dropped audio when that was last logged
         self.closed = asyncio.Event()
 
     async def receive(self, event: dict[str, Any]) -> None:
@@ -113,10 +119,19 @@ class MediaStreamCall(MediaPeer):
     # -- what the stream tells (telephony.media_streams.StreamHandler)
 
     async def started(self, start: StreamStart) -> None:
+        if self.twilio is not None and self.dialect.bound_to_webhook:
+            try:
+                self.twilio.bindings[self.dialect.name].verify(start.call_id, start.metadata.get("custom_parameters"))
+            except TokenError as problem:
+                logger.warning(f"{self}: start refused, the stream is closed: {problem}")
+                await self._refuse()
+                return
         metadata = {"transport": self._carrier + self.dialect.name, **start.metadata}
+        if isinstance(metadata.get("custom_parameters"), dict):
+            metadata["custom_parameters"] = without_token(metadata["custom_parameters"])
         session = await self.host.open_session(start.call_id, metadata)
         if session is None:
-            raise Malformed(f"call id {start.call_id} belongs to another deployment")
+            raise Malformed(f"call id {start.call_id} is not this stream's to use")
         self.transport = self._make_transport(self, start)
         self.hosted = self.host.start_call(
             self.transport,
@@ -131,6 +146,11 @@ class MediaStreamCall(MediaPeer):
         await self.transport.input().ready.wait()
         await self.hosted.begin()
 
+    async def _refuse(self) -> None:
+        """A stream that may not run: stopped before any session is opened, and its peer closed."""
+        await self.stream.stop()
+        await self._close_peer()
+
     def _transport(self) -> MediaTransport:
         if self.transport is None:  # the stream reports audio, marks and keys only once started
             raise RuntimeError(f"{self}: no transport before start")
@@ -138,6 +158,12 @@ class MediaStreamCall(MediaPeer):
 
     async def audio(self, payload: bytes, arrived_at: float) -> None:
         pcm = self.dialect.decode(payload)
+        if not self._audio_budget.take(len(pcm) / 2 / self.dialect.audio.sample_rate_in):
+            dropped = self._audio_budget.dropped_secs
+            if dropped - self._drop_logged >= 10.0 or not self._drop_logged:  # the first drop, then every 10 s
+                self._drop_logged = dropped
+                logger.warning(f"{self}: caller audio over 1.5x real time dropped ({dropped:.1f} s so far)")
+            return
         self.dialect.heard(pcm)
         await self._transport().input().audio(pcm, arrived_at)
 
@@ -233,6 +259,7 @@ class BrowserDialect(Dialect):
 
     name = "browser"
     audio = AudioFormat(sample_rate_in=16000, sample_rate_out=16000, encoding="pcm16")
+    bound_to_webhook = False
 
     def __init__(self) -> None:
         self._speech_end: float | None = None

@@ -1,7 +1,8 @@
 """What a deployment's Twilio account gives its calls: signed requests, and the REST API for live calls.
 
 A ``TwilioAccount`` checks ``X-Twilio-Signature`` on webhooks and WebSocket handshakes (``voxpipe.transports
-.twilio_signatures``), ends or transfers a live call through the REST API when account credentials are configured,
+.twilio_signatures``), binds each call's socket to its webhook (``voxpipe.security.call_binding``),
+ends or transfers a live call through the REST API when account credentials are configured,
 and remembers where a call's ``<Connect action>`` should dial once its stream ends. The web app makes one per
 deployment; the serverless bridge worker makes one too (it hangs up and transfers the same way). No web
 framework is imported here: requests and sockets are only read.
@@ -17,11 +18,31 @@ from urllib.parse import parse_qsl
 from loguru import logger
 
 from voxpipe.config.models import Deployment
+from voxpipe.security.call_binding import CallBinding
+from voxpipe.security.limits import MAX_WEBHOOK_BYTES
 from voxpipe.telephony import twiml
 from voxpipe.transports.twilio_signatures import TwilioSignatures
 
 if TYPE_CHECKING:
     from fastapi import Request, WebSocket
+
+
+class BodyTooLarge(Exception):
+    """A webhook body over ``MAX_WEBHOOK_BYTES`` (declared, or as it streamed in); the app answers 413."""
+
+
+async def capped_body(request: Request, limit: int = MAX_WEBHOOK_BYTES) -> bytes:
+    """The request's body, or ``BodyTooLarge`` as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared and (not declared.isdigit() or int(declared) > limit):
+        raise BodyTooLarge(f"declared body of {declared} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"body over {limit} bytes")
+    return bytes(body)
+
 
 #: Makes a ``twilio.rest.Client`` from (account_sid, auth_token); tests point it at a local fake.
 TwilioClientFactory = Callable[[str, str], Any]
@@ -58,6 +79,10 @@ class TwilioAccount:
     def __init__(self, deployment: Deployment, client_factory: TwilioClientFactory = twilio_client):
         self.deployment = deployment
         self.signatures = TwilioSignatures(deployment)
+        self.bindings = {  # each transport's sockets are bound to the webhook's CallSid (its own namespace)
+            transport: CallBinding.for_deployment(transport, self.signatures.enabled)
+            for transport in ("twilio", "conversation_relay")
+        }
         twilio = deployment.transport.twilio
         token = twilio.auth_token.get_secret_value() if twilio.auth_token else ""
         self.rest = TwilioRest(client_factory(twilio.account_sid, token)) if twilio.account_sid and token else None
@@ -74,8 +99,8 @@ class TwilioAccount:
             await self.rest.end_call(call_id, transfer_to=target, message=message)
 
     async def signed_form(self, request: Request, path: str) -> dict[str, str] | None:
-        """The webhook's form parameters, or ``None`` if its signature is not valid."""
-        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        """The webhook's form parameters, or ``None`` if its signature is not valid (``BodyTooLarge``: 413)."""
+        form = dict(parse_qsl((await capped_body(request)).decode("utf-8", "replace"), keep_blank_values=True))
         signature = request.headers.get("x-twilio-signature")
         if not self.signatures.valid(path, signature, query=request.url.query, params=form):
             logger.warning(f"[{self.deployment.name}] rejected {path} webhook: bad or missing X-Twilio-Signature")

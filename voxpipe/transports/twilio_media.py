@@ -13,8 +13,10 @@ from fastapi import APIRouter, Request, Response, WebSocket
 
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.host import CallHost
+from voxpipe.security.call_binding import CallBinding
 from voxpipe.telephony import conversation_relay, twiml
 from voxpipe.telephony.media_streams import StreamStart
+from voxpipe.transports.admission import admit_socket
 from voxpipe.transports.json_socket import JsonSocket
 from voxpipe.transports.media_stream_call import Dialect, MediaStreamCall
 from voxpipe.transports.media_transport import MediaStreamTransport
@@ -22,13 +24,14 @@ from voxpipe.transports.twilio_account import TwilioAccount
 from voxpipe.transports.twilio_signatures import public_url
 
 
-def stream_twiml(deployment: Deployment, form: dict[str, str]) -> str:
-    """``<Connect><Stream url=wss://.../{name}/media>`` with the caller's numbers and the configured parameters."""
+def stream_twiml(deployment: Deployment, form: dict[str, str], binding: CallBinding) -> str:
+    """``<Connect><Stream url=wss://.../{name}/media>`` with the caller's numbers, the configured parameters and
+    the token binding the stream to this webhook's CallSid (last: no configured parameter can replace it)."""
     parameters = {"from": form.get("From", ""), "to": form.get("To", "")}
     return twiml.stream_call(
         public_url(deployment, "media", websocket=True),
         public_url(deployment, "connect-action"),
-        parameters | deployment.transport.twilio.stream_parameters,
+        parameters | deployment.transport.twilio.stream_parameters | binding.parameters(form.get("CallSid", "")),
     )
 
 
@@ -60,8 +63,12 @@ def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None
 
     @router.websocket("/media")
     async def media(socket: WebSocket) -> None:
-        if await twilio.accept_signed(socket, "media"):
-            await serve_media_stream(host, twilio, socket, Dialect())
+        if not await twilio.accept_signed(socket, "media"):
+            return
+        slot = await admit_socket(host, socket, None)  # the caller was counted at the webhook
+        if slot is not None:
+            with slot:
+                await serve_media_stream(host, twilio, socket, Dialect())
 
     @router.post("/connect-action")
     async def connect_action(request: Request) -> Response:

@@ -38,7 +38,8 @@ from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
 from voxpipe.sessions import SessionStore, open_store
 from voxpipe.transports import browser, conversation_relay, twilio_media
-from voxpipe.transports.twilio_account import TwilioAccount, TwilioClientFactory, twilio_client
+from voxpipe.transports.admission import admit_request
+from voxpipe.transports.twilio_account import BodyTooLarge, TwilioAccount, TwilioClientFactory, twilio_client
 from voxpipe.web.drain import Drain, RefuseWhileDraining, install_sigterm
 
 if TYPE_CHECKING:
@@ -119,6 +120,12 @@ def create_app(
     app = FastAPI(title="voxpipe", lifespan=lifespan)
     app.add_middleware(RefuseWhileDraining, drain=drain)
     app.state.drain = drain
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, problem: BodyTooLarge) -> Response:
+        logger.warning(f"refused {request.url.path}: {problem}")
+        return Response("request body too large", status_code=413)
+
     app.state.hosts = {host.deployment.name: host for host, _ in hosts}
 
     @app.get("/healthz")
@@ -170,12 +177,16 @@ def _router(host: CallHost, twilio: TwilioAccount, drain: Drain) -> APIRouter:
             return Response(status_code=403)
         if drain.draining:
             return twilio_media.xml(drain.twiml(host))
+        caller = form.get("From") or (request.client.host if request.client else "")
+        admit_request(host, lambda: host.limits.new_calls.take(f"caller:{caller}"))  # 429: Twilio gives up
         if deployment.transport.public_url is None:
             logger.error(f"[{deployment.name}] cannot answer Twilio: transport.public_url (the https base) is not set")
             return Response("transport.public_url is not set", status_code=503)
+        call_sid = form.get("CallSid", "")
         if deployment.transport.twilio.connect == "conversation_relay":
-            return twilio_media.xml(conversation_relay.relay_twiml(deployment))
-        return twilio_media.xml(twilio_media.stream_twiml(deployment, form))
+            binding = twilio.bindings["conversation_relay"].parameters(call_sid)
+            return twilio_media.xml(conversation_relay.relay_twiml(deployment, binding))
+        return twilio_media.xml(twilio_media.stream_twiml(deployment, form, twilio.bindings["twilio"]))
 
     twilio_media.add_routes(router, host, twilio)
     conversation_relay.add_routes(router, host, twilio)

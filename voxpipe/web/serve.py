@@ -30,7 +30,6 @@ from voxpipe.config.errors import ConfigError
 from voxpipe.config.loader import load_deployment
 from voxpipe.config.models import Deployment
 
-WS_MAX_BYTES = 1 << 20
 CONFIGS_VARIABLE = "VOXPIPE_SERVE_CONFIGS"
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -81,9 +80,11 @@ def serve(
     workers = workers or default_workers()
     import uvicorn
 
-    # Twilio's and the page's messages are a few hundred bytes: a megabyte is plenty, and bounds what one
-    # client can make the server buffer (larger frames close that connection with 1009).
-    options = {"host": host, "port": port, "ws_max_size": WS_MAX_BYTES, "log_level": "info"}
+    from voxpipe.transports.json_socket import MAX_FRAME_BYTES
+
+    # The app closes larger frames itself under any server (json_socket); uvicorn refuses them before
+    # buffering them, so one client cannot make the server hold more than this (1009).
+    options = {"host": host, "port": port, "ws_max_size": MAX_FRAME_BYTES, "log_level": "info"}
     if workers == 1:
         uvicorn.run(build_app(deployments), **options)
         return

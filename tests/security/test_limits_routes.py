@@ -1,0 +1,80 @@
+"""Issue 11, the vendor bill and capacity: the routes enforce the deployment's ``limits:`` as documented.
+
+Over a limit, an HTTP route answers 429 with ``Retry-After``; a WebSocket is closed with 1013 and the limit's
+name as the reason. Every refusal is counted in ``/metrics`` as ``voxpipe_refused_total{limit=...}``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from tests.security.test_bounds import UNSIGNED
+from tests.simulators.server import RunningServer
+from tests.test_server import FakeOpenAI, realtime
+from voxpipe.config.loader import parse_deployment
+from voxpipe.config.models import LimitsConfig
+from voxpipe.web.app import create_app
+
+ORIGIN = {"origin": "https://voice.example.com"}  # the deployment's public_url: an allowed page origin
+
+
+def _refused(metrics: str, limit: str) -> float:
+    line = next(line for line in metrics.splitlines() if line.startswith("voxpipe_refused_total{") and limit in line)
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_concurrent_calls_beyond_the_limit_are_closed_with_the_reason(registry: object) -> None:
+    app = create_app([parse_deployment(UNSIGNED + "limits: {concurrent_calls: 1}\n")], warm_up=False)
+    with TestClient(app) as client:
+        with client.websocket_connect("/open/media") as first:
+            for path, headers in [("/open/media", {}), ("/open/relay", {}), ("/open/ws", ORIGIN)]:
+                with (
+                    client.websocket_connect(path, headers=headers) as second,
+                    pytest.raises(WebSocketDisconnect) as closed,
+                ):
+                    second.receive_text()
+                assert closed.value.code == 1013 and "concurrent_calls" in closed.value.reason
+            first.send_text(json.dumps({"event": "connected"}))  # the first call is untouched
+        # The first call ended: its slot is free again.
+        with client.websocket_connect("/open/media") as again:
+            again.send_text(json.dumps({"event": "stop"}))
+        assert _refused(client.get("/metrics").text, 'limit="concurrent_calls"') == 3
+
+
+def test_new_calls_per_client_beyond_the_limit_get_429(registry: object) -> None:
+    app = create_app([parse_deployment(UNSIGNED + "limits: {calls_per_minute_per_client: 2}\n")], warm_up=False)
+    with TestClient(app) as client:
+        answers = [client.post("/open/twiml", data={"CallSid": f"CA{n}", "From": "+15550001111"}) for n in range(3)]
+        other_caller = client.post("/open/twiml", data={"CallSid": "CA9", "From": "+15550002222"})
+        for _ in range(2):
+            with client.websocket_connect("/open/ws", headers=ORIGIN) as socket:
+                socket.send_text(json.dumps({"event": "stop"}))
+        with (
+            client.websocket_connect("/open/ws", headers=ORIGIN) as third,
+            pytest.raises(WebSocketDisconnect) as closed,
+        ):
+            third.receive_text()
+        metrics = client.get("/metrics").text
+    assert [a.status_code for a in answers] == [200, 200, 429] and other_caller.status_code == 200
+    assert 1 <= int(answers[2].headers["retry-after"]) <= 60
+    assert closed.value.code == 1013 and "calls_per_minute_per_client" in closed.value.reason
+    assert _refused(metrics, "calls_per_minute_per_client") == 2
+
+
+async def test_minted_client_secrets_beyond_the_limit_get_429(registry: object) -> None:
+    openai = FakeOpenAI()
+    with RunningServer(openai.app) as fake:
+        deployment = realtime(f"{fake.ws_url}/v1/realtime")
+        deployment.limits = LimitsConfig(minted_secrets_per_minute=2)
+        with RunningServer(create_app([deployment], warm_up=False)) as server:
+            async with httpx.AsyncClient(base_url=server.url, headers={"Origin": server.url}) as client:
+                answers = [await client.post("/rt/session") for _ in range(3)]
+                metrics = (await client.get("/metrics")).text
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert len(openai.requests) == 2  # the refused one never reached the vendor
+    assert _refused(metrics, "minted_secrets_per_minute") == 1
