@@ -6,14 +6,16 @@
   conversation; a final ``prompt`` and a complete keypad entry stream a reply as ``text`` tokens through
   ``@connections``; ``interrupt`` cuts the reply being spoken to what the caller heard. The messages and
   their rules (partial prompts, keypad entries, handoff data) are ``voxpipe.telephony``'s, as on the server.
-- ``$disconnect``: forgets the connection; the conversation stays until its TTL, so a reconnecting call
+- ``$disconnect``: forgets the connection and stores a keypad entry still being typed (unanswered: no LLM
+  call); the conversation stays until its TTL, so a reconnecting call
   (same ``callSid``) resumes it.
 
 Each message is its own invocation, and invocations of one call run concurrently (an ``interrupt`` arrives
 while the ``prompt`` before it is still streaming), so nothing is kept between invocations: the reply in
 progress is registered in the conversation's ``live`` turns, and the streaming invocation polls for its cut.
 Keys of one keypad entry are invocations of their own too: each adds its digit to the entry pending in the
-conversation's metadata and waits out the pause; the entry belongs to the last key, whose invocation answers.
+conversation's metadata and waits out the pause; the entry belongs to the last key, whose invocation answers,
+unless a ``prompt`` came first: then the entry is stored before the prompt and answered with it.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         return _connect(config, event)
     relay = Relay(config, event)
     if route == "$disconnect":
-        relay.table.drop_connection(relay.connection_id)
+        relay.disconnect()
         return response(200)
     relay.handle(protocol.parse(event_body(event)))
     return response(200)
@@ -102,8 +104,8 @@ class Relay:
             self.setup(message)
         elif isinstance(message, protocol.Prompt):
             turn = protocol.caller_turn(message)
-            if turn:
-                self.answer({"role": "user", "content": turn})
+            if turn:  # a keypad entry still being typed comes first, in order, and is answered with it
+                self.answer({"role": "user", "content": turn}, typed_first=True)
         elif isinstance(message, protocol.Dtmf):
             self.press(message.digit)
         elif isinstance(message, protocol.Interrupt):
@@ -141,13 +143,23 @@ class Relay:
             logger.warning("connection %s sent a message but no setup; ignored", self.connection_id)
         return row["call_id"] if row else None
 
-    def answer(self, user: Message) -> None:
-        """Store the caller's turn, stream the reply, and store what of it the caller heard."""
+    def disconnect(self) -> None:
+        """The session is over: forget the connection; a keypad entry still pending is stored, unanswered."""
+        row = self.table.connection(self.connection_id)
+        self.table.drop_connection(self.connection_id)
+        if row is not None:
+            self.table.mutate(row["call_id"], _store_pending_entry)
+
+    def answer(self, user: Message, *, typed_first: bool = False) -> None:
+        """Store the caller's turn (after the pending keypad entry, with ``typed_first``), stream the reply,
+        and store what of it the caller heard."""
         call_id = self._call_id()
         if call_id is None:
             return
 
         def open_turn(conversation: Conversation) -> None:
+            if typed_first:
+                _store_pending_entry(conversation)
             conversation.messages.append(user)
             conversation.live[self.turn_id] = None
 
@@ -264,6 +276,14 @@ class Relay:
                 Connections(self.endpoint).post_json(self.connection_id, protocol.end_session(handoff))
             except ConnectionGone:
                 return
+
+
+def _store_pending_entry(conversation: Conversation) -> None:
+    """Move the keypad entry being typed, if any, into the conversation (its keys' invocations then find it
+    gone and do not answer it)."""
+    keys = conversation.metadata.pop(KEYPAD_ENTRY, None) or []
+    if keys:
+        conversation.messages.append(keypad.entry_message("".join(digit for _, _, digit in keys)))
 
 
 def _heard(messages: list[Message], heard: str | None) -> list[Message]:
