@@ -4,7 +4,9 @@
   (``$VOXPIPE_RELAY_URL``, never the request's host); anything else is refused with 403.
 - ``$default``: ``setup`` binds the connection to the call (``callSid``) and starts or resumes its
   conversation; a final ``prompt`` and a complete keypad entry stream a reply as ``text`` tokens through
-  ``@connections``; ``interrupt`` cuts the reply being spoken to what the caller heard. The messages and
+  ``@connections``; ``interrupt`` cuts the reply being spoken to what the caller heard. When no LLM of the
+  chain can answer, the deployment's ``on_failure`` text is the last ``text``, then ``end`` hands the call
+  off (``handoffData`` reason ``failure``), as on the server. The messages and
   their rules (partial prompts, keypad entries, handoff data) are ``voxpipe.telephony``'s, as on the server.
 - ``$disconnect``: forgets the connection and stores a keypad entry still being typed (unanswered: no LLM
   call); the conversation stays until its TTL, so a reconnecting call
@@ -52,8 +54,6 @@ INTERRUPT_POLL_SECS = 0.25
 COALESCE_SECS = 0.04
 #: Seconds a message waits for the ``setup`` of its connection (they are concurrent invocations).
 SETUP_WAIT_SECS = 3.0
-#: Said when no provider of the chain could answer, so the caller is not left in silence.
-APOLOGY = "Sorry, I could not answer that just now. Could you say it again?"
 #: The conversation metadata that holds a keypad entry being typed: its keys as [received ms, turn id, digit].
 KEYPAD_ENTRY = "keypad_entry"
 
@@ -235,10 +235,12 @@ class Relay:
         except ConnectionGone:
             logger.info("connection %s is gone; the reply stops", self.connection_id)
             return "".join(sent)
-        except Exception:
-            logger.exception("the reply to call %s failed", call_id)
+        except Exception as exc:  # no LLM of the chain could answer: the call cannot go on (on_failure)
+            logger.exception("the reply to call %s failed; ending the session", call_id)
+            handoff = protocol.failure_handoff(self.config.failure_transfer_to, f"llm: {type(exc).__name__}: {exc}")
             with contextlib.suppress(ConnectionGone):
-                connections.post_json(self.connection_id, protocol.text_token(APOLOGY, last=True))
+                connections.post_json(self.connection_id, protocol.text_token(self.config.failure_say, last=True))
+                connections.post_json(self.connection_id, protocol.end_session(handoff))
             return "".join(sent)
         return None
 
