@@ -252,7 +252,7 @@ class RelaySession:
     async def _on_failure(self, failure: CallFailure) -> None:
         """The call cannot go on: Twilio speaks ``say`` as the last text, then ``end`` hands the call off (the
         ``<Connect action>`` dials ``transfer_to`` or hangs up). A response cut mid-way is closed by this text."""
-        await self.send_text(failure.say, last=True)
+        await self.send(protocol.text_token(failure.say, last=True))  # not the turn's reply: not metered
         handoff = protocol.failure_handoff(failure.transfer_to, failure.error.summary())
         await self.send(protocol.end_session(handoff))
 
