@@ -29,7 +29,7 @@ from tests.simulators.conversation_relay import RelaySimulator
 from tests.simulators.server import RunningServer
 from tests.simulators.twilio_media import RATE, TwilioMediaSimulator
 from voxpipe.bench.simulated_call import INPUT_RATE, resample
-from voxpipe.config.models import Deployment, TransportConfig, TwilioConfig
+from voxpipe.config.models import Deployment, SessionsConfig, TransportConfig, TwilioConfig
 from voxpipe.records.model import CallRecord
 from voxpipe.records.store import RecordStore
 from voxpipe.web.app import create_app
@@ -53,9 +53,11 @@ class Observed:
 
 
 def served(deployment: Deployment) -> Deployment:
-    """``deployment`` as ``voxpipe serve`` runs it for Twilio: its public URL and the account's auth token."""
+    """``deployment`` as ``voxpipe serve`` runs it for Twilio: its public URL and the account's auth token (and
+    conversations kept in memory, not in a file of the working directory)."""
     twilio = TwilioConfig(auth_token=SecretStr(TOKEN))
-    return deployment.model_copy(update={"transport": TransportConfig(public_url=PUBLIC, twilio=twilio)})
+    transport = TransportConfig(public_url=PUBLIC, twilio=twilio)
+    return deployment.model_copy(update={"transport": transport, "sessions": SessionsConfig(store="memory")})
 
 
 @contextmanager
