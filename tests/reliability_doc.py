@@ -28,12 +28,19 @@ and one fallback event. "Kept" lists what the record still holds of the failed t
 
 How a failed call ends is the deployment's `on_failure` (`say:`, then `hangup` or `transfer: {to: ...}`),
 handed once to the transport as a `CallFailure` through `CallContext.on_failure`, after which the call's
-pipeline is cancelled. The simulated caller (memory transport) and `voxpipe call` carry it out today (the call
-prints it and exits 1). The telephony adapters are to be wired on the `voxpipe.pipeline.host` layer: Twilio
-Media Streams ends the stream and answers the `<Connect action>` with `<Say>` and `<Dial>` or `<Hangup/>`
-(Twilio's own voice, so it works when the TTS is what died); ConversationRelay sends `say` with `last: true`,
-then `end` with handoff data; the browser shows and speaks it. Until then a served call that fails still ends
-at once, but the default handler only logs the outcome.
+pipeline is cancelled. Each transport tells the caller its own way, and the matrix checks what the caller
+was told on each: `voxpipe call` (the memory transport) prints it and exits 1; Twilio Media Streams ends the
+stream and the `<Connect action>` webhook answers `<Say>` then `<Dial>` or `<Hangup/>` (Twilio's own voice,
+so it works when the TTS is what died: the cell asserts the `<Say>` text of that TwiML); ConversationRelay
+(server and Lambda relay) sends the text with `last: true`, then `end` with handoff data (reason `failure`,
+a transfer's `to`); the browser page shows the text and speaks it with the Web Speech API; the serverless
+bridge replaces the live call's TwiML with the same `<Say>` document through Twilio's REST API.
+
+Which cells run where: every cell on the memory transport. A served call runs in real time over sockets,
+so to keep the matrix within a few minutes on two cores the served transports run the cells that add
+something: Twilio Media Streams runs every role failing with an HTTP error (500) and with a hung handshake,
+without a backup, and the 500 with a backup for stt, llm and tts; ConversationRelay, where Twilio recognises
+and speaks and only the LLM is voxpipe's, runs every LLM fault with and without a backup.
 
 What the operator sees: the call record (`voxpipe calls --json`, the record store) keeps `errors` (role,
 provider, kind, message, whether it was fatal, seconds into the call), `fallbacks` and `failure` (what the

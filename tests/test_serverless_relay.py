@@ -30,6 +30,7 @@ from tests.apigw_shim import (
 from tests.fakes import Behaviour, FakeBedrock, Turn
 from tests.simulators import webhook_parameters
 from voxpipe.aws.conversations import ConversationTable, table_definition
+from voxpipe.config.models import DEFAULT_FAILURE_SAY
 from voxpipe.serverless import ConnectionGone, Connections, HandlerConfig
 from voxpipe.serverless.twiml import handler as twiml_handler
 
@@ -275,6 +276,26 @@ async def test_end_call_tool_ends_the_session(shim: ApiGatewayShim) -> None:
     # Issue 13: the Lambda's handoff data carries the model's reason as `detail`, like the server's.
     handoff = {"reason": "end_call", "detail": "caller is done"}
     assert end == {"type": "end", "handoffData": json.dumps(handoff, separators=(",", ":"))}
+    await caller.hang_up()
+
+
+async def test_a_failed_llm_ends_the_session_through_on_failure(shim: ApiGatewayShim, bedrock: FakeBedrock) -> None:
+    """No LLM of the chain answers: the caller hears on_failure's text as the last ``text``, then ``end`` hands
+    the call off (reason ``failure``; ``<Connect action>`` then hangs up), as on the server."""
+    caller = await RelayCaller.dial(shim.client_url, signature())
+    await caller.setup("CA00000000000000000000000000000003")
+    healthy, bedrock.behaviour = bedrock.behaviour, Behaviour(fail_status=500, fail_count=1000)
+    try:
+        await caller.prompt("what are your hours")
+        prompted = time.monotonic()
+        text = await caller.next_message()
+        end = await caller.next_message()
+    finally:
+        bedrock.behaviour = healthy
+    assert text == {"type": "text", "token": DEFAULT_FAILURE_SAY, "last": True}
+    assert end["type"] == "end" and json.loads(end["handoffData"])["reason"] == "failure"
+    assert "to" not in json.loads(end["handoffData"])
+    assert time.monotonic() - prompted < 5.0  # Bedrock's retries of a 500 included
     await caller.hang_up()
 
 

@@ -2,8 +2,10 @@
 
 ConversationRelay has two adapters over ``voxpipe.telephony.conversation_relay`` and ``keypad``: the server's
 (``voxpipe serve``, one process holds the session) and the Lambda's (each message its own invocation, the
-conversation in DynamoDB). Both must group keypad digits into one entry, treat partial prompts as previews of
-the final one, and (tested in their own files) carry the model's reason as ``detail`` in the handoff data.
+conversation in DynamoDB). Both must group keypad digits into one entry, deliver it in order before the next
+prompt, store an entry still pending at the end of the session without answering it, treat partial prompts
+as previews of the final one, and (tested in their own files) carry the model's reason as ``detail`` in the
+handoff data.
 (Media Streams: ``test_telephony_stream_contracts.py``.)
 """
 
@@ -149,6 +151,37 @@ async def test_keypad_digits_are_one_entry_ended_by_a_pause(adapter: RelayAdapte
         assert await caller.reply()
     messages = await _settled(adapter, call, 2)
     assert _users(messages) == [keypad.entry_message("71")["content"], "are you there"]
+
+
+async def test_keypad_digits_come_in_order_before_the_next_prompt(adapter: RelayAdapter) -> None:
+    """Keys typed, then words said within the pause: the entry is stored first and answered with the words."""
+    call = "CA" + "4" * 32
+    async with adapter.session(call) as caller:
+        for digit in "58":
+            await caller.dtmf(digit)
+            await asyncio.sleep(0.2)
+        await caller.prompt("that is my account")
+        assert await caller.reply()
+        await asyncio.sleep(keypad.PAUSE_SECS + 0.5)  # the entry's pause ends: no second answer to it
+    messages = await _settled(adapter, call, 2)
+    assert _users(messages) == [keypad.entry_message("58")["content"], "that is my account"]
+    assert [m["role"] for m in messages[-3:]] == ["user", "user", "assistant"]
+
+
+async def test_keys_pending_when_the_session_ends_are_stored_unanswered(adapter: RelayAdapter) -> None:
+    call = "CA" + "5" * 32
+    async with adapter.session(call) as caller:
+        await caller.prompt("what are your hours")
+        assert await caller.reply()
+        await caller.dtmf("9")
+        await asyncio.sleep(0.3)  # the session ends within the pause
+    for _ in range(50):
+        messages = await adapter.messages(call)
+        if messages[-1]["role"] == "user":
+            break
+        await asyncio.sleep(0.1)
+    assert messages[-1] == keypad.entry_message("9")  # stored, and no reply was asked of the LLM
+    assert _users(messages) == ["what are your hours", keypad.entry_message("9")["content"]]
 
 
 async def test_partial_prompts_preview_the_final_one(adapter: RelayAdapter) -> None:

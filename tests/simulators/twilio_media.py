@@ -8,7 +8,9 @@ As Twilio does, the simulator
   is some, else line silence), with ``chunk`` and ``timestamp`` counters;
 - plays the bot's ``media`` at real time from a buffer, echoes each ``mark`` once the audio before it has
   played, and on ``clear`` drops the buffered audio and echoes the pending marks at once;
-- sends ``dtmf`` and ``stop`` on request, and anything raw (malformed JSON...) with ``send_raw``.
+- sends ``dtmf`` and ``stop`` on request, and anything raw (malformed JSON...) with ``send_raw``;
+- once the app closes the stream, posts the ``<Connect action>`` webhook as Twilio does (``connect_action``:
+  signed form with ``CallSid``), whose TwiML says what the caller hears next (a failed call's ``<Say>``).
 
 ``heard`` is the bot audio as the caller heard it (PCM16 8 kHz, with the time each chunk started playing).
 """
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import websockets
 from twilio.request_validator import RequestValidator
 
@@ -71,6 +74,7 @@ class TwilioMediaSimulator:
         self.marks_echoed: list[str] = []
         self.clears: list[float] = []
         self.closed = asyncio.Event()
+        self.closed_at: float | None = None  # when the app closed the stream (monotonic)
         self._speech: deque[bytes] = deque()  # 20 ms mu-law frames of caller speech to send
         self._buffer: deque[_Queued] = deque()  # Twilio's playout buffer
         self._chunk = 0
@@ -128,6 +132,15 @@ class TwilioMediaSimulator:
     async def send_raw(self, data: str | bytes) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             await self._socket.send(data)
+
+    async def connect_action(self, app_url: str, signed_url: str) -> str:
+        """Twilio's ``<Connect action>`` request once the stream ended: the TwiML the app answers."""
+        form = {"CallSid": self.call_sid, "AccountSid": "AC" + "0" * 32, "CallStatus": "in-progress"}
+        headers = {"X-Twilio-Signature": RequestValidator(self.auth_token or "").compute_signature(signed_url, form)}
+        async with httpx.AsyncClient(timeout=WAIT_SECS) as client:
+            response = await client.post(app_url, data=form, headers=headers)
+        response.raise_for_status()
+        return response.text
 
     # -- the caller's side
 
@@ -196,6 +209,7 @@ class TwilioMediaSimulator:
         except websockets.ConnectionClosed:
             pass
         finally:
+            self.closed_at = time.monotonic()
             self.closed.set()
 
     async def _echo(self, name: str) -> None:

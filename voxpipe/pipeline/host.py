@@ -35,6 +35,7 @@ from pipecat.transports.base_transport import BaseTransport
 from voxpipe.config.models import Deployment, SmartTurn
 from voxpipe.pipeline.builder import CallContext, CallPipeline, TextTransport, build_call, run_call
 from voxpipe.pipeline.experiment import ExperimentRouter
+from voxpipe.pipeline.failure import FailureHandler, log_failure
 from voxpipe.pipeline.latency import TurnMeter
 from voxpipe.pipeline.tools import EffectHandler
 from voxpipe.providers.registry import Registry, default_registry
@@ -305,12 +306,14 @@ class CallHost:
         session: Session,
         on_effect: EffectHandler,
         on_turn: TurnListener | None = None,
+        on_failure: FailureHandler = log_failure,
     ) -> HostedCall:
         """Start the call (its experiment variant, measured and recorded), with the session's messages as history.
 
-        ``transport`` carries audio, or text both ways (a ``TextTransport``: ConversationRelay).
+        ``transport`` carries audio, or text both ways (a ``TextTransport``: ConversationRelay); ``on_failure``
+        is how the transport tells the caller that the call cannot go on (``pipeline.failure``).
         """
-        call = CallContext(call_id, caller_id, audio, on_effect, history=list(session.messages))
+        call = CallContext(call_id, caller_id, audio, on_effect, on_failure, history=list(session.messages))
         hosted = HostedCall(self, session, on_turn)
         hosted.launch(run_measured_call(self.router, transport, call, self.bookkeeping, hosted.on_built, self.registry))
         return hosted

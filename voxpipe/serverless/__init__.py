@@ -119,6 +119,8 @@ class HandlerConfig:
     conversation_relay: dict[str, Any]
     allowed_origins: tuple[str, ...]
     ttl_secs: int
+    failure_say: str = ""  # on_failure: what the caller is told when no LLM of the chain can answer
+    failure_transfer_to: str | None = None  # on_failure: then transfer here (else hang up)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -149,6 +151,8 @@ class HandlerConfig:
             conversation_relay=resolved.get("conversation_relay", {}),
             allowed_origins=tuple(resolved.get("allowed_origins", [])),
             ttl_secs=int(resolved["ttl_secs"]),
+            failure_say=str(resolved["on_failure"]["say"]),
+            failure_transfer_to=resolved["on_failure"].get("transfer_to"),
             environ=environ,
         )
 

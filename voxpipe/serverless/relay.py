@@ -5,16 +5,20 @@
 - ``$default``: ``setup`` (carrying the token the TwiML webhook gave its ``callSid``:
   ``voxpipe.security.call_binding``) binds the connection to the call and starts or resumes its
   conversation; a final ``prompt`` and a complete keypad entry stream a reply as ``text`` tokens through
-  ``@connections``; ``interrupt`` cuts the reply being spoken to what the caller heard. The messages and
+  ``@connections``; ``interrupt`` cuts the reply being spoken to what the caller heard. When no LLM of the
+  chain can answer, the deployment's ``on_failure`` text is the last ``text``, then ``end`` hands the call
+  off (``handoffData`` reason ``failure``), as on the server. The messages and
   their rules (partial prompts, keypad entries, handoff data) are ``voxpipe.telephony``'s, as on the server.
-- ``$disconnect``: forgets the connection; the conversation stays until its TTL, so a reconnecting call
+- ``$disconnect``: forgets the connection and stores a keypad entry still being typed (unanswered: no LLM
+  call); the conversation stays until its TTL, so a reconnecting call
   (same ``callSid``) resumes it.
 
 Each message is its own invocation, and invocations of one call run concurrently (an ``interrupt`` arrives
 while the ``prompt`` before it is still streaming), so nothing is kept between invocations: the reply in
 progress is registered in the conversation's ``live`` turns, and the streaming invocation polls for its cut.
 Keys of one keypad entry are invocations of their own too: each adds its digit to the entry pending in the
-conversation's metadata and waits out the pause; the entry belongs to the last key, whose invocation answers.
+conversation's metadata and waits out the pause; the entry belongs to the last key, whose invocation answers,
+unless a ``prompt`` came first: then the entry is stored before the prompt and answered with it.
 """
 
 from __future__ import annotations
@@ -53,8 +57,6 @@ INTERRUPT_POLL_SECS = 0.25
 COALESCE_SECS = 0.04
 #: Seconds a message waits for the ``setup`` of its connection (they are concurrent invocations).
 SETUP_WAIT_SECS = 3.0
-#: Said when no provider of the chain could answer, so the caller is not left in silence.
-APOLOGY = "Sorry, I could not answer that just now. Could you say it again?"
 #: Said when the conversation has grown past what its DynamoDB item can hold (nothing of it was cut).
 TOO_LONG = "Sorry, this conversation has grown too long for me to continue. Goodbye."
 #: The conversation metadata that holds a keypad entry being typed: its keys as [received ms, turn id, digit].
@@ -88,7 +90,7 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         return _connect(config, event)
     relay = Relay(config, event)
     if route == "$disconnect":
-        relay.table.drop_connection(relay.connection_id)
+        relay.disconnect()
         return response(200)
     relay.handle(protocol.parse(event_body(event)))
     return response(200)
@@ -126,8 +128,8 @@ class Relay:
             self.setup(message)
         elif isinstance(message, protocol.Prompt):
             turn = protocol.caller_turn(message)
-            if turn:
-                self.answer({"role": "user", "content": turn})
+            if turn:  # a keypad entry still being typed comes first, in order, and is answered with it
+                self.answer({"role": "user", "content": turn}, typed_first=True)
         elif isinstance(message, protocol.Dtmf):
             self.press(message.digit)
         elif isinstance(message, protocol.Interrupt):
@@ -184,14 +186,24 @@ class Relay:
             logger.warning("connection %s sent a message but no setup; ignored", self.connection_id)
         return row["call_id"] if row else None
 
-    def answer(self, user: Message) -> None:
-        """Store the caller's turn, stream the reply, and store what of it the caller heard."""
+    def disconnect(self) -> None:
+        """The session is over: forget the connection; a keypad entry still pending is stored, unanswered."""
+        row = self.table.connection(self.connection_id)
+        self.table.drop_connection(self.connection_id)
+        if row is not None:
+            self.table.mutate(row["call_id"], _store_pending_entry)
+
+    def answer(self, user: Message, *, typed_first: bool = False) -> None:
+        """Store the caller's turn (after the pending keypad entry, with ``typed_first``), stream the reply,
+        and store what of it the caller heard."""
         call_id = self._call_id()
         if call_id is None:
             return
 
         def open_turn(conversation: Conversation) -> None:
             forget_stale_turns(conversation, self.received_ms)
+            if typed_first:
+                _store_pending_entry(conversation)
             conversation.messages.append(user)
             conversation.live[self.turn_id] = None
             conversation.metadata.setdefault(LIVE_SINCE, {})[self.turn_id] = self.received_ms
@@ -282,10 +294,12 @@ class Relay:
         except ConnectionGone:
             logger.info("connection %s is gone; the reply stops", self.connection_id)
             return "".join(sent)
-        except Exception:
-            logger.exception("the reply to call %s failed", call_id)
+        except Exception as exc:  # no LLM of the chain could answer: the call cannot go on (on_failure)
+            logger.exception("the reply to call %s failed; ending the session", call_id)
+            handoff = protocol.failure_handoff(self.config.failure_transfer_to, f"llm: {type(exc).__name__}: {exc}")
             with contextlib.suppress(ConnectionGone):
-                connections.post_json(self.connection_id, protocol.text_token(APOLOGY, last=True))
+                connections.post_json(self.connection_id, protocol.text_token(self.config.failure_say, last=True))
+                connections.post_json(self.connection_id, protocol.end_session(handoff))
             return "".join(sent)
         return None
 
@@ -324,6 +338,14 @@ class Relay:
                 Connections(self.endpoint).post_json(self.connection_id, protocol.end_session(handoff))
             except ConnectionGone:
                 return
+
+
+def _store_pending_entry(conversation: Conversation) -> None:
+    """Move the keypad entry being typed, if any, into the conversation (its keys' invocations then find it
+    gone and do not answer it)."""
+    keys = conversation.metadata.pop(KEYPAD_ENTRY, None) or []
+    if keys:
+        conversation.messages.append(keypad.entry_message("".join(digit for _, _, digit in keys)))
 
 
 def _heard(messages: list[Message], heard: str | None) -> list[Message]:

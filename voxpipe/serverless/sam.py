@@ -153,6 +153,7 @@ def handler_config(deployment: Deployment, raw: Any, registry: Registry) -> dict
         "conversation_relay": transport.conversation_relay.model_dump(),
         "allowed_origins": origins,
         "ttl_secs": deployment.sessions.ttl_secs,
+        "on_failure": {"say": deployment.on_failure.say, "transfer_to": deployment.on_failure.transfer_to},
     }
     raw = raw if isinstance(raw, dict) else {}
     raw_agent, raw_transport = raw.get("agent") or {}, raw.get("transport") or {}

@@ -280,7 +280,7 @@ class BridgeWorker:
         self.table = ConversationTable(table, deployment.sessions.ttl_secs)
         bookkeeping = CallBookkeeping(records)  # each call's CallRecord, as `voxpipe serve` keeps them
         self.host = CallHost(deployment, store or open_store(deployment.sessions), registry, bookkeeping)
-        self.twilio = TwilioAccount(deployment)
+        self.twilio = TwilioAccount(deployment, answers_action=False)  # a failed call ends through REST
         self.calls: dict[str, BridgeCall] = {}
         self._sqs = aws_client("sqs")
 

@@ -7,7 +7,8 @@ Twilio recognises and speaks; the app streams text. In (Twilio -> app): ``setup`
 Malformed input is handled here, in one place: ``parse`` never raises, it returns ``Unknown``. The rules both
 adapters follow (the server's ``voxpipe.transports.conversation_relay`` and the Lambda's
 ``voxpipe.serverless.relay``) live here too: ``caller_turn`` (partial prompts are previews of the final one),
-``handoff`` (what ``end`` carries after a tool's ``end_call`` or ``transfer``) and ``handoff_target``.
+``handoff`` (what ``end`` carries after a tool's ``end_call`` or ``transfer``), ``failure_handoff`` (after the
+deployment's ``on_failure``: the caller is told with one last ``text``, then ``end``) and ``handoff_target``.
 """
 
 from __future__ import annotations
@@ -132,13 +133,23 @@ def handoff(effect: str, arguments: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def failure_handoff(transfer_to: str | None, error: str) -> dict[str, Any]:
+    """The ``handoffData`` of a session that could not go on (the deployment's ``on_failure``): ``reason``
+    ``failure``, the transfer target ``to`` if one is configured, and what broke as ``detail``."""
+    data: dict[str, Any] = {"reason": "failure", "detail": error}
+    if transfer_to:
+        data["to"] = transfer_to
+    return data
+
+
 def handoff_target(handoff_data: str | None) -> str | None:
-    """Where ``<Connect action>`` dials: the ``to`` of a ``transfer`` handoff, if any (else the call hangs up)."""
+    """Where ``<Connect action>`` dials: the ``to`` of a ``transfer`` or ``failure`` handoff, if any (else the
+    call hangs up)."""
     try:
         data = json.loads(handoff_data) if handoff_data else {}
     except ValueError:
         return None
-    if isinstance(data, dict) and data.get("reason") == "transfer" and data.get("to"):
+    if isinstance(data, dict) and data.get("reason") in ("transfer", "failure") and data.get("to"):
         return str(data["to"])
     return None
 

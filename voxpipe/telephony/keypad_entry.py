@@ -39,10 +39,18 @@ class KeypadEntry:
 
     async def flush(self) -> None:
         """Deliver the digits so far as one entry (nothing if there are none)."""
+        message = self.take()
+        if message is not None:
+            await self._deliver(message)
+
+    def take(self) -> dict[str, Any] | None:
+        """The entry typed so far as its user message, without delivering it (``None`` if no keys are pending)."""
+        if self._timer is not None:
+            self._timer.cancel()
         if not self._digits:
-            return
+            return None
         entry, self._digits = "".join(self._digits), []
-        await self._deliver(entry_message(entry))
+        return entry_message(entry)
 
     def close(self) -> None:
         if self._timer is not None:

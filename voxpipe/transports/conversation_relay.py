@@ -5,8 +5,10 @@
 ``setup`` opens the session (keyed by ``sessionId``), ``prompt`` runs the LLM and streams
 ``{"type":"text","token":...,"last":false}`` as tokens arrive (``last: true`` closes the response),
 ``interrupt`` cancels the response and cuts the stored assistant turn to ``utteranceUntilInterrupt``,
-keypad digits reach the agent as one entry, and a tool's ``end_call``/``transfer`` ends the session with
-``{"type":"end","handoffData":...}`` (``<Connect action>`` then dials a transfer target).
+keypad digits reach the agent as one entry (before the next prompt; an entry still pending when the session
+ends is stored without calling the LLM), when the call cannot go on the deployment's ``on_failure`` text is
+the last ``text`` before ``end`` (``handoffData`` reason ``failure``), and a tool's ``end_call``/``transfer``
+ends the session with ``{"type":"end","handoffData":...}`` (``<Connect action>`` then dials a transfer target).
 
 The messages and their rules are ``voxpipe.telephony.conversation_relay``'s (shared with the Lambda relay).
 The call runs on the call host like any other, in the builder's text mode: a ``RelayTransport`` carries
@@ -39,8 +41,10 @@ from voxpipe.pipeline.builder import CallPipeline, TextTransport
 from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.text_latency import TextTurnMeter
 from voxpipe.providers.spec import AudioFormat
+from voxpipe.records.model import CallFailure
 from voxpipe.security.call_binding import CallBinding, without_token
 from voxpipe.security.tokens import TokenError
+from voxpipe.sessions.base import append_turns
 from voxpipe.telephony import conversation_relay as protocol
 from voxpipe.telephony import keypad, keypad_entry, twiml
 from voxpipe.transports.admission import admit_socket
@@ -169,11 +173,13 @@ class RelaySession:
             async for raw in self.channel.messages():
                 await self._handle(protocol.parse_message(raw))
         finally:
-            self._keypad.close()
+            pending = self._keypad.take()
             if self._ending is not None:
                 self._ending.cancel()
             if self.hosted is not None:
                 await self.hosted.close()
+                if pending is not None:  # typed, never answered: kept in the conversation, no LLM call
+                    await append_turns(self.host.store, self.hosted.call_id, [pending], expected=0)
 
     async def _handle(self, message: protocol.Inbound) -> None:
         if isinstance(message, protocol.Setup):
@@ -193,8 +199,8 @@ class RelaySession:
             return
         if isinstance(message, protocol.Prompt):
             turn = protocol.caller_turn(message)
-            if turn:
-                await self._user_turn({"role": "user", "content": turn})
+            if turn:  # keys typed before the caller spoke come first, in order, and are answered with it
+                await self._user_turn({"role": "user", "content": turn}, typed=self._keypad.take())
         elif isinstance(message, protocol.Interrupt):
             await self._pipeline.worker.queue_frames([InterruptionFrame(), HeardFrame(text=message.heard)])
         elif isinstance(message, protocol.Dtmf):
@@ -203,13 +209,14 @@ class RelaySession:
             except keypad.NotADigit as problem:
                 logger.warning(f"{self}: dtmf message ignored: {problem}")
 
-    async def _user_turn(self, message: dict[str, Any]) -> None:
-        """The caller's words (or keypad entry) go to the LLM."""
+    async def _user_turn(self, message: dict[str, Any], typed: dict[str, Any] | None = None) -> None:
+        """The caller's words (or keypad entry) go to the LLM, after the keypad entry ``typed`` before them."""
         if self._pipeline is None:
             return
         self.response_ended.clear()
         self.transport.turn_meter.prompted(str(message["content"]))
-        await self._pipeline.worker.queue_frame(LLMMessagesAppendFrame(messages=[message], run_llm=True))
+        messages = [typed, message] if typed is not None else [message]
+        await self._pipeline.worker.queue_frame(LLMMessagesAppendFrame(messages=messages, run_llm=True))
 
     async def _setup(self, setup: protocol.Setup) -> None:
         if not setup.session_id:
@@ -240,7 +247,13 @@ class RelaySession:
             session.messages.append({"role": "assistant", "content": greeting})
             await self.host.store.append(setup.session_id, session.messages, expected=0)
         self.hosted = self.host.start_call(
-            self.transport, setup.session_id, setup.from_ or None, AudioFormat(), session, self._on_effect
+            self.transport,
+            setup.session_id,
+            setup.from_ or None,
+            AudioFormat(),
+            session,
+            self._on_effect,
+            on_failure=self._on_failure,
         )
         self._pipeline = await self.hosted.built()
 
@@ -248,6 +261,13 @@ class RelaySession:
         """``end_call``/``transfer``: after the reply that follows the tool, end the session with handoff data."""
         self.response_ended.clear()
         self._ending = asyncio.ensure_future(self._end_after_reply(protocol.handoff(effect, arguments)))
+
+    async def _on_failure(self, failure: CallFailure) -> None:
+        """The call cannot go on: Twilio speaks ``say`` as the last text, then ``end`` hands the call off (the
+        ``<Connect action>`` dials ``transfer_to`` or hangs up). A response cut mid-way is closed by this text."""
+        await self.send(protocol.text_token(failure.say, last=True))  # not the turn's reply: not metered
+        handoff = protocol.failure_handoff(failure.transfer_to, failure.error.summary())
+        await self.send(protocol.end_session(handoff))
 
     async def _end_after_reply(self, handoff: dict[str, Any]) -> None:
         try:

@@ -28,6 +28,7 @@ from voxpipe.audio import g711
 from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.latency import first_audible, last_audible
 from voxpipe.providers.spec import AudioFormat
+from voxpipe.records.model import CallFailure
 from voxpipe.security.call_binding import without_token
 from voxpipe.security.limits import RealTimeBudget
 from voxpipe.security.tokens import TokenError
@@ -63,6 +64,13 @@ class Dialect:
 
     async def on_turn(self, call: MediaStreamCall, role: str, text: str) -> None:
         """A turn entered the conversation (a hook)."""
+
+    async def fail(self, call: MediaStreamCall, failure: CallFailure) -> None:
+        """The call cannot go on: once the stream ends, Twilio's ``<Connect action>`` gets ``<Say>`` then
+        ``<Dial>`` or ``<Hangup>`` (Twilio's own voice: this works when the TTS is what died); the serverless
+        bridge, which does not answer that webhook, updates the live call through the REST API."""
+        if call.stream.start is not None and call.twilio is not None:
+            await call.twilio.fail(call.stream.start.call_id, failure.say, failure.transfer_to)
 
     async def finish(self, call: MediaStreamCall, effect: str | None, arguments: dict[str, Any]) -> None:
         """The pipeline ended after a tool's ``end_call``/``transfer``: carry the effect out."""
@@ -141,10 +149,16 @@ class MediaStreamCall(MediaPeer):
             session,
             self._on_effect,
             self._on_turn,
+            self._on_failure,
         )
-        self._spawn(self._watch_pipeline(self.hosted))
-        await self.transport.input().ready.wait()
-        await self.hosted.begin()
+        watch = self._spawn(self._watch_pipeline(self.hosted))
+        # A pipeline that fails to build (or to start) never makes the input ready: the watch then ends the
+        # call and closes the peer, and this wait must end with it.
+        ready = asyncio.ensure_future(self.transport.input().ready.wait())
+        await asyncio.wait([ready, watch], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self.transport.input().ready.is_set():
+            await self.hosted.begin()
 
     async def _refuse(self) -> None:
         """A stream that may not run: stopped before any session is opened, and its peer closed."""
@@ -185,6 +199,11 @@ class MediaStreamCall(MediaPeer):
 
     async def _on_turn(self, role: str, text: str) -> None:
         await self.dialect.on_turn(self, role, text)
+
+    async def _on_failure(self, failure: CallFailure) -> None:
+        """The call cannot go on (``pipeline.failure``): the dialect tells the caller; the pipeline is then
+        cancelled, and ``_watch_pipeline`` ends the stream and closes the peer."""
+        await self.dialect.fail(self, failure)
 
     # -- bot audio out (MediaPeer)
 
@@ -235,10 +254,11 @@ class MediaStreamCall(MediaPeer):
         await self.stream.stop()
         self.closed.set()
 
-    def _spawn(self, work: Awaitable[Any]) -> None:
+    def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def __str__(self) -> str:
         start = self.stream.start
@@ -292,6 +312,11 @@ class BrowserDialect(Dialect):
 
     async def on_turn(self, call: MediaStreamCall, role: str, text: str) -> None:
         await call.send({"event": "transcript", "role": role, "text": text})
+
+    async def fail(self, call: MediaStreamCall, failure: CallFailure) -> None:
+        """The page shows ``say`` and speaks it with the browser's own voice (the TTS may be what died)."""
+        target = {"to": failure.transfer_to} if failure.transfer_to else {}
+        await call.send({"event": "failure", "say": failure.say, "then": failure.then, **target})
 
     async def finish(self, call: MediaStreamCall, effect: str | None, arguments: dict[str, Any]) -> None:
         if effect is not None:

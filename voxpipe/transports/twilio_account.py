@@ -20,7 +20,7 @@ from loguru import logger
 from voxpipe.config.models import Deployment
 from voxpipe.security.call_binding import CallBinding
 from voxpipe.security.limits import MAX_WEBHOOK_BYTES
-from voxpipe.telephony import twiml
+from voxpipe.telephony import conversation_relay, twiml
 from voxpipe.transports.twilio_signatures import TwilioSignatures
 
 if TYPE_CHECKING:
@@ -76,8 +76,17 @@ class TwilioRest:
 class TwilioAccount:
     """One deployment's Twilio side: signature checks, the REST client, and pending ``<Connect action>`` dials."""
 
-    def __init__(self, deployment: Deployment, client_factory: TwilioClientFactory = twilio_client):
+    def __init__(
+        self,
+        deployment: Deployment,
+        client_factory: TwilioClientFactory = twilio_client,
+        *,
+        answers_action: bool = True,
+    ):
+        """``answers_action``: this process serves the ``<Connect action>`` webhook (the web app); the serverless
+        bridge does not, so it ends a failed call through the REST API instead."""
         self.deployment = deployment
+        self.answers_action = answers_action
         self.signatures = TwilioSignatures(deployment)
         self.bindings = {  # each transport's sockets are bound to the webhook's CallSid (its own namespace)
             transport: CallBinding.for_deployment(transport, self.signatures.enabled)
@@ -87,6 +96,7 @@ class TwilioAccount:
         token = twilio.auth_token.get_secret_value() if twilio.auth_token else ""
         self.rest = TwilioRest(client_factory(twilio.account_sid, token)) if twilio.account_sid and token else None
         self.handoffs: dict[str, str] = {}  # call id -> where <Connect action> dials once the stream ends
+        self.endings: dict[str, str] = {}  # call id -> the TwiML <Connect action> answers for a failed call
 
     async def carry_out(self, call_id: str, effect: str | None, target: str | None, message: str | None = None) -> None:
         """A media-stream call ended (by a tool's ``effect``): remember a transfer's target for the ``<Connect
@@ -97,6 +107,25 @@ class TwilioAccount:
             self.handoffs[call_id] = target  # the <Connect action> webhook dials it
         if self.rest is not None:
             await self.rest.end_call(call_id, transfer_to=target, message=message)
+
+    async def fail(self, call_id: str, say: str, transfer_to: str | None) -> None:
+        """A media-stream call cannot go on: the ``<Connect action>`` webhook (posted once the stream ends) says
+        ``say``, then dials ``transfer_to`` or hangs up. A process that does not answer that webhook (the bridge)
+        replaces the live call's TwiML with the same document through the REST API."""
+        if self.answers_action:
+            self.endings[call_id] = twiml.end_call(say, transfer_to)
+        elif self.rest is not None:
+            await self.rest.end_call(call_id, transfer_to=transfer_to, message=say)
+
+    def connect_action(self, call_id: str, handoff_data: str | None) -> str:
+        """What ``<Connect action>`` answers when a call's stream or relay session ended: a failed call's
+        ending, else a dial to the pending (or handed-off) transfer target, else a hang-up."""
+        ending = self.endings.pop(call_id, None)
+        if ending is not None:
+            self.handoffs.pop(call_id, None)
+            return ending
+        target = self.handoffs.pop(call_id, None) or conversation_relay.handoff_target(handoff_data)
+        return twiml.dial(target) if target else twiml.hangup()
 
     async def signed_form(self, request: Request, path: str) -> dict[str, str] | None:
         """The webhook's form parameters, or ``None`` if its signature is not valid (``BodyTooLarge``: 413)."""

@@ -4,7 +4,8 @@ Twilio opens ``WS /{name}/media`` (its handshake signed over the public ``wss://
 ``MediaStreamCall`` in the Twilio ``Dialect``: the protocol (events, state machine, keypad entries, playout
 marks) is ``voxpipe.telephony.media_streams``, the pipeline side ``media_transport``. A call's pipeline runs at
 8 kHz on PCM16, so mu-law is only decoded and re-encoded (bit-exact, ``voxpipe.audio.g711``), never resampled.
-When ``<Connect>`` ends Twilio posts ``/connect-action``, which dials a transfer's target or hangs up.
+When ``<Connect>`` ends Twilio posts ``/connect-action``, which dials a transfer's target or hangs up, or, for a
+call that failed (``on_failure``), says the deployment's message first (``TwilioAccount.connect_action``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Request, Response, WebSocket
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.host import CallHost
 from voxpipe.security.call_binding import CallBinding
-from voxpipe.telephony import conversation_relay, twiml
+from voxpipe.telephony import twiml
 from voxpipe.telephony.media_streams import StreamStart
 from voxpipe.transports.admission import admit_socket
 from voxpipe.transports.json_socket import JsonSocket
@@ -75,6 +76,4 @@ def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None
         form = await twilio.signed_form(request, "connect-action")
         if form is None:
             return Response(status_code=403)
-        target = twilio.handoffs.pop(form.get("CallSid", ""), None)
-        target = target or conversation_relay.handoff_target(form.get("HandoffData"))
-        return xml(twiml.dial(target) if target else twiml.hangup())
+        return xml(twilio.connect_action(form.get("CallSid", ""), form.get("HandoffData")))

@@ -3,7 +3,9 @@
 // WebSocket calls (any deployment): the microphone is captured by an AudioWorklet at 16 kHz and streamed
 // as Media Streams events (start / media / mark / stop, PCM16 payloads) over WS {name}/ws; the bot's audio
 // is played by a second worklet that echoes each mark once the audio before it has played, and drops its
-// queue on "clear" (barge-in). The server also sends "transcript" and "latency" events to show.
+// queue on "clear" (barge-in). The server also sends "transcript" and "latency" events to show, and
+// "failure" when the call cannot go on: its text is shown and spoken with the browser's own voice (the Web
+// Speech API), since the deployment's TTS may be what failed.
 //
 // WebRTC calls (realtime deployments on OpenAI): POST {name}/session returns a short-lived client secret,
 // the page talks to OpenAI Realtime directly, and the agent's tools run on the server (POST {name}/tools/X).
@@ -118,6 +120,10 @@ async function startWebSocketCall() {
       pendingLatency = event.ms;
     } else if (event.event === "end") {
       setStatus(event.to ? `Transferred to ${event.to}.` : "The agent ended the call.");
+    } else if (event.event === "failure") {
+      addLine("assistant", event.say);
+      if ("speechSynthesis" in window) speechSynthesis.speak(new SpeechSynthesisUtterance(event.say));
+      setStatus(event.to ? `The call could not go on; transferring to ${event.to}.` : "The call could not go on.");
     }
   };
   socket.onclose = () => {
