@@ -532,7 +532,7 @@ def serverless_registry() -> Any:
 
 def write_handler_config(folder: Path, deployment_yaml: str) -> Path:
     """Validate ``deployment_yaml`` and write its handler configuration, as ``voxpipe deploy sam`` does."""
-    from voxpipe.serverless.sam import handler_config, load_for_deploy
+    from voxpipe.serverless.deploy_config import handler_config, load_for_deploy
 
     source = folder / "deployment.yaml"
     source.write_text(deployment_yaml, encoding="utf-8")

@@ -107,7 +107,7 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class HandlerConfig:
-    """What the Lambda handlers need of a deployment (see ``sam.handler_config`` for how it is made)."""
+    """What the Lambda handlers need of a deployment (see ``deploy_config.handler_config`` for how it is made)."""
 
     name: str
     instructions: str
@@ -125,7 +125,7 @@ class HandlerConfig:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], environ: Mapping[str, str]) -> HandlerConfig:
-        """Build from the JSON ``sam.handler_config`` wrote, filling ``${VAR}`` templates from ``environ``."""
+        """Build from the JSON ``deploy_config.handler_config`` wrote, filling ``${VAR}`` templates from ``environ``."""
         if data.get("format") != CONFIG_FORMAT:
             raise HandlerConfigError(f"handler configuration format {data.get('format')!r} is not {CONFIG_FORMAT}")
         resolved = interpolate(dict(data), environ)
