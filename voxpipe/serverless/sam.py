@@ -41,6 +41,7 @@ from voxpipe.config.loader import parse_deployment
 from voxpipe.config.models import Deployment
 from voxpipe.config.secrets import secret_variables
 from voxpipe.providers.registry import Registry, default_registry
+from voxpipe.records.recording_bucket import recordings_access, recordings_bucket
 from voxpipe.security.tokens import SECRET_VARIABLE as SIGNING_SECRET
 from voxpipe.serverless import (
     BRIDGE_URL_ENV,
@@ -424,6 +425,7 @@ def sam_template(
                             "Resource": _arn("Queue"),
                         },
                         _table_access(("GetItem", "PutItem")),
+                        *recordings_access(deployment),
                         _manage_connections("BridgeApi", ("POST", "DELETE")),
                         *_bedrock_access([m for m in pipeline_models if m]),
                     ],
@@ -442,6 +444,7 @@ def sam_template(
             },
             "WorkerPolicyArn": {"Description": "Managed policy for the worker's role.", "Value": _ref("WorkerPolicy")},
         }
+    resources |= recordings_bucket(deployment)  # with its lifecycle rule (retention_days)
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
