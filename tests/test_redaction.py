@@ -22,6 +22,7 @@ from loguru import logger
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pipecat.frames.frames import LLMMessagesAppendFrame
 
 from voxpipe.bench.simulated_call import CallerTurn
 from voxpipe.config.errors import ConfigError
@@ -36,7 +37,7 @@ from voxpipe.records.store import RecordStore
 from voxpipe.redaction import Redactor
 from voxpipe.redaction.sessions import RedactingSessionStore
 from voxpipe.sessions import Session, SessionRecorder, SQLiteSessionStore
-from voxpipe.transports.twilio_media import DtmfCollector
+from voxpipe.telephony.keypad_entry import KeypadEntry
 
 CASES = Path(__file__).resolve().parent.parent / "benchmarks" / "redaction_cases.jsonl"
 SPOKEN_CARD = "four one one one one one one one one one one one one one one one"
@@ -145,7 +146,10 @@ async def test_a_call_leaves_no_card_email_or_pin_anywhere(tmp_path: Path) -> No
             await live.send(audio)
             await live.silence_until(live.bot_played_since(played))
             await live.silence(1.5)
-        keypad = DtmfCollector(call_pipeline.worker.queue_frame)
+        async def deliver(message: dict) -> None:  # as a Media Streams call hands a keypad entry to the pipeline
+            await call_pipeline.worker.queue_frame(LLMMessagesAppendFrame(messages=[message], run_llm=True))
+
+        keypad = KeypadEntry(deliver)
         for digit in TYPED_CARD + "#":
             await keypad.press(digit)
         await live.silence(2.0)
