@@ -2,7 +2,9 @@
 
 The recording is 8 kHz stereo (the phone line's rate): the caller's 300 Hz "speech" on the left, the bot's
 440 Hz tone on the right. The story the caller interrupts stops on the right channel shortly after the caller
-starts speaking, and each turn's gap in the file matches the reported voice-to-voice within 20 ms.
+starts speaking, and each turn's gap in the file matches the reported voice-to-voice within 20 ms. With
+``redact:``, the conversation the call host stores and the record hold no card number, and neither does any
+file the server wrote.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.simulators.server import RunningServer
-from tests.test_twilio_media import RATE, audible, deployment, simulator, speech, turn
+from tests.test_twilio_media import RATE, audible, deployment, simulator, speech, stored_messages, turn
 from voxpipe.config.loader import apply_overrides
 from voxpipe.records.recording import AUDIBLE, read_stereo, turn_gaps
 from voxpipe.records.recording_store import uploader
@@ -68,3 +70,23 @@ async def test_a_twilio_call_is_recorded_as_the_caller_heard_it(server: RunningS
     story_start, story_end = bot_loud[pauses[1] + 1], bot_loud[pauses[2]]
     barge_in = caller_loud[caller_loud > story_start][0]
     assert 0.0 < (story_end - barge_in) / rate < 0.8
+
+
+async def test_a_served_call_stores_its_history_and_record_redacted(tmp_path: Path, registry: object) -> None:
+    phone = deployment(tmp_path, ["my card is 4111 1111 1111 1111"])
+    private = apply_overrides(phone, {"redact": {"entities": ["card_number"]}})
+    app = create_app([private], records=RecordStore(tmp_path / "calls.db"), warm_up=False)
+    with RunningServer(app) as running:
+        async with simulator(running) as call:
+            await call.wait_for(lambda: audible(call.heard), what="the greeting")
+            await asyncio.sleep(1.2)
+            await turn(call)
+        await asyncio.sleep(0.5)
+    messages = stored_messages(tmp_path, call.call_sid)  # what the session store kept (the call host wrote it)
+    assert {"role": "user", "content": "my card is [card_number]"} in messages
+    assert {"role": "assistant", "content": "You said: my card is [card_number]"} in messages
+    [record] = RecordStore(tmp_path / "calls.db").list()
+    assert record.turns[0].heard == "my card is [card_number]"
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert b"4111" not in path.read_bytes(), path
