@@ -40,3 +40,12 @@ async def dawdle(secs: float = 5.0) -> dict[str, Any]:
     """Answers far too late for any sensible tool timeout."""
     await asyncio.sleep(secs)
     return {"late": True}
+
+
+PINS_SEEN: list[str] = []
+
+
+def check_pin(pin: str) -> dict[str, Any]:
+    """A ``sensitive`` tool: it gets the PIN (kept here, so a test can see it arrived) and never echoes it."""
+    PINS_SEEN.append(pin)
+    return {"status": "verified"}

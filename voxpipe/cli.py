@@ -149,15 +149,19 @@ def call(
     routed, variant = ExperimentRouter(deployment).route(caller)
     result = asyncio.run(simulate_call(routed, turns))
     experiment = deployment.experiment.name if deployment.experiment else None
-    store.save(result.record(caller_id=caller, experiment=experiment, variant=variant))
+    record = result.kept_record(caller_id=caller, experiment=experiment, variant=variant)  # redacted, recorded
+    store.save(record)
+    _drain_recordings()
     if out_wav:
         result.write_wav(out_wav, stereo=True)
     if as_json:
-        print(json.dumps(call_json(result), indent=2))
+        print(json.dumps(call_json(result) | {"recording": record.recording}, indent=2))
     else:
         print_call(result, out)
         if out_wav:
             out.print(f"wrote {out_wav}")
+        if record.recording:
+            out.print(f"recording: {record.recording}")
     if result.failure is not None:  # one line, no traceback: what broke, and what the caller was told
         err.print(f"call failed: {result.failure.error.summary()}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_CALL_FAILED)
@@ -204,13 +208,19 @@ def deploy_sam(
 def calls(
     since: Annotated[str | None, typer.Option(help="Only calls since: 30m, 6h, 7d or an ISO date.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+    check: Annotated[
+        bool, typer.Option("--verify", help="Check each turn's voice-to-voice against the call's recording.")
+    ] = False,
     records_db: RecordsOption = None,
 ) -> None:
-    """List recorded calls: turns, voice-to-voice latency and cost."""
+    """List recorded calls: turns, voice-to-voice latency, cost and where the recording is."""
     from voxpipe.records.stats import voice_to_voice
     from voxpipe.records.store import RecordStore
 
     records = RecordStore(records_db).list(since=_since(since))
+    if check:
+        _verify_calls(records)
+        return
     if as_json:
         for record in records:
             print(record.model_dump_json())
@@ -220,6 +230,7 @@ def calls(
     if scenarios:
         table.add_column("scenario")
         table.add_column("expectations passed", justify="right")
+    table.add_column("recording", overflow="fold")
     for record in records:
         latencies = voice_to_voice([record])
         p50 = f"{statistics.median(latencies):.0f}" if latencies else "—"
@@ -239,8 +250,24 @@ def calls(
                 if scenarios
                 else []
             ),
+            record.recording or "",
         )
     out.print(table)
+
+
+def _verify_calls(records: list) -> None:  # type: ignore[type-arg]
+    """Print each recorded turn's reported and recorded voice-to-voice; exit 1 if any differ by > 20 ms."""
+    from voxpipe.bench.report import print_verification
+    from voxpipe.records.verify import verify
+
+    checks = []
+    for record in records:
+        try:
+            checks += verify(record)
+        except (OSError, ValueError) as exc:
+            err.print(f"{record.call_id}: recording {record.recording} unreadable: {exc}")
+    if not print_verification(checks, out):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -354,6 +381,16 @@ def bench(
 
 def _has_scenarios(groups: dict[str, list]) -> bool:
     return any(record.scenario for records in groups.values() for record in records)
+
+
+def _drain_recordings() -> None:
+    """Wait for the recordings of this process to be stored (a short-lived command would lose them)."""
+    from voxpipe.records.recording_store import uploader
+
+    if not uploader.drain():
+        err.print("warning: some recordings were still uploading when the command ended")
+    if uploader.stats["failed"] or uploader.stats["dropped"]:
+        err.print(f"warning: recordings not stored: {dict(uploader.stats)}")
 
 
 def _print_problems(exc: ConfigError) -> None:

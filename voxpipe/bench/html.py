@@ -174,6 +174,23 @@ def utterance_rows(outcomes: list[CallOutcome]) -> list[list[tuple[str, bool]]]:
     return rows
 
 
+def recordings_section(outcomes: list[CallOutcome]) -> str:
+    """Each recorded call's stereo WAV (caller left, bot right), linked; empty when nothing was recorded."""
+    recorded = [o for o in outcomes if o.recording]
+    if not recorded:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(o.utterance)}</td><td>{html.escape(o.deployment)}</td><td class=num>{o.repeat}</td>"
+        f'<td><a href="{html.escape(o.recording or "")}">{html.escape(o.recording or "")}</a></td></tr>'
+        for o in recorded
+    )
+    return (
+        "<h2>Recordings</h2><p>Caller on the left channel, bot on the right, as the caller heard it.</p>"
+        f'<table class="data"><tr><th>utterance</th><th>deployment</th><th>repeat</th><th>recording</th></tr>'
+        f"{rows}</table>"
+    )
+
+
 def _providers(deployment: Deployment) -> str:
     return "; ".join(
         f"{role}: "
@@ -248,6 +265,7 @@ against the corpus text, after normalising case, punctuation and numbers.</p>
 {figures}
 <h2>Utterances</h2>
 {_table(["utterance", "expected", "deployment", "heard", "WER", "v2v ms", "reply"], utterance_rows(result.outcomes))}
+{recordings_section(result.outcomes)}
 <h2>How the run was configured</h2>
 {_table(["setting", "value"], configuration_rows(result))}
 <h3>Deployments</h3>

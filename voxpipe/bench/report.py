@@ -9,6 +9,7 @@ from rich.table import Table
 
 from voxpipe.bench.simulated_call import CallResult
 from voxpipe.records.stats import Estimate, VariantSummary
+from voxpipe.records.verify import TOLERANCE_MS, TurnCheck
 
 STAGES = ("stt_final", "llm_first_token", "tts_first_audio", "first_audio_out")
 
@@ -112,3 +113,23 @@ def print_comparison(summaries: list[VariantSummary], console: Console, title: s
             diff if summary.median_diff_vs_baseline_ms else "baseline",
         )
     console.print(table)
+
+
+def print_verification(checks: list[TurnCheck], console: Console) -> bool:
+    """A table of turns, reported vs recorded voice-to-voice; ``False`` if any is off by more than the tolerance."""
+    table = Table("call", "turn", "reported ms", "from recording ms", "difference ms", "ok")
+    for c in checks:
+        difference = "—" if c.reported_ms is None or c.recorded_ms is None else f"{c.reported_ms - c.recorded_ms:+.1f}"
+        ok = "yes" if c.ok else "[red]NO[/red]"
+        table.add_row(c.call_id[:12], str(c.index), _ms(c.reported_ms), _ms(c.recorded_ms), difference, ok)
+    console.print(table)
+    bad = [c for c in checks if not c.ok]
+    if not checks:
+        console.print("no recorded calls to verify")
+    elif bad:
+        console.print(
+            f"{len(bad)} of {len(checks)} turns differ from their recording by more than {TOLERANCE_MS:.0f} ms"
+        )
+    else:
+        console.print(f"all {len(checks)} turns within {TOLERANCE_MS:.0f} ms of their recording")
+    return not bad

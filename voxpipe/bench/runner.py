@@ -31,6 +31,7 @@ from voxpipe.bench.report import print_comparison
 from voxpipe.bench.wer import corpus_word_error_rate
 from voxpipe.config.models import Deployment
 from voxpipe.records.model import CallError, CallRecord
+from voxpipe.records.recording_store import uploader
 from voxpipe.records.stats import VariantSummary, compare
 from voxpipe.records.store import RecordStore
 
@@ -108,6 +109,7 @@ class CallOutcome:
     reply: str
     voice_to_voice_ms: float | None
     repeat: int
+    recording: str | None = None  # where the call's recording is, when the deployment records calls
 
 
 @dataclass
@@ -171,7 +173,8 @@ async def run_bench(plan: BenchPlan, console: Console | None = None) -> BenchRes
                 error = CallError(kind="exception", message=f"{type(exc).__name__}: {exc}", fatal=True)
                 record = CallRecord.starting_now(deployment.name, deployment.mode, **labels, errors=[error])
             else:
-                record = result.record(**labels)
+                # a warm-up call is redacted but not kept: no recording, no trace
+                record = result.record(**labels) if repeat is None else result.kept_record(**labels)
                 if not any(turn.voice_to_voice_ms is not None for turn in record.turns):
                     record.errors.append(CallError(message=f"no reply heard within {plan.reply_timeout_secs:g} s"))
         done()
@@ -188,6 +191,7 @@ async def run_bench(plan: BenchPlan, console: Console | None = None) -> BenchRes
                 reply=turn.reply if turn else "",
                 voice_to_voice_ms=turn.voice_to_voice_ms if turn else None,
                 repeat=repeat,
+                recording=record.recording,
             )
         )
 
@@ -288,6 +292,7 @@ def bench_command(
     store = RecordStore(records_db or baseline.records.target())
     with logs_above_progress(err):
         result = asyncio.run(run_bench(plan, err))
+        uploader.drain()  # the report links to recordings: let them land first
     for record in (record for group in result.records.values() for record in group):
         store.save(record)
     print_bench(result, out)

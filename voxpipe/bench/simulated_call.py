@@ -32,25 +32,19 @@ from voxpipe.audio import g711
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.builder import CallContext
 from voxpipe.pipeline.host import build_audio_call
+from voxpipe.pipeline.keeping import CallKeeping
 from voxpipe.pipeline.latency import MeasuredTurn, TurnMeter, first_audible, last_audible
 from voxpipe.pipeline.metering import CallMeter
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.model import CallError, CallFailure, CallRecord, FallbackEvent, Usage
+from voxpipe.records.recording import place, resample, stereo_wav
+from voxpipe.redaction import Redactor
 from voxpipe.transports.memory import MemoryTransport, PlayedChunk
 
 FRAME_SECS = 0.02
 LEAD_IN_FRAMES = 25  # 0.5 s of silence before a caller speaks first
 INPUT_RATE = 16000
 OUTPUT_RATE = 24000
-
-
-def resample(pcm: bytes, rate_in: int, rate_out: int) -> bytes:
-    if rate_in == rate_out:
-        return pcm
-    import soxr
-
-    samples = np.frombuffer(pcm, dtype=np.int16)
-    return soxr.resample(samples, rate_in, rate_out).astype(np.int16).tobytes()
 
 
 @dataclass(frozen=True)
@@ -97,6 +91,7 @@ class CallResult:
     failure_heard_at: float | None = None  # time.monotonic() when the caller was told (on_failure)
     ended_at: float = 0.0
     audio: AudioFormat = field(default_factory=AudioFormat)  # the line's format (caller_audio is at its input rate)
+    keeping: CallKeeping | None = None  # what ``kept_record`` passes the record through
 
     @property
     def failed(self) -> bool:
@@ -127,16 +122,32 @@ class CallResult:
             failure=self.failure,
         )
 
+    def kept_record(self, call_id: str = "", **labels: str | None) -> CallRecord:
+        """``record()`` as the call keeps it: redacted, pointing at its recording (stored off the call's path),
+        its trace sent (``CallKeeping.finish``). Call it once per call."""
+        record = self.record(call_id, **labels)
+        return self.keeping.finish(record) if self.keeping is not None else record
+
+    def redact(self, redactor: Redactor) -> None:
+        """Mask personal data in what was said and heard, before anything prints or stores it."""
+        for turn, heard in zip(self.turns, redactor.texts([t.heard for t in self.turns]), strict=True):
+            turn.heard, turn.reply = heard, redactor.text(turn.reply)
+        self.caller_texts = [redactor.text(text) if text else text for text in self.caller_texts]
+        self.greeting = redactor.text(self.greeting)
+        self.errors = [redactor.error(error) for error in self.errors]
+        if self.failure is not None:
+            self.failure = redactor.failure(self.failure)
+
     def bot_track(self, sample_rate: int = OUTPUT_RATE) -> np.ndarray:
         """The bot's audio on the call's timeline (sample 0 = call start), as the caller heard it."""
-        return _place(
+        return place(
             [(c.started_at, resample(c.audio, c.sample_rate, sample_rate)) for c in self.bot_audio],
             self.started_at,
             sample_rate,
         )
 
     def caller_track(self, sample_rate: int = OUTPUT_RATE) -> np.ndarray:
-        return _place(
+        return place(
             [(t, resample(pcm, self.audio.sample_rate_in, sample_rate)) for t, pcm in self.caller_audio],
             self.started_at,
             sample_rate,
@@ -145,26 +156,18 @@ class CallResult:
     def write_wav(self, path: str | Path | BinaryIO, *, stereo: bool = False, sample_rate: int = OUTPUT_RATE) -> None:
         """Write the bot's side (mono), or caller left and bot right (``stereo``), on one timeline."""
         bot = self.bot_track(sample_rate)
-        channels = [bot]
         if stereo:
-            caller = self.caller_track(sample_rate)
-            length = max(len(bot), len(caller))
-            channels = [np.pad(caller, (0, length - len(caller))), np.pad(bot, (0, length - len(bot)))]
+            data = stereo_wav(self.caller_track(sample_rate), bot, sample_rate)
+            if isinstance(path, str | Path):
+                Path(path).write_bytes(data)
+            else:
+                path.write(data)
+            return
         with wave.open(str(path) if isinstance(path, Path) else path, "wb") as wav:
-            wav.setnchannels(len(channels))
+            wav.setnchannels(1)
             wav.setsampwidth(2)
             wav.setframerate(sample_rate)
-            wav.writeframes(np.stack(channels, axis=1).astype(np.int16).tobytes())
-
-
-def _place(chunks: list[tuple[float, bytes]], origin: float, rate: int) -> np.ndarray:
-    end = max((round((t - origin) * rate) + len(pcm) // 2 for t, pcm in chunks), default=0)
-    track = np.zeros(end, dtype=np.int16)
-    for t, pcm in chunks:
-        start = round((t - origin) * rate)
-        samples = np.frombuffer(pcm, dtype=np.int16)
-        track[start : start + len(samples)] = samples
-    return track
+            wav.writeframes(bot.astype(np.int16).tobytes())
 
 
 class _Caller:
@@ -273,21 +276,27 @@ async def simulate_call(
     call_pipeline, turn_meter = build_audio_call(deployment, transport, call)  # as the call host builds calls
     for observer in observers:  # e.g. the bench's scenario runs watching tool calls
         call_pipeline.worker.add_observer(observer)
-    return await drive_call(
-        CallUnderTest(
-            deployment.name,
-            deployment.mode,
-            transport,
-            call_pipeline.worker,
-            turn_meter,
-            call_pipeline.meter,
-            call_pipeline.call,
-        ),
-        turns,
-        opening=call_pipeline.opening_frames(),
-        settle_secs=settle_secs,
-        reply_timeout_secs=reply_timeout_secs,
-    )
+    keeping = call_pipeline.keeping
+    with keeping.active():
+        result = await drive_call(
+            CallUnderTest(
+                deployment.name,
+                deployment.mode,
+                transport,
+                call_pipeline.worker,
+                turn_meter,
+                call_pipeline.meter,
+                call_pipeline.call,
+            ),
+            turns,
+            opening=call_pipeline.opening_frames(),
+            settle_secs=settle_secs,
+            reply_timeout_secs=reply_timeout_secs,
+        )
+    result.keeping = keeping
+    if keeping.redactor is not None:
+        result.redact(keeping.redactor)
+    return result
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
+from voxpipe.config.sections import RecordingConfig, RedactConfig
 from voxpipe.providers.spec import Prices
 
 VADPreset = Literal["quiet_office", "noisy_call_center", "phone_line"]
@@ -105,6 +106,11 @@ class ToolConfig(Strict):
     description: str | None = None
     parameters: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments.")
     timeout_secs: float = Field(10.0, gt=0)
+    sensitive: bool = Field(
+        False,
+        description="The arguments (a PIN, a card) reach the tool but are never stored: masked in records, "
+        "history, logs and traces, and the caller's audio is silenced in the recording while they were said.",
+    )
     options: dict[str, Any] = Field(default_factory=dict)
     client_callable: bool = Field(
         False,
@@ -358,12 +364,20 @@ class Deployment(Strict):
         description="The only way to run a handler unsigned (transport.twilio.validate_signatures: false): for local "
         "experiments; logged at every start.",
     )
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    redact: RedactConfig | None = Field(None, description="Personal data to mask; absent: nothing is masked.")
 
     @field_validator("stt", "llm", "tts", "realtime", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         """A role takes one provider or a priority-ordered list of them (fallback)."""
         return value if value is None or isinstance(value, list) else [value]
+
+    @model_validator(mode="after")
+    def _before_llm_needs_transcripts(self) -> Deployment:
+        if self.redact is not None and self.redact.before_llm and self.mode == "realtime":
+            raise ValueError("redact.before_llm needs mode: cascade (a realtime model hears the caller's audio)")
+        return self
 
     def roles(self) -> tuple[str, ...]:
         """The roles this deployment's mode needs."""

@@ -43,6 +43,7 @@ from pipecat.workers.runner import WorkerRunner
 from voxpipe.config.models import Deployment, ServiceConfig, SmartTurn
 from voxpipe.pipeline.failure import BrokenService, FailureHandler, FailureWatch, log_failure
 from voxpipe.pipeline.fallback import FallbackSwitcher
+from voxpipe.pipeline.keeping import CallKeeping
 from voxpipe.pipeline.metering import CallMeter, ServiceRef
 from voxpipe.pipeline.shared_models import SharedSmartTurnAnalyzer
 from voxpipe.pipeline.text_latency import TextTurnMeter
@@ -82,6 +83,7 @@ class CallPipeline:
     context: LLMContext
     services: dict[str, FrameProcessor]
     meter: CallMeter
+    keeping: CallKeeping  # recording, trace, redaction; its ``redactor`` masks the history the host stores
 
     def opening_frames(self) -> list[Frame]:
         """Frames to queue once the caller is connected: the greeting, if the agent has one."""
@@ -207,11 +209,18 @@ def build_call(
     observers: Sequence[BaseObserver] = (),
     clock: BaseClock | None = None,
     registry: Registry | None = None,
+    keeping: CallKeeping | None = None,
 ) -> CallPipeline:
-    """Build the pipeline and worker of one call. Nothing runs until the worker is run."""
+    """Build the pipeline and worker of one call. Nothing runs until the worker is run.
+
+    ``keeping`` is the call's recording, trace and redaction (made here when not given: redaction only); the
+    builder adds its transcript redactor and the hook of ``sensitive`` tools, and gives it the usage meter.
+    """
     call = call or CallContext()
     registry = registry or default_registry()
     meter = CallMeter({}, price_overrides=deployment.pricing)
+    keeping = keeping or CallKeeping(deployment)  # a call measured otherwise (text) is still redacted
+    keeping.meter = meter
     text = isinstance(transport, TextTransport)
     roles = ["llm"] if text else deployment.roles()
     services = {role: _build_role(role, deployment, call, registry, meter) for role in roles}
@@ -219,7 +228,7 @@ def build_call(
     tools = tools_schema(deployment.agent, registry)
     context = LLMContext(messages=list(call.history), tools=tools) if tools else LLMContext(list(call.history))
     for llm in _llm_services(services[llm_role]):
-        register_tools(llm, deployment.agent, registry, call.on_effect)
+        register_tools(llm, deployment.agent, registry, call.on_effect, keeping.on_sensitive)
     # A text peer decides when the caller's turn ends: no VAD or turn model is loaded.
     user_params = (
         LLMUserAggregatorParams(user_turn_strategies=ExternalUserTurnStrategies())
@@ -230,10 +239,11 @@ def build_call(
         context, user_params=user_params, realtime_service_mode=not text and deployment.mode == "realtime"
     )
     processors: list[FrameProcessor] = [transport.input()]
+    redactors = keeping.processors()  # redact.before_llm
     if text:
-        processors += [aggregators.user(), services["llm"]]
+        processors += [*redactors, aggregators.user(), services["llm"]]
     elif deployment.mode == "cascade":
-        processors += [services["stt"], aggregators.user(), services["llm"], services["tts"]]
+        processors += [services["stt"], *redactors, aggregators.user(), services["llm"], services["tts"]]
     else:
         processors += [aggregators.user(), services["realtime"]]
     processors += [transport.output(), aggregators.assistant()]
@@ -262,7 +272,7 @@ def build_call(
         conversation_id=call.call_id,
     )
     FailureWatch(deployment.on_failure, call, meter).attach(worker)
-    return CallPipeline(deployment, call, pipeline, worker, context, services, meter)
+    return CallPipeline(deployment, call, pipeline, worker, context, services, meter, keeping)
 
 
 def _llm_services(service: FrameProcessor) -> list[Any]:

@@ -36,6 +36,7 @@ from voxpipe.config.models import Deployment, SmartTurn
 from voxpipe.pipeline.builder import CallContext, CallPipeline, TextTransport, build_call, run_call
 from voxpipe.pipeline.experiment import ExperimentRouter
 from voxpipe.pipeline.failure import FailureHandler, log_failure
+from voxpipe.pipeline.keeping import CallKeeping
 from voxpipe.pipeline.latency import TurnMeter
 from voxpipe.pipeline.tools import EffectHandler
 from voxpipe.providers.registry import Registry, default_registry
@@ -43,6 +44,7 @@ from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.model import CallRecord, TurnRecord
 from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
+from voxpipe.redaction.sessions import RedactingSessionStore
 from voxpipe.security.limits import DeploymentLimits, LimitExceeded
 from voxpipe.sessions import Session, SessionRecorder, SessionStore
 
@@ -74,9 +76,14 @@ class MeasuredPipeline:
 def build_audio_call(
     deployment: Deployment, transport: BaseTransport, call: CallContext, registry: Registry | None = None
 ) -> tuple[CallPipeline, TurnMeter]:
-    """An audio call's pipeline, observed by the ``TurnMeter`` that measures its turns from the audio."""
+    """An audio call's pipeline, observed by the ``TurnMeter`` that measures its turns from the audio (and
+    feeds the call's recording and trace, ``CallKeeping``)."""
     meter = TurnMeter(transport.output(), end_of_turn_secs(deployment))
-    return build_call(deployment, transport, call, observers=[meter], clock=meter.clock, registry=registry), meter
+    keeping = CallKeeping(deployment, meter)
+    pipeline = build_call(
+        deployment, transport, call, observers=[meter], clock=meter.clock, registry=registry, keeping=keeping
+    )
+    return pipeline, meter
 
 
 def build_measured(
@@ -115,9 +122,10 @@ async def run_measured_call(
     if bookkeeping.metrics:
         bookkeeping.metrics.call_started(deployment.name)
     try:
-        if on_built is not None:
-            await on_built(call_pipeline)
-        await run_call(call_pipeline)
+        with call_pipeline.keeping.active():  # log lines redacted while the call runs
+            if on_built is not None:
+                await on_built(call_pipeline)
+            await run_call(call_pipeline)
     finally:
         meter = call_pipeline.meter
         record = CallRecord(
@@ -136,6 +144,7 @@ async def run_measured_call(
             failure=meter.failure,
             missed_turns=measured.missed_turns(),
         )
+        record = call_pipeline.keeping.finish(record)  # redacted, with its recording; the trace exported
         if bookkeeping.records:  # a database write: off the loop, which carries every other call's audio
             await asyncio.to_thread(bookkeeping.records.save, record)
         if bookkeeping.metrics:
@@ -179,7 +188,9 @@ class HostedCall:
     async def on_built(self, pipeline: CallPipeline) -> None:
         """The call's pipeline is built: record its conversation as turns enter its context."""
         self.pipeline = pipeline
-        recorder = self.recorder = SessionRecorder(self.host.store, self.session, lambda: pipeline.context.messages)
+        redactor = pipeline.keeping.redactor  # the stored conversation is masked; the live one is what the model sees
+        store = RedactingSessionStore(self.host.store, redactor) if redactor else self.host.store
+        recorder = self.recorder = SessionRecorder(store, self.session, lambda: pipeline.context.messages)
         on_turn = self._on_turn
 
         # The aggregators' own events say when a turn entered the context: cheaper than an observer,

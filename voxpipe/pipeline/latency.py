@@ -27,6 +27,7 @@ output transport pushes a played frame on when its duration has elapsed (it pace
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,10 +45,9 @@ from pipecat.processors.aggregators.llm_response_universal import LLMUserAggrega
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from voxpipe.records.model import TurnRecord
+from voxpipe.records.recording import AUDIBLE, NEW_REPLY_GAP_SECS  # one definition, shared with calls --verify
 
 ARRIVED_AT = "voxpipe_arrived_at"  # frame.metadata key: time.monotonic() when the frame's last sample arrived
-AUDIBLE = 500  # |sample| above this (-36 dBFS) counts as sound; TTS leading silence is below it
-NEW_REPLY_GAP_SECS = 0.3  # bot silence that separates two replies
 
 
 class CallClock(SystemClock):
@@ -73,6 +73,21 @@ def last_audible(pcm: bytes, sample_rate: int) -> float | None:
     """Seconds from the start of ``pcm`` to just after its last audible sample, or ``None``."""
     loud = np.flatnonzero(np.abs(np.frombuffer(pcm, dtype=np.int16).astype(np.int32)) > AUDIBLE)
     return float(loud[-1] + 1) / sample_rate if loud.size else None
+
+
+def audio_side(data: FramePushed, output: FrameProcessor) -> str | None:
+    """``caller`` for audio the transport received, ``bot`` for audio ``output`` has played, else ``None``.
+
+    Only a frame's first downstream push counts. The output transport pushes a frame on once it has played
+    it, so a reply cut by barge-in ends where playback stopped.
+    """
+    if data.direction != FrameDirection.DOWNSTREAM or not data.first_push:
+        return None
+    if isinstance(data.frame, InputAudioRawFrame):
+        return "caller"
+    if isinstance(data.frame, OutputAudioRawFrame) and data.source is output:
+        return "bot"
+    return None
 
 
 @dataclass(frozen=True)
@@ -134,14 +149,24 @@ class _Speech:
     stretch_start: float | None = None
 
 
+#: Called with each downstream frame the turn meter sees first-hand: the frame's push, ``caller``/``bot`` for
+#: audio heard (else ``None``), and when (an audio frame's first sample, else the push), ``time.monotonic()``.
+FrameTap = Callable[[FramePushed, str | None, float], None]
+
+
 class TurnMeter(BaseObserver):
-    """Measures every turn of one call. Pass ``meter.clock`` to the call's worker as its clock."""
+    """Measures every turn of one call. Pass ``meter.clock`` to the call's worker as its clock.
+
+    ``tap`` lets the call's recorder and tracer see the same frames through the same observer: pipecat wakes
+    each observer through its own queue and task for every frame at every processor, so one is cheaper.
+    """
 
     def __init__(self, output: FrameProcessor, end_of_turn_secs: float = float("inf")):
         super().__init__()
         self.output = output
         self.end_of_turn_secs = end_of_turn_secs
         self.missed_turns = 0
+        self.tap: FrameTap | None = None
         self.clock = CallClock()
         self.events: list[StageEvent] = []
         self._starts: list[tuple[float, float]] = []  # (caller's end of speech, bot reply start) per turn
@@ -168,14 +193,19 @@ class TurnMeter(BaseObserver):
             return
         if data.direction != FrameDirection.DOWNSTREAM or not data.first_push:
             return
-        if isinstance(frame, InputAudioRawFrame):
-            self._on_caller_audio(frame.metadata.get(ARRIVED_AT, at) - _duration(frame), frame)
-        elif isinstance(frame, OutputAudioRawFrame) and data.source is self.output:
-            self._on_bot_audio(at - _duration(frame), frame)
+        side = audio_side(data, self.output)
+        if side == "caller":
+            at = frame.metadata.get(ARRIVED_AT, at) - _duration(frame)
+            self._on_caller_audio(at, frame)
+        elif side == "bot":
+            at -= _duration(frame)
+            self._on_bot_audio(at, frame)
         elif isinstance(frame, LLMTextFrame):
             self.events.append(StageEvent(at, "llm_token", frame.text))
         elif isinstance(frame, TTSAudioRawFrame):
             self.events.append(StageEvent(at, "tts_audio"))
+        if self.tap is not None:
+            self.tap(data, side, at)
 
     def _on_caller_audio(self, started_at: float, frame: InputAudioRawFrame) -> None:
         end = last_audible(frame.audio, frame.sample_rate)

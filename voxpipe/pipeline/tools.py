@@ -11,7 +11,7 @@ from typing import Any
 
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
-from pipecat.services.llm_service import FunctionCallParams, LLMService
+from pipecat.services.llm_service import FunctionCallFromLLM, FunctionCallParams, LLMService
 
 from voxpipe.config.models import AgentConfig, ToolConfig
 from voxpipe.providers.registry import Registry
@@ -19,6 +19,7 @@ from voxpipe.providers.spec import ToolHandler, ToolKind
 from voxpipe.tools.runner import run_tool
 
 EffectHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+SensitiveHandler = Callable[[str, dict[str, Any]], None]  # (tool call id, arguments); idempotent per id
 
 
 def _schema(tool: ToolConfig, kind: ToolKind) -> FunctionSchema:
@@ -38,18 +39,44 @@ def tools_schema(agent: AgentConfig, registry: Registry) -> ToolsSchema | None:
     return ToolsSchema(standard_tools=[_schema(tool, registry.tool_kinds[tool.kind].tool_kind) for tool in agent.tools])
 
 
-def register_tools(llm: LLMService, agent: AgentConfig, registry: Registry, on_effect: EffectHandler) -> None:
-    """Register a handler on ``llm`` for every tool of ``agent``."""
+def register_tools(
+    llm: LLMService,
+    agent: AgentConfig,
+    registry: Registry,
+    on_effect: EffectHandler,
+    on_sensitive: SensitiveHandler | None = None,
+) -> None:
+    """Register a handler on ``llm`` for every tool of ``agent``.
+
+    A ``sensitive`` tool's arguments go to ``on_sensitive`` before the tool runs, so they are masked in
+    whatever the call stores from then on.
+    """
+    sensitive_names = {tool.function_name for tool in agent.tools if tool.sensitive}
     for tool in agent.tools:
         kind = registry.tool_kinds[tool.kind].tool_kind
         handler = kind.build(tool.function_name, kind.options.model_validate(tool.options))
-        llm.register_function(tool.function_name, _pipecat_handler(tool, kind, handler, on_effect))
+        sensitive = on_sensitive if tool.sensitive else None
+        llm.register_function(tool.function_name, _pipecat_handler(tool, kind, handler, on_effect, sensitive))
+    if sensitive_names and on_sensitive is not None:
+        # Also as soon as the model asks, before pipecat logs the call's arguments at DEBUG.
+        async def calls_started(service: LLMService, calls: list[FunctionCallFromLLM]) -> None:
+            for call in calls:
+                if call.function_name in sensitive_names:
+                    on_sensitive(call.tool_call_id, dict(call.arguments))
+
+        llm.add_event_handler("on_function_calls_started", calls_started)
 
 
 def _pipecat_handler(
-    tool: ToolConfig, kind: ToolKind, handler: ToolHandler, on_effect: EffectHandler
+    tool: ToolConfig,
+    kind: ToolKind,
+    handler: ToolHandler,
+    on_effect: EffectHandler,
+    on_sensitive: SensitiveHandler | None,
 ) -> Callable[[FunctionCallParams], Awaitable[None]]:
     async def handle(params: FunctionCallParams) -> None:
+        if on_sensitive is not None:
+            on_sensitive(params.tool_call_id, dict(params.arguments))
         parameters = tool.parameters or kind.parameters
         result = await run_tool(tool.function_name, handler, dict(params.arguments), tool.timeout_secs, parameters)
         await params.result_callback(result)

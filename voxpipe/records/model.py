@@ -118,6 +118,9 @@ class CallRecord(BaseModel):
     )
     scenario: str | None = Field(None, description="The bench scenario this call played, if any.")
     verdicts: list[Verdict] = Field(default_factory=list, description="The scenario's expectations, judged.")
+    recording: str | None = Field(
+        None, description="Where the call's stereo recording is (a file:// or s3:// URI); None: not recorded."
+    )
 
     @classmethod
     def starting_now(cls, deployment: str, mode: str, **fields: Any) -> CallRecord:

@@ -11,8 +11,10 @@ dashboard are exactly the ones ``voxpipe calls`` and ``voxpipe report`` show.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.core import CounterMetricFamily
 
 from voxpipe.records.model import CallRecord
 
@@ -81,6 +83,7 @@ class CallMetrics:
             ["deployment", "role", "provider", "kind"],
             registry=self.registry,
         )
+        self.registry.register(_RecordingUploads())
         self.fallbacks = Counter(
             "voxpipe_fallbacks",
             "Provider switches.",
@@ -140,3 +143,19 @@ class CallMetrics:
 
 def _multiprocess() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class _RecordingUploads:
+    """``voxpipe_recordings_total{outcome}``: the process's recording uploader (stored, retried, failed, dropped).
+
+    Exported by a single-process server; with ``PROMETHEUS_MULTIPROC_DIR`` the fleet view has no place for a
+    per-process collector, and the uploader's outcomes are in each worker's logs.
+    """
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        from voxpipe.records.recording_store import uploader
+
+        family = CounterMetricFamily("voxpipe_recordings", "Call recordings by upload outcome.", labels=["outcome"])
+        for outcome in ("stored", "retried", "failed", "dropped"):
+            family.add_metric([outcome], uploader.stats[outcome])
+        yield family

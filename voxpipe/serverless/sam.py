@@ -39,6 +39,7 @@ from voxpipe.aws.conversations import KEY, TTL_ATTRIBUTE
 from voxpipe.config.models import Deployment
 from voxpipe.config.secrets import secret_variables
 from voxpipe.providers.registry import Registry, default_registry
+from voxpipe.records.recording_bucket import recordings_access, recordings_bucket
 from voxpipe.security.tokens import SECRET_VARIABLE as SIGNING_SECRET
 from voxpipe.serverless import (
     BRIDGE_URL_ENV,
@@ -200,6 +201,7 @@ def sam_template(
                             "Resource": arn("Queue"),
                         },
                         table_access(("GetItem", "PutItem")),
+                        *recordings_access(deployment),
                         manage_connections("BridgeApi", ("POST", "DELETE")),
                         *bedrock_access([m for m in pipeline_models if m]),
                     ],
@@ -218,6 +220,7 @@ def sam_template(
             },
             "WorkerPolicyArn": {"Description": "Managed policy for the worker's role.", "Value": ref("WorkerPolicy")},
         }
+    resources |= recordings_bucket(deployment)  # with its lifecycle rule (retention_days)
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",

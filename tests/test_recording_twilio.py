@@ -1,0 +1,92 @@
+"""A served Twilio Media Streams call is recorded like any other: the simulator plays Twilio against the app.
+
+The recording is 8 kHz stereo (the phone line's rate): the caller's 300 Hz "speech" on the left, the bot's
+440 Hz tone on the right. The story the caller interrupts stops on the right channel shortly after the caller
+starts speaking, and each turn's gap in the file matches the reported voice-to-voice within 20 ms. With
+``redact:``, the conversation the call host stores and the record hold no card number, and neither does any
+file the server wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.simulators.server import RunningServer
+from tests.test_twilio_media import RATE, audible, deployment, simulator, speech, stored_messages, turn
+from voxpipe.config.loader import apply_overrides
+from voxpipe.records.recording import AUDIBLE, read_stereo, turn_gaps
+from voxpipe.records.recording_store import uploader
+from voxpipe.records.store import RecordStore
+from voxpipe.web.app import create_app
+
+
+@pytest.fixture
+def server(tmp_path: Path, registry: object) -> Iterator[RunningServer]:
+    phone = deployment(tmp_path, ["what are your hours", "tell me a story", "sorry to interrupt"])
+    recorded = apply_overrides(phone, {"recording": {"enabled": True, "store": f"file://{tmp_path / 'rec'}"}})
+    app = create_app([recorded], records=RecordStore(tmp_path / "calls.db"), warm_up=False)
+    with RunningServer(app) as running:
+        yield running
+
+
+def _dominant_hz(track: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(track.astype(float)))
+    return float(np.fft.rfftfreq(len(track), 1 / rate)[np.argmax(spectrum)])
+
+
+async def test_a_twilio_call_is_recorded_as_the_caller_heard_it(server: RunningServer, tmp_path: Path) -> None:
+    async with simulator(server) as call:
+        await call.wait_for(lambda: audible(call.heard), what="the greeting")
+        await asyncio.sleep(1.2)
+        await turn(call)
+        await call.speak(speech())  # "tell me a story"
+        await call.wait_for(lambda: len(audible(call.heard)) > 60, what="the story")
+        await asyncio.sleep(1.0)
+        await call.speak(speech(0.4))  # barge in
+        await call.wait_for(lambda: call.clears, what="a clear")
+        await asyncio.sleep(2.0)
+    await asyncio.sleep(0.5)
+    [record] = RecordStore(tmp_path / "calls.db").list()
+    assert record.recording == (tmp_path / "rec" / f"{call.call_sid}.wav").as_uri()
+    assert uploader.drain(30)
+    data = (tmp_path / "rec" / f"{call.call_sid}.wav").read_bytes()
+    caller, bot, rate = read_stereo(data)
+    assert rate == RATE
+    caller_loud = np.flatnonzero(np.abs(caller.astype(np.int32)) > AUDIBLE)
+    bot_loud = np.flatnonzero(np.abs(bot.astype(np.int32)) > AUDIBLE)
+    assert abs(_dominant_hz(caller, rate) - 300) < 10 and abs(_dominant_hz(bot, rate) - 440) < 10
+    reported = [t.voice_to_voice_ms for t in record.turns]
+    gaps = turn_gaps(data)
+    assert len(gaps) == len(reported) >= 2
+    for measured, figure in zip(gaps, reported, strict=True):
+        assert figure is not None and abs(measured - figure) <= 20, (gaps, reported)
+    # the story (the bot's third stretch: greeting, answer, story) ends soon after the caller barged in
+    pauses = np.flatnonzero(np.diff(bot_loud) > rate * 0.3)
+    story_start, story_end = bot_loud[pauses[1] + 1], bot_loud[pauses[2]]
+    barge_in = caller_loud[caller_loud > story_start][0]
+    assert 0.0 < (story_end - barge_in) / rate < 0.8
+
+
+async def test_a_served_call_stores_its_history_and_record_redacted(tmp_path: Path, registry: object) -> None:
+    phone = deployment(tmp_path, ["my card is 4111 1111 1111 1111"])
+    private = apply_overrides(phone, {"redact": {"entities": ["card_number"]}})
+    app = create_app([private], records=RecordStore(tmp_path / "calls.db"), warm_up=False)
+    with RunningServer(app) as running:
+        async with simulator(running) as call:
+            await call.wait_for(lambda: audible(call.heard), what="the greeting")
+            await asyncio.sleep(1.2)
+            await turn(call)
+        await asyncio.sleep(0.5)
+    messages = stored_messages(tmp_path, call.call_sid)  # what the session store kept (the call host wrote it)
+    assert {"role": "user", "content": "my card is [card_number]"} in messages
+    assert {"role": "assistant", "content": "You said: my card is [card_number]"} in messages
+    [record] = RecordStore(tmp_path / "calls.db").list()
+    assert record.turns[0].heard == "my card is [card_number]"
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert b"4111" not in path.read_bytes(), path

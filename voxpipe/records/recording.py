@@ -1,0 +1,135 @@
+"""A call's stereo recording: caller on the left, bot on the right, both on the call's own clock.
+
+Chunks of audio are placed at the time they were heard (sample 0 is the start of the call), so silence in
+the file is silence on the line and the gap between the caller's last word and the bot's first is the true
+voice-to-voice latency. The bot's chunks are the ones the output transport played: a reply cut by barge-in
+stops where playback stopped. ``turn_gaps`` reads those gaps back from a WAV (``voxpipe calls --verify``).
+"""
+
+from __future__ import annotations
+
+import io
+import wave
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+AUDIBLE = 500  # |sample| above this (-36 dBFS) is sound: the same threshold the turn meter uses
+NEW_REPLY_GAP_SECS = 0.3  # bot silence that separates two replies (as in the turn meter)
+SNAP_SECS = 0.01  # jitter between consecutive chunks that is closed up rather than kept (see ``Track``)
+
+
+def resample(pcm: bytes, rate_in: int, rate_out: int) -> bytes:
+    """PCM16 mono from ``rate_in`` to ``rate_out`` Hz (soxr, high quality)."""
+    if rate_in == rate_out:
+        return pcm
+    import soxr
+
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    return soxr.resample(samples, rate_in, rate_out).astype(np.int16).tobytes()
+
+
+def place(chunks: Sequence[tuple[float, bytes]], origin: float, rate: int) -> np.ndarray:
+    """PCM16 ``chunks`` (start time, audio at ``rate``) laid on one track whose sample 0 is ``origin``."""
+    end = max((round((t - origin) * rate) + len(pcm) // 2 for t, pcm in chunks), default=0)
+    track = np.zeros(max(end, 0), dtype=np.int16)
+    for t, pcm in chunks:
+        start = round((t - origin) * rate)
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        if start < 0:
+            samples, start = samples[-start:], 0
+        track[start : start + len(samples)] = samples
+    return track
+
+
+def stereo_wav(left: np.ndarray, right: np.ndarray, rate: int) -> bytes:
+    """A 16-bit stereo WAV file of two tracks (the shorter padded with silence)."""
+    length = max(len(left), len(right))
+    frames = np.stack([np.pad(left, (0, length - len(left))), np.pad(right, (0, length - len(right)))], axis=1)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(frames.astype(np.int16).tobytes())
+    return buffer.getvalue()
+
+
+@dataclass
+class Track:
+    """One side's audio as heard: ``(start time, PCM16 mono)`` chunks at one sample rate.
+
+    A chunk that starts within ``SNAP_SECS`` of where the previous one ended is put right after it: frame
+    times jitter by a few milliseconds (event-loop scheduling, a transport that sends a little ahead), and
+    placing each chunk at its own time would drop or insert samples at every seam. A chunk further away is a
+    real gap (or a new stretch) and goes at its own time, so the track never drifts from the call's clock by
+    more than ``SNAP_SECS``.
+    """
+
+    rate: int = 0
+    chunks: list[tuple[float, bytes]] = field(default_factory=list)
+    _end: float = float("-inf")
+
+    def add(self, at: float, pcm: bytes, rate: int) -> None:
+        if self.rate and rate != self.rate:
+            pcm = resample(pcm, rate, self.rate)
+        self.rate = self.rate or rate
+        if abs(at - self._end) <= SNAP_SECS:
+            at = self._end
+        self.chunks.append((at, pcm))
+        self._end = at + len(pcm) / 2 / self.rate
+
+
+@dataclass
+class CallAudio:
+    """Both sides of a call, and the stretches to silence (a ``sensitive`` entry). Times: ``time.monotonic()``."""
+
+    origin: float
+    caller: Track = field(default_factory=Track)
+    bot: Track = field(default_factory=Track)
+    muted: list[tuple[float, float]] = field(default_factory=list)
+
+    def wav(self) -> bytes:
+        """The stereo WAV at the bot's rate (the caller resampled once, as a whole track)."""
+        rate = self.bot.rate or self.caller.rate or 16000
+        caller = place(self.caller.chunks, self.origin, self.caller.rate or rate)
+        if self.caller.rate and self.caller.rate != rate:
+            caller = np.frombuffer(resample(caller.tobytes(), self.caller.rate, rate), dtype=np.int16).copy()
+        bot = place(self.bot.chunks, self.origin, rate)
+        for start, end in self.muted:
+            for track in (caller, bot):
+                track[max(0, round((start - self.origin) * rate)) : max(0, round((end - self.origin) * rate))] = 0
+        return stereo_wav(caller, bot, rate)
+
+
+def read_stereo(data: bytes) -> tuple[np.ndarray, np.ndarray, int]:
+    """The caller and bot tracks of a stereo recording, and its sample rate."""
+    with wave.open(io.BytesIO(data)) as wav:
+        if wav.getnchannels() != 2 or wav.getsampwidth() != 2:
+            raise ValueError("not a voxpipe recording: expected a 16-bit stereo WAV")
+        rate = wav.getframerate()
+        frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).reshape(-1, 2)
+    return frames[:, 0], frames[:, 1], rate
+
+
+def turn_gaps(data: bytes) -> list[float]:
+    """Per turn, milliseconds from the caller's last audible sample to the bot's next reply, read from the audio.
+
+    A reply starts at an audible bot sample after more than 0.3 s of bot silence; it is a turn when the caller
+    was audible since the previous reply started (the greeting and pauses inside a reply are not turns).
+    """
+    caller, bot, rate = read_stereo(data)
+    caller_loud = np.flatnonzero(np.abs(caller.astype(np.int32)) > AUDIBLE)
+    bot_loud = np.flatnonzero(np.abs(bot.astype(np.int32)) > AUDIBLE)
+    if not bot_loud.size:
+        return []
+    gap = int(NEW_REPLY_GAP_SECS * rate)
+    starts = bot_loud[np.concatenate([[True], np.diff(bot_loud) > gap])]
+    gaps, previous = [], -1
+    for start in starts:
+        spoke = caller_loud[(caller_loud > previous) & (caller_loud < start)]
+        if spoke.size:
+            gaps.append(round((start - (spoke[-1] + 1)) / rate * 1000, 1))
+        previous = start
+    return gaps

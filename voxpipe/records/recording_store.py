@@ -1,0 +1,196 @@
+"""Where recordings go, and how they get there without touching the call: a bounded queue and a retrying worker.
+
+``open_recording_store`` reads ``recording.store``: ``file://DIR`` (a folder; ``sweep`` deletes files past
+``retention_days``) or ``s3://BUCKET/PREFIX`` (boto3; the endpoint follows the standard ``AWS_ENDPOINT_URL_S3``;
+expiry is the bucket's lifecycle rule that ``voxpipe deploy sam`` writes).
+
+A call hands its recording to the process's ``RecordingUploader`` and returns at once. One worker thread
+builds each WAV and stores it, retrying with backoff; when the queue is full, or a store keeps failing, the
+recording is dropped, logged and counted (``stats``), and no call ever waits for or fails because of it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from loguru import logger
+
+SWEEP_EVERY_SECS = 3600.0
+S3_TIMEOUT_SECS = 10.0  # connect and read: a hung store fails over to the next attempt instead of stalling
+
+
+class RecordingStore(Protocol):
+    def location(self, call_id: str) -> str:
+        """Where the recording of ``call_id`` will be (a URI shown in records and reports)."""
+        ...
+
+    def put(self, call_id: str, wav: bytes) -> None:
+        """Store one recording; raises on failure (the uploader retries)."""
+        ...
+
+    def get(self, location: str) -> bytes:
+        """Read a stored recording back (``voxpipe calls --verify``)."""
+        ...
+
+
+class FileStore:
+    """Recordings as ``DIR/<call_id>.wav``."""
+
+    def __init__(self, folder: str | Path, retention_days: int | None = None):
+        self.folder = Path(folder).resolve()
+        self.retention_days = retention_days
+        self._swept_at = float("-inf")
+
+    def location(self, call_id: str) -> str:
+        return (self.folder / f"{call_id}.wav").as_uri()
+
+    def put(self, call_id: str, wav: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = self.folder / f".{call_id}.wav.part"
+        partial.write_bytes(wav)
+        partial.replace(self.folder / f"{call_id}.wav")  # a reader never sees half a file
+        if time.monotonic() - self._swept_at > SWEEP_EVERY_SECS:
+            self.sweep()
+
+    def get(self, location: str) -> bytes:
+        return Path(location.removeprefix("file://")).read_bytes()
+
+    def sweep(self, now: float | None = None) -> list[Path]:
+        """Delete recordings older than ``retention_days``; returns what was deleted."""
+        self._swept_at = time.monotonic()
+        if self.retention_days is None or not self.folder.is_dir():
+            return []
+        cutoff = (now or time.time()) - self.retention_days * 86400
+        expired = [path for path in self.folder.glob("*.wav") if path.stat().st_mtime < cutoff]
+        for path in expired:
+            path.unlink(missing_ok=True)
+        return expired
+
+
+class S3Store:
+    """Recordings as ``s3://BUCKET/PREFIX/<call_id>.wav``, with short timeouts so a hung store fails fast."""
+
+    def __init__(self, bucket: str, prefix: str = "", timeout_secs: float | None = None):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.timeout_secs = timeout_secs or S3_TIMEOUT_SECS
+        self._client = None
+
+    def _key(self, call_id: str) -> str:
+        return f"{self.prefix}/{call_id}.wav" if self.prefix else f"{call_id}.wav"
+
+    def _s3(self):  # type: ignore[no-untyped-def]
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                connect_timeout=self.timeout_secs,
+                read_timeout=self.timeout_secs,
+                retries={"mode": "standard", "total_max_attempts": 1},  # the uploader owns retries
+            )
+            self._client = boto3.client("s3", config=config)
+        return self._client
+
+    def location(self, call_id: str) -> str:
+        return f"s3://{self.bucket}/{self._key(call_id)}"
+
+    def put(self, call_id: str, wav: bytes) -> None:
+        self._s3().put_object(Bucket=self.bucket, Key=self._key(call_id), Body=wav, ContentType="audio/wav")
+
+    def get(self, location: str) -> bytes:
+        bucket, _, key = location.removeprefix("s3://").partition("/")
+        return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def open_recording_store(uri: str, retention_days: int | None = None) -> RecordingStore:
+    """The store a ``recording.store`` URI names."""
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        return S3Store(bucket, prefix)
+    if uri.startswith("file://"):
+        return FileStore(uri.removeprefix("file://"), retention_days)
+    raise ValueError(f"recording store must be file://DIR or s3://BUCKET/PREFIX, not {uri!r}")
+
+
+@dataclass(frozen=True)
+class _Job:
+    store: RecordingStore
+    call_id: str
+    build: Callable[[], bytes]
+
+
+class RecordingUploader:
+    """One worker thread storing recordings from a bounded queue, with retries. Never raises to a caller."""
+
+    def __init__(self, max_queued: int = 64, attempts: int = 4, backoff_secs: float = 0.5):
+        self.attempts = attempts
+        self.backoff_secs = backoff_secs
+        self.stats: Counter[str] = Counter()  # stored, retried, failed, dropped
+        self._queue: queue.Queue[_Job] = queue.Queue(maxsize=max_queued)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, store: RecordingStore, call_id: str, build: Callable[[], bytes]) -> bool:
+        """Queue a recording (``build`` makes its WAV, on the worker). ``False`` if dropped: the queue is full."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._work, name="voxpipe-recordings", daemon=True)
+                self._thread.start()
+        try:
+            self._queue.put_nowait(_Job(store, call_id, build))
+        except queue.Full:
+            self.stats["dropped"] += 1
+            logger.error(f"recording of call {call_id} dropped: {self._queue.maxsize} recordings already queued")
+            return False
+        return True
+
+    def drain(self, timeout_secs: float = 60.0) -> bool:
+        """Wait until every queued recording is stored or given up; ``False`` on timeout."""
+        deadline = time.monotonic() + timeout_secs
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                self._store(job)
+            finally:
+                self._queue.task_done()
+
+    def _store(self, job: _Job) -> None:
+        try:
+            wav = job.build()
+        except Exception as exc:  # a bad recording must not stop the worker
+            self.stats["failed"] += 1
+            logger.error(f"recording of call {job.call_id} could not be built: {exc!r}")
+            return
+        for attempt in range(1, self.attempts + 1):
+            try:
+                job.store.put(job.call_id, wav)
+            except Exception as exc:
+                if attempt == self.attempts:
+                    self.stats["failed"] += 1
+                    logger.error(f"recording of call {job.call_id} not stored after {attempt} attempts: {exc!r}")
+                    return
+                self.stats["retried"] += 1
+                logger.warning(f"recording of call {job.call_id}: store failed ({exc!r}), retrying")
+                time.sleep(self.backoff_secs * 2 ** (attempt - 1))
+            else:
+                self.stats["stored"] += 1
+                return
+
+
+uploader = RecordingUploader()
+"""The process's uploader: every call's recording goes through it."""
