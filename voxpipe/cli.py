@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -214,7 +213,7 @@ def calls(
     records_db: RecordsOption = None,
 ) -> None:
     """List recorded calls: turns, voice-to-voice latency, cost and where the recording is."""
-    from voxpipe.records.stats import voice_to_voice
+    from voxpipe.bench.report import print_calls
     from voxpipe.records.store import RecordStore
 
     records = RecordStore(records_db).list(since=_since(since))
@@ -225,34 +224,7 @@ def calls(
         for record in records:
             print(record.model_dump_json())
         return
-    scenarios = any(record.scenario for record in records)  # bench scenario calls: show their verdicts
-    table = Table("started", "call", "deployment", "variant", "turns", "v2v p50 ms", "cost $", "$/min", "errors")
-    if scenarios:
-        table.add_column("scenario")
-        table.add_column("expectations passed", justify="right")
-    table.add_column("recording", overflow="fold")
-    for record in records:
-        latencies = voice_to_voice([record])
-        p50 = f"{statistics.median(latencies):.0f}" if latencies else "—"
-        passed = sum(verdict.outcome == "pass" for verdict in record.verdicts)
-        table.add_row(
-            record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            record.call_id[:12],
-            record.deployment,
-            record.variant or "",
-            str(len(record.turns)),
-            p50,
-            f"{record.cost_usd:.4f}",
-            f"{record.cost_per_minute:.4f}",
-            f"{len(record.errors)}{' (failed)' if record.failed else ''}",
-            *(
-                [record.scenario or "", f"{passed}/{len(record.verdicts)}" if record.scenario else ""]
-                if scenarios
-                else []
-            ),
-            record.recording or "",
-        )
-    out.print(table)
+    print_calls(records, out)
 
 
 def _verify_calls(records: list) -> None:  # type: ignore[type-arg]

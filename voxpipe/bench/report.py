@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from voxpipe.bench.simulated_call import CallResult
-from voxpipe.records.stats import Estimate, VariantSummary
+from voxpipe.records.model import CallRecord
+from voxpipe.records.stats import Estimate, VariantSummary, voice_to_voice
 from voxpipe.records.verify import TOLERANCE_MS, TurnCheck
 
 STAGES = ("stt_final", "llm_first_token", "tts_first_audio", "first_audio_out")
@@ -133,3 +135,35 @@ def print_verification(checks: list[TurnCheck], console: Console) -> bool:
     else:
         console.print(f"all {len(checks)} turns within {TOLERANCE_MS:.0f} ms of their recording")
     return not bad
+
+
+def print_calls(records: list[CallRecord], console: Console) -> None:
+    """``voxpipe calls``: one row per recorded call (scenario calls with their verdicts; recording location)."""
+    scenarios = any(record.scenario for record in records)  # bench scenario calls: show their verdicts
+    table = Table("started", "call", "deployment", "variant", "turns", "v2v p50 ms", "cost $", "$/min", "errors")
+    if scenarios:
+        table.add_column("scenario")
+        table.add_column("expectations passed", justify="right")
+    table.add_column("recording", overflow="fold")
+    for record in records:
+        latencies = voice_to_voice([record])
+        p50 = f"{statistics.median(latencies):.0f}" if latencies else "—"
+        passed = sum(verdict.outcome == "pass" for verdict in record.verdicts)
+        table.add_row(
+            record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            record.call_id[:12],
+            record.deployment,
+            record.variant or "",
+            str(len(record.turns)),
+            p50,
+            f"{record.cost_usd:.4f}",
+            f"{record.cost_per_minute:.4f}",
+            f"{len(record.errors)}{' (failed)' if record.failed else ''}",
+            *(
+                [record.scenario or "", f"{passed}/{len(record.verdicts)}" if record.scenario else ""]
+                if scenarios
+                else []
+            ),
+            record.recording or "",
+        )
+    console.print(table)
