@@ -136,6 +136,17 @@ async def _served_by(store: RedisSessionStore, call_sid: str, after: str | None)
     raise AssertionError("the connection was not taken")
 
 
+async def _released(store: RedisSessionStore, call_sid: str, connected_at: str) -> None:
+    """Wait until the connection taken at ``connected_at`` has been let go (a live call id refuses a second socket,
+    as a real reconnect only comes after the first connection is gone)."""
+    for _ in range(100):
+        session = await store.get(call_sid)
+        if session is not None and str(session.metadata.get("disconnected_at", "")) >= connected_at:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the previous connection was never let go")
+
+
 async def test_a_call_resumes_on_another_worker_and_metrics_add_up(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
     store = RedisSessionStore(redis_url)
     with _serve(tmp_path, redis_url, workers=2) as (port, _):
@@ -145,6 +156,7 @@ async def test_a_call_resumes_on_another_worker_and_metrics_add_up(tmp_path: Pat
             await _turn(call)
             await call.stop()
         connected_at, first_worker = first.split("|")
+        await _released(store, "CA-workers", connected_at)
         connections = 1
         for _ in range(30):  # the kernel picks the worker: reconnect until the other one takes the call
             async with _caller(port, "CA-workers") as call:
@@ -156,6 +168,7 @@ async def test_a_call_resumes_on_another_worker_and_metrics_add_up(tmp_path: Pat
                     await call.stop()
                     break
                 await call.stop()
+            await _released(store, "CA-workers", connected_at)
         assert worker != first_worker, "every reconnect went to the same worker"
         session = await store.get("CA-workers")
         assert session is not None
