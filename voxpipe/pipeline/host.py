@@ -118,6 +118,8 @@ async def run_measured_call(
             fallbacks=meter.fallbacks,
             errors=meter.errors,
             failure=meter.failure,
+            events=meter.events,
+            end_reason=meter.end_reason,
         )
         if bookkeeping.records:
             bookkeeping.records.save(record)

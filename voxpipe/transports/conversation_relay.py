@@ -23,6 +23,8 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from loguru import logger
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     DataFrame,
     Frame,
     InterruptionFrame,
@@ -30,6 +32,7 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMMessagesAppendFrame,
     LLMTextFrame,
+    TTSSpeakFrame,
 )
 from pipecat.processors.filters.identity_filter import IdentityFilter
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -74,7 +77,12 @@ class HeardFrame(DataFrame):
 
 
 class RelayOutput(FrameProcessor):
-    """Streams the LLM's tokens to Twilio as they arrive, and tells the session when a response ended."""
+    """Streams the LLM's tokens to Twilio as they arrive, and tells the session when a response ended.
+
+    Text to say verbatim (a ``TTSSpeakFrame``: a re-prompt, a filler, a goodbye) is sent as a response of its own,
+    which the assistant aggregator records as the bot's words. Twilio speaks what it is sent, so the start and
+    end of each response are reported upstream as the bot's speech (the caller's silence timer runs between).
+    """
 
     def __init__(self, session: RelaySession):
         super().__init__()
@@ -84,11 +92,20 @@ class RelayOutput(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
+        if isinstance(frame, TTSSpeakFrame):
+            for part in (LLMFullResponseStartFrame(), LLMTextFrame(frame.text), LLMFullResponseEndFrame()):
+                await self._relay(part, direction)
+        else:
+            await self._relay(frame, direction)
+
+    async def _relay(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, LLMFullResponseStartFrame):
             self._responding, self._spoke = True, False
         elif isinstance(frame, InterruptionFrame):
             self._responding = False  # what the cancelled response still pushes is never sent
         elif isinstance(frame, LLMTextFrame) and frame.text and self._responding:
+            if not self._spoke:
+                await self.push_frame(BotStartedSpeakingFrame(), FrameDirection.UPSTREAM)
             self._spoke = True
             await self._session.send_text(frame.text, last=False)
         elif isinstance(frame, LLMFullResponseEndFrame) and self._responding:
@@ -96,6 +113,7 @@ class RelayOutput(FrameProcessor):
             if self._spoke:
                 await self._session.send_text("", last=True)
                 self._session.response_ended.set()
+                await self.push_frame(BotStoppedSpeakingFrame(), FrameDirection.UPSTREAM)
         await self.push_frame(frame, direction)
 
 
@@ -202,6 +220,8 @@ class RelaySession:
         if self._pipeline is None:
             return
         self.response_ended.clear()
+        if self._pipeline.silence is not None:
+            await self._pipeline.silence.caller_spoke(answering=True)
         self.transport.turn_meter.prompted(str(message["content"]))
         await self._pipeline.worker.queue_frame(LLMMessagesAppendFrame(messages=[message], run_llm=True))
 
