@@ -8,6 +8,7 @@ ConversationRelay's ``end``); a caller who answers the re-prompt carries on. Tim
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
@@ -51,7 +52,7 @@ def phone_deployment(tmp_path: Path, transcripts: list[str]) -> object:
 def gaps(chunks: list, min_gap: float = 0.3) -> list[tuple[float, float]]:
     """(end of one burst of audible audio, start of the next) for each pause longer than ``min_gap``."""
     out = []
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         end = before.at + len(before.pcm) / 2 / 8000
         if after.at - end > min_gap:
             out.append((end, after.at))
@@ -80,7 +81,8 @@ async def test_silent_caller_is_reprompted_then_hung_up_through_rest(tmp_path: P
     assert abs(reprompt_at - greeting_end - REPROMPT_SECS) < 0.5
     assert abs(goodbye_at - reprompt_end - HANGUP_SECS) < 0.5
     messages = stored_messages(tmp_path, call.call_sid)
-    assert [m["content"] for m in messages] == ["Hello, thanks for calling.", "Are you still there?", "Goodbye for now."]
+    spoken = ["Hello, thanks for calling.", "Are you still there?", "Goodbye for now."]
+    assert [m["content"] for m in messages] == spoken
     (record,) = records.list()
     assert record.end_reason == "caller_silent"
     assert [e.kind for e in record.events] == ["reprompt", "silence_hangup"]
