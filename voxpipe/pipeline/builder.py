@@ -43,6 +43,7 @@ from pipecat.workers.runner import WorkerRunner
 from voxpipe.config.models import Deployment, ServiceConfig, SmartTurn
 from voxpipe.pipeline.failure import BrokenService, FailureHandler, FailureWatch, log_failure
 from voxpipe.pipeline.fallback import FallbackSwitcher
+from voxpipe.pipeline.fillers import SlowToolFillers
 from voxpipe.pipeline.metering import CallMeter, ServiceRef
 from voxpipe.pipeline.shared_models import SharedSmartTurnAnalyzer
 from voxpipe.pipeline.silence import SilenceWatch, first_timeout
@@ -219,8 +220,9 @@ def build_call(
     llm_role = "llm" if text or deployment.mode == "cascade" else "realtime"
     tools = tools_schema(deployment.agent, registry)
     context = LLMContext(messages=list(call.history), tools=tools) if tools else LLMContext(list(call.history))
+    fillers = SlowToolFillers(deployment.fillers, realtime=llm_role == "realtime", meter=meter)
     for llm in _llm_services(services[llm_role]):
-        register_tools(llm, deployment.agent, registry, call.on_effect)
+        register_tools(llm, deployment.agent, registry, call.on_effect, fillers)
     # A text peer decides when the caller's turn ends: no VAD or turn model is loaded.
     user_params = (
         LLMUserAggregatorParams(user_turn_strategies=ExternalUserTurnStrategies())
