@@ -49,6 +49,7 @@ from voxpipe.pipeline.shared_models import SharedSmartTurnAnalyzer
 from voxpipe.pipeline.silence import SilenceWatch, first_timeout
 from voxpipe.pipeline.text_latency import TextTurnMeter
 from voxpipe.pipeline.tools import EffectHandler, register_tools, tools_schema
+from voxpipe.pipeline.transfer import recorded_effects
 from voxpipe.providers.registry import Registry, default_registry
 from voxpipe.providers.spec import AudioFormat, ServiceRequest
 
@@ -222,7 +223,7 @@ def build_call(
     context = LLMContext(messages=list(call.history), tools=tools) if tools else LLMContext(list(call.history))
     fillers = SlowToolFillers(deployment.fillers, realtime=llm_role == "realtime", meter=meter)
     for llm in _llm_services(services[llm_role]):
-        register_tools(llm, deployment.agent, registry, call.on_effect, fillers)
+        register_tools(llm, deployment.agent, registry, recorded_effects(call.on_effect, meter), fillers)
     # A text peer decides when the caller's turn ends: no VAD or turn model is loaded.
     user_params = (
         LLMUserAggregatorParams(user_turn_strategies=ExternalUserTurnStrategies())

@@ -16,11 +16,10 @@ from pipecat.services.llm_service import FunctionCallParams, LLMService
 
 from voxpipe.config.models import AgentConfig, ToolConfig
 from voxpipe.pipeline.fillers import SlowToolFillers
+from voxpipe.pipeline.transfer import EffectHandler, warm_details
 from voxpipe.providers.registry import Registry
 from voxpipe.providers.spec import ToolHandler, ToolKind
 from voxpipe.tools.runner import run_tool
-
-EffectHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 def _schema(tool: ToolConfig, kind: ToolKind) -> FunctionSchema:
@@ -51,20 +50,27 @@ def register_tools(
     fillers = fillers or SlowToolFillers(None, realtime=False)
     for tool in agent.tools:
         kind = registry.tool_kinds[tool.kind].tool_kind
-        handler = kind.build(tool.function_name, kind.options.model_validate(tool.options))
-        llm.register_function(
-            tool.function_name, _pipecat_handler(tool, kind, handler, on_effect, fillers), cancel_on_interruption=False
-        )
+        options = kind.options.model_validate(tool.options)
+        handle = _pipecat_handler(tool, kind, kind.build(tool.function_name, options), options, on_effect, fillers)
+        llm.register_function(tool.function_name, handle, cancel_on_interruption=False)
 
 
 def _pipecat_handler(
-    tool: ToolConfig, kind: ToolKind, handler: ToolHandler, on_effect: EffectHandler, fillers: SlowToolFillers
+    tool: ToolConfig,
+    kind: ToolKind,
+    handler: ToolHandler,
+    options: Any,
+    on_effect: EffectHandler,
+    fillers: SlowToolFillers,
 ) -> Callable[[FunctionCallParams], Awaitable[None]]:
     async def handle(params: FunctionCallParams) -> None:
         parameters = tool.parameters or kind.parameters
         work = run_tool(tool.function_name, handler, dict(params.arguments), tool.timeout_secs, parameters)
         result = await fillers.run(tool, params, work)
         if kind.effect and not (isinstance(result, dict) and "error" in result):
-            await on_effect(kind.effect, dict(params.arguments) | {"result": result})
+            details = dict(params.arguments) | {"result": result}
+            if kind.effect == "transfer" and getattr(options, "mode", "cold") == "warm":
+                details["warm"] = await warm_details(options, params.llm, params.context)
+            await on_effect(kind.effect, details)
 
     return handle

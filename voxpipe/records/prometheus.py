@@ -132,11 +132,18 @@ class CallMetrics:
             self.events.labels(record.deployment, event.kind).inc()
             if event.kind == "filler" and event.delay_secs is not None:
                 self.filler_delay.labels(record.deployment).observe(event.delay_secs)
-            elif event.kind == "transfer":
+            elif event.kind == "transfer" and (event.mode == "cold" or event.answered is not None):
+                # A warm transfer is counted once its outcome is known: unanswered in the record of the call it
+                # returned to, answered when Twilio says so (``transfer_answered``).
                 answered = "unknown" if event.answered is None else ("yes" if event.answered else "no")
                 self.transfers.labels(record.deployment, event.mode or "cold", answered).inc()
                 if event.ring_secs is not None:
                     self.ring_time.labels(record.deployment).observe(event.ring_secs)
+
+    def transfer_answered(self, deployment: str, ring_secs: float) -> None:
+        """A warm transfer's person answered (the call has left the agent, so no record of it will say so)."""
+        self.transfers.labels(deployment, "warm", "yes").inc()
+        self.ring_time.labels(deployment).observe(ring_secs)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,15 +10,17 @@ framework is imported here: requests and sockets are only read.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from loguru import logger
 
 from voxpipe.config.models import Deployment
 from voxpipe.telephony import twiml
-from voxpipe.transports.twilio_signatures import TwilioSignatures
+from voxpipe.transports.twilio_signatures import TwilioSignatures, public_url
 
 if TYPE_CHECKING:
     from fastapi import Request, WebSocket
@@ -43,13 +45,40 @@ class TwilioRest:
         """Hang up, or replace the call's TwiML: ``<Say>`` a ``message`` first, then ``<Dial>`` ``transfer_to``
         or hang up (``telephony.twiml.end_call``: the one way a call ends with an outcome)."""
         if transfer_to or message:
-            changes: dict[str, Any] = {"twiml": twiml.end_call(message, transfer_to)}
+            await self.update(call_sid, twiml=twiml.end_call(message, transfer_to))
         else:
-            changes = {"status": "completed"}
+            await self.update(call_sid, status="completed")
+
+    async def update(self, call_sid: str, **changes: Any) -> None:
+        """Change a live call (its TwiML, or its status)."""
         try:
             await asyncio.to_thread(self._client.calls(call_sid).update, **changes)
         except Exception as exc:  # the call may already be over; never fail the server for it
             logger.warning(f"Twilio REST update of call {call_sid} failed: {exc}")
+
+    async def create(self, **call: Any) -> bool:
+        """Place a new call (a warm transfer's dial leg); ``False`` if Twilio refused it."""
+        try:
+            await asyncio.to_thread(self._client.calls.create, **call)
+        except Exception as exc:
+            logger.warning(f"Twilio REST call to {call.get('to')} failed: {exc}")
+            return False
+        return True
+
+
+@dataclass
+class PendingTransfer:
+    """A warm transfer whose dial leg is ringing: enough to bring the caller back if nobody answers."""
+
+    to: str
+    stream_parameters: dict[str, str]
+    unanswered: str
+    started: float = field(default_factory=time.monotonic)
+
+
+UNANSWERED = ("no-answer", "busy", "failed", "canceled")
+# The <Parameter>s of the stream that brings a caller back from an unanswered warm transfer.
+RETURN_STATUS, RETURN_RING_SECS, RETURN_SAY = "voxpipe_transfer", "voxpipe_ring_secs", "voxpipe_say"
 
 
 class TwilioAccount:
@@ -62,6 +91,7 @@ class TwilioAccount:
         token = twilio.auth_token.get_secret_value() if twilio.auth_token else ""
         self.rest = TwilioRest(client_factory(twilio.account_sid, token)) if twilio.account_sid and token else None
         self.handoffs: dict[str, str] = {}  # call id -> where <Connect action> dials once the stream ends
+        self.transfers: dict[str, PendingTransfer] = {}  # call id -> its ringing warm transfer
 
     async def carry_out(self, call_id: str, effect: str | None, target: str | None, message: str | None = None) -> None:
         """A media-stream call ended (by a tool's ``effect``): remember a transfer's target for the ``<Connect
@@ -72,6 +102,54 @@ class TwilioAccount:
             self.handoffs[call_id] = target  # the <Connect action> webhook dials it
         if self.rest is not None:
             await self.rest.end_call(call_id, transfer_to=target, message=message)
+
+    async def warm_transfer(self, call_id: str, warm: dict[str, Any], transfer: PendingTransfer) -> bool:
+        """Put the caller on hold and ring ``transfer.to``, who hears the summary first (docs/calls.md).
+
+        The caller's call gets the hold leg's TwiML; the dial leg is a new call, answered with the summary then
+        the same conference, whose status callbacks (``/transfer-status``) say whether it was answered. Without
+        REST credentials there is no warm transfer: ``False``, and the caller transfers cold.
+        """
+        if self.rest is None:
+            logger.warning(f"[{self.deployment.name}] warm transfer of {call_id} needs transport.twilio.account_sid")
+            return False
+        room = f"voxpipe-{call_id}"
+        self.transfers[call_id] = transfer
+        status_url = public_url(self.deployment, "transfer-status", query=urlencode({"call": call_id}))
+        await self.rest.update(call_id, twiml=twiml.hold(room, warm.get("hold_audio")))
+        placed = await self.rest.create(
+            to=transfer.to,
+            from_=transfer.stream_parameters.get("to") or "",
+            twiml=twiml.briefed_join(warm.get("summary"), room),
+            timeout=round(warm["ring_timeout_secs"]),
+            status_callback=status_url,
+            status_callback_event=["answered", "completed"],
+        )
+        if not placed:
+            del self.transfers[call_id]
+            await self.bring_back(call_id, transfer, "failed", 0.0)
+        return True
+
+    async def bring_back(self, call_id: str, transfer: PendingTransfer, status: str, ring_secs: float) -> None:
+        """Nobody took the call: reconnect the caller to a new stream of the same call (its conversation resumes),
+        whose parameters tell the agent what happened and what to say."""
+        if self.rest is None:
+            return
+        returned = {RETURN_STATUS: status, RETURN_RING_SECS: f"{ring_secs:g}", RETURN_SAY: transfer.unanswered}
+        stream = twiml.stream_call(
+            public_url(self.deployment, "media", websocket=True),
+            public_url(self.deployment, "connect-action"),
+            transfer.stream_parameters | returned,
+        )
+        await self.rest.update(call_id, twiml=stream)
+
+    def transfer_status(self, call_id: str, status: str) -> tuple[PendingTransfer, float] | None:
+        """A dial leg's status callback: the finished transfer and its ring time, once answered or given up."""
+        transfer = self.transfers.get(call_id)
+        if transfer is None or status not in ("in-progress", "answered", *UNANSWERED):
+            return None
+        del self.transfers[call_id]
+        return transfer, round(time.monotonic() - transfer.started, 3)
 
     async def signed_form(self, request: Request, path: str) -> dict[str, str] | None:
         """The webhook's form parameters, or ``None`` if its signature is not valid."""

@@ -4,12 +4,14 @@ Twilio opens ``WS /{name}/media`` (its handshake signed over the public ``wss://
 ``MediaStreamCall`` in the Twilio ``Dialect``: the protocol (events, state machine, keypad entries, playout
 marks) is ``voxpipe.telephony.media_streams``, the pipeline side ``media_transport``. A call's pipeline runs at
 8 kHz on PCM16, so mu-law is only decoded and re-encoded (bit-exact, ``voxpipe.audio.g711``), never resampled.
-When ``<Connect>`` ends Twilio posts ``/connect-action``, which dials a transfer's target or hangs up.
+When ``<Connect>`` ends Twilio posts ``/connect-action``, which dials a transfer's target or hangs up; a warm
+transfer's dial leg reports to ``/transfer-status`` (answered, or the caller is brought back: docs/calls.md).
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, WebSocket
+from loguru import logger
 
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.host import CallHost
@@ -18,7 +20,7 @@ from voxpipe.telephony.media_streams import StreamStart
 from voxpipe.transports.json_socket import JsonSocket
 from voxpipe.transports.media_stream_call import Dialect, MediaStreamCall
 from voxpipe.transports.media_transport import MediaStreamTransport
-from voxpipe.transports.twilio_account import TwilioAccount
+from voxpipe.transports.twilio_account import UNANSWERED, TwilioAccount
 from voxpipe.transports.twilio_signatures import public_url
 
 
@@ -71,3 +73,20 @@ def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None
         target = twilio.handoffs.pop(form.get("CallSid", ""), None)
         target = target or conversation_relay.handoff_target(form.get("HandoffData"))
         return xml(twiml.dial(target) if target else twiml.hangup())
+
+    @router.post("/transfer-status")
+    async def transfer_status(request: Request) -> Response:
+        form = await twilio.signed_form(request, "transfer-status")
+        if form is None:
+            return Response(status_code=403)
+        call_id, status = request.query_params.get("call", ""), form.get("CallStatus", "")
+        finished = twilio.transfer_status(call_id, status)
+        if finished is not None:
+            transfer, ring_secs = finished
+            answered = status not in UNANSWERED
+            logger.info(f"[{host.deployment.name}] warm transfer of {call_id}: {status} after {ring_secs:g}s")
+            if answered and host.bookkeeping.metrics is not None:
+                host.bookkeeping.metrics.transfer_answered(host.deployment.name, ring_secs)
+            if not answered:
+                await twilio.bring_back(call_id, transfer, status, ring_secs)
+        return Response(status_code=204)
