@@ -20,8 +20,12 @@ import httpx
 from fastapi import Request
 from twilio.request_validator import RequestValidator
 
+from tests.simulators.conversation_relay import RelaySimulator
 from tests.simulators.server import RunningServer
 from tests.test_calls_silence import ACCOUNT
+from tests.test_conversation_relay import DEPLOYMENT as RELAY_DEPLOYMENT
+from tests.test_conversation_relay import TOKEN as RELAY_TOKEN
+from tests.test_conversation_relay import stored
 from tests.test_twilio_media import (
     DEPLOYMENT,
     PUBLIC,
@@ -155,3 +159,65 @@ async def test_rung_out_warm_transfer_returns_the_caller_to_the_agent(tmp_path: 
     records_by_start = sorted(records.list(), key=lambda r: r.started_at)
     (returned,) = [e for e in records_by_start[-1].events if e.kind == "transfer"]
     assert returned.answered is False and returned.mode == "warm"
+
+
+def relay_deployment(tmp_path: Path) -> object:
+    text = RELAY_DEPLOYMENT.replace("{db}", str(tmp_path / "s.db"))
+    text = text.replace('options: {to: "+15557770000"}', "options:\n" + TRANSFER.split("options:\n")[1].rstrip())
+    text = text.replace("    auth_token:", "    account_sid: AC0123456789abcdef0123456789abcdef\n    auth_token:", 1)
+    text = text.replace("    replies:\n", f'    replies:\n      - {{when: Summarise, say: "{SUMMARY}"}}\n', 1)
+    return parse_deployment(text + "silence: off\n", environ={"TWILIO_AUTH_TOKEN": RELAY_TOKEN})
+
+
+async def signed_post(server: RunningServer, path: str, form: dict[str, str]) -> httpx.Response:
+    signature = RequestValidator(TOKEN).compute_signature(f"{PUBLIC}/relay/{path}", form)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        return await client.post(f"/relay/{path}", data=form, headers={"X-Twilio-Signature": signature})
+
+
+async def test_relay_warm_transfer_carries_the_summary_and_comes_back_when_rung_out(
+    tmp_path: Path, registry: object
+) -> None:
+    rest = FakeTwilioCalls()
+    with RunningServer(rest.app) as rest_server:
+        app = create_app([relay_deployment(tmp_path)], warm_up=False, twilio_client=rest.client(rest_server.url))
+        with RunningServer(app) as server:
+            url = (f"{server.ws_url}/relay/relay", "wss://voice.example.com/relay/relay")
+            async with RelaySimulator(*url) as relay:
+                await relay.prompt("what are your hours")
+                await relay.reply()
+                await relay.prompt("a human please")
+                assert (await relay.reply())[0] == "Transferring you now."
+                end = await relay.next_message()
+            handoff = json.loads(end["handoffData"])
+            assert (handoff["reason"], handoff["mode"], handoff["to"]) == ("transfer", "warm", "+15557770000")
+            assert handoff["summary"] == SUMMARY and handoff["session"] == relay.session_id
+            form = {"CallSid": relay.call_sid, "To": "+15559990000", "HandoffData": end["handoffData"]}
+            hold = await signed_post(server, "connect-action", form)
+            assert twiml_of(hold.text).find("Dial/Conference").get("waitUrl") == HOLD
+            await asyncio.sleep(0.5)
+            (dial,) = rest.created
+            assert [verb.tag for verb in twiml_of(dial["Twiml"][0])] == ["Say", "Dial"]
+            assert twiml_of(dial["Twiml"][0])[0].text == SUMMARY
+            status = f"transfer-status?call={relay.call_sid}"
+            assert (await signed_post(server, status, {"CallSid": "CAleg", "CallStatus": "busy"})).status_code == 204
+            (_, back) = rest.updates[-1]
+            connect = twiml_of(back["Twiml"]).find("Connect/ConversationRelay")
+            assert connect is not None and connect.get("welcomeGreeting") is None
+            parameters = {p.get("name"): p.get("value") for p in connect}
+            async with RelaySimulator(*url, call_sid=relay.call_sid, custom_parameters=parameters) as returned:
+                assert (await returned.reply())[0] == UNANSWERED
+                await returned.prompt("what are your hours")
+                assert (await returned.reply())[0] == "We are open nine to five."
+    said = [m["content"] for m in await stored(tmp_path, relay.session_id) if isinstance(m.get("content"), str)]
+    said = [c for c in said if not c.startswith(("{", "IN_PROGRESS"))]
+    assert said == [
+        "Hi, this is the relay agent.",
+        "what are your hours",
+        "We are open nine to five.",
+        "a human please",
+        "Transferring you now.",
+        UNANSWERED,
+        "what are your hours",
+        "We are open nine to five.",
+    ]

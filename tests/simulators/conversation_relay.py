@@ -31,6 +31,7 @@ class RelaySimulator:
     auth_token: str = "test-auth-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
     session_id: str = field(default_factory=lambda: "VX" + uuid.uuid4().hex)
     call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
+    custom_parameters: dict[str, str] = field(default_factory=dict)  # the TwiML's <Parameter>s
 
     def __post_init__(self) -> None:
         self.received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -50,7 +51,7 @@ class RelaySimulator:
                 "from": "+15550001111",
                 "to": "+15559990000",
                 "direction": "inbound",
-                "customParameters": {},
+                "customParameters": self.custom_parameters,
             }
         )
         return self

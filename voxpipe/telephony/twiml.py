@@ -63,9 +63,12 @@ def stream_call(url: str, action: str | None, parameters: Mapping[str, str]) -> 
     return response(Verb("Connect", {"action": action}, children=(stream,)))
 
 
-def conversation_relay(url: str, action: str | None, attributes: Attributes) -> str:
+def conversation_relay(
+    url: str, action: str | None, attributes: Attributes, parameters: Mapping[str, str] | None = None
+) -> str:
     """``<Connect action><ConversationRelay url .../></Connect>``: Twilio speaks, voxpipe streams text."""
-    relay = Verb("ConversationRelay", {**attributes, "url": url})
+    children = tuple(Verb("Parameter", {"name": name, "value": value}) for name, value in (parameters or {}).items())
+    relay = Verb("ConversationRelay", {**attributes, "url": url}, children=children)
     return response(Verb("Connect", {"action": action}, children=(relay,)))
 
 

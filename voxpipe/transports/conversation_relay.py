@@ -37,35 +37,21 @@ from pipecat.frames.frames import (
 from pipecat.processors.filters.identity_filter import IdentityFilter
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from voxpipe.config.models import Deployment
 from voxpipe.pipeline.builder import CallPipeline, TextTransport
 from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.text_latency import TextTurnMeter
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.telephony import conversation_relay as protocol
-from voxpipe.telephony import keypad, keypad_entry, twiml
+from voxpipe.telephony import keypad, keypad_entry
 from voxpipe.transports.json_socket import JsonSocket
 from voxpipe.transports.media_stream_call import END_REPLY_TIMEOUT_SECS
-from voxpipe.transports.twilio_account import TwilioAccount
-from voxpipe.transports.twilio_signatures import public_url
-
-
-def relay_twiml(deployment: Deployment) -> str:
-    """``<Connect action=...><ConversationRelay url=wss://.../relay .../></Connect>`` from the YAML."""
-    relay = deployment.transport.conversation_relay
-    return twiml.conversation_relay(
-        public_url(deployment, "relay", websocket=True),
-        public_url(deployment, "connect-action"),
-        {
-            "welcomeGreeting": deployment.agent.greeting,
-            "language": relay.language,
-            "interruptible": relay.interruptible,
-            "dtmfDetection": relay.dtmf_detection,
-            "ttsProvider": relay.tts_provider,
-            "voice": relay.voice,
-            "transcriptionProvider": relay.transcription_provider,
-        },
-    )
+from voxpipe.transports.twilio_account import (
+    RESUME_SESSION,
+    RETURN_RING_SECS,
+    RETURN_SAY,
+    RETURN_STATUS,
+    TwilioAccount,
+)
 
 
 @dataclass
@@ -237,24 +223,32 @@ class RelaySession:
             "direction": setup.direction,
             "customParameters": setup.custom_parameters,
         }
-        session = await self.host.open_session(setup.session_id, metadata)
+        returned = setup.custom_parameters if setup.custom_parameters.get(RETURN_STATUS) else {}
+        session_id = str(returned.get(RESUME_SESSION) or setup.session_id)  # back from a warm transfer: resume
+        session = await self.host.open_session(session_id, metadata)
         if session is None:
-            logger.warning(f"{self}: session id {setup.session_id} belongs to another deployment")
+            logger.warning(f"{self}: session id {session_id} belongs to another deployment")
             return
-        self.session_id = setup.session_id
+        self.session_id = session_id
         greeting = self.host.deployment.agent.greeting
         if greeting and not session.messages:  # Twilio speaks welcomeGreeting: keep it in the conversation
             session.messages.append({"role": "assistant", "content": greeting})
             await self.host.store.append(setup.session_id, session.messages, expected=0)
         self.hosted = self.host.start_call(
-            self.transport, setup.session_id, setup.from_ or None, AudioFormat(), session, self._on_effect
+            self.transport, session_id, setup.from_ or None, AudioFormat(), session, self._on_effect
         )
         self._pipeline = await self.hosted.built()
+        if returned:
+            ring_secs = float(returned.get(RETURN_RING_SECS) or 0)
+            await self.hosted.transfer_returned(str(returned[RETURN_STATUS]), ring_secs, str(returned[RETURN_SAY]))
 
     async def _on_effect(self, effect: str, arguments: dict[str, Any]) -> None:
         """``end_call``/``transfer``: after the reply that follows the tool, end the session with handoff data."""
         self.response_ended.clear()
-        self._ending = asyncio.ensure_future(self._end_after_reply(protocol.handoff(effect, arguments)))
+        handoff = protocol.handoff(effect, arguments)
+        if handoff.get("mode") == "warm":  # the <Connect action> webhook brings the caller back to this session
+            handoff["session"] = self.session_id
+        self._ending = asyncio.ensure_future(self._end_after_reply(handoff))
 
     async def _end_after_reply(self, handoff: dict[str, Any]) -> None:
         try:

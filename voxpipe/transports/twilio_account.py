@@ -35,6 +35,28 @@ def twilio_client(account_sid: str, auth_token: str) -> Any:
     return Client(account_sid, auth_token)
 
 
+def relay_twiml(deployment: Deployment, parameters: dict[str, str] | None = None) -> str:
+    """``<Connect action=...><ConversationRelay url=wss://.../relay .../></Connect>`` from the YAML.
+
+    ``parameters`` (a caller back from a warm transfer) become ``<Parameter>``s, and there is no greeting then.
+    """
+    relay = deployment.transport.conversation_relay
+    return twiml.conversation_relay(
+        public_url(deployment, "relay", websocket=True),
+        public_url(deployment, "connect-action"),
+        {
+            "welcomeGreeting": None if parameters else deployment.agent.greeting,
+            "language": relay.language,
+            "interruptible": relay.interruptible,
+            "dtmfDetection": relay.dtmf_detection,
+            "ttsProvider": relay.tts_provider,
+            "voice": relay.voice,
+            "transcriptionProvider": relay.transcription_provider,
+        },
+        parameters,
+    )
+
+
 class TwilioRest:
     """Ends or transfers a live call through Twilio's REST API (only when account credentials are configured)."""
 
@@ -79,6 +101,7 @@ class PendingTransfer:
 UNANSWERED = ("no-answer", "busy", "failed", "canceled")
 # The <Parameter>s of the stream that brings a caller back from an unanswered warm transfer.
 RETURN_STATUS, RETURN_RING_SECS, RETURN_SAY = "voxpipe_transfer", "voxpipe_ring_secs", "voxpipe_say"
+RESUME_SESSION = "voxpipe_session"  # ConversationRelay: the session (conversation) the caller comes back to
 
 
 class TwilioAccount:
@@ -92,6 +115,7 @@ class TwilioAccount:
         self.rest = TwilioRest(client_factory(twilio.account_sid, token)) if twilio.account_sid and token else None
         self.handoffs: dict[str, str] = {}  # call id -> where <Connect action> dials once the stream ends
         self.transfers: dict[str, PendingTransfer] = {}  # call id -> its ringing warm transfer
+        self._dialling: set[asyncio.Task[None]] = set()
 
     async def carry_out(self, call_id: str, effect: str | None, target: str | None, message: str | None = None) -> None:
         """A media-stream call ended (by a tool's ``effect``): remember a transfer's target for the ``<Connect
@@ -104,31 +128,43 @@ class TwilioAccount:
             await self.rest.end_call(call_id, transfer_to=target, message=message)
 
     async def warm_transfer(self, call_id: str, warm: dict[str, Any], transfer: PendingTransfer) -> bool:
-        """Put the caller on hold and ring ``transfer.to``, who hears the summary first (docs/calls.md).
+        """Put a media-stream caller on hold and ring ``transfer.to``, who hears the summary first (docs/calls.md).
 
-        The caller's call gets the hold leg's TwiML; the dial leg is a new call, answered with the summary then
-        the same conference, whose status callbacks (``/transfer-status``) say whether it was answered. Without
-        REST credentials there is no warm transfer: ``False``, and the caller transfers cold.
+        ``False`` without REST credentials: there is no warm transfer then, and the caller transfers cold.
+        """
+        hold = self.hold_and_dial(call_id, warm, transfer)
+        if hold is None or self.rest is None:
+            return False
+        await self.rest.update(call_id, twiml=hold)
+        return True
+
+    def hold_and_dial(self, call_id: str, warm: dict[str, Any], transfer: PendingTransfer) -> str | None:
+        """The hold leg's TwiML for the caller (a conference, with the hold audio), the dial leg placed meanwhile.
+
+        The dial leg is a new call whose TwiML says the summary, then joins the same conference; its status
+        callbacks (``/transfer-status``) say whether it was answered. ``None`` without REST credentials.
         """
         if self.rest is None:
             logger.warning(f"[{self.deployment.name}] warm transfer of {call_id} needs transport.twilio.account_sid")
-            return False
-        room = f"voxpipe-{call_id}"
+            return None
         self.transfers[call_id] = transfer
+        task = asyncio.ensure_future(self._dial(self.rest, call_id, warm, transfer))
+        self._dialling.add(task)
+        task.add_done_callback(self._dialling.discard)
+        return twiml.hold(f"voxpipe-{call_id}", warm.get("hold_audio"))
+
+    async def _dial(self, rest: TwilioRest, call_id: str, warm: dict[str, Any], transfer: PendingTransfer) -> None:
         status_url = public_url(self.deployment, "transfer-status", query=urlencode({"call": call_id}))
-        await self.rest.update(call_id, twiml=twiml.hold(room, warm.get("hold_audio")))
-        placed = await self.rest.create(
+        placed = await rest.create(
             to=transfer.to,
             from_=transfer.stream_parameters.get("to") or "",
-            twiml=twiml.briefed_join(warm.get("summary"), room),
+            twiml=twiml.briefed_join(warm.get("summary"), f"voxpipe-{call_id}"),
             timeout=round(warm["ring_timeout_secs"]),
             status_callback=status_url,
             status_callback_event=["answered", "completed"],
         )
-        if not placed:
-            del self.transfers[call_id]
+        if not placed and self.transfers.pop(call_id, None) is not None:
             await self.bring_back(call_id, transfer, "failed", 0.0)
-        return True
 
     async def bring_back(self, call_id: str, transfer: PendingTransfer, status: str, ring_secs: float) -> None:
         """Nobody took the call: reconnect the caller to a new stream of the same call (its conversation resumes),
@@ -136,12 +172,16 @@ class TwilioAccount:
         if self.rest is None:
             return
         returned = {RETURN_STATUS: status, RETURN_RING_SECS: f"{ring_secs:g}", RETURN_SAY: transfer.unanswered}
-        stream = twiml.stream_call(
-            public_url(self.deployment, "media", websocket=True),
-            public_url(self.deployment, "connect-action"),
-            transfer.stream_parameters | returned,
-        )
-        await self.rest.update(call_id, twiml=stream)
+        parameters = transfer.stream_parameters | returned
+        if self.deployment.transport.twilio.connect == "conversation_relay":
+            document = relay_twiml(self.deployment, parameters)
+        else:
+            document = twiml.stream_call(
+                public_url(self.deployment, "media", websocket=True),
+                public_url(self.deployment, "connect-action"),
+                parameters,
+            )
+        await self.rest.update(call_id, twiml=document)
 
     def transfer_status(self, call_id: str, status: str) -> tuple[PendingTransfer, float] | None:
         """A dial leg's status callback: the finished transfer and its ring time, once answered or given up."""

@@ -20,7 +20,7 @@ from voxpipe.telephony.media_streams import StreamStart
 from voxpipe.transports.json_socket import JsonSocket
 from voxpipe.transports.media_stream_call import Dialect, MediaStreamCall
 from voxpipe.transports.media_transport import MediaStreamTransport
-from voxpipe.transports.twilio_account import UNANSWERED, TwilioAccount
+from voxpipe.transports.twilio_account import RESUME_SESSION, UNANSWERED, PendingTransfer, TwilioAccount
 from voxpipe.transports.twilio_signatures import public_url
 
 
@@ -70,6 +70,13 @@ def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None
         form = await twilio.signed_form(request, "connect-action")
         if form is None:
             return Response(status_code=403)
+        warm = conversation_relay.warm_handoff(form.get("HandoffData"))
+        if warm is not None:  # a ConversationRelay session ended for a warm transfer: hold, and ring the person
+            kept = {"to": form.get("To", ""), RESUME_SESSION: str(warm.get("session") or "")}
+            transfer = PendingTransfer(str(warm["to"]), kept, str(warm.get("unanswered") or ""))
+            hold = twilio.hold_and_dial(form.get("CallSid", ""), warm, transfer)
+            if hold is not None:
+                return xml(hold)
         target = twilio.handoffs.pop(form.get("CallSid", ""), None)
         target = target or conversation_relay.handoff_target(form.get("HandoffData"))
         return xml(twiml.dial(target) if target else twiml.hangup())

@@ -34,7 +34,7 @@ from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
 from voxpipe.sessions import SessionStore, open_store
 from voxpipe.transports import browser, conversation_relay, twilio_media
-from voxpipe.transports.twilio_account import TwilioAccount, TwilioClientFactory, twilio_client
+from voxpipe.transports.twilio_account import TwilioAccount, TwilioClientFactory, relay_twiml, twilio_client
 
 
 def _check(deployment: Deployment) -> None:
@@ -134,7 +134,7 @@ def _router(host: CallHost, twilio: TwilioAccount) -> APIRouter:
             logger.error(f"[{deployment.name}] cannot answer Twilio: transport.public_url (the https base) is not set")
             return Response("transport.public_url is not set", status_code=503)
         if deployment.transport.twilio.connect == "conversation_relay":
-            return twilio_media.xml(conversation_relay.relay_twiml(deployment))
+            return twilio_media.xml(relay_twiml(deployment))
         return twilio_media.xml(twilio_media.stream_twiml(deployment, form))
 
     twilio_media.add_routes(router, host, twilio)
