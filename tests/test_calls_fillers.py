@@ -104,3 +104,25 @@ async def test_relay_slow_tool_sends_the_filler_then_the_reply(tmp_path: Path, r
     assert filler == FILLER and 0.9 < filler_at < 1.4
     assert reply == "Your booking is confirmed." and 3.0 < reply_at < 3.6
     assert quick == "Quick answer: confirmed."
+
+
+async def test_caller_who_speaks_during_a_slow_tool_is_heard_with_its_result(tmp_path: Path, registry: object) -> None:
+    transcripts = json.dumps(["check my booking", "and it is for two people"])
+    text = DEPLOYMENT.format(transcripts=transcripts, story=STORY, public=PUBLIC, db=tmp_path / "s.db")
+    app = create_app([parse_deployment(with_tool(text), environ={"TWILIO_AUTH_TOKEN": TOKEN})], warm_up=False)
+    with RunningServer(app) as server:
+        async with simulator(server) as call:
+            await call.wait_for(lambda: audible(call.heard), what="the greeting")
+            await asyncio.sleep(1.5)
+            await call.speak(speech())
+            await asyncio.sleep(0.6)  # the tool is running: the caller speaks again
+            await call.speak(speech())
+            await asyncio.sleep(4.5)  # the tool answers (3 s) and the agent replies
+            await call.stop()
+    messages = stored_messages(tmp_path, call.call_sid)
+    said = json.dumps(messages)
+    assert "and it is for two people" in said  # heard
+    assert "confirmed" in said  # the tool was not cancelled: its result is in the conversation
+    users = [i for i, m in enumerate(messages) if m.get("content") == "and it is for two people"]
+    results = [i for i, m in enumerate(messages) if "confirmed" in json.dumps(m) and m["role"] != "assistant"]
+    assert users and results and results[-1] > users[0]  # the result reached the LLM after what the caller said
