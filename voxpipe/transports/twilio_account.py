@@ -107,8 +107,17 @@ RESUME_SESSION = "voxpipe_session"  # ConversationRelay: the session (conversati
 class TwilioAccount:
     """One deployment's Twilio side: signature checks, the REST client, and pending ``<Connect action>`` dials."""
 
-    def __init__(self, deployment: Deployment, client_factory: TwilioClientFactory = twilio_client):
+    def __init__(
+        self,
+        deployment: Deployment,
+        client_factory: TwilioClientFactory = twilio_client,
+        *,
+        serves_transfer_status: bool = False,
+    ):
+        """``serves_transfer_status``: this process answers ``/transfer-status`` (the web app does; the serverless
+        bridge does not), without which a warm transfer nobody answers would leave the caller on hold: cold then."""
         self.deployment = deployment
+        self.serves_transfer_status = serves_transfer_status
         self.signatures = TwilioSignatures(deployment)
         twilio = deployment.transport.twilio
         token = twilio.auth_token.get_secret_value() if twilio.auth_token else ""
@@ -144,8 +153,11 @@ class TwilioAccount:
         The dial leg is a new call whose TwiML says the summary, then joins the same conference; its status
         callbacks (``/transfer-status``) say whether it was answered. ``None`` without REST credentials.
         """
-        if self.rest is None:
-            logger.warning(f"[{self.deployment.name}] warm transfer of {call_id} needs transport.twilio.account_sid")
+        if self.rest is None or not self.serves_transfer_status:
+            logger.warning(
+                f"[{self.deployment.name}] warm transfer of {call_id} needs transport.twilio.account_sid and "
+                "voxpipe serve (its /transfer-status): transferring cold"
+            )
             return None
         self.transfers[call_id] = transfer
         task = asyncio.ensure_future(self._dial(self.rest, call_id, warm, transfer))

@@ -72,7 +72,8 @@ def create_app(
         _check(deployment)
         key = deployment.sessions.model_dump_json()
         store = stores.get(key) or stores.setdefault(key, open_store(deployment.sessions))
-        hosts.append((CallHost(deployment, store, registry, bookkeeping), TwilioAccount(deployment, twilio_client)))
+        twilio = TwilioAccount(deployment, twilio_client, serves_transfer_status=True)
+        hosts.append((CallHost(deployment, store, registry, bookkeeping), twilio))
     state = {"ready": not warm_up}
 
     @contextlib.asynccontextmanager
