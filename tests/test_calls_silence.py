@@ -138,3 +138,37 @@ async def test_silent_relay_caller_is_reprompted_then_the_session_ends(tmp_path:
     await asyncio.sleep(0.3)
     (record,) = records.list()
     assert record.end_reason == "caller_silent"
+
+
+async def test_realtime_silent_caller_is_reprompted_then_hung_up(tmp_path: Path, registry: object) -> None:
+    """Speech to speech: the model is asked to say the re-prompt and the goodbye verbatim, through its session."""
+    text = f"""
+name: phone
+mode: realtime
+agent: {{instructions: Be brief., greeting: Hello there.}}
+vad: {{start_secs: 0.1, stop_secs: 0.2}}
+realtime:
+  provider: testkit_realtime
+  options:
+    transcripts: []
+    replies:
+      - {{when: "Greet", say: "Hello there."}}
+      - {{when: "still there", say: "Are you still there?"}}
+      - {{when: "Goodbye", say: "Goodbye for now."}}
+insecure: true
+transport: {{public_url: {PUBLIC}, twilio: {{validate_signatures: false}}}}
+sessions: {{store: sqlite, path: "{tmp_path / "s.db"}"}}
+{SILENCE}"""
+    records = RecordStore(tmp_path / "calls.db")
+    with RunningServer(create_app([parse_deployment(text)], records=records, warm_up=False)) as server:
+        async with simulator(server, auth_token=None) as call:
+            await call.wait_for(call.closed.is_set, timeout=20, what="the server to hang up")
+    bursts = gaps(audible(call.heard))
+    assert len(bursts) == 2  # greeting | re-prompt | goodbye
+    (greeting_end, reprompt_at), (reprompt_end, goodbye_at) = bursts
+    assert abs(reprompt_at - greeting_end - REPROMPT_SECS) < 0.5
+    assert abs(goodbye_at - reprompt_end - HANGUP_SECS) < 0.5
+    await asyncio.sleep(0.3)
+    (record,) = records.list()
+    assert record.end_reason == "caller_silent"
+    assert [e.kind for e in record.events] == ["reprompt", "silence_hangup"]
