@@ -126,3 +126,36 @@ async def test_caller_who_speaks_during_a_slow_tool_is_heard_with_its_result(tmp
     users = [i for i, m in enumerate(messages) if m.get("content") == "and it is for two people"]
     results = [i for i, m in enumerate(messages) if "confirmed" in json.dumps(m) and m["role"] != "assistant"]
     assert users and results and results[-1] > users[0]  # the result reached the LLM after what the caller said
+
+
+async def test_realtime_slow_tool_gets_its_filler_through_the_session(tmp_path: Path, registry: object) -> None:
+    text = f"""
+name: phone
+mode: realtime
+agent:
+  instructions: Be brief.
+  tools:{TOOL}
+vad: {{start_secs: 0.1, stop_secs: 0.2}}
+realtime:
+  provider: testkit_realtime
+  options:
+    transcripts: ["check my booking"]
+    replies:
+      - {{when: "say exactly", say: "{FILLER}"}}
+{RULES}insecure: true
+transport: {{public_url: {PUBLIC}, twilio: {{validate_signatures: false}}}}
+sessions: {{store: sqlite, path: "{tmp_path / "s.db"}"}}
+silence: off
+"""
+    records = RecordStore(tmp_path / "calls.db")
+    with RunningServer(create_app([parse_deployment(text)], records=records, warm_up=False)) as server:
+        async with simulator(server, auth_token=None) as call:
+            await asyncio.sleep(0.5)
+            spoke_at = await call.speak(speech())
+            await call.wait_for(lambda: quiet_since(call.heard_after(spoke_at), 1.5), timeout=20, what="the reply")
+            await call.stop()
+    contents = [m.get("content") for m in stored_messages(tmp_path, call.call_sid) if m["role"] == "assistant"]
+    assert contents[-2:] == [FILLER, "Your booking is confirmed."]
+    await asyncio.sleep(0.3)
+    (record,) = records.list()
+    assert [e.kind for e in record.events] == ["filler"]

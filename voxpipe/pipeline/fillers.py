@@ -81,7 +81,8 @@ class SlowToolFillers:
             self.meter.note_event("filler", tool=tool.function_name, text=text, delay_secs=round(delay, 3))
         if self.realtime:
             message = {"role": "user", "content": f"While the tool runs, say exactly: {text}"}
-            await params.llm.queue_frame(LLMMessagesAppendFrame(messages=[message], run_llm=True))
+            # Through the user aggregator, as the greeting and re-prompts are: into the context, then the session.
+            await params.pipeline_worker.queue_frame(LLMMessagesAppendFrame(messages=[message], run_llm=True))
         else:
             await params.llm.push_frame(TTSSpeakFrame(text))
 
