@@ -9,9 +9,11 @@ same call, the conversation resumes with its history, and the agent says nobody 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl
 from xml.etree import ElementTree as ET
@@ -104,17 +106,24 @@ async def ask_for_a_person(server: RunningServer) -> str:
     return call.call_sid
 
 
-async def test_answered_warm_transfer_delivers_the_summary_first(tmp_path: Path, registry: object) -> None:
+@contextlib.contextmanager
+def served(tmp_path: Path) -> Iterator[tuple[FakeTwilioCalls, RecordStore, RunningServer]]:
+    """The phone deployment served, with Twilio's REST API faked; its records kept."""
     rest, records = FakeTwilioCalls(), RecordStore(tmp_path / "calls.db")
     with RunningServer(rest.app) as rest_server:
         app = create_app([phone(tmp_path)], records=records, warm_up=False, twilio_client=rest.client(rest_server.url))
         with RunningServer(app) as server:
-            call_sid = await ask_for_a_person(server)
-            ((updated, hold),) = rest.updates
-            (dial,) = rest.created
-            assert (await post_status(server, call_sid, "in-progress")).status_code == 204
-            async with httpx.AsyncClient(base_url=server.url) as client:
-                metrics = (await client.get("/metrics")).text
+            yield rest, records, server
+
+
+async def test_answered_warm_transfer_delivers_the_summary_first(tmp_path: Path, registry: object) -> None:
+    with served(tmp_path) as (rest, records, server):
+        call_sid = await ask_for_a_person(server)
+        ((updated, hold),) = rest.updates
+        (dial,) = rest.created
+        assert (await post_status(server, call_sid, "in-progress")).status_code == 204
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            metrics = (await client.get("/metrics")).text
     assert updated == call_sid
     room = twiml_of(hold["Twiml"]).find("Dial/Conference")
     assert room is not None and room.get("waitUrl") == HOLD and room.text == f"voxpipe-{call_sid}"
@@ -130,23 +139,20 @@ async def test_answered_warm_transfer_delivers_the_summary_first(tmp_path: Path,
 
 
 async def test_rung_out_warm_transfer_returns_the_caller_to_the_agent(tmp_path: Path, registry: object) -> None:
-    rest, records = FakeTwilioCalls(), RecordStore(tmp_path / "calls.db")
-    with RunningServer(rest.app) as rest_server:
-        app = create_app([phone(tmp_path)], records=records, warm_up=False, twilio_client=rest.client(rest_server.url))
-        with RunningServer(app) as server:
-            call_sid = await ask_for_a_person(server)
-            assert (await post_status(server, call_sid, "no-answer")).status_code == 204
-            (_, back) = rest.updates[-1]
-            stream = twiml_of(back["Twiml"]).find("Connect/Stream")
-            assert stream is not None and stream.get("url") == "wss://voice.example.com/phone/media"
-            parameters = {p.get("name"): p.get("value") for p in stream}
-            assert parameters["voxpipe_transfer"] == "no-answer" and parameters["voxpipe_say"] == UNANSWERED
-            async with simulator(server, call_sid=call_sid, parameters=parameters) as call:
-                await call.wait_for(lambda: audible(call.heard), what="the agent back on the line")
-                await asyncio.sleep(1.5)
-                _, answer = await turn(call)  # the conversation carries on
-                assert answer
-                await call.stop()
+    with served(tmp_path) as (rest, records, server):
+        call_sid = await ask_for_a_person(server)
+        assert (await post_status(server, call_sid, "no-answer")).status_code == 204
+        (_, back) = rest.updates[-1]
+        stream = twiml_of(back["Twiml"]).find("Connect/Stream")
+        assert stream is not None and stream.get("url") == "wss://voice.example.com/phone/media"
+        parameters = {p.get("name"): p.get("value") for p in stream}
+        assert parameters["voxpipe_transfer"] == "no-answer" and parameters["voxpipe_say"] == UNANSWERED
+        async with simulator(server, call_sid=call_sid, parameters=parameters) as call:
+            await call.wait_for(lambda: audible(call.heard), what="the agent back on the line")
+            await asyncio.sleep(1.5)
+            _, answer = await turn(call)  # the conversation carries on
+            assert answer
+            await call.stop()
     contents = [m["content"] for m in stored_messages(tmp_path, call_sid) if isinstance(m.get("content"), str)]
     said = [c for c in contents if not re.match(r"^\{|^IN_PROGRESS", c)]
     assert said[:4] == [
