@@ -40,3 +40,9 @@ async def dawdle(secs: float = 5.0) -> dict[str, Any]:
     """Answers far too late for any sensible tool timeout."""
     await asyncio.sleep(secs)
     return {"late": True}
+
+
+async def look_up_booking(secs: float) -> dict[str, Any]:
+    """A booking system that takes ``secs`` to answer (slow-tool fillers)."""
+    await asyncio.sleep(secs)
+    return {"booking": "confirmed", "took_secs": secs}

@@ -105,6 +105,10 @@ class ToolConfig(Strict):
     description: str | None = None
     parameters: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments.")
     timeout_secs: float = Field(10.0, gt=0)
+    filler: str | None = Field(
+        None, description="Spoken if the tool has not answered after filler_after_secs (default: the deployment's)."
+    )
+    filler_after_secs: float | None = Field(None, gt=0, description="Default: the deployment's fillers.after_secs.")
     options: dict[str, Any] = Field(default_factory=dict)
     client_callable: bool = Field(
         False,
@@ -180,6 +184,29 @@ class TransportConfig(Strict):
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     conversation_relay: ConversationRelayConfig = Field(default_factory=ConversationRelayConfig)
     browser: BrowserConfig = Field(default_factory=BrowserConfig)
+
+
+class SilenceConfig(Strict):
+    """``silence:``: what happens when the caller says nothing after the bot has spoken (``silence: off``: nothing).
+
+    The timer runs only while neither side speaks and no tool is running (pipecat's user-idle timer).
+    """
+
+    reprompt_after_secs: float = Field(8.0, gt=0, description="Silence before each re-prompt.")
+    reprompts: list[str] = Field(
+        default_factory=lambda: ["Are you still there?"], description="Spoken in turn, one per silence."
+    )
+    hangup_after_secs: float = Field(10.0, gt=0, description="Silence after the last re-prompt before the goodbye.")
+    goodbye: str = Field(
+        "It seems you've stepped away, so I'll end the call now. Goodbye.", min_length=1, description="Last words."
+    )
+
+
+class FillerConfig(Strict):
+    """``fillers:``: what a slow tool says by default (a tool's own ``filler`` wins; ``fillers: off``: none)."""
+
+    say: str = Field("One moment while I check that.", min_length=1)
+    after_secs: float = Field(1.0, gt=0, description="Seconds a tool may take before the filler is spoken.")
 
 
 DEFAULT_FAILURE_SAY = (
@@ -348,6 +375,8 @@ class Deployment(Strict):
     on_failure: OnFailureConfig = Field(default_factory=OnFailureConfig)
     records: RecordsConfig = Field(default_factory=RecordsConfig)
     drain: DrainConfig = Field(default_factory=DrainConfig)
+    silence: SilenceConfig | None = Field(default_factory=SilenceConfig)
+    fillers: FillerConfig | None = Field(default_factory=FillerConfig)
     pricing: dict[str, PriceOverride] = Field(
         default_factory=dict, description="Price overrides keyed by provider or provider/model."
     )
@@ -358,6 +387,12 @@ class Deployment(Strict):
         description="The only way to run a handler unsigned (transport.twilio.validate_signatures: false): for local "
         "experiments; logged at every start.",
     )
+
+    @field_validator("silence", "fillers", mode="before")
+    @classmethod
+    def _off_is_none(cls, value: Any) -> Any:
+        """``section: off`` (YAML reads it as ``false``) disables a section that is on by default."""
+        return None if value is False or value == "off" else value
 
     @field_validator("stt", "llm", "tts", "realtime", mode="before")
     @classmethod

@@ -1,7 +1,8 @@
 """Turns ``agent.tools`` into pipecat function schemas and handlers for one call.
 
 A tool that raises or times out returns ``{"error": ...}`` to the model: a failing tool never ends the call.
-A tool with an ``effect`` (``end_call``, ``transfer``) reports it to the call once it succeeded.
+A tool with an ``effect`` (``end_call``, ``transfer``) reports it to the call once it succeeded. A slow tool
+gets a filler, and a caller who speaks while it runs is heard (``voxpipe.pipeline.fillers``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 
 from voxpipe.config.models import AgentConfig, ToolConfig
+from voxpipe.pipeline.fillers import SlowToolFillers
+from voxpipe.pipeline.transfer import EffectHandler, warm_details
 from voxpipe.providers.registry import Registry
 from voxpipe.providers.spec import ToolHandler, ToolKind
 from voxpipe.tools.runner import run_tool
-
-EffectHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 def _schema(tool: ToolConfig, kind: ToolKind) -> FunctionSchema:
@@ -38,22 +39,38 @@ def tools_schema(agent: AgentConfig, registry: Registry) -> ToolsSchema | None:
     return ToolsSchema(standard_tools=[_schema(tool, registry.tool_kinds[tool.kind].tool_kind) for tool in agent.tools])
 
 
-def register_tools(llm: LLMService, agent: AgentConfig, registry: Registry, on_effect: EffectHandler) -> None:
-    """Register a handler on ``llm`` for every tool of ``agent``."""
+def register_tools(
+    llm: LLMService,
+    agent: AgentConfig,
+    registry: Registry,
+    on_effect: EffectHandler,
+    fillers: SlowToolFillers | None = None,
+) -> None:
+    """Register a handler on ``llm`` for every tool of ``agent`` (not cancelled when the caller speaks)."""
+    fillers = fillers or SlowToolFillers(None, realtime=False)
     for tool in agent.tools:
         kind = registry.tool_kinds[tool.kind].tool_kind
-        handler = kind.build(tool.function_name, kind.options.model_validate(tool.options))
-        llm.register_function(tool.function_name, _pipecat_handler(tool, kind, handler, on_effect))
+        options = kind.options.model_validate(tool.options)
+        handle = _pipecat_handler(tool, kind, kind.build(tool.function_name, options), options, on_effect, fillers)
+        llm.register_function(tool.function_name, handle, cancel_on_interruption=False)
 
 
 def _pipecat_handler(
-    tool: ToolConfig, kind: ToolKind, handler: ToolHandler, on_effect: EffectHandler
+    tool: ToolConfig,
+    kind: ToolKind,
+    handler: ToolHandler,
+    options: Any,
+    on_effect: EffectHandler,
+    fillers: SlowToolFillers,
 ) -> Callable[[FunctionCallParams], Awaitable[None]]:
     async def handle(params: FunctionCallParams) -> None:
         parameters = tool.parameters or kind.parameters
-        result = await run_tool(tool.function_name, handler, dict(params.arguments), tool.timeout_secs, parameters)
-        await params.result_callback(result)
+        work = run_tool(tool.function_name, handler, dict(params.arguments), tool.timeout_secs, parameters)
+        result = await fillers.run(tool, params, work)
         if kind.effect and not (isinstance(result, dict) and "error" in result):
-            await on_effect(kind.effect, dict(params.arguments) | {"result": result})
+            details = dict(params.arguments) | {"result": result}
+            if kind.effect == "transfer" and getattr(options, "mode", "cold") == "warm":
+                details["warm"] = await warm_details(options, params.llm, params.context)
+            await on_effect(kind.effect, details)
 
     return handle
