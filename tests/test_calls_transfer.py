@@ -147,7 +147,9 @@ async def test_rung_out_warm_transfer_returns_the_caller_to_the_agent(tmp_path: 
         assert stream is not None and stream.get("url") == "wss://voice.example.com/phone/media"
         parameters = {p.get("name"): p.get("value") for p in stream}
         assert parameters["voxpipe_transfer"] == "no-answer" and parameters["voxpipe_say"] == UNANSWERED
-        async with simulator(server, call_sid=call_sid, parameters=parameters) as call:
+        assert parameters["voxpipe_call_token"]  # a fresh binding: the first stream's token may have expired
+        # bound=False: the new stream's start carries exactly the return TwiML's parameters, token included
+        async with simulator(server, call_sid=call_sid, parameters=parameters, bound=False) as call:
             await call.wait_for(lambda: audible(call.heard), what="the agent back on the line")
             await asyncio.sleep(1.5)
             _, answer = await turn(call)  # the conversation carries on
@@ -211,6 +213,7 @@ async def test_relay_warm_transfer_carries_the_summary_and_comes_back_when_rung_
             connect = twiml_of(back["Twiml"]).find("Connect/ConversationRelay")
             assert connect is not None and connect.get("welcomeGreeting") is None
             parameters = {p.get("name"): p.get("value") for p in connect}
+            assert parameters["voxpipe_call_token"]  # the returning session binds to the CallSid afresh
             async with RelaySimulator(*url, call_sid=relay.call_sid, custom_parameters=parameters) as returned:
                 assert (await returned.reply())[0] == UNANSWERED
                 await returned.prompt("what are your hours")
