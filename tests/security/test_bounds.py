@@ -125,6 +125,7 @@ def test_lambda_handlers_refuse_unsigned_mode_without_insecure(caplog: pytest.Lo
         "llm": [],
         "twilio": {"auth_token": TOKEN, "validate_signatures": False},
         "ttl_secs": 60,
+        "on_failure": {"say": "Sorry, something went wrong on our side. Goodbye.", "transfer_to": None},
     }
     with pytest.raises(HandlerConfigError, match="insecure: true"):
         HandlerConfig.from_json(data, {})
