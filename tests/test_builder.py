@@ -370,7 +370,9 @@ def test_instructions_reached_the_llm(call: Call) -> None:
         assert isinstance(realtime, ScriptedRealtimeService)
         seen = realtime.system_instructions_seen
         assert len(seen) == 3  # the greeting request and both caller turns
-    assert set(seen) == {INSTRUCTIONS}
+    # The deployment's instructions, and nothing else but (with tools that keep running when the caller speaks)
+    # pipecat's note on how their results arrive.
+    assert all(s is not None and (s == INSTRUCTIONS or s.startswith(INSTRUCTIONS + "\n\nASYNC TOOLS:")) for s in seen)
 
 
 def test_services_report_pipecat_metrics(call: Call) -> None:

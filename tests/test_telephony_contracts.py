@@ -203,7 +203,7 @@ def test_both_webhooks_answer_the_same_conversation_relay_twiml(tmp_path: Path) 
     from tests.test_serverless_relay import DEPLOYMENT as LAMBDA_DEPLOYMENT
     from voxpipe.serverless import HandlerConfig
     from voxpipe.serverless.twiml import relay_twiml as lambda_twiml
-    from voxpipe.transports.conversation_relay import relay_twiml as server_twiml
+    from voxpipe.transports.twilio_account import relay_twiml as server_twiml
 
     yaml = LAMBDA_DEPLOYMENT.replace("transport:\n", "transport:\n  public_url: https://voice.example.com\n")
     environ = {"TWILIO_AUTH_TOKEN": "t", "BEDROCK_URL": "http://127.0.0.1:1"}

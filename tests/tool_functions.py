@@ -49,3 +49,9 @@ def check_pin(pin: str) -> dict[str, Any]:
     """A ``sensitive`` tool: it gets the PIN (kept here, so a test can see it arrived) and never echoes it."""
     PINS_SEEN.append(pin)
     return {"status": "verified"}
+
+
+async def look_up_booking(secs: float) -> dict[str, Any]:
+    """A booking system that takes ``secs`` to answer (slow-tool fillers)."""
+    await asyncio.sleep(secs)
+    return {"booking": "confirmed", "took_secs": secs}

@@ -9,16 +9,14 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, field_validator, model_validator
+from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
+from voxpipe.config.call_flow import FillerConfig, SilenceConfig
 from voxpipe.config.sections import RecordingConfig, RedactConfig
+from voxpipe.config.strict import Strict
 from voxpipe.providers.spec import Prices
 
 VADPreset = Literal["quiet_office", "noisy_call_center", "phone_line"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class VADSettings(Strict):
@@ -111,6 +109,10 @@ class ToolConfig(Strict):
         description="The arguments (a PIN, a card) reach the tool but are never stored: masked in records, "
         "history, logs and traces, and the caller's audio is silenced in the recording while they were said.",
     )
+    filler: str | None = Field(
+        None, description="Spoken if the tool has not answered after filler_after_secs (default: the deployment's)."
+    )
+    filler_after_secs: float | None = Field(None, gt=0, description="Default: the deployment's fillers.after_secs.")
     options: dict[str, Any] = Field(default_factory=dict)
     client_callable: bool = Field(
         False,
@@ -354,6 +356,8 @@ class Deployment(Strict):
     on_failure: OnFailureConfig = Field(default_factory=OnFailureConfig)
     records: RecordsConfig = Field(default_factory=RecordsConfig)
     drain: DrainConfig = Field(default_factory=DrainConfig)
+    silence: SilenceConfig | None = Field(default_factory=SilenceConfig)
+    fillers: FillerConfig | None = Field(default_factory=FillerConfig)
     pricing: dict[str, PriceOverride] = Field(
         default_factory=dict, description="Price overrides keyed by provider or provider/model."
     )
@@ -366,6 +370,12 @@ class Deployment(Strict):
     )
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     redact: RedactConfig | None = Field(None, description="Personal data to mask; absent: nothing is masked.")
+
+    @field_validator("silence", "fillers", mode="before")
+    @classmethod
+    def _off_is_none(cls, value: Any) -> Any:
+        """``section: off`` (YAML reads it as ``false``) disables a section that is on by default."""
+        return None if value is False or value == "off" else value
 
     @field_validator("stt", "llm", "tts", "realtime", mode="before")
     @classmethod

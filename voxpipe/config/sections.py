@@ -9,14 +9,12 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from voxpipe.config.strict import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RecordingConfig(_Strict):
+class RecordingConfig(Strict):
     """``recording:``: one stereo WAV per call (caller left, bot right, as the caller heard it)."""
 
     enabled: bool = False
@@ -39,7 +37,7 @@ class RecordingConfig(_Strict):
 RedactEntity = Literal["card_number", "ssn", "email", "phone_number"]
 
 
-class RedactConfig(_Strict):
+class RedactConfig(Strict):
     """``redact:``: personal data masked in everything stored or emitted (records, history, logs, traces)."""
 
     entities: list[RedactEntity] = Field(

@@ -43,11 +43,14 @@ from pipecat.workers.runner import WorkerRunner
 from voxpipe.config.models import Deployment, ServiceConfig, SmartTurn
 from voxpipe.pipeline.failure import BrokenService, FailureHandler, FailureWatch, log_failure
 from voxpipe.pipeline.fallback import FallbackSwitcher
+from voxpipe.pipeline.fillers import SlowToolFillers
 from voxpipe.pipeline.keeping import CallKeeping
 from voxpipe.pipeline.metering import CallMeter, ServiceRef
 from voxpipe.pipeline.shared_models import SharedSmartTurnAnalyzer
+from voxpipe.pipeline.silence import SilenceWatch, first_timeout
 from voxpipe.pipeline.text_latency import TextTurnMeter
 from voxpipe.pipeline.tools import EffectHandler, register_tools, tools_schema
+from voxpipe.pipeline.transfer import recorded_effects
 from voxpipe.providers.registry import Registry, default_registry
 from voxpipe.providers.spec import AudioFormat, ServiceRequest
 
@@ -84,16 +87,24 @@ class CallPipeline:
     services: dict[str, FrameProcessor]
     meter: CallMeter
     keeping: CallKeeping  # recording, trace, redaction; its ``redactor`` masks the history the host stores
+    silence: SilenceWatch | None = None
 
     def opening_frames(self) -> list[Frame]:
         """Frames to queue once the caller is connected: the greeting, if the agent has one."""
         greeting = self.deployment.agent.greeting
         if not greeting or self.call.history:  # a resumed call is not greeted again
             return []
-        if self.deployment.mode == "cascade":
-            return [TTSSpeakFrame(greeting)]
-        # A realtime model speaks for itself: ask it to say the greeting verbatim.
-        message = {"role": "user", "content": f"Greet the caller by saying exactly: {greeting}"}
+        return self.say_frames(greeting, "Greet the caller by saying exactly")
+
+    def say_frames(self, text: str, instruction: str = "Say exactly") -> list[Frame]:
+        """Frames that make the bot say ``text`` verbatim; it enters the history as the bot's words.
+
+        A cascade (and a text transport, whose output sends it as a reply) speaks it with the TTS; a realtime
+        model speaks for itself, so it is asked to say it verbatim.
+        """
+        if self.deployment.mode == "cascade" or "llm" in self.services:
+            return [TTSSpeakFrame(text)]
+        message = {"role": "user", "content": f"{instruction}: {text}"}
         return [LLMMessagesAppendFrame(messages=[message], run_llm=True)]
 
     async def hang_up(self) -> None:
@@ -227,14 +238,18 @@ def build_call(
     llm_role = "llm" if text or deployment.mode == "cascade" else "realtime"
     tools = tools_schema(deployment.agent, registry)
     context = LLMContext(messages=list(call.history), tools=tools) if tools else LLMContext(list(call.history))
+    fillers = SlowToolFillers(deployment.fillers, realtime=llm_role == "realtime", meter=meter)
     for llm in _llm_services(services[llm_role]):
-        register_tools(llm, deployment.agent, registry, call.on_effect, keeping.on_sensitive)
+        effects = recorded_effects(call.on_effect, meter)
+        register_tools(llm, deployment.agent, registry, effects, fillers, keeping.on_sensitive)
     # A text peer decides when the caller's turn ends: no VAD or turn model is loaded.
     user_params = (
         LLMUserAggregatorParams(user_turn_strategies=ExternalUserTurnStrategies())
         if text
         else _user_params(deployment, call, registry)
     )
+    if deployment.silence is not None:
+        user_params.user_idle_timeout = first_timeout(deployment.silence)
     aggregators = LLMContextAggregatorPair(
         context, user_params=user_params, realtime_service_mode=not text and deployment.mode == "realtime"
     )
@@ -272,7 +287,11 @@ def build_call(
         conversation_id=call.call_id,
     )
     FailureWatch(deployment.on_failure, call, meter).attach(worker)
-    return CallPipeline(deployment, call, pipeline, worker, context, services, meter, keeping)
+    built = CallPipeline(deployment, call, pipeline, worker, context, services, meter, keeping)
+    if deployment.silence is not None:
+        built.silence = SilenceWatch(deployment.silence, worker, meter, built.say_frames, call.on_effect)
+        built.silence.attach(aggregators.user(), aggregators.assistant())
+    return built
 
 
 def _llm_services(service: FrameProcessor) -> list[Any]:

@@ -143,6 +143,8 @@ async def run_measured_call(
             errors=meter.errors,
             failure=meter.failure,
             missed_turns=measured.missed_turns(),
+            events=meter.events,
+            end_reason=meter.end_reason,
         )
         record = call_pipeline.keeping.finish(record)  # redacted, with its recording; the trace exported
         if bookkeeping.records:  # a database write: off the loop, which carries every other call's audio
@@ -227,6 +229,15 @@ class HostedCall:
         pipeline = await self.built()
         if pipeline is not None:
             await pipeline.worker.queue_frames(pipeline.opening_frames())
+
+    async def transfer_returned(self, status: str, ring_secs: float, say: str) -> None:
+        """The caller is back from a warm transfer nobody took (``status``): the agent says so and carries on."""
+        pipeline = await self.built()
+        if pipeline is None:
+            return
+        pipeline.meter.note_event("transfer", mode="warm", answered=False, ring_secs=ring_secs, text=say)
+        logger.info(f"call {self.call_id}: back from a warm transfer ({status} after {ring_secs:g}s)")
+        await pipeline.worker.queue_frames(pipeline.say_frames(say))
 
     async def done(self) -> None:
         """Wait until the call has ended by itself."""

@@ -17,7 +17,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 
 from voxpipe.providers.spec import Prices, Provider
 from voxpipe.records.cost import add_usage, price
-from voxpipe.records.model import CallError, CallFailure, FallbackEvent, Usage
+from voxpipe.records.model import CallError, CallEvent, CallFailure, FallbackEvent, Usage
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class CallMeter:
         self.errors: list[CallError] = []
         self.fallbacks: list[FallbackEvent] = []
         self.failure: CallFailure | None = None
+        self.events: list[CallEvent] = []
+        self.end_reason: str | None = None
         self.started_at = time.monotonic()
         self._errors_by_frame: dict[int, CallError] = {}
         self.observer = ServiceMetricsObserver()
@@ -76,6 +78,15 @@ class CallMeter:
         """The role a processor serves: one of the call's services, or a role's fallback switcher."""
         ref = self.services.get(processor.name)
         return ref.role if ref else getattr(processor, "role", None)
+
+    def note_event(self, kind: str, **details: object) -> CallEvent:
+        """Keep one of the call's events (a re-prompt, a filler, a transfer...) for its record."""
+        event = CallEvent.model_validate({"kind": kind, "at_secs": round(self.since_start(), 3), **details})
+        self.events.append(event)
+        return event
+
+    def since_start(self) -> float:
+        return time.monotonic() - self.started_at
 
     def note_error(self, frame: ErrorFrame) -> CallError:
         """The call's record of ``frame`` (kept once, however many observers report it)."""

@@ -95,6 +95,24 @@ class Verdict(BaseModel):
     )
     detail: str = Field("", description="What was expected and what happened, or the judge's reason.")
     cost_usd: float = Field(0.0, description="What judging it cost (an LLM judge), apart from the call's cost.")
+class CallEvent(BaseModel):
+    """Something the call did to avoid dead air or hand the caller over (docs/calls.md).
+
+    ``reprompt`` and ``silence_hangup`` (the caller went quiet), ``filler`` (a slow tool: ``delay_secs`` from
+    the tool's start to the filler), ``transfer`` (``mode`` cold or warm; a warm one is ``answered`` or not,
+    after ``ring_secs``, with the ``summary`` the person called heard).
+    """
+
+    kind: Literal["reprompt", "silence_hangup", "filler", "transfer"]
+    at_secs: float = Field(description="Seconds since the call started.")
+    text: str | None = Field(None, description="What the caller was told.")
+    tool: str | None = None
+    delay_secs: float | None = None
+    mode: Literal["cold", "warm"] | None = None
+    to: str | None = None
+    answered: bool | None = None
+    ring_secs: float | None = None
+    summary: str | None = None
 
 
 class CallRecord(BaseModel):
@@ -113,6 +131,8 @@ class CallRecord(BaseModel):
     fallbacks: list[FallbackEvent] = Field(default_factory=list)
     errors: list[CallError] = Field(default_factory=list)
     failure: CallFailure | None = Field(None, description="Set when the call ended through on_failure.")
+    events: list[CallEvent] = Field(default_factory=list)
+    end_reason: str | None = Field(None, description="Why voxpipe ended the call, e.g. caller_silent.")
     missed_turns: int = Field(
         0, description="Caller turns talked over before any reply: the caller ended a turn and spoke again unanswered."
     )

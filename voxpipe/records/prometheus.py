@@ -97,6 +97,32 @@ class CallMetrics:
             ["deployment", "limit"],
             registry=self.registry,
         )
+        self.events = Counter(
+            "voxpipe_call_events",
+            "Re-prompts, silence hang-ups, fillers and transfers (kind label; docs/calls.md).",
+            ["deployment", "kind"],
+            registry=self.registry,
+        )
+        self.filler_delay = Histogram(
+            "voxpipe_filler_delay_seconds",
+            "Seconds from a tool's start to its filler.",
+            ["deployment"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.transfers = Counter(
+            "voxpipe_transfers",
+            "Transfers to a person: mode cold or warm; answered yes, no, or unknown (cold: the carrier dials).",
+            ["deployment", "mode", "answered"],
+            registry=self.registry,
+        )
+        self.ring_time = Histogram(
+            "voxpipe_transfer_ring_seconds",
+            "Seconds a warm transfer rang before it was answered or given up.",
+            ["deployment"],
+            buckets=(1, 2, 5, 10, 15, 20, 25, 30, 45, 60),
+            registry=self.registry,
+        )
 
     def call_started(self, deployment: str) -> None:
         self.active_calls.labels(deployment).inc()
@@ -127,6 +153,25 @@ class CallMetrics:
             self.failed_calls.labels(record.deployment, error.role or "", error.provider or "", error.kind).inc()
         for switch in record.fallbacks:
             self.fallbacks.labels(record.deployment, switch.role, switch.from_provider, switch.to_provider).inc()
+        self._count_events(record)
+
+    def _count_events(self, record: CallRecord) -> None:
+        for event in record.events:
+            self.events.labels(record.deployment, event.kind).inc()
+            if event.kind == "filler" and event.delay_secs is not None:
+                self.filler_delay.labels(record.deployment).observe(event.delay_secs)
+            elif event.kind == "transfer" and (event.mode == "cold" or event.answered is not None):
+                # A warm transfer is counted once its outcome is known: unanswered in the record of the call it
+                # returned to, answered when Twilio says so (``transfer_answered``).
+                answered = "unknown" if event.answered is None else ("yes" if event.answered else "no")
+                self.transfers.labels(record.deployment, event.mode or "cold", answered).inc()
+                if event.ring_secs is not None:
+                    self.ring_time.labels(record.deployment).observe(event.ring_secs)
+
+    def transfer_answered(self, deployment: str, ring_secs: float) -> None:
+        """A warm transfer's person answered (the call has left the agent, so no record of it will say so)."""
+        self.transfers.labels(deployment, "warm", "yes").inc()
+        self.ring_time.labels(deployment).observe(ring_secs)
 
     def render(self) -> bytes:
         if not _multiprocess():

@@ -128,6 +128,8 @@ def handoff(effect: str, arguments: dict[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {"reason": effect}
     if effect == "transfer":
         data["to"] = str((arguments.get("result") or {}).get("to") or "")
+        if isinstance(arguments.get("warm"), dict):  # summary, ring_timeout_secs, hold_audio, unanswered
+            data |= {"mode": "warm", **arguments["warm"]}
     if arguments.get("reason"):
         data["detail"] = str(arguments["reason"])
     return data
@@ -152,6 +154,16 @@ def handoff_target(handoff_data: str | None) -> str | None:
     if isinstance(data, dict) and data.get("reason") in ("transfer", "failure") and data.get("to"):
         return str(data["to"])
     return None
+
+
+def warm_handoff(handoff_data: str | None) -> dict[str, Any] | None:
+    """The handoff data of a warm ``transfer`` (with its ``to``), if that is what ended the session."""
+    try:
+        data = json.loads(handoff_data) if handoff_data else {}
+    except ValueError:
+        return None
+    warm = isinstance(data, dict) and data.get("reason") == "transfer" and data.get("mode") == "warm"
+    return data if warm and data.get("to") and data.get("ring_timeout_secs") else None
 
 
 def text_token(token: str, last: bool) -> dict[str, Any]:

@@ -87,3 +87,21 @@ def end_call(message: str | None = None, transfer_to: str | None = None) -> str:
     verbs = [say(message)] if message else []
     verbs.append(dial_verb(transfer_to) if transfer_to else hangup_verb())
     return response(*verbs)
+
+
+def hold(conference: str, wait_url: str | None) -> str:
+    """A warm transfer's hold leg: the caller waits in ``conference`` (hearing ``wait_url``) until the person joins."""
+    room = Verb(
+        "Conference",
+        {"waitUrl": wait_url, "startConferenceOnEnter": False, "endConferenceOnExit": True, "beep": False},
+        text=conference,
+    )
+    return response(Verb("Dial", children=(room,)))
+
+
+def briefed_join(summary: str | None, conference: str) -> str:
+    """A warm transfer's dial leg, once the person answers: they hear the ``summary`` first, then join the caller."""
+    room = Verb(
+        "Conference", {"startConferenceOnEnter": True, "endConferenceOnExit": True, "beep": False}, text=conference
+    )
+    return response(*([say(summary)] if summary else []), Verb("Dial", children=(room,)))

@@ -117,7 +117,10 @@ def end_call(name: str, options: Any) -> ToolHandler:
 def transfer(name: str, options: Any) -> ToolHandler:
     """``kind: transfer``: only acknowledges, naming the target; the transport hands the call over."""
 
+    mode = getattr(options, "mode", "cold")
+    warm = {"mode": "warm", "ring_timeout_secs": options.ring_timeout_secs} if mode == "warm" else {}
+
     async def call(arguments: dict[str, Any]) -> Any:
-        return {"status": "ok", "effect": "transfer", "to": options.to}
+        return {"status": "ok", "effect": "transfer", "to": options.to, **warm}
 
     return call

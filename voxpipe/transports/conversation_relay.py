@@ -25,6 +25,8 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from loguru import logger
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     DataFrame,
     Frame,
     InterruptionFrame,
@@ -32,11 +34,11 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMMessagesAppendFrame,
     LLMTextFrame,
+    TTSSpeakFrame,
 )
 from pipecat.processors.filters.identity_filter import IdentityFilter
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from voxpipe.config.models import Deployment
 from voxpipe.pipeline.builder import CallPipeline, TextTransport
 from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.text_latency import TextTurnMeter
@@ -46,32 +48,17 @@ from voxpipe.security.call_binding import CallBinding, without_token
 from voxpipe.security.tokens import TokenError
 from voxpipe.sessions.base import append_turns
 from voxpipe.telephony import conversation_relay as protocol
-from voxpipe.telephony import keypad, keypad_entry, twiml
+from voxpipe.telephony import keypad, keypad_entry
 from voxpipe.transports.admission import admit_socket
 from voxpipe.transports.json_socket import JsonSocket
 from voxpipe.transports.media_stream_call import END_REPLY_TIMEOUT_SECS
-from voxpipe.transports.twilio_account import TwilioAccount
-from voxpipe.transports.twilio_signatures import public_url
-
-
-def relay_twiml(deployment: Deployment, parameters: dict[str, str] | None = None) -> str:
-    """``<Connect action=...><ConversationRelay url=wss://.../relay .../></Connect>`` from the YAML, with
-    ``parameters`` (the token binding the session to the webhook's CallSid) as ``<Parameter>``s."""
-    relay = deployment.transport.conversation_relay
-    return twiml.conversation_relay(
-        public_url(deployment, "relay", websocket=True),
-        public_url(deployment, "connect-action"),
-        {
-            "welcomeGreeting": deployment.agent.greeting,
-            "language": relay.language,
-            "interruptible": relay.interruptible,
-            "dtmfDetection": relay.dtmf_detection,
-            "ttsProvider": relay.tts_provider,
-            "voice": relay.voice,
-            "transcriptionProvider": relay.transcription_provider,
-        },
-        parameters,
-    )
+from voxpipe.transports.twilio_account import (
+    RESUME_SESSION,
+    RETURN_RING_SECS,
+    RETURN_SAY,
+    RETURN_STATUS,
+    TwilioAccount,
+)
 
 
 @dataclass
@@ -83,7 +70,12 @@ class HeardFrame(DataFrame):
 
 
 class RelayOutput(FrameProcessor):
-    """Streams the LLM's tokens to Twilio as they arrive, and tells the session when a response ended."""
+    """Streams the LLM's tokens to Twilio as they arrive, and tells the session when a response ended.
+
+    Text to say verbatim (a ``TTSSpeakFrame``: a re-prompt, a filler, a goodbye) is sent as a response of its own,
+    which the assistant aggregator records as the bot's words. Twilio speaks what it is sent, so the start and
+    end of each response are reported upstream as the bot's speech (the caller's silence timer runs between).
+    """
 
     def __init__(self, session: RelaySession):
         super().__init__()
@@ -93,11 +85,20 @@ class RelayOutput(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
+        if isinstance(frame, TTSSpeakFrame):
+            for part in (LLMFullResponseStartFrame(), LLMTextFrame(frame.text), LLMFullResponseEndFrame()):
+                await self._relay(part, direction)
+        else:
+            await self._relay(frame, direction)
+
+    async def _relay(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, LLMFullResponseStartFrame):
             self._responding, self._spoke = True, False
         elif isinstance(frame, InterruptionFrame):
             self._responding = False  # what the cancelled response still pushes is never sent
         elif isinstance(frame, LLMTextFrame) and frame.text and self._responding:
+            if not self._spoke:
+                await self.push_frame(BotStartedSpeakingFrame(), FrameDirection.UPSTREAM)
             self._spoke = True
             await self._session.send_text(frame.text, last=False)
         elif isinstance(frame, LLMFullResponseEndFrame) and self._responding:
@@ -105,6 +106,7 @@ class RelayOutput(FrameProcessor):
             if self._spoke:
                 await self._session.send_text("", last=True)
                 self._session.response_ended.set()
+                await self.push_frame(BotStoppedSpeakingFrame(), FrameDirection.UPSTREAM)
         await self.push_frame(frame, direction)
 
 
@@ -214,6 +216,8 @@ class RelaySession:
         if self._pipeline is None:
             return
         self.response_ended.clear()
+        if self._pipeline.silence is not None:
+            await self._pipeline.silence.caller_spoke(answering=True)
         self.transport.turn_meter.prompted(str(message["content"]))
         messages = [typed, message] if typed is not None else [message]
         await self._pipeline.worker.queue_frame(LLMMessagesAppendFrame(messages=messages, run_llm=True))
@@ -236,19 +240,21 @@ class RelaySession:
             "direction": setup.direction,
             "customParameters": without_token(setup.custom_parameters),
         }
-        session = await self.host.open_session(setup.session_id, metadata)
+        returned = setup.custom_parameters if setup.custom_parameters.get(RETURN_STATUS) else {}
+        session_id = str(returned.get(RESUME_SESSION) or setup.session_id)  # back from a warm transfer: resume
+        session = await self.host.open_session(session_id, metadata)
         if session is None:
-            logger.warning(f"{self}: session id {setup.session_id} is not this call's to use; the session is closed")
+            logger.warning(f"{self}: session id {session_id} is not this call's to use; the session is closed")
             await self.channel.close()
             return
-        self.session_id = setup.session_id
+        self.session_id = session_id
         greeting = self.host.deployment.agent.greeting
         if greeting and not session.messages:  # Twilio speaks welcomeGreeting: keep it in the conversation
             session.messages.append({"role": "assistant", "content": greeting})
             await self.host.store.append(setup.session_id, session.messages, expected=0)
         self.hosted = self.host.start_call(
             self.transport,
-            setup.session_id,
+            session_id,
             setup.from_ or None,
             AudioFormat(),
             session,
@@ -256,11 +262,17 @@ class RelaySession:
             on_failure=self._on_failure,
         )
         self._pipeline = await self.hosted.built()
+        if returned:
+            ring_secs = float(returned.get(RETURN_RING_SECS) or 0)
+            await self.hosted.transfer_returned(str(returned[RETURN_STATUS]), ring_secs, str(returned[RETURN_SAY]))
 
     async def _on_effect(self, effect: str, arguments: dict[str, Any]) -> None:
         """``end_call``/``transfer``: after the reply that follows the tool, end the session with handoff data."""
         self.response_ended.clear()
-        self._ending = asyncio.ensure_future(self._end_after_reply(protocol.handoff(effect, arguments)))
+        handoff = protocol.handoff(effect, arguments)
+        if handoff.get("mode") == "warm":  # the <Connect action> webhook brings the caller back to this session
+            handoff["session"] = self.session_id
+        self._ending = asyncio.ensure_future(self._end_after_reply(handoff))
 
     async def _on_failure(self, failure: CallFailure) -> None:
         """The call cannot go on: Twilio speaks ``say`` as the last text, then ``end`` hands the call off (the

@@ -35,7 +35,13 @@ from voxpipe.security.tokens import TokenError
 from voxpipe.telephony import media_streams
 from voxpipe.telephony.media_streams import Malformed, MediaStream, Send, StreamStart, field_of
 from voxpipe.transports.media_transport import MediaPeer, MediaTransport
-from voxpipe.transports.twilio_account import TwilioAccount
+from voxpipe.transports.twilio_account import (
+    RETURN_RING_SECS,
+    RETURN_SAY,
+    RETURN_STATUS,
+    PendingTransfer,
+    TwilioAccount,
+)
 
 END_REPLY_TIMEOUT_SECS = 15.0  # after end_call/transfer, how long the goodbye may take to play
 
@@ -65,6 +71,8 @@ class Dialect:
     async def on_turn(self, call: MediaStreamCall, role: str, text: str) -> None:
         """A turn entered the conversation (a hook)."""
 
+    keeps_call_on_warm_transfer = False  # a page has nobody to hand over to: it says who would, and goes on
+
     async def fail(self, call: MediaStreamCall, failure: CallFailure) -> None:
         """The call cannot go on: once the stream ends, Twilio's ``<Connect action>`` gets ``<Say>`` then
         ``<Dial>`` or ``<Hangup>`` (Twilio's own voice: this works when the TTS is what died); the serverless
@@ -74,11 +82,17 @@ class Dialect:
 
     async def finish(self, call: MediaStreamCall, effect: str | None, arguments: dict[str, Any]) -> None:
         """The pipeline ended after a tool's ``end_call``/``transfer``: carry the effect out."""
-        if call.stream.start is None or effect is None:
+        start = call.stream.start
+        if start is None or effect is None or call.twilio is None:
             return
         target = str((arguments.get("result") or {}).get("to") or "") if effect == "transfer" else ""
-        if call.twilio is not None:
-            await call.twilio.carry_out(call.stream.start.call_id, effect, target or None)
+        warm = arguments.get("warm")
+        if target and warm is not None:
+            parameters = {k: str(v) for k, v in (start.metadata.get("custom_parameters") or {}).items()}
+            kept = {k: v for k, v in parameters.items() if k not in (RETURN_STATUS, RETURN_RING_SECS, RETURN_SAY)}
+            if await call.twilio.warm_transfer(start.call_id, warm, PendingTransfer(target, kept, warm["unanswered"])):
+                return
+        await call.twilio.carry_out(start.call_id, effect, target or None)
 
 
 TransportFactory = Callable[["MediaStreamCall", StreamStart], MediaTransport]
@@ -157,8 +171,13 @@ class MediaStreamCall(MediaPeer):
         ready = asyncio.ensure_future(self.transport.input().ready.wait())
         await asyncio.wait([ready, watch], return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
-        if self.transport.input().ready.is_set():
-            await self.hosted.begin()
+        if not self.transport.input().ready.is_set():
+            return
+        await self.hosted.begin()
+        parameters = start.metadata.get("custom_parameters") or {}
+        if parameters.get(RETURN_STATUS):  # back from a warm transfer nobody took
+            ring_secs = float(parameters.get(RETURN_RING_SECS) or 0)
+            await self.hosted.transfer_returned(str(parameters[RETURN_STATUS]), ring_secs, str(parameters[RETURN_SAY]))
 
     async def _refuse(self) -> None:
         """A stream that may not run: stopped before any session is opened, and its peer closed."""
@@ -224,9 +243,19 @@ class MediaStreamCall(MediaPeer):
 
     async def _on_effect(self, effect: str, arguments: dict[str, Any]) -> None:
         """A tool ended the call or handed it off: let the goodbye play, then end the pipeline."""
+        if effect == "transfer" and arguments.get("warm") is not None and self.dialect.keeps_call_on_warm_transfer:
+            await self._stay_on_the_page(str((arguments.get("result") or {}).get("to") or ""), arguments["warm"])
+            return
         self._effect = (effect, arguments)
         self._bot_stopped.clear()
         self._spawn(self._end_after_reply())
+
+    async def _stay_on_the_page(self, target: str, warm: dict[str, Any]) -> None:
+        """A warm transfer from a page: tell it who would take over (and the summary they would hear), and go on."""
+        await self.send({"event": "transfer", "mode": "warm", "to": target, "summary": warm.get("summary") or ""})
+        if self.hosted is not None and self.hosted.pipeline is not None:
+            line = f"On a phone call I would now hand you over to {target}. Here, we carry on together."
+            await self.hosted.pipeline.worker.queue_frames(self.hosted.pipeline.say_frames(line))
 
     async def _end_after_reply(self) -> None:
         try:
@@ -280,6 +309,7 @@ class BrowserDialect(Dialect):
     name = "browser"
     audio = AudioFormat(sample_rate_in=16000, sample_rate_out=16000, encoding="pcm16")
     bound_to_webhook = False
+    keeps_call_on_warm_transfer = True
 
     def __init__(self) -> None:
         self._speech_end: float | None = None

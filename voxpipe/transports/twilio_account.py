@@ -11,9 +11,11 @@ framework is imported here: requests and sockets are only read.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from loguru import logger
 
@@ -21,7 +23,7 @@ from voxpipe.config.models import Deployment
 from voxpipe.security.call_binding import CallBinding
 from voxpipe.security.limits import MAX_WEBHOOK_BYTES
 from voxpipe.telephony import conversation_relay, twiml
-from voxpipe.transports.twilio_signatures import TwilioSignatures
+from voxpipe.transports.twilio_signatures import TwilioSignatures, public_url
 
 if TYPE_CHECKING:
     from fastapi import Request, WebSocket
@@ -54,6 +56,29 @@ def twilio_client(account_sid: str, auth_token: str) -> Any:
     return Client(account_sid, auth_token)
 
 
+def relay_twiml(deployment: Deployment, parameters: dict[str, str] | None = None, *, resumed: bool = False) -> str:
+    """``<Connect action=...><ConversationRelay url=wss://.../relay .../></Connect>`` from the YAML.
+
+    ``parameters`` (the token binding the session to the webhook's CallSid, and for a caller back from a warm
+    transfer what happened) become ``<Parameter>``s; a ``resumed`` conversation gets no second greeting.
+    """
+    relay = deployment.transport.conversation_relay
+    return twiml.conversation_relay(
+        public_url(deployment, "relay", websocket=True),
+        public_url(deployment, "connect-action"),
+        {
+            "welcomeGreeting": None if resumed else deployment.agent.greeting,
+            "language": relay.language,
+            "interruptible": relay.interruptible,
+            "dtmfDetection": relay.dtmf_detection,
+            "ttsProvider": relay.tts_provider,
+            "voice": relay.voice,
+            "transcriptionProvider": relay.transcription_provider,
+        },
+        parameters,
+    )
+
+
 class TwilioRest:
     """Ends or transfers a live call through Twilio's REST API (only when account credentials are configured)."""
 
@@ -64,13 +89,41 @@ class TwilioRest:
         """Hang up, or replace the call's TwiML: ``<Say>`` a ``message`` first, then ``<Dial>`` ``transfer_to``
         or hang up (``telephony.twiml.end_call``: the one way a call ends with an outcome)."""
         if transfer_to or message:
-            changes: dict[str, Any] = {"twiml": twiml.end_call(message, transfer_to)}
+            await self.update(call_sid, twiml=twiml.end_call(message, transfer_to))
         else:
-            changes = {"status": "completed"}
+            await self.update(call_sid, status="completed")
+
+    async def update(self, call_sid: str, **changes: Any) -> None:
+        """Change a live call (its TwiML, or its status)."""
         try:
             await asyncio.to_thread(self._client.calls(call_sid).update, **changes)
         except Exception as exc:  # the call may already be over; never fail the server for it
             logger.warning(f"Twilio REST update of call {call_sid} failed: {exc}")
+
+    async def create(self, **call: Any) -> bool:
+        """Place a new call (a warm transfer's dial leg); ``False`` if Twilio refused it."""
+        try:
+            await asyncio.to_thread(self._client.calls.create, **call)
+        except Exception as exc:
+            logger.warning(f"Twilio REST call to {call.get('to')} failed: {exc}")
+            return False
+        return True
+
+
+@dataclass
+class PendingTransfer:
+    """A warm transfer whose dial leg is ringing: enough to bring the caller back if nobody answers."""
+
+    to: str
+    stream_parameters: dict[str, str]
+    unanswered: str
+    started: float = field(default_factory=time.monotonic)
+
+
+UNANSWERED = ("no-answer", "busy", "failed", "canceled")
+# The <Parameter>s of the stream that brings a caller back from an unanswered warm transfer.
+RETURN_STATUS, RETURN_RING_SECS, RETURN_SAY = "voxpipe_transfer", "voxpipe_ring_secs", "voxpipe_say"
+RESUME_SESSION = "voxpipe_session"  # ConversationRelay: the session (conversation) the caller comes back to
 
 
 class TwilioAccount:
@@ -82,11 +135,15 @@ class TwilioAccount:
         client_factory: TwilioClientFactory = twilio_client,
         *,
         answers_action: bool = True,
+        serves_transfer_status: bool = False,
     ):
         """``answers_action``: this process serves the ``<Connect action>`` webhook (the web app); the serverless
-        bridge does not, so it ends a failed call through the REST API instead."""
+        bridge does not, so it ends a failed call through the REST API instead. ``serves_transfer_status``: this
+        process answers ``/transfer-status`` (the web app does; the bridge does not), without which a warm transfer
+        nobody answers would leave the caller on hold: cold then."""
         self.deployment = deployment
         self.answers_action = answers_action
+        self.serves_transfer_status = serves_transfer_status
         self.signatures = TwilioSignatures(deployment)
         self.bindings = {  # each transport's sockets are bound to the webhook's CallSid (its own namespace)
             transport: CallBinding.for_deployment(transport, self.signatures.enabled)
@@ -97,6 +154,8 @@ class TwilioAccount:
         self.rest = TwilioRest(client_factory(twilio.account_sid, token)) if twilio.account_sid and token else None
         self.handoffs: dict[str, str] = {}  # call id -> where <Connect action> dials once the stream ends
         self.endings: dict[str, str] = {}  # call id -> the TwiML <Connect action> answers for a failed call
+        self.transfers: dict[str, PendingTransfer] = {}  # call id -> its ringing warm transfer
+        self._dialling: set[asyncio.Task[None]] = set()
 
     async def carry_out(self, call_id: str, effect: str | None, target: str | None, message: str | None = None) -> None:
         """A media-stream call ended (by a tool's ``effect``): remember a transfer's target for the ``<Connect
@@ -126,6 +185,75 @@ class TwilioAccount:
             return ending
         target = self.handoffs.pop(call_id, None) or conversation_relay.handoff_target(handoff_data)
         return twiml.dial(target) if target else twiml.hangup()
+    async def warm_transfer(self, call_id: str, warm: dict[str, Any], transfer: PendingTransfer) -> bool:
+        """Put a media-stream caller on hold and ring ``transfer.to``, who hears the summary first (docs/calls.md).
+
+        ``False`` without REST credentials: there is no warm transfer then, and the caller transfers cold.
+        """
+        hold = self.hold_and_dial(call_id, warm, transfer)
+        if hold is None or self.rest is None:
+            return False
+        await self.rest.update(call_id, twiml=hold)
+        return True
+
+    def hold_and_dial(self, call_id: str, warm: dict[str, Any], transfer: PendingTransfer) -> str | None:
+        """The hold leg's TwiML for the caller (a conference, with the hold audio), the dial leg placed meanwhile.
+
+        The dial leg is a new call whose TwiML says the summary, then joins the same conference; its status
+        callbacks (``/transfer-status``) say whether it was answered. ``None`` without REST credentials.
+        """
+        if self.rest is None or not self.serves_transfer_status:
+            logger.warning(
+                f"[{self.deployment.name}] warm transfer of {call_id} needs transport.twilio.account_sid and "
+                "voxpipe serve (its /transfer-status): transferring cold"
+            )
+            return None
+        self.transfers[call_id] = transfer
+        task = asyncio.ensure_future(self._dial(self.rest, call_id, warm, transfer))
+        self._dialling.add(task)
+        task.add_done_callback(self._dialling.discard)
+        return twiml.hold(f"voxpipe-{call_id}", warm.get("hold_audio"))
+
+    async def _dial(self, rest: TwilioRest, call_id: str, warm: dict[str, Any], transfer: PendingTransfer) -> None:
+        status_url = public_url(self.deployment, "transfer-status", query=urlencode({"call": call_id}))
+        placed = await rest.create(
+            to=transfer.to,
+            from_=transfer.stream_parameters.get("to") or "",
+            twiml=twiml.briefed_join(warm.get("summary"), f"voxpipe-{call_id}"),
+            timeout=round(warm["ring_timeout_secs"]),
+            status_callback=status_url,
+            status_callback_event=["answered", "completed"],
+        )
+        if not placed and self.transfers.pop(call_id, None) is not None:
+            await self.bring_back(call_id, transfer, "failed", 0.0)
+
+    async def bring_back(self, call_id: str, transfer: PendingTransfer, status: str, ring_secs: float) -> None:
+        """Nobody took the call: reconnect the caller to a new stream of the same call (its conversation resumes),
+        whose parameters tell the agent what happened and what to say."""
+        if self.rest is None:
+            return
+        returned = {RETURN_STATUS: status, RETURN_RING_SECS: f"{ring_secs:g}", RETURN_SAY: transfer.unanswered}
+        relay = self.deployment.transport.twilio.connect == "conversation_relay"
+        # The new socket must bind to this CallSid like any other; the first token may have expired: a fresh one.
+        binding = self.bindings["conversation_relay" if relay else "twilio"].parameters(call_id)
+        parameters = transfer.stream_parameters | returned | binding
+        if relay:
+            document = relay_twiml(self.deployment, parameters, resumed=True)
+        else:
+            document = twiml.stream_call(
+                public_url(self.deployment, "media", websocket=True),
+                public_url(self.deployment, "connect-action"),
+                parameters,
+            )
+        await self.rest.update(call_id, twiml=document)
+
+    def transfer_status(self, call_id: str, status: str) -> tuple[PendingTransfer, float] | None:
+        """A dial leg's status callback: the finished transfer and its ring time, once answered or given up."""
+        transfer = self.transfers.get(call_id)
+        if transfer is None or status not in ("in-progress", "answered", *UNANSWERED):
+            return None
+        del self.transfers[call_id]
+        return transfer, round(time.monotonic() - transfer.started, 3)
 
     async def signed_form(self, request: Request, path: str) -> dict[str, str] | None:
         """The webhook's form parameters, or ``None`` if its signature is not valid (``BodyTooLarge``: 413)."""

@@ -5,23 +5,25 @@ Twilio opens ``WS /{name}/media`` (its handshake signed over the public ``wss://
 marks) is ``voxpipe.telephony.media_streams``, the pipeline side ``media_transport``. A call's pipeline runs at
 8 kHz on PCM16, so mu-law is only decoded and re-encoded (bit-exact, ``voxpipe.audio.g711``), never resampled.
 When ``<Connect>`` ends Twilio posts ``/connect-action``, which dials a transfer's target or hangs up, or, for a
-call that failed (``on_failure``), says the deployment's message first (``TwilioAccount.connect_action``).
+call that failed (``on_failure``), says the deployment's message first (``TwilioAccount.connect_action``); a warm
+transfer's dial leg reports to ``/transfer-status`` (answered, or the caller is brought back: docs/calls.md).
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, WebSocket
+from loguru import logger
 
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.host import CallHost
 from voxpipe.security.call_binding import CallBinding
-from voxpipe.telephony import twiml
+from voxpipe.telephony import conversation_relay, twiml
 from voxpipe.telephony.media_streams import StreamStart
 from voxpipe.transports.admission import admit_socket
 from voxpipe.transports.json_socket import JsonSocket
 from voxpipe.transports.media_stream_call import Dialect, MediaStreamCall
 from voxpipe.transports.media_transport import MediaStreamTransport
-from voxpipe.transports.twilio_account import TwilioAccount
+from voxpipe.transports.twilio_account import RESUME_SESSION, UNANSWERED, PendingTransfer, TwilioAccount
 from voxpipe.transports.twilio_signatures import public_url
 
 
@@ -76,4 +78,30 @@ def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None
         form = await twilio.signed_form(request, "connect-action")
         if form is None:
             return Response(status_code=403)
-        return xml(twilio.connect_action(form.get("CallSid", ""), form.get("HandoffData")))
+        call_sid = form.get("CallSid", "")
+        warm = conversation_relay.warm_handoff(form.get("HandoffData"))
+        # A ConversationRelay session ended for a warm transfer (and the call did not fail): hold, ring the person.
+        if warm is not None and call_sid not in twilio.endings:
+            kept = {"to": form.get("To", ""), RESUME_SESSION: str(warm.get("session") or "")}
+            transfer = PendingTransfer(str(warm["to"]), kept, str(warm.get("unanswered") or ""))
+            hold = twilio.hold_and_dial(call_sid, warm, transfer)
+            if hold is not None:
+                return xml(hold)
+        return xml(twilio.connect_action(call_sid, form.get("HandoffData")))
+
+    @router.post("/transfer-status")
+    async def transfer_status(request: Request) -> Response:
+        form = await twilio.signed_form(request, "transfer-status")
+        if form is None:
+            return Response(status_code=403)
+        call_id, status = request.query_params.get("call", ""), form.get("CallStatus", "")
+        finished = twilio.transfer_status(call_id, status)
+        if finished is not None:
+            transfer, ring_secs = finished
+            answered = status not in UNANSWERED
+            logger.info(f"[{host.deployment.name}] warm transfer of {call_id}: {status} after {ring_secs:g}s")
+            if answered and host.bookkeeping.metrics is not None:
+                host.bookkeeping.metrics.transfer_answered(host.deployment.name, ring_secs)
+            if not answered:
+                await twilio.bring_back(call_id, transfer, status, ring_secs)
+        return Response(status_code=204)

@@ -39,7 +39,13 @@ from voxpipe.records.store import RecordStore
 from voxpipe.sessions import SessionStore, open_store
 from voxpipe.transports import browser, conversation_relay, twilio_media
 from voxpipe.transports.admission import admit_request
-from voxpipe.transports.twilio_account import BodyTooLarge, TwilioAccount, TwilioClientFactory, twilio_client
+from voxpipe.transports.twilio_account import (
+    BodyTooLarge,
+    TwilioAccount,
+    TwilioClientFactory,
+    relay_twiml,
+    twilio_client,
+)
 from voxpipe.web.drain import Drain, RefuseWhileDraining, install_sigterm
 
 if TYPE_CHECKING:
@@ -86,7 +92,8 @@ def create_app(
         key = deployment.sessions.model_dump_json()
         store = stores.get(key) or stores.setdefault(key, open_store(deployment.sessions))
         bookkeeping = CallBookkeeping(records(deployment) if callable(records) else records, metrics)
-        hosts.append((CallHost(deployment, store, registry, bookkeeping), TwilioAccount(deployment, twilio_client)))
+        twilio = TwilioAccount(deployment, twilio_client, serves_transfer_status=True)
+        hosts.append((CallHost(deployment, store, registry, bookkeeping), twilio))
     state = {"ready": not warm_up}
     drain = Drain([host for host, _ in hosts])
 
@@ -185,7 +192,7 @@ def _router(host: CallHost, twilio: TwilioAccount, drain: Drain) -> APIRouter:
         call_sid = form.get("CallSid", "")
         if deployment.transport.twilio.connect == "conversation_relay":
             binding = twilio.bindings["conversation_relay"].parameters(call_sid)
-            return twilio_media.xml(conversation_relay.relay_twiml(deployment, binding))
+            return twilio_media.xml(relay_twiml(deployment, binding))
         return twilio_media.xml(twilio_media.stream_twiml(deployment, form, twilio.bindings["twilio"]))
 
     twilio_media.add_routes(router, host, twilio)

@@ -135,13 +135,24 @@ class Script:
         return Say(render(template, user=user_text, result=result))
 
     def decide(self, messages: Sequence[Any]) -> Say | CallTool:
-        """What to do next given a whole (standard-format) context."""
-        last = messages[-1] if messages else {}
+        """What to do next given a whole (standard-format) context.
+
+        Words the bot said on its own after the last tool result or user turn (a filler spoken while a tool
+        ran) are not something to answer: the turn before them is.
+        """
+        settled = list(messages)
+        while settled and _said_on_its_own(settled[-1]):
+            settled.pop()
+        last = settled[-1] if settled else {}
         if isinstance(last, Mapping) and last.get("role") == "tool":
             function_name = _function_name_of(messages, str(last.get("tool_call_id", "")))
             result = decode_tool_result(message_text(last))
             return self.answer_tool_result(function_name, last_user_text(messages), result)
         return self.answer(last_user_text(messages))
+
+
+def _said_on_its_own(message: Any) -> bool:
+    return isinstance(message, Mapping) and message.get("role") == "assistant" and not message.get("tool_calls")
 
 
 def last_user_text(messages: Sequence[Any]) -> str:

@@ -287,6 +287,29 @@ class EnergyVADAnalyzer(VADAnalyzer):
 # --------------------------------------------------------------------------------------------- realtime
 
 
+def _tool_result(message: dict[str, Any]) -> tuple[str, str]:
+    """(tool_call_id, content) of a tool message, or of the developer message pipecat delivers an asynchronous
+    tool's result in once the conversation has moved on; ("", "") for any other message."""
+    if message.get("role") == "tool":
+        return str(message.get("tool_call_id", "")), message_text(message)
+    payload = decode_tool_result(message_text(message))
+    if isinstance(payload, dict) and payload.get("type") == "async_tool" and payload.get("status") == "finished":
+        return str(payload.get("tool_call_id", "")), str(payload.get("result", ""))
+    return "", ""
+
+
+def _still_running(content: str) -> bool:
+    """A tool message that is only pipecat's placeholder: a call still running (sync or asynchronous tools)."""
+    if content == "IN_PROGRESS":
+        return True
+    placeholder = decode_tool_result(content)
+    return (
+        isinstance(placeholder, dict)
+        and placeholder.get("type") == "async_tool"
+        and placeholder.get("status") == "running"
+    )
+
+
 class ScriptedRealtimeService(LLMService):
     """``testkit_realtime``: a speech-to-speech stand-in that hears audio and answers in audio.
 
@@ -429,11 +452,9 @@ class ScriptedRealtimeService(LLMService):
         self._context = context
         messages = [m for m in context.messages if isinstance(m, dict)]
         for message in messages:
-            call_id = str(message.get("tool_call_id", ""))
-            if message.get("role") == "tool" and call_id in self._pending_calls:
-                content = message_text(message)
-                if content != "IN_PROGRESS":
-                    await self._enqueue("tool", (call_id, self._pending_calls.pop(call_id), content))
+            call_id, content = _tool_result(message)
+            if call_id in self._pending_calls and not _still_running(content):
+                await self._enqueue("tool", (call_id, self._pending_calls.pop(call_id), content))
         last = messages[-1] if messages else None
         if last is None or last.get("role") != "user" or id(last) in self._answered:
             return

@@ -1,0 +1,64 @@
+"""Transfers to a person, on the pipeline's side: the summary a warm transfer carries, and the record's events.
+
+A ``transfer`` tool with ``mode: warm`` hands its transport more than a target: how long to ring, what the
+caller hears on hold, what the agent says if nobody answers, and a summary of the call for the person called,
+written by the deployment's LLM (``LLMService.run_inference``, a one-shot completion outside the conversation)
+from the conversation so far. Each transport carries it out its own way (docs/calls.md); every transfer is
+kept in the record as a ``CallEvent`` (cold or warm, and a warm one's summary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loguru import logger
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.services.llm_service import LLMService
+
+from voxpipe.pipeline.metering import CallMeter
+
+EffectHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+"""Told a tool's call-level effect (``end_call``, ``transfer``) and its details: the transport carries it out."""
+
+SUMMARY_REQUEST = (
+    "Summarise this call for the colleague who is about to take it over, in at most two short sentences: "
+    "who is calling, what they want, and what has been done so far. Plain words; it will be read out."
+)
+
+
+async def summarise(llm: LLMService, context: LLMContext) -> str | None:
+    """The LLM's summary of the conversation in ``context`` (``None`` if it gave none or failed)."""
+    messages = [*context.get_messages(), {"role": "user", "content": SUMMARY_REQUEST}]
+    try:
+        text = await llm.run_inference(LLMContext(messages))
+    except Exception as exc:  # a transfer goes ahead without a summary rather than not at all
+        logger.warning(f"warm transfer: no summary ({exc!r})")
+        return None
+    return text.strip() if text else None
+
+
+async def warm_details(options: Any, llm: LLMService, context: LLMContext) -> dict[str, Any]:
+    """What a warm transfer's transport needs besides the target (``options``: the tool's ``TransferOptions``)."""
+    return {
+        "ring_timeout_secs": options.ring_timeout_secs,
+        "hold_audio": options.hold_audio,
+        "unanswered": options.unanswered,
+        "summary": await summarise(llm, context) if options.summary else None,
+    }
+
+
+def recorded_effects(on_effect: EffectHandler, meter: CallMeter) -> EffectHandler:
+    """``on_effect`` that first keeps each transfer in the call's record."""
+
+    async def record(effect: str, details: dict[str, Any]) -> None:
+        if effect == "transfer":
+            warm = details.get("warm")
+            to = str((details.get("result") or {}).get("to") or "")
+            if warm is None:
+                meter.note_event("transfer", mode="cold", to=to)
+            else:
+                meter.note_event("transfer", mode="warm", to=to, summary=warm.get("summary"))
+        await on_effect(effect, details)
+
+    return record
