@@ -143,6 +143,7 @@ async def run_measured_call(
             errors=meter.errors,
             failure=meter.failure,
             missed_turns=measured.missed_turns(),
+            turn_taking=meter.turn_taking(),
         )
         record = call_pipeline.keeping.finish(record)  # redacted, with its recording; the trace exported
         if bookkeeping.records:  # a database write: off the loop, which carries every other call's audio
