@@ -99,6 +99,18 @@ async def test_a_pause_mid_sentence_gets_no_answer_and_the_speculative_reply_is_
     assert used["llm"].text_output_tokens == len(heard_reply.split())
 
 
+async def test_a_reply_withdrawn_before_its_usage_is_reported_is_still_counted_as_wasted() -> None:
+    slow_llm = PAUSE.replace("latency_secs: 0.05}", "latency_secs: 0.8}", 1)
+    played = await play(slow_llm, [CallerTurn(speech(0.8, 0.5, 0.8))])
+    stats = played.result.turn_taking
+    assert stats.withdrawn == 1 and stats.wasted_estimated == 1  # cancelled before its first token
+    (wasted,) = stats.wasted_usage
+    (used,) = [usage for usage in played.result.usage if usage.role == "llm"]
+    # Estimated from the request that replaced it: the same prompt, no output.
+    assert wasted.text_input_tokens == used.text_input_tokens > 0 and wasted.text_output_tokens == 0
+    assert played.messages("assistant") == ["You said: I'd like to book a tune-up on Saturday"]
+
+
 SPECULATE_GAIN = """
 turn: {strategy: silence, timeout_secs: 0.6, speculate: SPECULATE}
 stt: {provider: testkit_stt, options: {transcripts: ["what time do you open"]}}

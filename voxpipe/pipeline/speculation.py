@@ -5,6 +5,11 @@ A speculative inference (``voxpipe.pipeline.endpointing``) reaches the LLM as an
 confirms it (the reply is released and heard, so the usage is the call's), an ``EagerEndOfTurnCancelFrame``
 withdraws it (the usage is wasted). A call that ends with one still held never played it: wasted too.
 
+A withdrawn inference is often cancelled mid-stream, before its provider reports usage (OpenAI sends it
+last). Its prompt was still billed, so it is estimated: the next LLM usage record of the call (the request
+re-run on the whole turn, whose prompt holds the withdrawn one's) is counted once more as wasted, without its
+output tokens, and ``TurnTaking.wasted_estimated`` says how many such estimates the figure includes.
+
 It is pipecat's ``ServiceMetricsObserver`` with that bookkeeping in front, so one observer sees the turn
 frames and the usage metrics in the order they were pushed.
 """
@@ -31,6 +36,7 @@ class SpeculationLedger(ServiceMetricsObserver):
         self.used: list[ServiceUsageRecord] = []
         self.wasted: list[ServiceUsageRecord] = []
         self._held: list[ServiceUsageRecord] | None = None  # a speculative reply's usage, until settled
+        self._unreported = 0  # withdrawn inferences that reported no usage, to estimate from the next one
         self._seen: set[int] = set()
         self.add_event_handler("on_service_usage", self._on_usage)
 
@@ -45,14 +51,28 @@ class SpeculationLedger(ServiceMetricsObserver):
                     self._held = []
         elif isinstance(frame, EagerEndOfTurnCancelFrame) and self._held is not None:
             self.stats.withdrawn += 1
+            self._unreported += not any(self.is_llm(record.processor) for record in self._held)
             self._settle(self.wasted)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             self._settle(self.used)
         await super().on_push_frame(data)
 
     async def _on_usage(self, observer: ServiceMetricsObserver, record: ServiceUsageRecord) -> None:
-        held = self._held is not None and self.is_llm(record.processor)
-        (self._held if held and self._held is not None else self.used).append(record)
+        if not self.is_llm(record.processor):
+            self.used.append(record)
+        elif self._held is not None:
+            self._held.append(record)
+        else:
+            self.used.append(record)
+            self._estimate_unreported(record)
+
+    def _estimate_unreported(self, record: ServiceUsageRecord) -> None:
+        """Charge each withdrawn inference without usage the prompt of ``record``, the request that replaced it."""
+        no_output = {"completion_tokens": 0, "reasoning_tokens": None, "output_audio_tokens": None}
+        for _ in range(self._unreported):
+            self.wasted.append(record.model_copy(update={**no_output, "total_tokens": record.prompt_tokens}))
+            self.stats.wasted_estimated += 1
+        self._unreported = 0
 
     def _settle(self, into: list[ServiceUsageRecord]) -> None:
         if self._held is not None:

@@ -105,6 +105,11 @@ class TurnTaking(BaseModel):
     wasted_usage: list[Usage] = Field(
         default_factory=list, description="Usage of withdrawn replies, priced (not in the call's usage)."
     )
+    wasted_estimated: int = Field(
+        0,
+        description="Withdrawn replies cancelled before their provider reported usage: their input tokens are "
+        "estimated from the request that replaced them, their output counted as none.",
+    )
     resumed: int = Field(0, description="Replies resumed after a barge-in that brought no words.")
     backchannels: list[str] = Field(
         default_factory=list, description="Acknowledgements the caller said while the bot kept speaking."
