@@ -18,7 +18,7 @@ a package. Re-running gives nearly the same samples (onnxruntime's threaded arit
 only re-run it to change the corpus. From the repository root::
 
     pip install -e ".[local,corpus]" && apt-get install espeak-ng
-    python benchmarks/make_corpus.py            # or: python benchmarks/make_corpus.py OUT_DIR PAUSES_DIR
+    python benchmarks/make_corpus.py            # or: ... OUT_DIR PAUSES_DIR, or --pauses-only
 """
 
 from __future__ import annotations
@@ -57,13 +57,14 @@ UTTERANCES = [
     ("flat-tire", "Can you repair a flat tire while I wait?"),
 ]
 
-# (slug, first part, pause in seconds, second part): the caller stops mid-turn and goes on.
+# (slug, first part, pause in seconds, second part): the caller stops mid-turn and goes on. The pauses are
+# longer than a VAD stop plus a short turn timeout (0.6 s), as a caller thinking or reading digits pauses.
 PAUSED = [
-    ("book-a-pause", "I'd like to book a", 0.8, "tune-up for Saturday."),
-    ("phone-number", "My number is four one five, five five five,", 0.8, "zero one two three."),
-    ("chain-and", "My chain keeps slipping and", 0.8, "the brakes squeak."),
-    ("street-on", "Is the shop on", 0.7, "Quay Street?"),
-    ("then-more", "Do you fix electric bikes?", 0.8, "Mine is a cargo bike."),
+    ("book-a-pause", "I'd like to book a", 0.9, "tune-up for Saturday."),
+    ("phone-number", "My number is four one five, five five five,", 0.9, "zero one two three."),
+    ("chain-and", "My chain keeps slipping and", 0.9, "the brakes squeak."),
+    ("street-on", "Is the shop on", 0.8, "Quay Street?"),
+    ("then-more", "Do you fix electric bikes?", 0.9, "Mine is a cargo bike."),
 ]
 
 Speaker = Callable[[str], bytes]  # text -> PCM16 mono at RATE
@@ -120,6 +121,16 @@ def silence(secs: float) -> bytes:
     return b"\0\0" * int(RATE * secs)
 
 
+def trimmed(pcm: bytes, keep_secs: float = 0.02) -> bytes:
+    """``pcm`` without the silence a TTS puts around a sentence (hibari adds ~0.3 s before, ~0.5 s after)."""
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 300)
+    if not loud.size:
+        return pcm
+    keep = int(keep_secs * RATE)
+    return samples[max(0, loud[0] - keep) : loud[-1] + 1 + keep].tobytes()
+
+
 def write_corpus(out: Path, entries: list[tuple[str, str, str, bytes]]) -> None:
     """Write ``(voice, slug, text, pcm)`` entries as padded WAVs and their manifest."""
     manifest = []
@@ -131,16 +142,22 @@ def write_corpus(out: Path, entries: list[tuple[str, str, str, bytes]]) -> None:
     (out / "manifest.jsonl").write_text("\n".join(manifest) + "\n", encoding="utf-8")
 
 
-def main(out: Path = OUT, pauses_out: Path = PAUSES_OUT) -> None:
-    write_corpus(
-        out, [(voice, slug, text, speak(text)) for voice, speak in VOICES.items() for slug, text in UTTERANCES]
-    )
-    paused = [
-        ("heart", slug, f"{first} {second}", hibari_heart(first) + silence(pause) + hibari_heart(second))
+def main(out: Path = OUT, pauses_out: Path = PAUSES_OUT, *, only_pauses: bool = False) -> None:
+    if not only_pauses:
+        entries = [(voice, slug, text, speak(text)) for voice, speak in VOICES.items() for slug, text in UTTERANCES]
+        write_corpus(out, entries)
+    paused = [  # the pause is exactly ``pause`` seconds: the TTS's own padding around each part is cut
+        (
+            "heart",
+            slug,
+            f"{first} {second}",
+            trimmed(hibari_heart(first)) + silence(pause) + trimmed(hibari_heart(second)),
+        )
         for slug, first, pause, second in PAUSED
     ]
     write_corpus(pauses_out, paused)
 
 
 if __name__ == "__main__":
-    main(*(Path(arg) for arg in sys.argv[1:3]))
+    arguments = [arg for arg in sys.argv[1:] if arg != "--pauses-only"]
+    main(*(Path(arg) for arg in arguments[:2]), only_pauses="--pauses-only" in sys.argv)

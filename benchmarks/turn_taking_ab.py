@@ -37,10 +37,13 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from make_corpus import PAUSED  # noqa: E402
+
 from tests.fakes import Behaviour, FakeDeepgram, FakeElevenLabs, FakeOpenAI  # noqa: E402
 from tests.fakes.script import Utterance as HeardUtterance  # noqa: E402
 from voxpipe.bench.corpus import Utterance, load_corpus  # noqa: E402
 from voxpipe.bench.runner import BenchPlan, logs_above_progress, print_bench, run_bench  # noqa: E402
+from voxpipe.bench.simulated_call import INPUT_RATE  # noqa: E402
 from voxpipe.config.loader import apply_overrides, load_deployment, parse_deployment  # noqa: E402
 from voxpipe.config.models import Deployment  # noqa: E402
 
@@ -71,7 +74,7 @@ tts:
 # What each variant overrides; "all" is every feature at once.
 FEATURES: dict[str, dict[str, Any]] = {
     "speculate": {"turn": {"speculate": True}},
-    "endpointing": {"turn": {"max_delay_secs": 1.0}},
+    "endpointing": {"turn": {"max_delay_secs": 1.5}},
     "barge-in": {"interruptions": {"backchannels": [], "resume_after_secs": 0.6}},
 }
 
@@ -92,12 +95,14 @@ class CorpusTranscripts:
     """The fake STT's transcript of an utterance: the words of the corpus audio whose samples it was sent.
 
     The segment's first loud 20 ms is looked up in every corpus WAV (the caller sends the WAV's samples
-    unchanged); a segment that is only part of the WAV's speech gets the share of its words that its time
-    covers.
+    unchanged). A segment that is only part of the WAV's speech gets the words its speech time covers: the
+    words are spread over the loud frames, and for a paused utterance (``make_corpus.PAUSED``) the words of
+    each part over that part's frames.
     """
 
     def __init__(self, utterances: list[Utterance]):
         self.utterances = utterances
+        self.first_part_words = {f"heart/{slug}.wav": len(first.split()) for slug, first, _, _ in PAUSED}
 
     def __call__(self, heard: HeardUtterance) -> str:
         pcm = heard.pcm
@@ -110,18 +115,29 @@ class CorpusTranscripts:
 
     def _words_at(self, probe: bytes, length: int) -> str:
         for utterance in self.utterances:
-            audio = utterance.turn.audio
-            at = audio.find(probe)
-            if at < 0 or at % 2:
-                continue
-            samples = np.abs(np.frombuffer(audio, "<i2").astype(np.int32))
-            loud = np.flatnonzero(samples > LOUD)
-            first, last = int(loud[0]) * 2, int(loud[-1]) * 2
-            words = utterance.text.split()
-            share = [(position - first) / max(1, last - first) for position in (at, at + length)]
-            begin, end = (min(len(words), max(0, round(s * len(words)))) for s in share)
-            return " ".join(words[begin : max(end, begin + 1)])
+            at = utterance.turn.audio.find(probe)
+            if at >= 0 and at % 2 == 0:
+                said = self._words_said(utterance)
+                words = utterance.text.split()
+                frame = 2 * INPUT_RATE // 50
+                begin, end = (said[min(len(said) - 1, pos // frame)] for pos in (at, at + length))
+                return " ".join(words[begin : max(end, begin + 1)])
         return "hello"
+
+    def _words_said(self, utterance: Utterance) -> np.ndarray:
+        """For each 20 ms frame boundary of the audio, how many of its words have been said by then."""
+        audio, frame = utterance.turn.audio, 2 * INPUT_RATE // 50
+        frames = np.frombuffer(audio[: len(audio) - len(audio) % frame], "<i2").astype(np.float64)
+        loud = np.sqrt(np.mean(frames.reshape(-1, frame // 2) ** 2, axis=1)) > LOUD
+        words = len(utterance.text.split())
+        first = self.first_part_words.get(utterance.name)
+        if first is None:
+            return np.round(np.concatenate([[0], np.cumsum(loud)]) / max(1, loud.sum()) * words).astype(int)
+        runs = np.flatnonzero(loud)
+        gap = int(runs[np.argmax(np.diff(runs))]) + 1  # the pause: the longest quiet run inside the speech
+        parts = [(loud[:gap], 0, first), (loud[gap:], first, words - first)]
+        said = [np.round(done + np.cumsum(part) / max(1, part.sum()) * count) for part, done, count in parts]
+        return np.concatenate([[0], *said]).astype(int)
 
 
 @contextlib.contextmanager
