@@ -23,7 +23,10 @@ from voxpipe.bench.simulated_call import (
     reply_onsets,
 )
 from voxpipe.config.loader import parse_deployment
+from voxpipe.config.models import InterruptionsConfig
+from voxpipe.pipeline.barge_in import is_backchannel
 from voxpipe.pipeline.builder import CallPipeline, build_call
+from voxpipe.pipeline.endpointing import looks_unfinished
 from voxpipe.pipeline.latency import TurnMeter
 from voxpipe.transports.memory import MemoryTransport
 
@@ -207,3 +210,33 @@ async def test_a_dictated_phone_number_is_not_cut_off(dynamic: bool) -> None:
     else:  # the fixed short wait answers the half number while the caller is still dictating
         assert played.messages("user")[0] == "my number is 415 555"
         assert played.result.turn_taking.premature_replies >= 1
+
+
+# ------------------------------------------------------------------------------------- the rules
+
+
+@pytest.mark.parametrize(
+    ("text", "unfinished"),
+    [
+        ("I'd like to book a", True),
+        ("My chain keeps slipping and", True),
+        ("my number is 415 555", True),
+        ("my number is four one five,", True),
+        ("Is the shop on", True),
+        ("Are you open on Sunday?", False),
+        ("I'd like to book a tune-up.", False),
+        ("Thanks", False),
+        ("", False),
+    ],
+)
+def test_what_looks_unfinished(text: str, unfinished: bool) -> None:
+    assert looks_unfinished(text) is unfinished
+
+
+@pytest.mark.parametrize(
+    ("text", "backchannel"),
+    [("Uh-huh.", True), ("okay", True), ("Yeah, right.", True), ("mm-hmm", True), ("okay, but Saturday", False)],
+)
+def test_what_is_a_backchannel(text: str, backchannel: bool) -> None:
+    phrases = InterruptionsConfig(backchannels=[]).backchannel_phrases()
+    assert phrases is not None and is_backchannel(text, phrases) is backchannel
