@@ -96,8 +96,12 @@ def piper_joe(text: str) -> bytes:
 
 
 def espeak_ng(text: str) -> bytes:
-    wav_bytes = subprocess.run(
-        ["espeak-ng", "-v", "en-us", "--stdout", text], check=True, capture_output=True, timeout=60
+    command = ["espeak-ng", "-v", "en-us", "--stdout", text]  # the corpus's own sentences, one argv entry
+    wav_bytes = subprocess.run(  # noqa: S603 — fixed program (Debian's espeak-ng on PATH), no shell, no outside input
+        command,
+        check=True,
+        capture_output=True,
+        timeout=60,
     ).stdout
     with wave.open(io.BytesIO(wav_bytes)) as wav:
         rate = wav.getframerate()
