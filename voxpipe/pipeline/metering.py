@@ -47,6 +47,8 @@ class CallMeter:
         self._errors_by_frame: dict[int, CallError] = {}
         self.turn_taking_stats = TurnTaking()
         self.observer = SpeculationLedger(self.turn_taking_stats, self._is_llm)
+        # Usage records of what the call used; the ledger keeps withdrawn speculative replies' apart.
+        self.records: list[ServiceUsageRecord] = self.observer.used
         self.error_observer = _ErrorLog(self)
 
     @property
@@ -59,7 +61,7 @@ class CallMeter:
 
     def usage(self) -> list[Usage]:
         """What the call used, priced per role, provider and model (withdrawn speculative replies excluded)."""
-        return self._priced(self.observer.used)
+        return self._priced(self.records)
 
     def turn_taking(self) -> TurnTaking:
         """What turn-taking did, with the priced usage of replies withdrawn before anyone heard them."""
