@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SPEECH = HERE / "corpus" / "tune-up-price.wav"
+SPEECH = HERE / "corpus" / "heart" / "tune-up-price.wav"
 MAX_LATENESS_MS = 5.0
 GAP_SLACK_MS = 100.0
 PUBLIC_HOST = "capacity.invalid"

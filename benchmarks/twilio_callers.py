@@ -21,7 +21,7 @@ Writes one JSON object (gaps in ms, missed count, lateness quantiles, the genera
 stdout.
 
     python benchmarks/twilio_callers.py --url ws://127.0.0.1:8000/capacity/media --calls 8 --turns 4 \
-        --speech benchmarks/corpus/open-sunday.wav [--signed-url wss://host/capacity/media --auth-token T]
+        --speech benchmarks/corpus/heart/open-sunday.wav [--signed-url wss://host/capacity/media --auth-token T]
 """
 
 from __future__ import annotations

@@ -158,11 +158,18 @@ def test_bad_turn_strategy_tag_lists_the_strategies() -> None:
     assert problems_of(text) == ["f.yaml:12: turn: 'telepathy' is not allowed (allowed: silence, smart_turn)"]
 
 
+def test_turn_delays_out_of_order_are_an_error() -> None:
+    text = BASE + "turn:\n  timeout_secs: 0.6\n  max_delay_secs: 0.3\n"
+    (problem,) = problems_of(text)
+    assert problem.startswith("f.yaml:12: turn") and "max_delay_secs (0.3) must be >= min_delay_secs (0.6)" in problem
+
+
 def test_key_of_another_turn_strategy_is_unknown_for_the_tagged_one() -> None:
     text = BASE + "turn:\n  strategy: smart_turn\n  timeout_secs: 0.4\n"
 
     assert problems_of(text) == [
-        "f.yaml:14: turn.timeout_secs: unknown key 'timeout_secs' (allowed: strategy, max_silence_secs)"
+        "f.yaml:14: turn.timeout_secs: unknown key 'timeout_secs' "
+        "(allowed: speculate, min_delay_secs, max_delay_secs, strategy, max_silence_secs)"
     ]
 
 

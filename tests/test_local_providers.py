@@ -45,7 +45,7 @@ from voxpipe.providers.builtin._llama_llm import (
     prompt_header,
     render_prompt,
 )
-from voxpipe.providers.builtin._whisper_stt import _repeats_itself
+from voxpipe.providers.builtin._whisper_stt import _repeats_itself, cut_repetition
 
 DENTIST = (
     "You are the receptionist of Sunny Dental, a dental clinic. "
@@ -133,6 +133,23 @@ async def test_whisper_transcribes_tts_speech(trim_window: bool) -> None:
 )
 def test_a_looping_trimmed_window_transcript_is_recognised(text: str, looped: bool) -> None:
     assert _repeats_itself(text) is looped
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        (
+            "Can you repair a flat tire while I wait? Can you repair a flat tire while",
+            "Can you repair a flat tire while I wait?",
+        ),
+        ("How long does a tune-up take? How long does a tu", "How long does a tune-up take?"),
+        ("Where is the shop? Where is the shop? Where is", "Where is the shop?"),
+        ("My number is five five five five.", "My number is five five five five."),
+        ("I want to, I want to book a tune-up.", "I want to, I want to book a tune-up."),
+    ],
+)
+def test_a_decoding_loop_at_the_end_is_cut_off(text: str, kept: str) -> None:
+    assert cut_repetition(text) == kept
 
 
 async def ask(question: str) -> tuple[str, LLMContext]:

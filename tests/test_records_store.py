@@ -207,7 +207,7 @@ def test_voxpipe_call_saves_where_the_deployment_says(
     postgres_url: str, write_yaml: Callable[..., Path], run_cli: Callable[..., Any], repo_root: Path
 ) -> None:
     config = write_yaml(DEPLOYMENT + "records:\n  store: postgres\n  url: ${DATABASE_URL}\n")
-    speech = repo_root / "benchmarks" / "corpus" / "open-sunday.wav"
+    speech = repo_root / "benchmarks" / "corpus" / "heart" / "open-sunday.wav"
     env = {"DATABASE_URL": postgres_url, "VOXPIPE_RECORDS": "/nonexistent/dir/calls.db"}
     result = run_cli("call", str(config), "--input", str(speech), "--json", env=env, timeout=120)
     assert result.returncode == 0, result.stderr

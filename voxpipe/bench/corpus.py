@@ -2,9 +2,10 @@
 
 Two layouts are read. Preferred, a ``manifest.jsonl`` with one JSON object a line::
 
-    {"audio": "book-tune-up.wav", "text": "I'd like to book a tune-up."}
+    {"audio": "joe/book-tune-up.wav", "text": "I'd like to book a tune-up.", "voice": "joe"}
 
-(``audio`` relative to the corpus directory). Without a manifest, every ``*.wav`` in the directory with a
+(``audio`` relative to the corpus directory; ``voice``, optional, names who speaks it, so the bench reports
+the word error rate per voice). Without a manifest, every ``*.wav`` in the directory with a
 ``*.txt`` of the same name beside it holding its text. The audio is read and checked at load time, so a bad
 corpus fails before any call is placed, with every problem named.
 """
@@ -36,6 +37,7 @@ class Utterance:
     name: str
     text: str
     turn: CallerTurn
+    voice: str = ""
 
     @property
     def duration_secs(self) -> float:
@@ -50,9 +52,9 @@ def load_corpus(directory: str | Path) -> list[Utterance]:
     manifest = directory / MANIFEST
     entries, problems = _manifest_entries(manifest) if manifest.exists() else _paired_entries(directory)
     utterances = []
-    for where, audio, text in entries:
+    for where, audio, text, voice in entries:
         try:
-            utterances.append(Utterance(audio, text, CallerTurn.from_wav(directory / audio, text)))
+            utterances.append(Utterance(audio, text, CallerTurn.from_wav(directory / audio, text), voice))
         except (OSError, EOFError, ValueError, wave.Error) as exc:
             problems.append(f"{where}: cannot read {audio}: {exc}")
     if not entries and not problems:
@@ -62,7 +64,7 @@ def load_corpus(directory: str | Path) -> list[Utterance]:
     return utterances
 
 
-Entry = tuple[str, str, str]  # where it is declared (for messages), audio path relative to the corpus, text
+Entry = tuple[str, str, str, str]  # where it is declared (for messages), audio path, text, voice
 
 
 def _manifest_entries(manifest: Path) -> tuple[list[Entry], list[str]]:
@@ -79,12 +81,15 @@ def _manifest_entries(manifest: Path) -> tuple[list[Entry], list[str]]:
             continue
         audio = item.get("audio") if isinstance(item, dict) else None
         text = item.get("text") if isinstance(item, dict) else None
+        voice = item.get("voice", "") if isinstance(item, dict) else ""
         if not isinstance(audio, str) or not audio:
             problems.append(f'{where}: "audio" must name a WAV file')
         elif not isinstance(text, str) or not text.strip():
             problems.append(f'{where}: "text" must be the words spoken in {audio}')
+        elif not isinstance(voice, str):
+            problems.append(f'{where}: "voice" must be a name')
         else:
-            entries.append((where, audio, text.strip()))
+            entries.append((where, audio, text.strip(), voice))
     return entries, problems
 
 
@@ -95,7 +100,7 @@ def _paired_entries(directory: Path) -> tuple[list[Entry], list[str]]:
         transcript = wav.with_suffix(".txt")
         text = transcript.read_text(encoding="utf-8").strip() if transcript.exists() else ""
         if text:
-            entries.append((wav.name, wav.name, text))
+            entries.append((wav.name, wav.name, text, ""))
         else:
             problems.append(f"{wav.name}: needs its text in {transcript.name} (or list it in {MANIFEST})")
     return entries, problems

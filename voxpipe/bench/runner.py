@@ -28,6 +28,7 @@ from rich.table import Table
 from voxpipe.bench import simulated_call
 from voxpipe.bench.corpus import Utterance, load_corpus
 from voxpipe.bench.report import print_comparison
+from voxpipe.bench.turn_taking import print_turn_taking
 from voxpipe.bench.wer import corpus_word_error_rate
 from voxpipe.config.models import Deployment
 from voxpipe.records.model import CallError, CallRecord
@@ -110,6 +111,7 @@ class CallOutcome:
     voice_to_voice_ms: float | None
     repeat: int
     recording: str | None = None  # where the call's recording is, when the deployment records calls
+    voice: str = ""
 
 
 @dataclass
@@ -128,9 +130,19 @@ class BenchResult:
         """The same comparison as ``voxpipe report``: percentiles with bootstrap intervals, significance."""
         return compare(self.records)
 
-    def word_error_rate(self, label: str) -> float:
-        """The STT's corpus word error rate on ``label``'s calls (a failed call counts as nothing heard)."""
-        return corpus_word_error_rate((o.expected, o.heard) for o in self.outcomes if o.deployment == label)
+    def word_error_rate(self, label: str, voice: str | None = None) -> float:
+        """The STT's corpus word error rate on ``label``'s calls (a failed call counts as nothing heard), on one
+        ``voice`` of the corpus or all of them."""
+        return corpus_word_error_rate(
+            (o.expected, o.heard)
+            for o in self.outcomes
+            if o.deployment == label and (voice is None or o.voice == voice)
+        )
+
+    @property
+    def voices(self) -> list[str]:
+        """The corpus's voices, in corpus order (``[""]`` when it names none)."""
+        return list(dict.fromkeys(utterance.voice for utterance in self.plan.utterances))
 
 
 def stage_breakdown(summary: VariantSummary) -> dict[str, float | None]:
@@ -192,6 +204,7 @@ async def run_bench(plan: BenchPlan, console: Console | None = None) -> BenchRes
                 voice_to_voice_ms=turn.voice_to_voice_ms if turn else None,
                 repeat=repeat,
                 recording=record.recording,
+                voice=utterance.voice,
             )
         )
 
@@ -249,12 +262,15 @@ def print_bench(result: BenchResult, console: Console) -> None:
     table.add_column("variant")
     for step in STAGES.values():
         table.add_column(step, justify="right")
-    table.add_column("WER", justify="right")
+    voices = [voice for voice in result.voices if voice] if len(result.voices) > 1 else []
+    for column in ("WER", *(f"WER {voice}" for voice in voices)):
+        table.add_column(column, justify="right")
     for summary in result.summaries:
         steps = stage_breakdown(summary)
-        wer = result.word_error_rate(summary.variant)
-        table.add_row(summary.variant, *(_ms(steps[step]) for step in STAGES.values()), f"{wer:.1%}")
+        wers = [result.word_error_rate(summary.variant, voice) for voice in (None, *voices)]
+        table.add_row(summary.variant, *(_ms(steps[step]) for step in STAGES.values()), *(f"{wer:.1%}" for wer in wers))
     console.print(table)
+    print_turn_taking(result, console)
 
 
 @contextmanager

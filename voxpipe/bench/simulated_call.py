@@ -29,6 +29,7 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.workers.runner import WorkerRunner
 
 from voxpipe.audio import g711
+from voxpipe.bench.turn_taking import premature_replies
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.builder import CallContext
 from voxpipe.pipeline.host import build_audio_call
@@ -36,7 +37,7 @@ from voxpipe.pipeline.keeping import CallKeeping
 from voxpipe.pipeline.latency import MeasuredTurn, TurnMeter, first_audible, last_audible
 from voxpipe.pipeline.metering import CallMeter
 from voxpipe.providers.spec import AudioFormat
-from voxpipe.records.model import CallError, CallFailure, CallRecord, FallbackEvent, Usage
+from voxpipe.records.model import CallError, CallFailure, CallRecord, FallbackEvent, TurnTaking, Usage
 from voxpipe.records.recording import place, resample, stereo_wav
 from voxpipe.redaction import Redactor
 from voxpipe.transports.memory import MemoryTransport, PlayedChunk
@@ -49,7 +50,11 @@ OUTPUT_RATE = 24000
 
 @dataclass(frozen=True)
 class CallerTurn:
-    """What the caller says in one turn: PCM16 mono at 16 kHz, and the words if known."""
+    """What the caller says in one turn: PCM16 mono at 16 kHz, and the words if known.
+
+    ``barge_in_after_secs``: start this turn that long after the bot starts answering the previous one,
+    while it speaks (a cough, an "uh-huh"), instead of once it has finished.
+    """
 
     audio: bytes
     text: str | None = None
@@ -89,6 +94,7 @@ class CallResult:
     fallbacks: list[FallbackEvent] = field(default_factory=list)
     failure: CallFailure | None = None
     failure_heard_at: float | None = None  # time.monotonic() when the caller was told (on_failure)
+    turn_taking: TurnTaking = field(default_factory=TurnTaking)
     ended_at: float = 0.0
     audio: AudioFormat = field(default_factory=AudioFormat)  # the line's format (caller_audio is at its input rate)
     keeping: CallKeeping | None = None  # what ``kept_record`` passes the record through
@@ -120,6 +126,7 @@ class CallResult:
             errors=self.errors,
             fallbacks=self.fallbacks,
             failure=self.failure,
+            turn_taking=self.turn_taking,
         )
 
     def kept_record(self, call_id: str = "", **labels: str | None) -> CallRecord:
@@ -327,6 +334,7 @@ async def drive_call(
     caller = _Caller(transport, result)
     if target.call is not None:
         target.call.on_failure = caller.hear_failure
+    spans: list[tuple[float, float]] = []  # each caller turn: its start and its last audible sample
 
     async def script() -> None:
         ready = asyncio.ensure_future(transport.ready.wait())
@@ -348,6 +356,7 @@ async def drive_call(
                 break
             turn_start = caller.next_frame_at
             result.caller_turn_starts.append(turn_start)
+            spans.append((turn_start, turn_start + (last_audible(turn.audio, INPUT_RATE) or 0.0)))
             await caller.send(caller.on_the_line(turn.audio))
             # A barge-in turn cut into the bot's speech: only what the bot says after it counts as the reply.
             since = turn_start if turn.barge_in_after_secs is None else caller.next_frame_at
@@ -373,4 +382,6 @@ async def drive_call(
         result.usage = target.meter.usage()  # services report usage until they stop
         result.errors, result.fallbacks = target.meter.errors, target.meter.fallbacks
         result.failure = target.meter.failure
+        result.turn_taking = target.meter.turn_taking()
+    result.turn_taking.premature_replies = premature_replies(spans, result.bot_audio)
     return result

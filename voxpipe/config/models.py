@@ -14,6 +14,14 @@ from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, mode
 from voxpipe.config.call_flow import FillerConfig, SilenceConfig
 from voxpipe.config.sections import RecordingConfig, RedactConfig
 from voxpipe.config.strict import Strict
+from voxpipe.config.turns import (  # noqa: F401 — re-exported: the turn sections are part of the deployment model
+    DEFAULT_BACKCHANNELS,
+    InterruptionsConfig,
+    SilenceTurn,
+    SmartTurn,
+    TurnConfig,
+    TurnTiming,
+)
 from voxpipe.providers.spec import Prices
 
 VADPreset = Literal["quiet_office", "noisy_call_center", "phone_line"]
@@ -53,39 +61,6 @@ class VADConfig(Strict):
     def resolved(self) -> VADSettings:
         explicit = self.model_dump(include=set(VADSettings.model_fields), exclude_none=True)
         return VAD_PRESETS[self.preset].model_copy(update=explicit)
-
-
-class SilenceTurn(Strict):
-    """End the user's turn after a fixed silence following the VAD's stop."""
-
-    strategy: Literal["silence"] = "silence"
-    timeout_secs: float = Field(0.6, ge=0, description="Silence after VAD stop that ends the turn.")
-
-
-class SmartTurn(Strict):
-    """End the user's turn when the smart-turn v3 model says the utterance is complete."""
-
-    strategy: Literal["smart_turn"]
-    max_silence_secs: float = Field(3.0, gt=0, description="End the turn anyway after this much silence.")
-
-
-def _turn_strategy(value: Any) -> str:
-    """``strategy`` picks the turn model; without it, the silence timeout applies."""
-    found = value.get("strategy") if isinstance(value, dict) else getattr(value, "strategy", None)
-    return found or "silence"
-
-
-TurnConfig = Annotated[
-    Annotated[SilenceTurn, Tag("silence")] | Annotated[SmartTurn, Tag("smart_turn")],
-    Discriminator(_turn_strategy),
-]
-
-
-class InterruptionsConfig(Strict):
-    """Barge-in: whether the caller may interrupt the bot, and how many words it takes."""
-
-    enabled: bool = True
-    min_words: int = Field(0, ge=0, description="Words the caller must say before the bot stops (0: any speech).")
 
 
 class ServiceConfig(Strict):

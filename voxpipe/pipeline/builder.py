@@ -34,13 +34,12 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
-from pipecat.turns.user_start import MinWordsUserTurnStartStrategy, VADUserTurnStartStrategy
-from pipecat.turns.user_start.transcription_user_turn_start_strategy import TranscriptionUserTurnStartStrategy
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy, TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies, UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
 from voxpipe.config.models import Deployment, ServiceConfig, SmartTurn
+from voxpipe.pipeline.barge_in import ReplyResumer, start_strategies
+from voxpipe.pipeline.endpointing import Endpointing, SilenceEndpointing, SmartTurnEndpointing
 from voxpipe.pipeline.failure import BrokenService, FailureHandler, FailureWatch, log_failure
 from voxpipe.pipeline.fallback import FallbackSwitcher
 from voxpipe.pipeline.fillers import SlowToolFillers
@@ -184,22 +183,27 @@ def _user_params(deployment: Deployment, call: CallContext, registry: Registry) 
         return LLMUserAggregatorParams(
             user_turn_strategies=ExternalUserTurnStrategies(enable_interruptions=interruptions.enabled)
         )
-    start = (
-        [MinWordsUserTurnStartStrategy(min_words=interruptions.min_words, enable_interruptions=interruptions.enabled)]
-        if interruptions.min_words
-        else [
-            VADUserTurnStartStrategy(enable_interruptions=interruptions.enabled),
-            TranscriptionUserTurnStartStrategy(enable_interruptions=interruptions.enabled),
-        ]
-    )
-    turn = deployment.turn
-    stop = (
-        [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=SharedSmartTurnAnalyzer(params=_smart_turn_params(turn)))]
-        if isinstance(turn, SmartTurn)
-        else [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=turn.timeout_secs)]
-    )
     vad, _ = build_service("vad", _vad_config(deployment), deployment, call, registry)
-    return LLMUserAggregatorParams(vad_analyzer=vad, user_turn_strategies=UserTurnStrategies(start=start, stop=stop))
+    strategies = UserTurnStrategies(start=start_strategies(interruptions), stop=[_stop_strategy(deployment)])
+    return LLMUserAggregatorParams(
+        vad_analyzer=vad,
+        user_turn_strategies=strategies,
+        # A barge-in without words resumes the cut-off reply instead of asking the caller to repeat.
+        **({"empty_user_turn": None} if interruptions.resume_after_secs else {}),
+    )
+
+
+def _stop_strategy(deployment: Deployment) -> Endpointing:
+    turn = deployment.turn
+    timing: dict[str, Any] = {
+        "speculate": turn.speculate,
+        "unfinished_extra_delay": turn.unfinished_extra_delay,
+        "no_words_timeout": deployment.interruptions.resume_after_secs,
+    }
+    if isinstance(turn, SmartTurn):
+        analyzer = SharedSmartTurnAnalyzer(params=_smart_turn_params(turn))
+        return SmartTurnEndpointing(turn_analyzer=analyzer, **timing)
+    return SilenceEndpointing(user_speech_timeout=turn.min_delay, **timing)
 
 
 def _smart_turn_params(turn: SmartTurn) -> Any:
@@ -255,10 +259,14 @@ def build_call(
     )
     processors: list[FrameProcessor] = [transport.input()]
     redactors = keeping.processors()  # redact.before_llm
+    turn_observers: list[BaseObserver] = []
     if text:
         processors += [*redactors, aggregators.user(), services["llm"]]
     elif deployment.mode == "cascade":
         processors += [services["stt"], *redactors, aggregators.user(), services["llm"], services["tts"]]
+        resumer = ReplyResumer(meter.turn_taking_stats, resume=bool(deployment.interruptions.resume_after_secs))
+        resumer.attach(aggregators.user())
+        turn_observers.append(resumer)
     else:
         processors += [aggregators.user(), services["realtime"]]
     processors += [transport.output(), aggregators.assistant()]
@@ -274,7 +282,7 @@ def build_call(
             enable_usage_metrics=True,
             send_initial_empty_metrics=False,  # pipecat's zero TTFB records would skew every average
         ),
-        observers=[*meter.observers, *observers],
+        observers=[*meter.observers, *turn_observers, *observers],
         clock=clock,
         enable_rtvi=False,  # lean by default: only a browser client needs RTVI
         enable_turn_tracking=False,

@@ -145,6 +145,7 @@ async def run_measured_call(
             missed_turns=measured.missed_turns(),
             events=meter.events,
             end_reason=meter.end_reason,
+            turn_taking=meter.turn_taking(),
         )
         record = call_pipeline.keeping.finish(record)  # redacted, with its recording; the trace exported
         if bookkeeping.records:  # a database write: off the loop, which carries every other call's audio

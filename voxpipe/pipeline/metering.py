@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 from pipecat.frames.frames import ErrorFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed
-from pipecat.observers.service_metrics_observer import ServiceMetricsObserver, ServiceUsageRecord
+from pipecat.observers.service_metrics_observer import ServiceUsageRecord
 from pipecat.processors.frame_processor import FrameProcessor
 
+from voxpipe.pipeline.speculation import SpeculationLedger
 from voxpipe.providers.spec import Prices, Provider
 from voxpipe.records.cost import add_usage, price
-from voxpipe.records.model import CallError, CallEvent, CallFailure, FallbackEvent, Usage
+from voxpipe.records.model import CallError, CallEvent, CallFailure, FallbackEvent, TurnTaking, Usage
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,6 @@ class CallMeter:
     def __init__(self, services: dict[str, ServiceRef], price_overrides: dict[str, Prices] | None = None):
         self.services = services
         self.price_overrides = price_overrides or {}
-        self.records: list[ServiceUsageRecord] = []
         self.errors: list[CallError] = []
         self.fallbacks: list[FallbackEvent] = []
         self.failure: CallFailure | None = None
@@ -47,20 +47,32 @@ class CallMeter:
         self.end_reason: str | None = None
         self.started_at = time.monotonic()
         self._errors_by_frame: dict[int, CallError] = {}
-        self.observer = ServiceMetricsObserver()
-        self.observer.add_event_handler("on_service_usage", self._on_usage)
+        self.turn_taking_stats = TurnTaking()
+        self.observer = SpeculationLedger(self.turn_taking_stats, self._is_llm)
+        # Usage records of what the call used; the ledger keeps withdrawn speculative replies' apart.
+        self.records: list[ServiceUsageRecord] = self.observer.used
         self.error_observer = _ErrorLog(self)
 
     @property
     def observers(self) -> list[BaseObserver]:
         return [self.observer, self.error_observer]
 
-    async def _on_usage(self, observer: ServiceMetricsObserver, record: ServiceUsageRecord) -> None:
-        self.records.append(record)
+    def _is_llm(self, processor: str) -> bool:
+        ref = self.services.get(processor)
+        return ref is not None and ref.role == "llm"
 
     def usage(self) -> list[Usage]:
+        """What the call used, priced per role, provider and model (withdrawn speculative replies excluded)."""
+        return self._priced(self.records)
+
+    def turn_taking(self) -> TurnTaking:
+        """What turn-taking did, with the priced usage of replies withdrawn before anyone heard them."""
+        self.observer.close()
+        return self.turn_taking_stats.model_copy(update={"wasted_usage": self._priced(self.observer.wasted)})
+
+    def _priced(self, records: list[ServiceUsageRecord]) -> list[Usage]:
         totals: dict[tuple[str, str, str | None], tuple[Provider, Usage]] = {}
-        for record in self.records:
+        for record in records:
             ref = self.services.get(record.processor)
             if ref is None:
                 continue

@@ -115,6 +115,33 @@ class CallEvent(BaseModel):
     summary: str | None = None
 
 
+class TurnTaking(BaseModel):
+    """What the turn-taking features did during a call (docs/latency.md); all zero when they are off."""
+
+    speculations: int = Field(0, description="Replies started before the caller's turn was confirmed.")
+    withdrawn: int = Field(0, description="Speculative replies withdrawn before the caller heard any of them.")
+    wasted_usage: list[Usage] = Field(
+        default_factory=list, description="Usage of withdrawn replies, priced (not in the call's usage)."
+    )
+    wasted_estimated: int = Field(
+        0,
+        description="Withdrawn replies cancelled before their provider reported usage: their input tokens are "
+        "estimated from the request that replaced them, their output counted as none.",
+    )
+    resumed: int = Field(0, description="Replies resumed after a barge-in that brought no words.")
+    backchannels: list[str] = Field(
+        default_factory=list, description="Acknowledgements the caller said while the bot kept speaking."
+    )
+    premature_replies: int = Field(
+        0, description="Replies the caller heard while still to say more of the turn (simulated calls only)."
+    )
+
+    @property
+    def wasted_cost_usd(self) -> float:
+        """US dollars spent on withdrawn replies."""
+        return sum(u.cost_usd for u in self.wasted_usage)
+
+
 class CallRecord(BaseModel):
     """Everything measured about one call."""
 
@@ -136,6 +163,7 @@ class CallRecord(BaseModel):
     missed_turns: int = Field(
         0, description="Caller turns talked over before any reply: the caller ended a turn and spoke again unanswered."
     )
+    turn_taking: TurnTaking = Field(default_factory=TurnTaking)
     scenario: str | None = Field(None, description="The bench scenario this call played, if any.")
     verdicts: list[Verdict] = Field(default_factory=list, description="The scenario's expectations, judged.")
     recording: str | None = Field(

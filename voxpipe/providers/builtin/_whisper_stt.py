@@ -45,13 +45,13 @@ class SharedWhisper:
     executor: ThreadPoolExecutor
     trim_window: bool
 
-    def transcribe(self, pcm: bytes, sample_rate: int, language: str, beam_size: int) -> str:
-        """16-bit mono PCM -> text; blocking, so call it on ``executor``."""
+    def transcribe(self, pcm: bytes, sample_rate: int, language: str, beam_size: int, prompt: str = "") -> str:
+        """16-bit mono PCM -> text; blocking, so call it on ``executor``. ``prompt``: words the callers use."""
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         if sample_rate != WHISPER_RATE:
             audio = soxr.resample(audio, sample_rate, WHISPER_RATE)
         if self.trim_window:
-            text = self._transcribe_trimmed(audio, language, beam_size)
+            text = self._transcribe_trimmed(audio, language, beam_size, prompt)
             if text is not None:
                 return text
         segments, _ = self.model.transcribe(
@@ -63,11 +63,12 @@ class SharedWhisper:
             temperature=0.0,
             without_timestamps=True,
             condition_on_previous_text=False,
+            initial_prompt=prompt or None,
         )
         # The segments are decoded lazily, while iterated: this must stay in the worker thread.
-        return " ".join(segment.text.strip() for segment in segments).strip()
+        return cut_repetition(" ".join(segment.text.strip() for segment in segments).strip())
 
-    def _transcribe_trimmed(self, audio: np.ndarray, language: str, beam_size: int) -> str | None:
+    def _transcribe_trimmed(self, audio: np.ndarray, language: str, beam_size: int, prompt: str) -> str | None:
         """Decode the utterance with whisper's window cut to the speech plus 3 s of silence.
 
         faster-whisper always encodes 30 s, which is most of its time on a short utterance (0.4 of
@@ -84,13 +85,15 @@ class SharedWhisper:
             return None
         encoded = self.model.encode(np.pad(features, ((0, 0), (0, TRIM_PAD_FRAMES))))
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, "transcribe", language)
-        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        # As faster-whisper builds it: the previous-text marker, the prompt's tokens, then the task.
+        previous = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())] if prompt.strip() else []
+        start = [*previous, *tokenizer.sot_sequence, tokenizer.no_timestamps]
         max_new_tokens = MIN_MAX_TOKENS + MAX_TOKENS_PER_SEC * frames // 100
         result = self.model.model.generate(
             encoded,
-            [prompt],
+            [start],
             beam_size=beam_size,
-            max_length=len(prompt) + max_new_tokens,
+            max_length=len(start) + max_new_tokens,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -105,6 +108,26 @@ class SharedWhisper:
         if result.no_speech_prob > NO_SPEECH_PROB and average_log_prob < LOG_PROB_FLOOR:
             return ""
         return text
+
+
+def cut_repetition(text: str) -> str:
+    """``text`` without a decoding loop at its end: a phrase of three or more words said again and again to the
+    end (the last repeat may be cut off mid-word).
+
+    "Can you repair a flat tire while I wait? Can you repair a flat tire while" -> the first sentence.
+    Shorter repeats and repeats followed by new words stay: a caller does say "five five five", or
+    "I want to, I want to book".
+    """
+    words = text.split()
+    keys = [re.sub(r"[^\w']", "", word.lower()) for word in words]
+    for start in range(3, len(words)):
+        for phrase_start in range(start - 2):
+            phrase, tail = keys[phrase_start:start], keys[start:]
+            looped = all(word == phrase[k % len(phrase)] for k, word in enumerate(tail[:-1]))
+            last = phrase[(len(tail) - 1) % len(phrase)]
+            if len(tail) >= 3 and looped and last.startswith(tail[-1]):
+                return " ".join(words[:start])
+    return text
 
 
 def _repeats_itself(text: str) -> bool:
@@ -138,7 +161,9 @@ class LocalWhisperSTTService(SegmentedSTTService):
     call, TTFB from the base class) but shares one model between calls and decodes deterministically.
     """
 
-    def __init__(self, *, whisper: SharedWhisper, model_name: str, language: str, beam_size: int, **kwargs) -> None:
+    def __init__(
+        self, *, whisper: SharedWhisper, model_name: str, language: str, beam_size: int, prompt: str = "", **kwargs
+    ) -> None:
         super().__init__(
             settings=STTSettings(model=model_name, language=language),
             ttfs_p99_latency=TTFS_P99_SECS,
@@ -146,6 +171,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
         )
         self._whisper = whisper
         self._beam_size = beam_size
+        self._prompt = prompt
         supported = whisper.model.supported_languages
         if self._settings.language not in supported:
             raise ValueError(
@@ -175,6 +201,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
                 self.sample_rate,
                 str(language),
                 self._beam_size,
+                self._prompt,
             )
         finally:
             await self.stop_processing_metrics()
