@@ -136,9 +136,7 @@ def _server_command(kind: str, port: int, workdir: Path) -> tuple[list[str], str
 
 
 @contextlib.contextmanager
-def running_server(
-    kind: str, core: int, niceness: int, workdir: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def running_server(kind: str, core: int, niceness: int, workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = _free_port()
     command, url = _server_command(kind, port, workdir)
     env = {
@@ -283,8 +281,10 @@ def capacity(runs: list[Run], *, valid_only: bool = True) -> int:
 
 
 def print_table(runs: list[Run]) -> None:
-    print(f"{'server':8} {'N':>3} {'gap p50':>8} {'p90':>6} {'p99':>6} {'missed':>6} {'CPU %':>6} "
-          f"{'idle MB':>7} {'MB/call':>7} {'load p99':>8} {'load CPU':>8}  valid")
+    print(
+        f"{'server':8} {'N':>3} {'gap p50':>8} {'p90':>6} {'p99':>6} {'missed':>6} {'CPU %':>6} "
+        f"{'idle MB':>7} {'MB/call':>7} {'load p99':>8} {'load CPU':>8}  valid"
+    )
     for r in runs:
         print(
             f"{r.server:8} {r.calls:3d} {r.gap(50):8.0f} {r.gap(90):6.0f} {r.gap(99):6.0f} {r.missed:6d} "

@@ -62,8 +62,13 @@ def _configurations() -> dict[str, Callable[[], list[BaseObserver]]]:
     def every_call() -> list[BaseObserver]:
         return [*CallMeter({}).observers, TurnMeter(FrameProcessor(name="output"))]
 
-    return {"none": list, "usage (ServiceMetricsObserver)": usage, "errors": errors, "TurnMeter": turns,
-            "all of a call": every_call}
+    return {
+        "none": list,
+        "usage (ServiceMetricsObserver)": usage,
+        "errors": errors,
+        "TurnMeter": turns,
+        "all of a call": every_call,
+    }
 
 
 def main() -> None:

@@ -49,9 +49,7 @@ async def run_bot(transport: FastAPIWebsocketTransport) -> None:
     stop = [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=SETTINGS["turn_timeout_secs"])]
     user_params = LLMUserAggregatorParams(vad_analyzer=vad, user_turn_strategies=UserTurnStrategies(stop=stop))
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context, user_params=user_params)
-    pipeline = Pipeline(
-        [transport.input(), stt, user_aggregator, llm, tts, transport.output(), assistant_aggregator]
-    )
+    pipeline = Pipeline([transport.input(), stt, user_aggregator, llm, tts, transport.output(), assistant_aggregator])
     worker = PipelineWorker(
         pipeline,
         params=PipelineParams(

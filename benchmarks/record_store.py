@@ -29,8 +29,15 @@ def _record(started: datetime) -> CallRecord:
     turns = [TurnRecord(index=i, heard="how much is a tune-up", reply=reply, voice_to_voice_ms=850) for i in range(6)]
     usage = [Usage(role="llm", provider="openai", model="gpt-4.1-mini", text_input_tokens=900, cost_usd=0.0004)]
     return CallRecord(
-        call_id=uuid.uuid4().hex, deployment="front-desk", mode="cascade", started_at=started, duration_secs=95,
-        experiment="e", variant="a", turns=turns, usage=usage,
+        call_id=uuid.uuid4().hex,
+        deployment="front-desk",
+        mode="cascade",
+        started_at=started,
+        duration_secs=95,
+        experiment="e",
+        variant="a",
+        turns=turns,
+        usage=usage,
     )
 
 

@@ -43,7 +43,7 @@ def wait_for_calls(url: str, deadline_secs: float, poll_secs: float, settle_secs
     time.sleep(min(settle_secs, deadline_secs))
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=poll_secs + 2) as reply:
+            with urllib.request.urlopen(url, timeout=poll_secs + 2) as reply:  # noqa: S310 (http(s) checked in main)
                 live = active_calls(reply.read().decode())
         except (urllib.error.URLError, OSError) as exc:
             print(f"drain: {url} does not answer ({exc}); nothing to drain", flush=True)
@@ -64,6 +64,8 @@ def main() -> int:
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds to wait before the first poll")
     args = parser.parse_args()
+    if not args.url.startswith(("http://", "https://")):
+        parser.error(f"--url must be an http:// or https:// address, not {args.url!r}")
     return wait_for_calls(args.url, args.deadline, args.poll, args.settle)
 
 

@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 python -m pip install -q -e ".[all,dev]" -e tests/plugins/voxpipe-testkit
-ruff check voxpipe tests benchmarks
+ruff check .
+ruff format --check .
 python -m pytest -q "$@"

@@ -23,9 +23,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.mark.parametrize("server", ["voxpipe", "pipecat"])
-def test_each_server_answers_every_turn_of_the_load_generator(
-    server: str, tmp_path: Path, registry: object
-) -> None:
+def test_each_server_answers_every_turn_of_the_load_generator(server: str, tmp_path: Path, registry: object) -> None:
     cores = sorted(os.sched_getaffinity(0))
     args = argparse.Namespace(turns=2, server_core=cores[0], load_core=cores[-1], nice=0)
     run = capacity.measure(server, 1, args, tmp_path)

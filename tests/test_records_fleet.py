@@ -90,7 +90,10 @@ def _speech(secs: float = 0.5) -> bytes:
 async def _talk(base: str, caller: str, call_sid: str, turns: int = 1) -> None:
     """One Twilio connection: ``turns`` turns, each waiting for the bot's answer, then ``stop``."""
     call = TwilioMediaSimulator(
-        f"{base}/desk/media", "wss://fleet.example.com/desk/media", TOKEN, call_sid=call_sid,
+        f"{base}/desk/media",
+        "wss://fleet.example.com/desk/media",
+        TOKEN,
+        call_sid=call_sid,
         parameters={"from": caller, "to": "+15559990000"},
     )
     async with call:
@@ -111,7 +114,11 @@ def database() -> Iterator[str]:
 
 
 async def test_two_servers_share_records_assignment_and_sessions(
-    tmp_path: Path, database: str, redis_url: str, run_cli: Callable[..., Any], registry: object  # noqa: F811
+    tmp_path: Path,
+    database: str,
+    redis_url: str,  # noqa: F811
+    run_cli: Callable[..., Any],
+    registry: object,
 ) -> None:
     config = tmp_path / "desk.yaml"
     config.write_text(DEPLOYMENT)

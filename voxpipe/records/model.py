@@ -95,6 +95,8 @@ class Verdict(BaseModel):
     )
     detail: str = Field("", description="What was expected and what happened, or the judge's reason.")
     cost_usd: float = Field(0.0, description="What judging it cost (an LLM judge), apart from the call's cost.")
+
+
 class CallEvent(BaseModel):
     """Something the call did to avoid dead air or hand the caller over (docs/calls.md).
 

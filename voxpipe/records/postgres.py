@@ -113,4 +113,3 @@ class PostgresRecords:
             args.append(experiment)
         rows = self._execute(query + " ORDER BY started_at", tuple(args))
         return [CallRecord.model_validate_json(row[0]) for row in rows]
-

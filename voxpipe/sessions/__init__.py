@@ -29,7 +29,6 @@ __all__ = [
 ]
 
 
-
 def open_store(config: SessionsConfig) -> SessionStore:
     """The store a deployment's ``sessions:`` section asks for."""
     if config.store == "memory":

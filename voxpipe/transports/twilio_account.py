@@ -185,6 +185,7 @@ class TwilioAccount:
             return ending
         target = self.handoffs.pop(call_id, None) or conversation_relay.handoff_target(handoff_data)
         return twiml.dial(target) if target else twiml.hangup()
+
     async def warm_transfer(self, call_id: str, warm: dict[str, Any], transfer: PendingTransfer) -> bool:
         """Put a media-stream caller on hold and ring ``transfer.to``, who hears the summary first (docs/calls.md).
 
