@@ -22,7 +22,7 @@ from voxpipe.providers.registry import Registry, default_registry
 
 # pipecat logs every frame decision at DEBUG through loguru; tests keep warnings and errors only.
 logger.remove()
-logger.add(sys.stderr, level=os.environ.get("VOXPIPE_TEST_LOG_LEVEL", "WARNING"))
+logger.add(lambda line: sys.stderr.write(line), level=os.environ.get("VOXPIPE_TEST_LOG_LEVEL", "WARNING"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

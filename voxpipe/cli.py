@@ -8,7 +8,6 @@ without a traceback.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -374,9 +373,10 @@ def _configure_logging() -> None:
     """pipecat logs every frame decision at DEBUG: show warnings (``serve``: info) unless VOXPIPE_LOG_LEVEL says."""
     from loguru import logger
 
-    default = "INFO" if sys.argv[1:2] == ["serve"] else "WARNING"
+    from voxpipe.logs import log_to_stderr
+
     logger.remove()
-    logger.add(sys.stderr, level=os.environ.get("VOXPIPE_LOG_LEVEL", default))
+    log_to_stderr("INFO" if sys.argv[1:2] == ["serve"] else "WARNING")
 
 
 def main() -> None:

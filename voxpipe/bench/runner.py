@@ -10,7 +10,6 @@ experiment, so ``voxpipe report`` can show them again later.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from voxpipe.bench.report import print_comparison
 from voxpipe.bench.turn_taking import print_turn_taking
 from voxpipe.bench.wer import corpus_word_error_rate
 from voxpipe.config.models import Deployment
+from voxpipe.logs import log_to_stderr
 from voxpipe.records.model import CallError, CallRecord
 from voxpipe.records.recording_store import uploader
 from voxpipe.records.stats import VariantSummary, compare
@@ -276,14 +276,14 @@ def print_bench(result: BenchResult, console: Console) -> None:
 @contextmanager
 def logs_above_progress(console: Console, level: str = "WARNING") -> Iterator[None]:
     """Send loguru (pipecat's logger) through ``console`` at ``level`` and above, so it neither floods nor
-    tears the progress bar; loguru's default handler (stderr) is put back afterwards."""
+    tears the progress bar; standard error (at VOXPIPE_LOG_LEVEL) is put back afterwards."""
     logger.remove()
     sink = logger.add(lambda message: console.print(message.rstrip(), markup=False, highlight=False), level=level)
     try:
         yield
     finally:
         logger.remove(sink)
-        logger.add(sys.stderr)
+        log_to_stderr()
 
 
 def bench_command(
