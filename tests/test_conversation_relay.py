@@ -11,6 +11,7 @@ import pytest
 import websockets
 from twilio.request_validator import RequestValidator
 
+from tests.fault_transports import the_record
 from tests.simulators.conversation_relay import RelaySimulator
 from tests.simulators.server import RunningServer
 from voxpipe.config.loader import parse_deployment
@@ -182,10 +183,7 @@ async def test_a_relay_session_leaves_a_call_record_with_text_latency(tmp_path: 
         async with relay(running) as call:
             await call.prompt("what are your hours")
             assert (await call.reply())[0] == "We are open nine to five."
-        for _ in range(100):
-            if records.list():
-                break
-            await asyncio.sleep(0.05)
+        await the_record(records)
         async with httpx.AsyncClient(base_url=running.url) as client:
             metrics = (await client.get("/metrics")).text
     [record] = records.list()

@@ -18,6 +18,7 @@ from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from tests.fault_transports import the_record
 from tests.simulators.server import RunningServer
 from tests.simulators.twilio_media import RATE, TwilioMediaSimulator
 from voxpipe.config.loader import parse_deployment
@@ -89,10 +90,7 @@ async def test_a_turn_talked_over_before_any_reply_is_missed(tmp_path: Path, reg
             await call.wait_for(lambda: bool(call.marks_echoed), timeout=20, what="an answer")
             await asyncio.sleep(0.5)
             await call.stop()
-        for _ in range(50):
-            if records.list():
-                break
-            await asyncio.sleep(0.1)
+        await the_record(records)
         async with httpx.AsyncClient(base_url=server.url) as client:
             metrics = (await client.get("/metrics")).text
     (record,) = records.list()
@@ -113,9 +111,6 @@ async def test_a_caller_who_speaks_at_once_is_heard(tmp_path: Path, registry: ob
             await call.wait_for(lambda: bool(call.marks_echoed), timeout=10, what="an answer")
             await asyncio.sleep(0.5)
             await call.stop()
-        for _ in range(50):
-            if records.list():
-                break
-            await asyncio.sleep(0.1)
+        await the_record(records)
     (record,) = records.list()
     assert len(record.turns) == 1 and record.turns[0].reply == "Noted." and record.missed_turns == 0
