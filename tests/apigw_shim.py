@@ -117,16 +117,20 @@ class Container:
         self.invocations = 0
 
     @classmethod
-    async def start(cls, handler: str, env: dict[str, str]) -> Container:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(Path(__file__).resolve()),
-            handler,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-            limit=16 * 1024 * 1024,
-        )
+    async def start(cls, handler: str, env: dict[str, str], log: Path | None = None) -> Container:
+        """``log``: the file the container's log stream (its stderr) is appended to (else the test's stderr)."""
+        with contextlib.ExitStack() as files:
+            stderr = files.enter_context(log.open("ab")) if log is not None else None
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(Path(__file__).resolve()),
+                handler,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                limit=16 * 1024 * 1024,
+            )
         return cls(process)
 
     async def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -153,8 +157,11 @@ class Container:
 class LambdaFunction:
     """A function's containers: an idle one serves an invocation, or a new one is started (a cold start)."""
 
-    def __init__(self, handler: str, env: dict[str, str] | None = None, max_containers: int = 6):
+    def __init__(
+        self, handler: str, env: dict[str, str] | None = None, max_containers: int = 6, log: Path | None = None
+    ):
         self.handler = handler
+        self.log = log  # where every container's log lines go (read back by the redaction tests)
         self.env = {**os.environ, **(env or {})}
         self.max_containers = max_containers
         self.containers: list[Container] = []
@@ -166,7 +173,7 @@ class LambdaFunction:
         self._slots = self._slots or asyncio.Semaphore(self.max_containers)
         async with self._slots:
             cold = not self._idle
-            container = self._idle.pop() if self._idle else await Container.start(self.handler, self.env)
+            container = self._idle.pop() if self._idle else await Container.start(self.handler, self.env, self.log)
             if cold:
                 self.containers.append(container)
             try:
@@ -182,6 +189,64 @@ class LambdaFunction:
         await asyncio.gather(*(container.stop() for container in self.containers))
         self.containers.clear()
         self._idle.clear()
+
+
+class SqsEventSource:
+    """A Lambda event source mapping for an SQS queue (moto): long-polls it and invokes ``function`` with each
+    message as a one-record SQS event, concurrently, deleting the message unless the function reports it failed
+    (``batchItemFailures``), as Lambda's poller does. ``invocations`` keeps each reply."""
+
+    def __init__(self, client: Any, queue_url: str, function: LambdaFunction):
+        self.client = client
+        self.queue_url = queue_url
+        self.function = function
+        self.invocations: list[dict[str, Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> SqsEventSource:
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._poller.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(self._poller, *self._tasks, return_exceptions=True)
+        await self.function.stop()
+
+    async def _poll(self) -> None:
+        while True:
+            reply = await asyncio.to_thread(
+                self.client.receive_message,
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=1,
+                WaitTimeSeconds=1,
+                AttributeNames=["All"],
+            )
+            for message in reply.get("Messages", []):
+                task = asyncio.get_running_loop().create_task(self._deliver(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, message: dict[str, Any]) -> None:
+        record = {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message.get("Attributes", {}),
+            "messageAttributes": {},
+            "md5OfBody": message["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:" + self.queue_url.rsplit("/", 1)[-1],
+            "awsRegion": "us-east-1",
+        }
+        reply, _ = await self.function.invoke({"Records": [record]})
+        self.invocations.append(reply)
+        failed = (reply.get("result") or {}).get("batchItemFailures") or "error" in reply
+        if not failed:
+            await asyncio.to_thread(
+                self.client.delete_message, QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
+            )
 
 
 # ------------------------------------------------------------------------------------------------ the API

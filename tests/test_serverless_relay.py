@@ -39,6 +39,7 @@ pytestmark = pytest.mark.timeout(120)
 TOKEN = "twilio-test-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
 RELAY_URL = "wss://relay.voxpipe.test/prod"
 TABLE = "voxpipe-relay-test"
+SILENCE_QUEUE = "voxpipe-silence-test"  # the relay queues its silence checks here (no consumer in this module)
 MODEL = "amazon.nova-lite-v1:0"
 CALL = "CA00000000000000000000000000000001"
 DEPLOYMENT = f"""
@@ -76,8 +77,13 @@ def reply_to(turn: Turn) -> Any:
 
 
 def dynamodb(endpoint: str) -> Any:
+    return aws_service("dynamodb", endpoint)
+
+
+def aws_service(service: str, endpoint: str) -> Any:
+    """A botocore client of ``service`` on moto at ``endpoint``."""
     return botocore.session.get_session().create_client(
-        "dynamodb",
+        service,
         region_name="us-east-1",
         endpoint_url=endpoint,
         aws_access_key_id="test-key",
@@ -89,6 +95,7 @@ def dynamodb(endpoint: str) -> Any:
 def aws() -> Iterator[str]:
     with moto_server() as endpoint:
         dynamodb(endpoint).create_table(**table_definition(TABLE))
+        aws_service("sqs", endpoint).create_queue(QueueName=SILENCE_QUEUE)
         yield endpoint
 
 
@@ -110,7 +117,8 @@ def lambda_env(aws: str, bedrock: FakeBedrock, config_file: Path) -> dict[str, s
         "VOXPIPE_HANDLER_CONFIG": str(config_file),
         "VOXPIPE_TABLE": TABLE,
         "VOXPIPE_RELAY_URL": RELAY_URL,
-        **aws_environment(dynamodb=aws),
+        **aws_environment(dynamodb=aws, sqs=aws),
+        "VOXPIPE_SILENCE_QUEUE_URL": f"{aws}/123456789012/{SILENCE_QUEUE}",
         "BEDROCK_URL": bedrock.url,
         "TWILIO_AUTH_TOKEN": TOKEN,
     }
@@ -432,7 +440,7 @@ def test_a_reply_turn_whose_invocation_died_is_forgotten_not_kept_forever() -> N
     """A Lambda timeout never runs ``close_turn``: the next turn forgets the dead one, so later interrupts
     cut only the reply being spoken, not everything to ""."""
     from voxpipe.aws.conversations import Conversation
-    from voxpipe.serverless.relay import LIVE_SINCE, LIVE_TURN_MAX_MS, forget_stale_turns
+    from voxpipe.serverless.relay_turns import LIVE_SINCE, LIVE_TURN_MAX_MS, forget_stale_turns
 
     conversation = Conversation("CA1", live={"dead": None, "current": None})
     conversation.metadata[LIVE_SINCE] = {"dead": 1_000, "current": 1_000 + LIVE_TURN_MAX_MS}

@@ -89,12 +89,15 @@ class ConversationTable:
         client: Any = None,
         clock: Callable[[], float] = time.time,
         max_attempts: int = 25,
+        masked: Callable[[Conversation], Conversation] | None = None,
     ):
+        """``masked``: what of a conversation is written (the Lambda relay's redaction); by default all of it."""
         self.table = table
         self.ttl_secs = ttl_secs
         self.client = client or aws_client("dynamodb")
         self.clock = clock
         self.max_attempts = max_attempts
+        self.masked = masked
 
     # -------------------------------------------------------------------------------------- conversations
 
@@ -140,6 +143,8 @@ class ConversationTable:
         return conversation, not self._expired(item)
 
     def _put_if_version(self, conversation: Conversation, expected: int) -> bool:
+        if self.masked is not None:
+            conversation = self.masked(conversation)
         item = {
             KEY: {"S": CALL_PREFIX + conversation.call_id},
             "messages": {"S": _dumps(conversation.messages)},

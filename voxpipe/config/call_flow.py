@@ -5,6 +5,8 @@ Apart from ``voxpipe.config.models`` to keep that module small; ``Deployment`` h
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from pydantic import Field
 
 from voxpipe.config.strict import Strict
@@ -31,3 +33,16 @@ class FillerConfig(Strict):
 
     say: str = Field("One moment while I check that.", min_length=1)
     after_secs: float = Field(1.0, gt=0, description="Seconds a tool may take before the filler is spoken.")
+
+
+class _HasFiller(Protocol):
+    filler: str | None
+    filler_after_secs: float | None
+
+
+def tool_filler(tool: _HasFiller, default: FillerConfig | None) -> tuple[str, float] | None:
+    """A tool's filler and the seconds it waits for it (the deployment's ``fillers:`` filling in what the tool
+    leaves out), or ``None`` if it has none. The pipeline and the Lambda relay both read it from here."""
+    text = tool.filler or (default.say if default else None)
+    after = tool.filler_after_secs or (default.after_secs if default else None)
+    return (text, after) if text and after else None

@@ -39,6 +39,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.services.llm_service import FunctionCallParams
 
+from voxpipe.config.call_flow import tool_filler
 from voxpipe.config.models import FillerConfig, ToolConfig
 from voxpipe.pipeline.metering import CallMeter
 
@@ -53,9 +54,7 @@ class SlowToolFillers:
 
     def filler_of(self, tool: ToolConfig) -> tuple[str, float] | None:
         """The tool's filler and the seconds it waits for it, or ``None`` if it has none."""
-        text = tool.filler or (self.default.say if self.default else None)
-        after = tool.filler_after_secs or (self.default.after_secs if self.default else None)
-        return (text, after) if text and after else None
+        return tool_filler(tool, self.default)
 
     async def run(self, tool: ToolConfig, params: FunctionCallParams, work: Awaitable[Any]) -> Any:
         """Run ``work`` (the tool call), speak the filler if it is slow, and deliver its result to the LLM."""

@@ -17,14 +17,10 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.services.llm_service import LLMService
 
 from voxpipe.pipeline.metering import CallMeter
+from voxpipe.telephony.warm_transfer import SUMMARY_REQUEST
 
 EffectHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 """Told a tool's call-level effect (``end_call``, ``transfer``) and its details: the transport carries it out."""
-
-SUMMARY_REQUEST = (
-    "Summarise this call for the colleague who is about to take it over, in at most two short sentences: "
-    "who is calling, what they want, and what has been done so far. Plain words; it will be read out."
-)
 
 
 async def summarise(llm: LLMService, context: LLMContext) -> str | None:

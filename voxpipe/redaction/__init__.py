@@ -13,23 +13,32 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from voxpipe.config.models import RedactConfig
-from voxpipe.records.model import CallError, CallFailure, CallRecord
 from voxpipe.redaction.detect import Found, find, mask, trimmed
 
-__all__ = ["Redactor"]
+if TYPE_CHECKING:  # not at run time: the Lambda relay redacts without loading pydantic
+    from voxpipe.records.model import CallError, CallFailure, CallRecord
+
+__all__ = ["RedactSettings", "Redactor"]
+
+
+class RedactSettings(Protocol):
+    """What a redactor reads of ``redact:``: ``voxpipe.config.sections.RedactConfig``, or on Lambda the handler
+    configuration's plain copy of it."""
+
+    entities: Sequence[str]
+    patterns: Sequence[str]
+    before_llm: bool
 
 
 class Redactor:
     """Masks one call's personal data. ``secrets`` grows with each ``sensitive`` tool call."""
 
-    def __init__(self, config: RedactConfig | None = None):
-        config = config or RedactConfig(entities=[])
-        self.entities = tuple(config.entities)
-        self.patterns = [re.compile(p) for p in config.patterns]
-        self.before_llm = config.before_llm
+    def __init__(self, config: RedactSettings | None = None):
+        self.entities = tuple(config.entities) if config else ()
+        self.patterns = [re.compile(p) for p in config.patterns] if config else []
+        self.before_llm = bool(config and config.before_llm)
         self.secrets: list[str] = []
 
     def add_secret(self, value: Any) -> None:

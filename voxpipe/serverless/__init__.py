@@ -40,6 +40,8 @@ RELAY_URL_ENV = "VOXPIPE_RELAY_URL"  # public wss:// URL of the ConversationRela
 BRIDGE_URL_ENV = "VOXPIPE_BRIDGE_URL"  # public wss:// URL of the audio bridge's WebSocket API
 HTTP_URL_ENV = "VOXPIPE_HTTP_URL"  # public https:// base URL of the TwiML webhook API
 CONNECTIONS_URL_ENV = "VOXPIPE_CONNECTIONS_URL"  # @connections endpoint override (custom domain, local shim)
+SILENCE_QUEUE_ENV = "VOXPIPE_SILENCE_QUEUE_URL"  # SQS standard queue of the relay's delayed silence checks
+TWILIO_API_URL_ENV = "VOXPIPE_TWILIO_API_URL"  # Twilio REST API base URL override (a local emulator)
 CONFIG_FILE = "voxpipe-handler.json"
 CONFIG_FORMAT = 1
 
@@ -103,6 +105,28 @@ class ToolSpec:
     options: dict[str, Any]
     effect: str | None = None
     builder: str = ""  # ``module:function`` of the kind's handler builder (``voxpipe.tools.handlers``...)
+    filler: str | None = None  # said if the tool has not answered after ``filler_after_secs`` (defaults filled in)
+    filler_after_secs: float | None = None
+    sensitive: bool = False  # the arguments reach the tool but are never stored
+
+
+@dataclass(frozen=True)
+class RedactSpec:
+    """``redact:`` as the handlers read it (``voxpipe.redaction.RedactSettings``)."""
+
+    entities: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    before_llm: bool = False
+
+
+@dataclass(frozen=True)
+class SilenceSpec:
+    """``silence:`` as the relay reads it (``voxpipe.config.call_flow.SilenceConfig``)."""
+
+    reprompt_after_secs: float
+    reprompts: tuple[str, ...]
+    hangup_after_secs: float
+    goodbye: str
 
 
 @dataclass(frozen=True)
@@ -121,6 +145,9 @@ class HandlerConfig:
     ttl_secs: int
     failure_say: str = ""  # on_failure: what the caller is told when no LLM of the chain can answer
     failure_transfer_to: str | None = None  # on_failure: then transfer here (else hang up)
+    redact: RedactSpec | None = None  # personal data masked in what the relay stores and logs
+    silence: SilenceSpec | None = None  # re-prompts and the silence hang-up (``voxpipe.serverless.silence``)
+    twilio_account_sid: str | None = None  # with the auth token: the REST API (warm transfers)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -153,6 +180,9 @@ class HandlerConfig:
             ttl_secs=int(resolved["ttl_secs"]),
             failure_say=str(resolved["on_failure"]["say"]),
             failure_transfer_to=resolved["on_failure"].get("transfer_to"),
+            redact=_spec(RedactSpec, resolved.get("redact")),
+            silence=_spec(SilenceSpec, resolved.get("silence")),
+            twilio_account_sid=twilio.get("account_sid"),
             environ=environ,
         )
 
@@ -162,6 +192,13 @@ class HandlerConfig:
         if not value:
             raise HandlerConfigError(f"environment variable {name} is not set")
         return value
+
+
+def _spec(kind: Any, data: Mapping[str, Any] | None) -> Any:
+    """A frozen spec from its JSON object (lists as tuples), or ``None`` for a section that is off."""
+    if data is None:
+        return None
+    return kind(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
 
 
 def config_path(environ: Mapping[str, str]) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
+from voxpipe.config.call_flow import tool_filler
 from voxpipe.config.loader import parse_deployment
 from voxpipe.config.models import Deployment
 from voxpipe.providers.registry import Registry
@@ -93,8 +94,11 @@ def handler_config(deployment: Deployment, raw: Any, registry: Registry) -> dict
                 "options": kind.options.model_validate(tool.options).model_dump(),
                 "effect": kind.effect,
                 "builder": _builder_path(tool.kind, kind.build),
+                **_filler(deployment, tool),
+                "sensitive": tool.sensitive,
             }
         )
+    sensitive = any(tool.sensitive for tool in deployment.agent.tools)
     transport = deployment.transport
     origins = list(transport.browser.allowed_origins) + ([transport.public_url] if transport.public_url else [])
     resolved = {
@@ -103,6 +107,7 @@ def handler_config(deployment: Deployment, raw: Any, registry: Registry) -> dict
         "agent": {"instructions": deployment.agent.instructions, "greeting": deployment.agent.greeting, "tools": tools},
         "llm": llm,
         "twilio": {
+            "account_sid": transport.twilio.account_sid,
             "auth_token": transport.twilio.auth_token,
             "validate_signatures": transport.twilio.validate_signatures,
             "insecure": deployment.insecure,  # the handlers refuse to run unsigned without it
@@ -111,6 +116,8 @@ def handler_config(deployment: Deployment, raw: Any, registry: Registry) -> dict
         "allowed_origins": origins,
         "ttl_secs": deployment.sessions.ttl_secs,
         "on_failure": {"say": deployment.on_failure.say, "transfer_to": deployment.on_failure.transfer_to},
+        "redact": deployment.redact.model_dump() if deployment.redact else _SENSITIVE_ONLY if sensitive else None,
+        "silence": deployment.silence.model_dump() if deployment.silence else None,
     }
     raw = raw if isinstance(raw, dict) else {}
     raw_agent, raw_transport = raw.get("agent") or {}, raw.get("transport") or {}
@@ -122,6 +129,15 @@ def handler_config(deployment: Deployment, raw: Any, registry: Registry) -> dict
         + ([raw_transport["public_url"]] if "public_url" in raw_transport else []),
     }
     return _templates(_plain(resolved), shadow)
+
+
+#: ``redact:`` of a deployment that wrote none but has a ``sensitive`` tool: only the tool's arguments are masked.
+_SENSITIVE_ONLY = {"entities": [], "patterns": [], "before_llm": False}
+
+
+def _filler(deployment: Deployment, tool: Any) -> dict[str, Any]:
+    filler = tool_filler(tool, deployment.fillers)
+    return {"filler": filler[0], "filler_after_secs": filler[1]} if filler else {}
 
 
 def without_llm(config: dict[str, Any]) -> dict[str, Any]:

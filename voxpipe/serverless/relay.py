@@ -9,6 +9,11 @@
   chain can answer, the deployment's ``on_failure`` text is the last ``text``, then ``end`` hands the call
   off (``handoffData`` reason ``failure``), as on the server. The messages and
   their rules (partial prompts, keypad entries, handoff data) are ``voxpipe.telephony``'s, as on the server.
+- No dead air: a slow tool's filler is sent (``last: false``) before the answer (``text_llm.Reply``); a reply
+  spoken whole arms a silence check (``silence.py``: re-prompts, then the goodbye); a warm ``transfer`` ends the
+  session with handoff data carrying the LLM's summary (``transfer.py``), and a caller nobody took comes back
+  to a ``setup`` whose ``<Parameter>``s say so: the agent says the ``unanswered`` line and carries on.
+- ``redact:``: what is written to DynamoDB and every log line is masked (``redacting.py``).
 - ``$disconnect``: forgets the connection and stores a keypad entry still being typed (unanswered: no LLM
   call); the conversation stays until its TTL, so a reconnecting call
   (same ``callSid``) resumes it.
@@ -43,10 +48,22 @@ from voxpipe.serverless import (
     event_headers,
     handler_config,
     response,
+    silence,
+    transfer,
 )
-from voxpipe.serverless.text_llm import Reply
+from voxpipe.serverless.redacting import call_redactor, redacting_logs, stored_form
+from voxpipe.serverless.relay_turns import (
+    KEYPAD_ENTRY,
+    LIVE_SINCE,
+    forget_stale_turns,
+    heard_messages,
+    said,
+    store_pending_entry,
+)
+from voxpipe.serverless.text_llm import Filler, Reply, summarise
 from voxpipe.telephony import conversation_relay as protocol
 from voxpipe.telephony import keypad
+from voxpipe.telephony.warm_transfer import RETURN_SAY, RETURN_STATUS
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
@@ -59,27 +76,6 @@ COALESCE_SECS = 0.04
 SETUP_WAIT_SECS = 3.0
 #: Said when the conversation has grown past what its DynamoDB item can hold (nothing of it was cut).
 TOO_LONG = "Sorry, this conversation has grown too long for me to continue. Goodbye."
-#: The conversation metadata that holds a keypad entry being typed: its keys as [received ms, turn id, digit].
-KEYPAD_ENTRY = "keypad_entry"
-#: The conversation metadata that holds when each live reply turn started (ms), so a turn whose invocation
-#: died (a Lambda timeout: ``close_turn`` never ran) is forgotten instead of cutting every later reply.
-LIVE_SINCE = "live_since"
-#: No reply invocation runs longer than Lambda's longest timeout (15 minutes).
-LIVE_TURN_MAX_MS = 15 * 60 * 1000
-
-
-def forget_stale_turns(conversation: Conversation, now_ms: int) -> None:
-    """Drop live turns older than any invocation can run (or with no start recorded): their invocation died."""
-    since = conversation.metadata.setdefault(LIVE_SINCE, {})
-    for turn in list(conversation.live):
-        if now_ms - since.get(turn, 0) > LIVE_TURN_MAX_MS:
-            logger.warning(
-                "reply turn %s of call %s never closed (its invocation died); forgotten", turn, conversation.call_id
-            )
-            conversation.live.pop(turn)
-    for turn in list(since):
-        if turn not in conversation.live:
-            since.pop(turn)
 
 
 def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
@@ -89,10 +85,11 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     if route == "$connect":
         return _connect(config, event)
     relay = Relay(config, event)
-    if route == "$disconnect":
-        relay.disconnect()
-        return response(200)
-    relay.handle(protocol.parse(event_body(event)))
+    with redacting_logs(relay.redactor):
+        if route == "$disconnect":
+            relay.disconnect()
+        else:
+            relay.handle(protocol.parse(event_body(event)))
     return response(200)
 
 
@@ -121,7 +118,8 @@ class Relay:
         self.turn_id: str = context.get("messageId") or context["requestId"]
         self.received_ms: int = int(context.get("requestTimeEpoch") or time.time() * 1000)
         self.endpoint = connections_endpoint(context)
-        self.table = ConversationTable(config.setting(TABLE_ENV), config.ttl_secs)
+        self.redactor = call_redactor(config)
+        self.table = ConversationTable(config.setting(TABLE_ENV), config.ttl_secs, masked=stored_form(self.redactor))
 
     def handle(self, message: protocol.Inbound) -> None:
         if isinstance(message, protocol.Setup):
@@ -156,8 +154,9 @@ class Relay:
             self._refuse(f"call id {setup.call_sid!r} is a {stored.metadata['transport']} id: refused")
             return
         self.table.bind_connection(self.connection_id, setup.call_sid, endpoint=self.endpoint, client="relay")
+        back = str(setup.custom_parameters.get(RETURN_SAY) or "") if setup.custom_parameters.get(RETURN_STATUS) else ""
 
-        def start(conversation: Conversation) -> None:
+        def start(conversation: Conversation) -> float | None:
             conversation.metadata.update(
                 transport="conversation_relay",
                 session_id=setup.session_id,
@@ -169,8 +168,15 @@ class Relay:
             )
             if not conversation.messages and self.config.greeting:
                 conversation.messages.append({"role": "assistant", "content": self.config.greeting})
+            if back:  # back from a warm transfer nobody took: the agent says so and carries on
+                conversation.messages.append({"role": "assistant", "content": back})
+            return self._arm(conversation, back or self.config.greeting or "")
 
-        self.table.mutate(setup.call_sid, start)
+        _, silent_in = self.table.mutate(setup.call_sid, start)
+        if back:
+            with contextlib.suppress(ConnectionGone):
+                Connections(self.endpoint).post_json(self.connection_id, protocol.text_token(back, last=True))
+        self._check_silence(setup.call_sid, silent_in)
 
     def _refuse(self, reason: str) -> None:
         """Close a connection that may not open a conversation (its later messages find no call)."""
@@ -191,7 +197,7 @@ class Relay:
         row = self.table.connection(self.connection_id)
         self.table.drop_connection(self.connection_id)
         if row is not None:
-            self.table.mutate(row["call_id"], _store_pending_entry)
+            self.table.mutate(row["call_id"], store_pending_entry)
 
     def answer(self, user: Message, *, typed_first: bool = False) -> None:
         """Store the caller's turn (after the pending keypad entry, with ``typed_first``), stream the reply,
@@ -200,10 +206,14 @@ class Relay:
         if call_id is None:
             return
 
+        if self.redactor is not None and self.redactor.before_llm:
+            user = self.redactor.messages([user])[0]
+
         def open_turn(conversation: Conversation) -> None:
             forget_stale_turns(conversation, self.received_ms)
+            silence.clear(conversation)
             if typed_first:
-                _store_pending_entry(conversation)
+                store_pending_entry(conversation)
             conversation.messages.append(user)
             conversation.live[self.turn_id] = None
             conversation.metadata.setdefault(LIVE_SINCE, {})[self.turn_id] = self.received_ms
@@ -217,20 +227,23 @@ class Relay:
                 connections.post_json(self.connection_id, protocol.text_token(TOO_LONG, last=True))
                 connections.post_json(self.connection_id, protocol.end_session({"reason": "history_too_large"}))
             return
-        reply = Reply(self.config, conversation.messages)
+        reply = Reply(self.config, conversation.messages, self.redactor)
         heard: str | None = ""
 
-        def close_turn(conversation: Conversation) -> None:
+        def close_turn(conversation: Conversation) -> float | None:
             cut = conversation.live.pop(self.turn_id, None)
             (conversation.metadata.get(LIVE_SINCE) or {}).pop(self.turn_id, None)
-            conversation.messages += _heard(reply.messages, cut if cut is not None else heard)
+            conversation.messages += heard_messages(reply.messages, cut if cut is not None else heard)
+            whole = heard is None and cut is None and not reply.effects and not conversation.live
+            return self._arm(conversation, said(reply.messages)) if whole else None  # silence may follow it
 
         try:
             heard = self._speak(call_id, reply)
         finally:  # even a failed reply closes its turn, or a later interrupt would wait for it
-            self.table.mutate(call_id, close_turn, known=conversation)
+            _, silent_in = self.table.mutate(call_id, close_turn, known=conversation)
+        self._check_silence(call_id, silent_in)
         if heard is None:
-            self._carry_out(reply.effects)
+            self._carry_out(call_id, reply)
 
     def press(self, digit: str) -> None:
         """One key: add it to the pending entry; the entry's last key (after the pause, or ``#``) answers it.
@@ -249,6 +262,7 @@ class Relay:
         key = [self.received_ms, self.turn_id, digit]
 
         def add(conversation: Conversation) -> bool:
+            silence.clear(conversation)
             keys = conversation.metadata.get(KEYPAD_ENTRY) or []
             if len(keys) >= keypad.MAX_ENTRY_DIGITS and not keypad.ends_entry(digit):
                 return False
@@ -282,7 +296,7 @@ class Relay:
             for token in reply:
                 pending.append(token)
                 now = time.monotonic()
-                if now - last_post >= COALESCE_SECS:
+                if isinstance(token, Filler) or now - last_post >= COALESCE_SECS:
                     connections.post_json(self.connection_id, protocol.text_token("".join(pending), last=False))
                     sent += pending
                     pending, last_post = [], now
@@ -317,46 +331,46 @@ class Relay:
         if call_id is None:
             return
 
-        def cut(conversation: Conversation) -> None:
+        def cut(conversation: Conversation) -> float | None:
             forget_stale_turns(conversation, self.received_ms)
             if conversation.live:
                 for index, turn in enumerate(conversation.live):
                     conversation.live[turn] = heard if index == 0 else ""
-                return
-            for message in reversed(conversation.messages):
-                if message.get("role") == "assistant" and message.get("content"):
-                    message["content"] = heard
-                    return
+            else:
+                for message in reversed(conversation.messages):
+                    if message.get("role") == "assistant" and message.get("content"):
+                        message["content"] = heard
+                        break
+            return self._arm(conversation, "")  # the caller's prompt will clear it; noise alone will not
 
-        self.table.mutate(call_id, cut)
+        self._check_silence(call_id, self.table.mutate(call_id, cut)[1])
 
-    def _carry_out(self, effects: list[tuple[str, dict[str, Any]]]) -> None:
-        """``end_call`` and ``transfer`` end the session; the ``<Connect action>`` callback dials a transfer."""
-        for effect, arguments in effects:
+    def _arm(self, conversation: Conversation, said: str) -> float | None:
+        """Arm this invocation's silence check after the bot said ``said`` (with ``silence:`` on): seconds to it."""
+        if self.config.silence is None:
+            return None
+        return silence.arm(conversation, self.config.silence, self.turn_id, 0, said)
+
+    def _check_silence(self, call_id: str, after: float | None) -> None:
+        """Queue the check ``_arm`` armed, due ``after`` seconds from now."""
+        if after is not None:
+            due = int(time.time() * 1000 + after * 1000)
+            silence.send_safely(
+                self.config, silence.Check(call_id, self.connection_id, self.endpoint, self.turn_id, due)
+            )
+
+    def _carry_out(self, call_id: str, reply: Reply) -> None:
+        """``end_call`` and ``transfer`` end the session; the ``<Connect action>`` callback dials a transfer, or
+        for a warm one holds the caller and rings the person, who hears the LLM's summary (``transfer.py``)."""
+        for effect, arguments in reply.effects:
+            to = str((arguments.get("result") or {}).get("to") or "")
+            warm = transfer.warm_tool(self.config, to) if effect == "transfer" else None
+            if warm is not None:
+                summary = summarise(self.config, reply.history + reply.messages)
+                arguments = arguments | {"warm": transfer.warm_details(warm, summary)}
+                logger.info("call %s: warm transfer to %s", call_id, to)
             handoff = protocol.handoff(effect, arguments)
             try:
                 Connections(self.endpoint).post_json(self.connection_id, protocol.end_session(handoff))
             except ConnectionGone:
                 return
-
-
-def _store_pending_entry(conversation: Conversation) -> None:
-    """Move the keypad entry being typed, if any, into the conversation (its keys' invocations then find it
-    gone and do not answer it)."""
-    keys = conversation.metadata.pop(KEYPAD_ENTRY, None) or []
-    if keys:
-        conversation.messages.append(keypad.entry_message("".join(digit for _, _, digit in keys)))
-
-
-def _heard(messages: list[Message], heard: str | None) -> list[Message]:
-    """The reply's messages as the caller heard them: all of it (``None``), or its spoken text cut to ``heard``.
-
-    Tool calls and results are kept (the tools ran); the words are replaced by one final assistant turn
-    holding what was heard, and turns left with nothing are dropped.
-    """
-    if heard is None:
-        kept = messages
-    else:
-        kept = [{**m, "content": ""} if m["role"] == "assistant" else m for m in messages]
-        kept.append({"role": "assistant", "content": heard})
-    return [m for m in kept if m["role"] != "assistant" or m.get("content") or m.get("tool_calls")]

@@ -3,8 +3,9 @@
 ``DIR/template.yaml`` declares:
 
 - the DynamoDB table of conversations and connections (key ``pk``, TTL on ``expires_at``);
-- ConversationRelay: a WebSocket API (``$connect``/``$disconnect``/``$default``) on ``relay.handler``, and an
-  HTTP API (``POST /twiml``, ``POST /twiml/action``) on ``twiml.handler``;
+- ConversationRelay: a WebSocket API (``$connect``/``$disconnect``/``$default``) on ``relay.handler``, an
+  HTTP API (``POST /twiml``, ``POST /twiml/action``, ``POST /twiml/transfer-status``) on ``twiml.handler``, and
+  with ``silence:`` on, a standard SQS queue of delayed silence checks whose event source is ``silence.handler``;
 - the audio bridge: a WebSocket API on ``worker.handler`` (reserved concurrency: ``limits.concurrent_calls``), its
   SQS FIFO queue (one message group per connection keeps each caller's audio in order) with a FIFO dead-letter
   queue, and a managed policy for the long-lived worker;
@@ -47,6 +48,7 @@ from voxpipe.serverless import (
     CONFIG_FILE,
     QUEUE_ENV,
     RELAY_URL_ENV,
+    SILENCE_QUEUE_ENV,
     TABLE_ENV,
     referenced_variables,
 )
@@ -57,11 +59,14 @@ from voxpipe.serverless.sam_resources import (
     function,
     manage_connections,
     ref,
+    send_to,
+    silence_checks,
     sub,
     table_access,
     websocket_api,
 )
 from voxpipe.serverless.text_llm import STREAMERS
+from voxpipe.serverless.transfer import STATUS_PATH
 
 RUNTIME = "python3.12"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +130,20 @@ def sam_template(
         if not config["llm"]:
             supported = ", ".join(sorted(STREAMERS))
             raise SamError(f"ConversationRelay on Lambda needs an llm provider it can stream from ({supported})")
+        warm = [
+            t.function_name for t in deployment.agent.tools if t.kind == "transfer" and t.options.get("mode") == "warm"
+        ]
+        if warm and not deployment.transport.twilio.account_sid:
+            raise SamError(
+                f"tool {warm[0]}: a warm transfer on Lambda rings the person through Twilio's REST API: set "
+                "transport.twilio.account_sid (or use mode: cold)"
+            )
         resources |= websocket_api("Relay", "RelayFunction", f"ConversationRelay of {deployment.name}")
+        silence_env, silence_send = {}, []
+        if deployment.silence is not None:
+            resources |= silence_checks(narrow_env)
+            silence_env = {SILENCE_QUEUE_ENV: ref("SilenceQueue")}
+            silence_send = [send_to("SilenceQueue")]
         resources["RelayFunction"] = function(
             "voxpipe.serverless.relay.handler",
             "ConversationRelay WebSocket routes: streams the LLM's text.",
@@ -133,8 +151,9 @@ def sam_template(
                 table_access(("GetItem", "PutItem", "DeleteItem")),
                 manage_connections("RelayApi"),
                 *bedrock_access(bedrock_models),
+                *silence_send,
             ],
-            {RELAY_URL_ENV: relay_url, **full_env},
+            {RELAY_URL_ENV: relay_url, **silence_env, **full_env},
         )
         resources["TwimlFunction"] = function(
             "voxpipe.serverless.twiml.handler",
@@ -144,7 +163,7 @@ def sam_template(
         )
         resources["TwimlFunction"]["Properties"]["Events"] = {
             name: {"Type": "HttpApi", "Properties": {"Path": path, "Method": "POST"}}
-            for name, path in (("Webhook", "/twiml"), ("Action", "/twiml/action"))
+            for name, path in (("Webhook", "/twiml"), ("Action", "/twiml/action"), ("Status", STATUS_PATH))
         }
         outputs["RelayUrl"] = {"Description": "ConversationRelay WebSocket URL.", "Value": relay_url}
         outputs["TwimlWebhookUrl"] = {

@@ -131,3 +131,38 @@ def function(
     if statements:
         properties["Policies"] = [{"Version": "2012-10-17", "Statement": statements}]
     return {"Type": "AWS::Serverless::Function", "Properties": properties}
+
+
+def silence_checks(env: Mapping[str, Any]) -> dict[str, Any]:
+    """The relay's delayed silence checks: a standard queue (FIFO queues take no per-message delay) and the
+    function it invokes, one check at a time (each sleeps until its check is due: ``voxpipe.serverless.silence``)."""
+    queue = {
+        "Type": "AWS::SQS::Queue",
+        "Properties": {
+            "MessageRetentionPeriod": 3600,  # a check is delayed at most 900 s; one not run within the hour is moot
+            "VisibilityTimeout": 120,  # at least twice the function's timeout
+            "SqsManagedSseEnabled": True,
+        },
+    }
+    checks = function(
+        "voxpipe.serverless.silence.handler",
+        "Silence checks of the relay's calls: re-prompts, then the silence hang-up.",
+        [table_access(("GetItem", "PutItem")), manage_connections("RelayApi"), send_to("SilenceQueue")],
+        env,
+    )
+    checks["Properties"]["Events"] = {
+        "Checks": {
+            "Type": "SQS",
+            "Properties": {
+                "Queue": {"Fn::GetAtt": ["SilenceQueue", "Arn"]},
+                "BatchSize": 1,
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            },
+        }
+    }
+    return {"SilenceQueue": queue, "SilenceFunction": checks}
+
+
+def send_to(queue: str) -> dict[str, Any]:
+    """May send to ``queue`` (a check due more than 900 s ahead is sent on again)."""
+    return {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": arn(queue)}

@@ -9,24 +9,41 @@ same in DynamoDB whichever provider (or ``voxpipe serve``) wrote it.
 The deployment's ``llm`` chain is honoured as a fallback: a provider that fails before its first token
 hands the turn to the next one. Tools run through their kind's handler builder, named in the handler
 configuration (``voxpipe.tools.handlers`` for the built-in kinds): no registry, no pydantic.
+
+Slow tools are never silent: a round's tools run in threads, and if one with a filler has not answered after
+its ``filler_after_secs``, the reply yields the filler (a ``Filler``, posted at once, ``last: false``) and goes
+on with the answer when the tools have answered. The filler enters the conversation as the bot's words: the
+text of the assistant message that made the tool calls (their results must follow that message, and the next
+request must end with them, not with an assistant turn). One filler per round, the soonest due.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voxpipe.aws import aws_client
 from voxpipe.serverless import HandlerConfig, LLMSpec, ToolSpec
+
+if TYPE_CHECKING:
+    from voxpipe.redaction import Redactor
 
 logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 #: Tool rounds in one reply before the model must answer in words.
 MAX_TOOL_ROUNDS = 4
+#: Threads running one reply's tools (a round's tools run at once, so a filler can be said while they run).
+_TOOL_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="voxpipe-relay-tool")
+
+
+class Filler(str):
+    """Words said while a slow tool runs: posted at once, not held to be coalesced with what follows."""
 
 
 @dataclass(frozen=True)
@@ -228,11 +245,14 @@ class Reply:
     (``("end_call", {...})``, ``("transfer", {...})``).
     """
 
-    def __init__(self, config: HandlerConfig, history: list[Message]):
+    def __init__(self, config: HandlerConfig, history: list[Message], redactor: Redactor | None = None):
+        """``redactor``: learns the arguments of ``sensitive`` tools, so that they are never stored or logged."""
         self.config = config
         self.history = list(history)
+        self.redactor = redactor
         self.messages: list[Message] = []
         self.effects: list[tuple[str, dict[str, Any]]] = []
+        self.fillers: list[dict[str, Any]] = []  # each filler said: tool, text, delay_secs
         self._tools = {tool.name: tool for tool in config.tools}
 
     def __iter__(self) -> Iterator[str]:
@@ -251,7 +271,7 @@ class Reply:
             if not calls:
                 return
             assistant["tool_calls"] = [call.message() for call in calls]
-            self.messages += [self._call(call) for call in calls]
+            yield from self._run_tools(calls, assistant)
         logger.warning("reply stopped after %d tool rounds", MAX_TOOL_ROUNDS)
 
     def _stream(self) -> Iterator[str | ToolCall]:
@@ -270,12 +290,31 @@ class Reply:
                     raise
                 logger.exception("llm %s failed before answering; falling back", spec.provider)
 
+    def _run_tools(self, calls: list[ToolCall], assistant: Message) -> Generator[str, None, None]:
+        """Run a round's tools at once; yield the filler if one is due before they all answered."""
+        started = time.monotonic()
+        futures = [_TOOL_POOL.submit(self._call, call) for call in calls]
+        due = [
+            (t.filler_after_secs or 0.0, t.filler, t.name) for c in calls if (t := self._tools.get(c.name)) and t.filler
+        ]
+        if due:
+            after, said, name = min(due)
+            if wait(futures, timeout=after).not_done:
+                delay = round(time.monotonic() - started, 3)
+                logger.info("tool %s still running after %.2fs: filler %r", name, delay, said)
+                self.fillers.append({"tool": name, "text": said, "delay_secs": delay})
+                yield Filler((" " if assistant["content"] else "") + said + " ")  # apart from the words around it
+                assistant["content"] = " ".join(filter(None, (assistant["content"], said)))
+        self.messages += [future.result() for future in futures]
+
     def _call(self, call: ToolCall) -> Message:
         tool = self._tools.get(call.name)
         try:
             arguments = json.loads(call.arguments)
         except ValueError:
             arguments = None
+        if tool is not None and tool.sensitive and self.redactor is not None:
+            self.redactor.add_secret(arguments)
         if tool is None or not isinstance(arguments, dict):
             result: Any = {"error": f"no tool {call.name!r} takes arguments {call.arguments}"}
         else:
@@ -283,3 +322,22 @@ class Reply:
             if tool.effect and not (isinstance(result, dict) and "error" in result):
                 self.effects.append((tool.effect, arguments | {"result": result}))
         return {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result, ensure_ascii=False)}
+
+
+def summarise(config: HandlerConfig, messages: list[Message]) -> str | None:
+    """The LLM's summary of the call so far, for the person a warm transfer rings (``None`` if none came).
+
+    Asked of the chain in order, without tools; a transfer goes ahead without a summary rather than not at all.
+    """
+    from voxpipe.telephony.warm_transfer import SUMMARY_REQUEST
+
+    request = [*messages, {"role": "user", "content": SUMMARY_REQUEST}]
+    for spec in config.llm:
+        try:
+            pieces = STREAMERS[spec.provider](spec)(config.instructions, request, ())
+            text = "".join(piece for piece in pieces if isinstance(piece, str)).strip()
+        except Exception as exc:
+            logger.warning("warm transfer: no summary from %s (%r)", spec.provider, exc)
+            continue
+        return text or None
+    return None

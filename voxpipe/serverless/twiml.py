@@ -3,10 +3,12 @@
 ``POST /twiml`` (the number's "A call comes in" webhook) answers ``<Connect action=".../twiml/action">
 <ConversationRelay url="wss://..." .../></Connect>``, the attributes taken from the deployment's
 ``transport.conversation_relay`` and ``agent.greeting``. When the session ends, Twilio posts to
-``/twiml/action``: a ``transfer`` handoff (see ``relay.py``) dials the number, anything else hangs up.
+``/twiml/action``: a ``transfer`` handoff (see ``relay.py``) dials the number, a warm one puts the caller on
+hold and rings the person with the call's summary (``transfer.py``, which also serves the dial leg's
+``/twiml/transfer-status``), anything else hangs up.
 
-Both requests are signed by Twilio over the URL it called and the form parameters: ``https://`` + the
-request's domain + path, or ``$VOXPIPE_HTTP_URL`` + path when a proxy (CloudFront...) stands in front.
+Every request is signed by Twilio over the URL it called and the form parameters: ``https://`` + the
+request's domain + path (+ query), or ``$VOXPIPE_HTTP_URL`` + path when a proxy (CloudFront...) stands in front.
 Unsigned or mis-signed requests get 403 unless the deployment turned validation off.
 """
 
@@ -28,6 +30,7 @@ from voxpipe.serverless import (
     event_headers,
     handler_config,
     response,
+    transfer,
 )
 from voxpipe.telephony import conversation_relay, twiml
 
@@ -43,13 +46,17 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     if len(body) > MAX_WEBHOOK_BYTES:  # a Twilio form is a few kilobytes; nothing larger is parsed
         return response(413, "request body too large")
     params = dict(parse_qsl(body.decode() if isinstance(body, bytes) else body, keep_blank_values=True))
-    path = event.get("rawPath") or "/twiml"
+    path, query = event.get("rawPath") or "/twiml", event.get("rawQueryString") or ""
     base = os.environ.get(HTTP_URL_ENV) or f"https://{event['requestContext']['domainName']}"
     base = base.rstrip("/")
-    if not _signed(config, base + path, params, event_headers(event).get("x-twilio-signature")):
+    url = base + path + (f"?{query}" if query else "")
+    if not _signed(config, url, params, event_headers(event).get("x-twilio-signature")):
         return response(403, "invalid X-Twilio-Signature")
+    if path.endswith(transfer.STATUS_PATH):
+        transfer.status(config, base + ACTION_PATH, dict(parse_qsl(query)), params)
+        return response(204)
     if path.endswith(ACTION_PATH):
-        return response(200, action_twiml(params.get("HandoffData")), "text/xml")
+        return response(200, action_twiml(config, base, params), "text/xml")
     binding = CallBinding.for_deployment("conversation_relay", config.validate_signatures)
     token = binding.parameters(params.get("CallSid", ""))  # the setup must bring it back
     return response(200, relay_twiml(config, base + ACTION_PATH, token), "text/xml")
@@ -65,12 +72,15 @@ def _signed(config: HandlerConfig, url: str, params: dict[str, str], signature: 
     return bool(RequestValidator(config.twilio_auth_token).validate(url, params, signature))
 
 
-def relay_twiml(config: HandlerConfig, action_url: str, parameters: dict[str, str] | None = None) -> str:
+def relay_twiml(
+    config: HandlerConfig, action_url: str, parameters: dict[str, str] | None = None, *, resumed: bool = False
+) -> str:
     """``<Connect><ConversationRelay/></Connect>`` pointing Twilio at the relay WebSocket API, with
-    ``parameters`` (the token binding the session to the call) as ``<Parameter>``s."""
+    ``parameters`` (the token binding the session to the call) as ``<Parameter>``s; a ``resumed``
+    conversation (a caller back from a warm transfer) gets no second greeting."""
     relay = config.conversation_relay
     attributes = {
-        "welcomeGreeting": config.greeting,
+        "welcomeGreeting": None if resumed else config.greeting,
         "language": relay.get("language"),
         "ttsProvider": relay.get("tts_provider"),
         "voice": relay.get("voice"),
@@ -81,7 +91,15 @@ def relay_twiml(config: HandlerConfig, action_url: str, parameters: dict[str, st
     return twiml.conversation_relay(config.setting(RELAY_URL_ENV), action_url, attributes, parameters)
 
 
-def action_twiml(handoff_data: str | None) -> str:
-    """What to do once the session ended: dial a transfer's number, or hang up."""
+def action_twiml(config: HandlerConfig, base: str, params: dict[str, str]) -> str:
+    """What to do once the session ended: hold and ring for a warm transfer, dial a cold one, or hang up."""
+    handoff_data, call_sid = params.get("HandoffData"), params.get("CallSid", "")
+    warm = conversation_relay.warm_handoff(handoff_data)
+    if warm is not None:
+        hold = transfer.hold(config, base, call_sid, params.get("To", ""), warm)
+        # Twilio refused the dial leg: the caller stays with the agent, told so, as when nobody answers.
+        return hold or transfer.come_back(
+            config, base + ACTION_PATH, call_sid, "failed", 0.0, str(warm.get("unanswered") or "")
+        )
     target = conversation_relay.handoff_target(handoff_data)
     return twiml.dial(target) if target else twiml.hangup()

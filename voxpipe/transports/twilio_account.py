@@ -22,7 +22,14 @@ from loguru import logger
 from voxpipe.config.models import Deployment
 from voxpipe.security.call_binding import CallBinding
 from voxpipe.security.limits import MAX_WEBHOOK_BYTES
-from voxpipe.telephony import conversation_relay, twiml
+from voxpipe.telephony import conversation_relay, twiml, warm_transfer
+from voxpipe.telephony.warm_transfer import (  # noqa: F401 — re-exported: the transports import them from here
+    RESUME_SESSION,
+    RETURN_RING_SECS,
+    RETURN_SAY,
+    RETURN_STATUS,
+    UNANSWERED,
+)
 from voxpipe.transports.twilio_signatures import TwilioSignatures, public_url
 
 if TYPE_CHECKING:
@@ -120,12 +127,6 @@ class PendingTransfer:
     started: float = field(default_factory=time.monotonic)
 
 
-UNANSWERED = ("no-answer", "busy", "failed", "canceled")
-# The <Parameter>s of the stream that brings a caller back from an unanswered warm transfer.
-RETURN_STATUS, RETURN_RING_SECS, RETURN_SAY = "voxpipe_transfer", "voxpipe_ring_secs", "voxpipe_say"
-RESUME_SESSION = "voxpipe_session"  # ConversationRelay: the session (conversation) the caller comes back to
-
-
 class TwilioAccount:
     """One deployment's Twilio side: signature checks, the REST client, and pending ``<Connect action>`` dials."""
 
@@ -213,18 +214,12 @@ class TwilioAccount:
         task = asyncio.ensure_future(self._dial(self.rest, call_id, warm, transfer))
         self._dialling.add(task)
         task.add_done_callback(self._dialling.discard)
-        return twiml.hold(f"voxpipe-{call_id}", warm.get("hold_audio"))
+        return twiml.hold(warm_transfer.conference(call_id), warm.get("hold_audio"))
 
     async def _dial(self, rest: TwilioRest, call_id: str, warm: dict[str, Any], transfer: PendingTransfer) -> None:
         status_url = public_url(self.deployment, "transfer-status", query=urlencode({"call": call_id}))
-        placed = await rest.create(
-            to=transfer.to,
-            from_=transfer.stream_parameters.get("to") or "",
-            twiml=twiml.briefed_join(warm.get("summary"), f"voxpipe-{call_id}"),
-            timeout=round(warm["ring_timeout_secs"]),
-            status_callback=status_url,
-            status_callback_event=["answered", "completed"],
-        )
+        caller_id = transfer.stream_parameters.get("to") or ""
+        placed = await rest.create(**warm_transfer.dial_leg(call_id, transfer.to, caller_id, warm, status_url))
         if not placed and self.transfers.pop(call_id, None) is not None:
             await self.bring_back(call_id, transfer, "failed", 0.0)
 
@@ -233,7 +228,7 @@ class TwilioAccount:
         whose parameters tell the agent what happened and what to say."""
         if self.rest is None:
             return
-        returned = {RETURN_STATUS: status, RETURN_RING_SECS: f"{ring_secs:g}", RETURN_SAY: transfer.unanswered}
+        returned = warm_transfer.returned(status, ring_secs, transfer.unanswered)
         relay = self.deployment.transport.twilio.connect == "conversation_relay"
         # The new socket must bind to this CallSid like any other; the first token may have expired: a fresh one.
         binding = self.bindings["conversation_relay" if relay else "twilio"].parameters(call_id)
@@ -251,7 +246,7 @@ class TwilioAccount:
     def transfer_status(self, call_id: str, status: str) -> tuple[PendingTransfer, float] | None:
         """A dial leg's status callback: the finished transfer and its ring time, once answered or given up."""
         transfer = self.transfers.get(call_id)
-        if transfer is None or status not in ("in-progress", "answered", *UNANSWERED):
+        if transfer is None or status not in warm_transfer.FINAL:
             return None
         del self.transfers[call_id]
         return transfer, round(time.monotonic() - transfer.started, 3)
