@@ -32,6 +32,7 @@ import logging
 import os
 import secrets
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -64,6 +65,10 @@ def container_main(handler_path: str) -> None:
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # the handler's prints and logs go to stderr, like Lambda's log stream
     sys.stdout = sys.stderr
+    # Lambda's Python runtime gives the root logger a handler (the level stays WARNING; loggers set their own).
+    lambda_log = logging.StreamHandler(sys.stderr)
+    lambda_log.setFormatter(logging.Formatter("[%(levelname)s]\t%(asctime)s\t%(name)s\t%(message)s"))
+    logging.getLogger().addHandler(lambda_log)
     module_name, _, function_name = handler_path.rpartition(".")
     handler = getattr(importlib.import_module(module_name), function_name)
     for line in sys.stdin:
@@ -192,26 +197,35 @@ class LambdaFunction:
 
 
 class SqsEventSource:
-    """A Lambda event source mapping for an SQS queue (moto): long-polls it and invokes ``function`` with each
-    message as a one-record SQS event, concurrently, deleting the message unless the function reports it failed
-    (``batchItemFailures``), as Lambda's poller does. ``invocations`` keeps each reply."""
+    """A Lambda event source mapping for an SQS queue (moto), in a thread of its own: long-polls the queue and
+    invokes ``function`` with each message as a one-record SQS event, concurrently, deleting the message unless
+    the function reports it failed (``batchItemFailures``), as Lambda's poller does. ``invocations`` keeps each
+    reply. ``with SqsEventSource(...):`` runs it."""
 
     def __init__(self, client: Any, queue_url: str, function: LambdaFunction):
         self.client = client
         self.queue_url = queue_url
         self.function = function
         self.invocations: list[dict[str, Any]] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sqs-event-source", daemon=True)
 
-    async def __aenter__(self) -> SqsEventSource:
-        self._poller = asyncio.get_running_loop().create_task(self._poll())
+    def __enter__(self) -> SqsEventSource:
+        self._thread.start()
+        self._poller = asyncio.run_coroutine_threadsafe(self._poll(), self._loop)
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._poller.cancel()
-        for task in self._tasks:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _stop(self) -> None:
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(self._poller, *self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.function.stop()
 
     async def _poll(self) -> None:
@@ -224,9 +238,7 @@ class SqsEventSource:
                 AttributeNames=["All"],
             )
             for message in reply.get("Messages", []):
-                task = asyncio.get_running_loop().create_task(self._deliver(message))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._loop.create_task(self._deliver(message))
 
     async def _deliver(self, message: dict[str, Any]) -> None:
         record = {

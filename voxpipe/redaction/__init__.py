@@ -12,7 +12,7 @@ utterances is still found.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from voxpipe.redaction.detect import Found, find, mask, trimmed
@@ -40,6 +40,7 @@ class Redactor:
         self.patterns = [re.compile(p) for p in config.patterns] if config else []
         self.before_llm = bool(config and config.before_llm)
         self.secrets: list[str] = []
+        self.known_digits: Container[str] = ()  # digit secrets known only by digest (the Lambda relay's)
 
     def add_secret(self, value: Any) -> None:
         """Mask ``value`` (each string or number inside it) wherever it appears from now on."""
@@ -53,7 +54,7 @@ class Redactor:
             self.secrets.append(str(value))
 
     def found(self, text: str) -> list[Found]:
-        return find(text, self.entities, self.patterns, self.secrets)
+        return find(text, self.entities, self.patterns, self.secrets, self.known_digits)
 
     def text(self, text: str) -> str:
         return mask(text, self.found(text)) if text else text

@@ -19,7 +19,7 @@ presidio finds neither spoken digits nor keypad pieces.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
 DIGIT_WORDS = {
@@ -82,7 +82,9 @@ def _valid_ssn(digits: str) -> bool:
     return digits[:3] not in {"000", "666"} and digits[0] != "9" and digits[3:5] != "00" and digits[5:] != "0000"
 
 
-def _in_run(text: str, run: list[DigitToken], entities: set[str], secrets: Sequence[str]) -> Iterable[Found]:
+def _in_run(
+    text: str, run: list[DigitToken], entities: set[str], secrets: Sequence[str], known: Container[str]
+) -> Iterable[Found]:
     whole = "".join(t.digits for t in run)
     start, end = run[0].start, run[-1].end
     plus = text[max(0, start - 1) : start] == "+"
@@ -93,7 +95,7 @@ def _in_run(text: str, run: list[DigitToken], entities: set[str], secrets: Seque
     ):
         yield Found(start - plus, end, "phone_number")
     check_cards = "card_number" in entities and len(whole) >= 13
-    if not check_cards and not secrets:
+    if not check_cards and not secrets and not known:
         return
     for first in range(len(run)):  # sub-runs at token boundaries: a card said together with its expiry
         digits = ""
@@ -101,19 +103,25 @@ def _in_run(text: str, run: list[DigitToken], entities: set[str], secrets: Seque
             digits += run[last].digits
             if check_cards and 13 <= len(digits) <= 19 and luhn_valid(digits):
                 yield Found(run[first].start, run[last].end, "card_number")
-            if digits in secrets:
+            if digits in secrets or (len(digits) >= 3 and digits in known):
                 yield Found(run[first].start, run[last].end, "sensitive")
 
 
 def find(
-    text: str, entities: Iterable[str] = ENTITIES, patterns: Sequence[re.Pattern[str]] = (), secrets: Sequence[str] = ()
+    text: str,
+    entities: Iterable[str] = ENTITIES,
+    patterns: Sequence[re.Pattern[str]] = (),
+    secrets: Sequence[str] = (),
+    known: Container[str] = (),
 ) -> list[Found]:
-    """Every span of ``text`` to mask, merged, in order. ``secrets``: values to mask wherever they appear."""
+    """Every span of ``text`` to mask, merged, in order. ``secrets``: values to mask wherever they appear;
+    ``known``: digit strings (3 or more digits) to mask too, tested by membership only (a keyed digest of
+    them, where the values themselves may not be kept)."""
     wanted = set(entities)
     digit_secrets = [s for s in (re.sub(r"\D", "", value) for value in secrets) if len(s) >= 3]
     found: list[Found] = []
     for run in number_runs(text):
-        found += _in_run(text, run, wanted, digit_secrets)
+        found += _in_run(text, run, wanted, digit_secrets, known)
     if "email" in wanted:
         for regex in (_EMAIL, _SPOKEN_EMAIL):
             found += [Found(m.start(), m.end(), "email") for m in regex.finditer(text)]

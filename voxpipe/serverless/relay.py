@@ -34,12 +34,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from voxpipe.aws.conversations import Conversation, ConversationTable, ConversationTooLarge, Message
+from voxpipe.aws.conversations import Conversation, ConversationTooLarge, Message
 from voxpipe.security.call_binding import CallBinding, without_token
 from voxpipe.security.tokens import TokenError
 from voxpipe.serverless import (
     RELAY_URL_ENV,
-    TABLE_ENV,
     ConnectionGone,
     Connections,
     HandlerConfig,
@@ -51,12 +50,13 @@ from voxpipe.serverless import (
     silence,
     transfer,
 )
-from voxpipe.serverless.redacting import call_redactor, redacting_logs, stored_form
+from voxpipe.serverless.redacting import conversations, redacting_logs
 from voxpipe.serverless.relay_turns import (
     KEYPAD_ENTRY,
     LIVE_SINCE,
     forget_stale_turns,
     heard_messages,
+    note_events,
     said,
     store_pending_entry,
 )
@@ -118,8 +118,7 @@ class Relay:
         self.turn_id: str = context.get("messageId") or context["requestId"]
         self.received_ms: int = int(context.get("requestTimeEpoch") or time.time() * 1000)
         self.endpoint = connections_endpoint(context)
-        self.redactor = call_redactor(config)
-        self.table = ConversationTable(config.setting(TABLE_ENV), config.ttl_secs, masked=stored_form(self.redactor))
+        self.table, self.redactor = conversations(config)
 
     def handle(self, message: protocol.Inbound) -> None:
         if isinstance(message, protocol.Setup):
@@ -234,6 +233,7 @@ class Relay:
             cut = conversation.live.pop(self.turn_id, None)
             (conversation.metadata.get(LIVE_SINCE) or {}).pop(self.turn_id, None)
             conversation.messages += heard_messages(reply.messages, cut if cut is not None else heard)
+            note_events(conversation, [{"kind": "filler", **filler} for filler in reply.fillers])
             whole = heard is None and cut is None and not reply.effects and not conversation.live
             return self._arm(conversation, said(reply.messages)) if whole else None  # silence may follow it
 

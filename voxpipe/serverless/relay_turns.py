@@ -18,6 +18,15 @@ KEYPAD_ENTRY = "keypad_entry"
 #: The conversation metadata that holds when each live reply turn started (ms), so a turn whose invocation
 #: died (a Lambda timeout: ``close_turn`` never ran) is forgotten instead of cutting every later reply.
 LIVE_SINCE = "live_since"
+#: The conversation metadata of the armed silence check: ``{"check": id, "count": re-prompts said}`` (``silence.py``).
+SILENCE_MARKER = "silence"
+#: Metadata the relay computes with (ids, times, keys being typed): never masked, or it would stop working.
+#: The keys of an entry being typed are there in clear until the entry ends (seconds), then stored masked.
+SENSITIVE_DIGESTS = "sensitive_digests"  # keyed digests of the call's sensitive digits (``redacting.py``)
+BOOKKEEPING = (KEYPAD_ENTRY, LIVE_SINCE, SILENCE_MARKER, SENSITIVE_DIGESTS)
+#: The conversation metadata that lists the call's events (fillers, re-prompts, the silence hang-up), as the
+#: server's CallRecord lists them.
+EVENTS = "events"
 #: No reply invocation runs longer than Lambda's longest timeout (15 minutes).
 LIVE_TURN_MAX_MS = 15 * 60 * 1000
 
@@ -61,3 +70,9 @@ def heard_messages(messages: list[Message], heard: str | None) -> list[Message]:
         kept = [{**m, "content": ""} if m["role"] == "assistant" else m for m in messages]
         kept.append({"role": "assistant", "content": heard})
     return [m for m in kept if m["role"] != "assistant" or m.get("content") or m.get("tool_calls")]
+
+
+def note_events(conversation: Conversation, events: list[dict[str, object]]) -> None:
+    """Keep ``events`` (each with its ``kind``) in the conversation's metadata."""
+    if events:
+        conversation.metadata.setdefault(EVENTS, []).extend(events)

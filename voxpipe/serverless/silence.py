@@ -34,24 +34,23 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from voxpipe.aws import aws_client
-from voxpipe.aws.conversations import Conversation, ConversationTable
+from voxpipe.aws.conversations import Conversation
 from voxpipe.serverless import (
     SILENCE_QUEUE_ENV,
-    TABLE_ENV,
     ConnectionGone,
     Connections,
     HandlerConfig,
     SilenceSpec,
     handler_config,
 )
-from voxpipe.serverless.redacting import call_redactor, redacting_logs, stored_form
+from voxpipe.serverless.redacting import conversations, redacting_logs
+from voxpipe.serverless.relay_turns import SILENCE_MARKER as MARKER
+from voxpipe.serverless.relay_turns import note_events
 from voxpipe.telephony import conversation_relay as protocol
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
 
-#: The conversation metadata of the armed check: ``{"check": id, "count": re-prompts said}``.
-MARKER = "silence"
 #: Speaking rate assumed for the time Twilio takes to say a text (about 150 words a minute).
 WORDS_PER_SEC = 2.5
 #: SQS's longest message delay (seconds).
@@ -130,11 +129,11 @@ def fire(config: HandlerConfig, check: Check) -> None:
     if remaining > MAX_DELAY_SECS:  # further off than one SQS delay: on again
         send(config, check)
         return
-    time.sleep(max(0.0, remaining))
-    redactor = call_redactor(config)
-    table = ConversationTable(config.setting(TABLE_ENV), config.ttl_secs, masked=stored_form(redactor))
-    if table.connection(check.connection_id) is None:
+    table, redactor = conversations(config)
+    stored = table.get(check.call_id)  # read ahead: at the due time, one conditional write (if nobody wrote since)
+    if table.connection(check.connection_id) is None or stored is None:
         return  # the session is over
+    time.sleep(max(0.0, (check.due_ms - time.time() * 1000) / 1000))
 
     following = f"{check.check}+"
 
@@ -147,14 +146,16 @@ def fire(config: HandlerConfig, check: Check) -> None:
         if count >= len(spec.reprompts):
             clear(conversation)
             conversation.metadata["end_reason"] = CALLER_SILENT
+            note_events(conversation, [{"kind": "silence_hangup"}])
             conversation.messages.append({"role": "assistant", "content": spec.goodbye})
             return spec.goodbye, None
         text = spec.reprompts[count]
+        note_events(conversation, [{"kind": "reprompt", "text": text}])
         conversation.messages.append({"role": "assistant", "content": text})
         return text, arm(conversation, spec, following, count + 1, text)
 
     with redacting_logs(redactor):
-        _, spoken = table.mutate(check.call_id, speak)
+        _, spoken = table.mutate(check.call_id, speak, known=stored)
         if spoken is None:
             return
         text, after = spoken

@@ -327,14 +327,16 @@ class Reply:
 def summarise(config: HandlerConfig, messages: list[Message]) -> str | None:
     """The LLM's summary of the call so far, for the person a warm transfer rings (``None`` if none came).
 
-    Asked of the chain in order, without tools; a transfer goes ahead without a summary rather than not at all.
+    Asked of the chain in order (a tool the model calls instead is ignored); a transfer goes ahead without a
+    summary rather than not at all.
     """
     from voxpipe.telephony.warm_transfer import SUMMARY_REQUEST
 
     request = [*messages, {"role": "user", "content": SUMMARY_REQUEST}]
     for spec in config.llm:
         try:
-            pieces = STREAMERS[spec.provider](spec)(config.instructions, request, ())
+            # with the tools: a history holding tool calls needs them declared (Bedrock refuses it otherwise)
+            pieces = STREAMERS[spec.provider](spec)(config.instructions, request, config.tools)
             text = "".join(piece for piece in pieces if isinstance(piece, str)).strip()
         except Exception as exc:
             logger.warning("warm transfer: no summary from %s (%r)", spec.provider, exc)
