@@ -85,7 +85,18 @@ def test_resources_and_routes(template: dict[str, Any]) -> None:
         "voxpipe.serverless.relay.handler",
         "voxpipe.serverless.twiml.handler",
         "voxpipe.serverless.worker.handler",
+        "voxpipe.serverless.silence.handler",  # silence: is on by default
     }
+    # Silence checks: a standard queue (FIFO queues take no per-message delay) feeding the silence function.
+    assert "FifoQueue" not in resources["SilenceQueue"]["Properties"]
+    (source,) = resources["SilenceFunction"]["Properties"]["Events"].values()
+    assert source["Type"] == "SQS" and source["Properties"]["Queue"] == {"Fn::GetAtt": ["SilenceQueue", "Arn"]}
+    assert source["Properties"]["BatchSize"] == 1
+    assert resources["RelayFunction"]["Properties"]["Environment"]["Variables"]["VOXPIPE_SILENCE_QUEUE_URL"] == {
+        "Ref": "SilenceQueue"
+    }
+    paths = {e["Properties"]["Path"] for e in resources["TwimlFunction"]["Properties"]["Events"].values()}
+    assert paths == {"/twiml", "/twiml/action", "/twiml/transfer-status"}  # the warm transfer's status callback
     assert set(template["Parameters"]) == {"StageName"}  # no secret is a template parameter
     relay_env = resources["RelayFunction"]["Properties"]["Environment"]["Variables"]
     assert relay_env["LOOKUP_TOKEN"] == "{{resolve:secretsmanager:voxpipe/sam-test/LOOKUP_TOKEN}}"  # noqa: S105 — a dynamic reference, not a secret
@@ -107,7 +118,15 @@ def test_iam_is_least_privilege(template: dict[str, Any]) -> None:
         "dynamodb:DeleteItem",
         "execute-api:ManageConnections",
         "bedrock:InvokeModelWithResponseStream",
+        "sqs:SendMessage",  # its silence checks, to the silence queue only
     }
+    checks = _statements(template, "SilenceFunction")
+    assert {s["Action"] if isinstance(s["Action"], str) else tuple(s["Action"]) for s in checks} == {
+        ("dynamodb:GetItem", "dynamodb:PutItem"),
+        "execute-api:ManageConnections",
+        "sqs:SendMessage",
+    }
+    assert all(s["Resource"] == {"Fn::GetAtt": ["SilenceQueue", "Arn"]} for s in relay + checks if "sqs" in s["Action"])
     manage = next(s for s in relay if s["Action"] == "execute-api:ManageConnections")
     assert manage["Resource"] == [
         {
@@ -122,7 +141,7 @@ def test_iam_is_least_privilege(template: dict[str, Any]) -> None:
         "anthropic.claude-3-5-haiku-20241022-v1:0",
     ]
     assert "Policies" not in template["Resources"]["TwimlFunction"]["Properties"]  # it touches nothing
-    for resource in ("RelayFunction", "BridgeFunction", "WorkerPolicy"):
+    for resource in ("RelayFunction", "BridgeFunction", "WorkerPolicy", "SilenceFunction"):
         for statement in _statements(template, resource):
             assert statement["Resource"] != "*" and "*" not in json.dumps(statement["Action"]), statement
     worker = _statements(template, "WorkerPolicy")
@@ -159,3 +178,19 @@ def test_relay_needs_a_streamable_llm(tmp_path: Path) -> None:
     with pytest.raises(SamError, match="needs an llm provider"):
         write_sam(source, tmp_path / "out", environ={}, registry=serverless_registry())
     write_sam(source, tmp_path / "out", relay=False, environ={}, registry=serverless_registry())
+
+
+def test_warm_transfer_without_rest_credentials_is_refused(tmp_path: Path) -> None:
+    """A warm transfer on Lambda rings the person through Twilio's REST API: without an account SID the
+    deployment is refused with a clear error, never silently transferred cold."""
+    warm = DEPLOYMENT.replace(
+        "    - kind: end_call\n",
+        '    - kind: end_call\n    - {kind: transfer, options: {to: "+15557770000", mode: warm}}\n',
+    )
+    (tmp_path / "deployment.yaml").write_text(warm, encoding="utf-8")
+    environ = {"TWILIO_AUTH_TOKEN": "t"}
+    with pytest.raises(SamError, match=r"tool transfer: a warm transfer on Lambda .* transport.twilio.account_sid"):
+        write_sam(tmp_path / "deployment.yaml", tmp_path / "out", environ=environ, registry=serverless_registry())
+    with_account = warm.replace("twilio: {", "twilio: {account_sid: AC0123456789abcdef0123456789abcdef, ")
+    (tmp_path / "deployment.yaml").write_text(with_account, encoding="utf-8")
+    write_sam(tmp_path / "deployment.yaml", tmp_path / "out", environ=environ, registry=serverless_registry())
