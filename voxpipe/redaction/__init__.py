@@ -4,7 +4,9 @@ One ``Redactor`` per call masks the deployment's entities and patterns plus the 
 arguments of a ``sensitive`` tool, added as the call goes). It is applied where data leaves the call: the
 ``CallRecord`` (``record``), the conversation written to a session store (``RedactingSessionStore``), log
 lines (``redacting_logs``: a loguru patcher over every active call), trace attributes (built from the
-redacted record), and, with ``before_llm``, the transcripts the model sees (``TranscriptRedactor``).
+redacted record), and, with ``before_llm``, the transcripts the model sees (``TranscriptRedactor``). The Lambda
+relay applies it to each DynamoDB write and log line (``voxpipe.serverless.redacting``), so nothing here may
+import pydantic or loguru at run time.
 Caller entries are redacted together (``texts``), so a number spread over several keypad entries or
 utterances is still found.
 """
