@@ -398,3 +398,22 @@ async def test_card_email_and_pin_leave_no_trace_in_dynamodb_or_logs(
     log = logs.read_text(encoding="utf-8", errors="replace")
     assert "mystery" in log and "[card_number]" in log  # the line was written, masked
     assert clear_values(log) == []
+
+
+def test_a_check_due_beyond_sqs_longest_delay_is_sent_on(
+    aws: tuple[str, str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQS delays a message by at most 900 s: a check due later reaches the function early and is sent on,
+    delayed again, without touching the call."""
+    from voxpipe.serverless import HandlerConfig
+    from voxpipe.serverless.silence import Check, fire
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL_SQS"):
+        monkeypatch.setenv(name, env[name])
+    config = HandlerConfig.from_json(json.loads(Path(env["VOXPIPE_HANDLER_CONFIG"]).read_text()), env)
+    due = int((time.time() + 3600) * 1000)
+    fire(config, Check("CA-later", "conn-later", "http://127.0.0.1:9/prod", "check-later", due))
+    sqs = aws_service("sqs", aws[0])
+    attributes = sqs.get_queue_attributes(QueueUrl=aws[1], AttributeNames=["ApproximateNumberOfMessagesDelayed"])
+    assert int(attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"]) >= 1
+    assert conversation(aws, "CA-later") is None  # nothing was said or stored
