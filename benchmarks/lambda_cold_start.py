@@ -40,6 +40,7 @@ from twilio.request_validator import RequestValidator  # noqa: E402
 from tests.apigw_shim import aws_environment, moto_server, write_handler_config  # noqa: E402
 from tests.fakes import FakeBedrock  # noqa: E402
 from voxpipe.aws.conversations import ConversationTable, table_definition  # noqa: E402
+from voxpipe.security.call_binding import CallBinding  # noqa: E402
 
 BUDGET_MS = 300.0
 TOKEN = "benchmark-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
@@ -103,6 +104,11 @@ class _Sink(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def do_DELETE(self) -> None:
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def log_message(self, format: str, *args: Any) -> None:
         return
 
@@ -133,10 +139,12 @@ def main() -> None:
             "VOXPIPE_TABLE": TABLE,
             "VOXPIPE_RELAY_URL": RELAY_URL,
             "VOXPIPE_CONNECTIONS_URL": f"http://127.0.0.1:{sink.server_port}/prod",
-            **aws_environment(dynamodb=aws),
+            **aws_environment(dynamodb=aws, sqs=aws),
             "BEDROCK_URL": bedrock.url,
             "TWILIO_AUTH_TOKEN": TOKEN,
             "PYTHONDONTWRITEBYTECODE": "",
+            "VOXPIPE_SIGNING_SECRET": os.environ.get("VOXPIPE_SIGNING_SECRET")
+            or "cold-start-signing-secret-" + "s" * 32,
         }
         import botocore.session
 
@@ -148,11 +156,28 @@ def main() -> None:
             aws_secret_access_key="s",  # noqa: S106 — moto accepts any key; nothing real
         )
         client.create_table(**table_definition(TABLE))
+        # silence: is on by default: setup and a reply each queue a silence check (an SQS client and a request)
+        sqs = botocore.session.get_session().create_client(
+            "sqs",
+            region_name="us-east-1",
+            endpoint_url=aws,
+            aws_access_key_id="k",
+            aws_secret_access_key="s",  # noqa: S106 — moto accepts any key; nothing real
+        )
+        env["VOXPIPE_SILENCE_QUEUE_URL"] = sqs.create_queue(QueueName="voxpipe-cold-start-silence")["QueueUrl"]
         table = ConversationTable(TABLE, 3600, client=client)
+        binding = CallBinding.for_deployment("conversation_relay", True, env)
         scenarios = {
             "$connect (signature check)": lambda i: event("$connect", f"c{i}"),
             "$default setup": lambda i: event(
-                "$default", f"s{i}", {"type": "setup", "sessionId": f"VX{i}", "callSid": f"CA-setup-{i}"}
+                "$default",
+                f"s{i}",
+                {
+                    "type": "setup",
+                    "sessionId": f"VX{i}",
+                    "callSid": f"CA-setup-{i}",
+                    "customParameters": binding.parameters(f"CA-setup-{i}"),  # as the TwiML webhook gave it
+                },
             ),
             "$default prompt (history + Bedrock stream + @connections)": lambda i: event(
                 "$default", f"p{i}", {"type": "prompt", "voicePrompt": "When are you open?", "last": True}
