@@ -345,11 +345,11 @@ class Relay:
 
         self._check_silence(call_id, self.table.mutate(call_id, cut)[1])
 
-    def _arm(self, conversation: Conversation, said: str) -> float | None:
-        """Arm this invocation's silence check after the bot said ``said`` (with ``silence:`` on): seconds to it."""
+    def _arm(self, conversation: Conversation, words: str) -> float | None:
+        """Arm this invocation's silence check after the bot said ``words`` (with ``silence:`` on): seconds to it."""
         if self.config.silence is None:
             return None
-        return silence.arm(conversation, self.config.silence, self.turn_id, 0, said)
+        return silence.arm(conversation, self.config.silence, self.turn_id, 0, words)
 
     def _check_silence(self, call_id: str, after: float | None) -> None:
         """Queue the check ``_arm`` armed, due ``after`` seconds from now."""
