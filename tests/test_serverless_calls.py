@@ -11,7 +11,8 @@ Twilio:
 - a warm transfer hands off with the LLM's summary; the TwiML function holds the caller and rings the person,
   who hears the summary; rung out, the caller is back with the agent, the conversation intact;
 - a caller who says a card number and an email, types a card on the keypad and gives a PIN to a sensitive
-  tool leaves none of them in any DynamoDB item or any log line of the functions.
+  tool leaves none of them in any DynamoDB item, any log line of the functions or any exported span;
+- with ``OTEL_*`` set, every turn is a span of its call's trace (an OTLP/HTTP receiver on 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import asyncio
 import contextlib
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -45,6 +48,7 @@ from tests.simulators.server import RunningServer
 from tests.test_calls_transfer import FakeTwilioCalls
 from tests.test_serverless_relay import MODEL, TOKEN, RelayCaller, aws_service, dynamodb, signature
 from voxpipe.aws.conversations import ConversationTable, table_definition
+from voxpipe.serverless.relay_tracing import call_ids
 from voxpipe.serverless.relay_turns import KEYPAD_ENTRY
 from voxpipe.telephony import keypad
 
@@ -141,8 +145,49 @@ def twilio_rest() -> Iterator[tuple[FakeTwilioCalls, str]]:
         yield rest, server.url
 
 
+class OtlpReceiver:
+    """An OTLP/HTTP trace receiver on 127.0.0.1: keeps each ``POST /v1/traces`` body (protobuf) it is sent."""
+
+    def __init__(self) -> None:
+        bodies = self.bodies = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                bodies.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def spans(self) -> list[Any]:
+        """Every span received, decoded."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        out = []
+        for body in self.bodies:
+            request = ExportTraceServiceRequest.FromString(body)
+            out += [span for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
+        return out
+
+
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, aws: tuple[str, str], twilio_rest: Any) -> Iterator[dict[str, str]]:
+def otlp() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def env(
+    tmp_path_factory: pytest.TempPathFactory, aws: tuple[str, str], twilio_rest: Any, otlp: OtlpReceiver
+) -> Iterator[dict[str, str]]:
     endpoint, queue = aws
     with FakeBedrock(Behaviour(per_chunk_delay_s=0.01), replies=reply_to, region="us-east-1") as bedrock:
         yield {
@@ -155,6 +200,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, aws: tuple[str, str], twilio_r
             **aws_environment(dynamodb=endpoint, sqs=endpoint),
             "BEDROCK_URL": bedrock.url,
             "TWILIO_AUTH_TOKEN": TOKEN,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url,  # traces of every turn
+            "OTEL_SERVICE_NAME": "voxpipe-relay-test",
         }
 
 
@@ -199,7 +246,11 @@ async def text(caller: RelayCaller, timeout: float = 20) -> tuple[dict[str, Any]
 # ------------------------------------------------------------------------------------------------ fillers
 
 
-async def test_slow_tool_gets_its_filler_then_the_answer(shim: ApiGatewayShim, aws: tuple[str, str]) -> None:
+async def test_slow_tool_gets_its_filler_then_the_answer(
+    shim: ApiGatewayShim, aws: tuple[str, str], otlp: OtlpReceiver
+) -> None:
+    """The filler, then the answer; the turns are traced (one trace per call, the tool and the LLM requests
+    inside the turn, the filler an event of it)."""
     caller = await call(shim, aws, "CA00000000000000000000000000000f01")
     prompted = time.monotonic()
     await caller.prompt("check my booking")
@@ -216,6 +267,22 @@ async def test_slow_tool_gets_its_filler_then_the_answer(shim: ApiGatewayShim, a
     (event,) = stored.metadata["events"]
     assert event["kind"] == "filler" and event["tool"] == "look_up_booking" and 0.95 < event["delay_secs"] < 1.3
     messages = stored.messages
+    trace_id, call_span = call_ids("CA00000000000000000000000000000f01")
+
+    def of_call() -> list[Any]:
+        return [span for span in otlp.spans() if int.from_bytes(span.trace_id, "big") == trace_id]
+
+    await wait_until(lambda: len([span for span in of_call() if span.name == "turn"]) == 2)  # exported after replying
+    spans = of_call()
+    turns = [span for span in spans if span.name == "turn"]
+    assert len(turns) == 2 and {int.from_bytes(t.parent_span_id, "big") for t in turns} == {call_span}
+    slow = next(t for t in turns if t.events)
+    assert [e.name for e in slow.events] == ["filler"]
+    children = sorted((s for s in spans if s.parent_span_id == slow.span_id), key=lambda s: s.start_time_unix_nano)
+    assert [s.name for s in children] == [f"chat {MODEL}", "execute_tool look_up_booking", f"chat {MODEL}"]
+    attributes = {a.key: a.value.string_value for a in children[0].attributes}
+    assert attributes["gen_ai.system"] == "aws.bedrock" and attributes["gen_ai.request.model"] == MODEL
+    assert 2.9 < (children[1].end_time_unix_nano - children[1].start_time_unix_nano) / 1e9 < 3.5  # the 3 s tool
     called = [m for m in messages if m.get("tool_calls")]
     assert called[0]["content"] == FILLER and not called[1]["content"]  # the filler is the bot's words
     assert [m["content"] for m in messages if m["role"] == "assistant" and not m.get("tool_calls")][-2:] == [
@@ -360,8 +427,8 @@ def clear_values(text: str) -> list[str]:
     return found + ([EMAIL] if EMAIL in text else [])
 
 
-async def test_card_email_and_pin_leave_no_trace_in_dynamodb_or_logs(
-    shim: ApiGatewayShim, aws: tuple[str, str], logs: Path
+async def test_card_email_and_pin_leave_no_trace_in_dynamodb_logs_or_traces(
+    shim: ApiGatewayShim, aws: tuple[str, str], logs: Path, otlp: OtlpReceiver
 ) -> None:
     call_sid = "CA000000000000000000000000000018a1"
     caller = await call(shim, aws, call_sid)
@@ -399,6 +466,8 @@ async def test_card_email_and_pin_leave_no_trace_in_dynamodb_or_logs(
     log = logs.read_text(encoding="utf-8", errors="replace")
     assert "mystery" in log and "[card_number]" in log  # the line was written, masked
     assert clear_values(log) == []
+    exported = b"".join(otlp.bodies).decode("utf-8", errors="replace")
+    assert "[card_number]" in exported and clear_values(exported) == []  # the turns were traced, masked
 
 
 def test_a_check_due_beyond_sqs_longest_delay_is_sent_on(

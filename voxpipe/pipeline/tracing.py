@@ -16,7 +16,6 @@ from the redacted ``CallRecord``; tool arguments are never exported.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,42 +23,12 @@ from typing import Any
 
 from voxpipe.pipeline.latency import MeasuredTurn
 from voxpipe.records.model import CallRecord
-
-_provider: Any = None  # the process's TracerProvider, once made (or installed by ``use_tracer_provider``)
-
-
-def tracing_configured(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
-    """Whether the standard OpenTelemetry variables ask for traces."""
-    if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return False
-    exporter = environ.get("OTEL_TRACES_EXPORTER", "").lower()
-    if exporter == "none":
-        return False
-    return exporter == "otlp" or any(
-        environ.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
-
-
-def use_tracer_provider(provider: Any) -> None:
-    """Send voxpipe's traces to ``provider`` (an SDK ``TracerProvider``; ``None`` goes back to ``OTEL_*``)."""
-    global _provider
-    _provider = provider
-
-
-def tracer() -> Any:
-    """voxpipe's tracer, or ``None`` when tracing is off."""
-    global _provider
-    if _provider is None:
-        if not tracing_configured():
-            return None
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        _provider = TracerProvider(resource=Resource.create({"service.name": "voxpipe"}))
-        _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    return _provider.get_tracer("voxpipe")
+from voxpipe.telemetry import (  # noqa: F401 — re-exported: tests and benchmarks install providers through here
+    tracer,
+    tracing_configured,
+    use_tracer_provider,
+    vendor,
+)
 
 
 @dataclass(frozen=True)
@@ -93,12 +62,6 @@ class CallTrace:
     services: dict[str, StageService]  # by role: the call's primary provider
     usage: list[tuple[float, StageService, dict[str, Any]]] = field(default_factory=list)  # (at, service, counts)
     tools: list[ToolCall] = field(default_factory=list)
-
-
-def vendor(provider: str) -> str:
-    """The ``gen_ai.system`` value of a voxpipe provider name (``openai_llm`` -> ``openai``)."""
-    head = provider.split("_")[0]
-    return "aws.bedrock" if head == "bedrock" else head
 
 
 def _ns(at: float) -> int:

@@ -13,7 +13,8 @@
   spoken whole arms a silence check (``silence.py``: re-prompts, then the goodbye); a warm ``transfer`` ends the
   session with handoff data carrying the LLM's summary (``transfer.py``), and a caller nobody took comes back
   to a ``setup`` whose ``<Parameter>``s say so: the agent says the ``unanswered`` line and carries on.
-- ``redact:``: what is written to DynamoDB and every log line is masked (``redacting.py``).
+- ``redact:``: what is written to DynamoDB and every log line is masked (``redacting.py``). With ``OTEL_*`` set,
+  each reply turn is exported as a trace span (``relay_tracing.py``).
 - ``$disconnect``: forgets the connection and stores a keypad entry still being typed (unanswered: no LLM
   call); the conversation stays until its TTL, so a reconnecting call
   (same ``callSid``) resumes it.
@@ -51,6 +52,7 @@ from voxpipe.serverless import (
     transfer,
 )
 from voxpipe.serverless.redacting import conversations, redacting_logs
+from voxpipe.serverless.relay_tracing import export_turn
 from voxpipe.serverless.relay_turns import (
     KEYPAD_ENTRY,
     LIVE_SINCE,
@@ -242,6 +244,8 @@ class Relay:
         finally:  # even a failed reply closes its turn, or a later interrupt would wait for it
             _, silent_in = self.table.mutate(call_id, close_turn, known=conversation)
         self._check_silence(call_id, silent_in)
+        spoken = said(reply.messages) if heard is None else heard
+        export_turn(self.config, call_id, self.received_ms / 1000, str(user["content"]), reply, spoken, self.redactor)
         if heard is None:
             self._carry_out(call_id, reply)
 

@@ -272,6 +272,8 @@ def _requirements(config: dict[str, Any]) -> list[str]:
         needs.append("fastjsonschema>=2.20")  # run_tool checks every call's arguments against the tool's schema
     if any(tool["kind"] == "http" for tool in config["agent"]["tools"]):
         needs.append("aiohttp>=3.9")
+    # traces of relay turns when the function's OTEL_* ask for them (imported only then: no cold-start cost)
+    needs += ["opentelemetry-sdk>=1.25", "opentelemetry-exporter-otlp-proto-http>=1.25"]
     return needs
 
 

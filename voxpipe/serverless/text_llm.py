@@ -42,6 +42,19 @@ MAX_TOOL_ROUNDS = 4
 _TOOL_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="voxpipe-relay-tool")
 
 
+@dataclass
+class Span:
+    """When something of a reply ran (epoch seconds): an LLM request (``name``: the provider, ``detail``: the
+    model) or a tool call (the tool, the call id); ``first``: an LLM's first piece; ``error`` if it failed."""
+
+    name: str
+    detail: str
+    started: float
+    first: float | None = None
+    ended: float | None = None
+    error: str | None = None
+
+
 class Filler(str):
     """Words said while a slow tool runs: posted at once, not held to be coalesced with what follows."""
 
@@ -253,6 +266,8 @@ class Reply:
         self.messages: list[Message] = []
         self.effects: list[tuple[str, dict[str, Any]]] = []
         self.fillers: list[dict[str, Any]] = []  # each filler said: tool, text, delay_secs
+        self.requests: list[Span] = []  # each LLM request (a failed one included), for traces
+        self.tool_runs: list[Span] = []  # each tool call, for traces
         self._tools = {tool.name: tool for tool in config.tools}
 
     def __iter__(self) -> Iterator[str]:
@@ -280,15 +295,21 @@ class Reply:
         tools = self.config.tools
         for index, spec in enumerate(self.config.llm):
             started = False
+            request = Span(spec.provider, spec.model or "", time.time())
+            self.requests.append(request)
             try:
                 for piece in STREAMERS[spec.provider](spec)(self.config.instructions, messages, tools):
-                    started = True
+                    if not started:
+                        started, request.first = True, time.time()
                     yield piece
                 return
-            except Exception:
+            except Exception as exc:
+                request.error = f"{type(exc).__name__}: {exc}"
                 if started or index == len(self.config.llm) - 1:
                     raise
                 logger.exception("llm %s failed before answering; falling back", spec.provider)
+            finally:
+                request.ended = time.time()
 
     def _run_tools(self, calls: list[ToolCall], assistant: Message) -> Generator[str, None, None]:
         """Run a round's tools at once; yield the filler if one is due before they all answered."""
@@ -308,6 +329,14 @@ class Reply:
         self.messages += [future.result() for future in futures]
 
     def _call(self, call: ToolCall) -> Message:
+        run = Span(call.name, call.id, time.time())
+        self.tool_runs.append(run)
+        try:
+            return self._run(call, run)
+        finally:
+            run.ended = time.time()
+
+    def _run(self, call: ToolCall, run: Span) -> Message:
         tool = self._tools.get(call.name)
         try:
             arguments = json.loads(call.arguments)
@@ -319,6 +348,8 @@ class Reply:
             result: Any = {"error": f"no tool {call.name!r} takes arguments {call.arguments}"}
         else:
             result = run_tool(tool, arguments)
+            if isinstance(result, dict) and "error" in result:
+                run.error = "the tool failed"  # its message may quote the caller: not exported
             if tool.effect and not (isinstance(result, dict) and "error" in result):
                 self.effects.append((tool.effect, arguments | {"result": result}))
         return {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result, ensure_ascii=False)}
