@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from twilio.request_validator import RequestValidator  # noqa: E402
 
-from tests.apigw_shim import aws_environment, moto_server, write_handler_config  # noqa: E402
+from tests.apigw_shim import aws_environment, aws_service, moto_server, write_handler_config  # noqa: E402
 from tests.fakes import FakeBedrock  # noqa: E402
 from voxpipe.aws.conversations import ConversationTable, table_definition  # noqa: E402
 from voxpipe.security.call_binding import CallBinding  # noqa: E402
@@ -146,25 +146,11 @@ def main() -> None:
             "VOXPIPE_SIGNING_SECRET": os.environ.get("VOXPIPE_SIGNING_SECRET")
             or "cold-start-signing-secret-" + "s" * 32,
         }
-        import botocore.session
-
-        client = botocore.session.get_session().create_client(
-            "dynamodb",
-            region_name="us-east-1",
-            endpoint_url=aws,
-            aws_access_key_id="k",
-            aws_secret_access_key="s",  # noqa: S106 — moto accepts any key; nothing real
-        )
+        client = aws_service("dynamodb", aws)
         client.create_table(**table_definition(TABLE))
         # silence: is on by default: setup and a reply each queue a silence check (an SQS client and a request)
-        sqs = botocore.session.get_session().create_client(
-            "sqs",
-            region_name="us-east-1",
-            endpoint_url=aws,
-            aws_access_key_id="k",
-            aws_secret_access_key="s",  # noqa: S106 — moto accepts any key; nothing real
-        )
-        env["VOXPIPE_SILENCE_QUEUE_URL"] = sqs.create_queue(QueueName="voxpipe-cold-start-silence")["QueueUrl"]
+        queue = aws_service("sqs", aws).create_queue(QueueName="voxpipe-cold-start-silence")
+        env["VOXPIPE_SILENCE_QUEUE_URL"] = queue["QueueUrl"]
         table = ConversationTable(TABLE, 3600, client=client)
         binding = CallBinding.for_deployment("conversation_relay", True, env)
         scenarios = {

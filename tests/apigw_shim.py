@@ -558,6 +558,19 @@ def _error(status: int, error_type: str, message: str | None) -> web.Response:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
+def aws_service(service: str, endpoint: str) -> Any:
+    """A botocore client of ``service`` on moto at ``endpoint`` (moto takes any credentials)."""
+    import botocore.session
+
+    return botocore.session.get_session().create_client(
+        service,
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="test-key",
+        aws_secret_access_key="x",  # noqa: S106 — a made-up credential for a local fake; nothing real
+    )
+
+
 def aws_environment(**endpoints: str) -> dict[str, str]:
     """Dummy credentials and region, plus ``AWS_ENDPOINT_URL_<SERVICE>`` for each ``service=url`` given."""
     return {

@@ -39,6 +39,7 @@ from tests.apigw_shim import (
     LambdaFunction,
     SqsEventSource,
     aws_environment,
+    aws_service,
     moto_server,
     wait_until,
     write_handler_config,
@@ -46,7 +47,7 @@ from tests.apigw_shim import (
 from tests.fakes import Behaviour, FakeBedrock, ToolCall, Turn
 from tests.simulators.server import RunningServer
 from tests.test_calls_transfer import FakeTwilioCalls
-from tests.test_serverless_relay import MODEL, TOKEN, RelayCaller, aws_service, dynamodb, signature
+from tests.test_serverless_relay import MODEL, TOKEN, RelayCaller, dynamodb, signature
 from voxpipe.aws.conversations import ConversationTable, table_definition
 from voxpipe.serverless.relay_tracing import call_ids
 from voxpipe.serverless.relay_turns import KEYPAD_ENTRY

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import botocore.session
 import pytest
 import websockets
 from twilio.request_validator import RequestValidator
@@ -23,6 +22,7 @@ from tests.apigw_shim import (
     ApiGatewayShim,
     LambdaFunction,
     aws_environment,
+    aws_service,
     moto_server,
     wait_until,
     write_handler_config,
@@ -78,17 +78,6 @@ def reply_to(turn: Turn) -> Any:
 
 def dynamodb(endpoint: str) -> Any:
     return aws_service("dynamodb", endpoint)
-
-
-def aws_service(service: str, endpoint: str) -> Any:
-    """A botocore client of ``service`` on moto at ``endpoint``."""
-    return botocore.session.get_session().create_client(
-        service,
-        region_name="us-east-1",
-        endpoint_url=endpoint,
-        aws_access_key_id="test-key",
-        aws_secret_access_key="x",  # noqa: S106 — a made-up credential for a local fake; nothing real
-    )
 
 
 @pytest.fixture(scope="module")

@@ -60,3 +60,18 @@ def flush() -> None:
     """Export the spans still batched (a Lambda may be frozen as soon as its invocation returns)."""
     if _provider is not None:
         _provider.force_flush()
+
+
+def tool_span(otel: Any, context: Any, name: str, call_id: str, start_ns: int, end_ns: int, failed: bool) -> None:
+    """An ``execute_tool {name}`` span, ended (times: epoch nanoseconds); never the tool's arguments."""
+    from opentelemetry.trace import Status, StatusCode
+
+    span = otel.start_span(
+        f"execute_tool {name}",
+        context=context,
+        start_time=start_ns,
+        attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name, "gen_ai.tool.call.id": call_id},
+    )
+    if failed:
+        span.set_status(Status(StatusCode.ERROR, "the tool returned an error"))
+    span.end(end_time=end_ns)

@@ -24,6 +24,7 @@ from typing import Any
 from voxpipe.pipeline.latency import MeasuredTurn
 from voxpipe.records.model import CallRecord
 from voxpipe.telemetry import (  # noqa: F401 — re-exported: tests and benchmarks install providers through here
+    tool_span,
     tracer,
     tracing_configured,
     use_tracer_provider,
@@ -129,7 +130,6 @@ def export(trace: CallTrace) -> None:
 
 def _turn_spans(otel: Any, context: Any, trace: CallTrace, index: int, turn: MeasuredTurn, until: float) -> None:
     from opentelemetry import trace as otel_trace
-    from opentelemetry.trace import Status, StatusCode
 
     record = trace.record.turns[index]
     tools = [t for t in trace.tools if turn.user_speech_end <= t.started < until]
@@ -173,17 +173,5 @@ def _turn_spans(otel: Any, context: Any, trace: CallTrace, index: int, turn: Mea
         )
         otel.start_span(title, context=inner, start_time=_ns(start), attributes=attributes).end(end_time=_ns(stop))
     for tool in tools:
-        tool_span = otel.start_span(
-            f"execute_tool {tool.name}",
-            context=inner,
-            start_time=_ns(tool.started),
-            attributes={
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": tool.name,
-                "gen_ai.tool.call.id": tool.call_id,
-            },
-        )
-        if tool.failed:
-            tool_span.set_status(Status(StatusCode.ERROR, "the tool returned an error"))
-        tool_span.end(end_time=_ns(tool.ended or tool.started))
+        tool_span(otel, inner, tool.name, tool.call_id, _ns(tool.started), _ns(tool.ended or tool.started), tool.failed)
     span.end(end_time=_ns(end))

@@ -18,7 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from voxpipe.telemetry import flush, tracer, vendor
+from voxpipe.telemetry import flush, tool_span, tracer, vendor
 
 if TYPE_CHECKING:
     from voxpipe.redaction import Redactor
@@ -98,19 +98,8 @@ def _export(
             span.set_status(Status(StatusCode.ERROR, mask(request.error)))
         span.end(end_time=_ns(request.ended or request.started))
     for run in reply.tool_runs:
-        span = otel.start_span(  # type: ignore[attr-defined]
-            f"execute_tool {run.name}",
-            context=inner,
-            start_time=_ns(run.started),
-            attributes={
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": run.name,
-                "gen_ai.tool.call.id": run.detail,
-            },
-        )
-        if run.error:
-            span.set_status(Status(StatusCode.ERROR, "the tool returned an error"))
-        span.end(end_time=_ns(run.ended or run.started))
+        ended = _ns(run.ended or run.started)
+        tool_span(otel, inner, run.name, run.detail, _ns(run.started), ended, run.error is not None)
     for filler in reply.fillers:
         turn.add_event("filler", {"voxpipe.tool": filler["tool"], "voxpipe.delay_secs": filler["delay_secs"]})
     turn.end(end_time=_ns(time.time()))
