@@ -114,7 +114,8 @@ class ConversationTable:
         ``change`` edits the conversation in place and may return a value; it may run more than once (once
         per lost race), so it must only compute from the conversation it is given. An exception it raises
         aborts the write. ``known``, a conversation this invocation read or wrote, saves the first read: if
-        nobody wrote since, the write succeeds at once. Returns the conversation as written and the value.
+        nobody wrote since, the write succeeds at once. Returns the conversation as written (before
+        ``masked``) and the value.
         """
         stored, live = (known, True) if known is not None else self._read(call_id)
         for attempt in range(self.max_attempts):
