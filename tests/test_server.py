@@ -13,6 +13,7 @@ import tool_functions
 import websockets
 from fastapi import FastAPI, Request
 
+from tests.simulators import page_subprotocols, page_token
 from tests.simulators.server import RunningServer
 from voxpipe.config.errors import ConfigError
 from voxpipe.config.loader import parse_deployment
@@ -107,18 +108,26 @@ async def test_health_readiness_and_prefixes(served: RunningServer) -> None:
         assert twiml.status_code == 503 and "public_url" in twiml.text
 
 
-async def test_browser_socket_checks_origin(served: RunningServer) -> None:
+async def test_browser_socket_needs_a_session_token_for_its_origin(served: RunningServer) -> None:
     url = f"{served.ws_url}/alpha/ws"
-    for origin in ("https://evil.example.com", None):
-        with pytest.raises(websockets.InvalidStatus) as refused:
-            async with websockets.connect(url, origin=origin):
-                pass
-        assert refused.value.response.status_code == 403
-    for origin in ("https://app.example.com", served.url):  # allowed_origins, and the server's own origin
-        async with websockets.connect(url, origin=origin) as socket:
-            await socket.send(json.dumps({"event": "start", "start": {"sessionId": "s" * 32}}))
-            await socket.send(json.dumps({"event": "stop"}))
-            await socket.wait_closed()
+    with httpx.Client(base_url=served.url) as client:
+        token = page_token(client, "alpha", "https://app.example.com")  # allowed_origins
+        own_origin = client.post("/alpha/token", headers={"origin": served.url})
+    assert own_origin.status_code == 403  # no Host==Origin rule: the server's own address is not listed
+    for origin, offered in [("https://evil.example.com", token), ("https://app.example.com", None)]:
+        protocols = page_subprotocols(offered) if offered else None
+        async with websockets.connect(url, origin=origin, subprotocols=protocols) as socket:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await socket.recv()
+        assert closed.value.rcvd.code == 1008
+    async with websockets.connect(
+        url, origin="https://app.example.com", subprotocols=page_subprotocols(token)
+    ) as socket:
+        assert socket.subprotocol == "voxpipe"
+        await socket.send(json.dumps({"event": "start", "start": {}}))
+        assert json.loads(await socket.recv())["event"] in ("media", "transcript")  # the greeting
+        await socket.send(json.dumps({"event": "stop"}))
+        await socket.wait_closed()
 
 
 def test_app_factory_rejects_bad_sets_of_deployments(registry: object) -> None:
@@ -133,16 +142,20 @@ def test_app_factory_rejects_bad_sets_of_deployments(registry: object) -> None:
 
 async def test_realtime_session_mints_a_client_secret_never_the_key(registry: object) -> None:
     openai = FakeOpenAI()
+    page = "https://app.example.com"
     with (
         RunningServer(openai.app) as fake,
-        RunningServer(create_app([realtime(f"{fake.ws_url}/v1/realtime")])) as server,
+        RunningServer(create_app([realtime(f"{fake.ws_url}/v1/realtime")], page_origins=[page])) as server,
     ):
-        async with httpx.AsyncClient(base_url=server.url, headers={"Origin": server.url}) as client:
+        with httpx.Client(base_url=server.url) as sync_client:
+            page_auth = {"Authorization": f"Bearer {page_token(sync_client, 'rt', page)}"}
+        async with httpx.AsyncClient(base_url=server.url, headers={"Origin": page}) as client:
             assert (await client.get("/rt/config")).json()["webrtc"] is True
-            minted = await client.post("/rt/session")
-            refused = await client.post("/rt/session", headers={"Origin": "https://evil.example.com"})
+            minted = await client.post("/rt/session", headers=page_auth)
+            refused = await client.post("/rt/session", headers={"Origin": "https://evil.example.com", **page_auth})
             token = minted.json()["tools_token"]
             no_token = await client.post("/rt/tools/get_weather", json={"city": "Paris"})
+            page_token_for_tools = await client.post("/rt/tools/get_weather", json={"city": "Paris"}, headers=page_auth)
             weather = await client.post(
                 "/rt/tools/get_weather", json={"city": "Paris"}, headers={"Authorization": f"Bearer {token}"}
             )
@@ -165,7 +178,8 @@ async def test_realtime_session_mints_a_client_secret_never_the_key(registry: ob
     assert session["audio"]["output"]["voice"] == "marin"
     assert session["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 500
     assert session["tools"][0]["name"] == "get_weather"
-    assert no_token.status_code == 401 and unknown.status_code == 404 and hidden.status_code == 403
+    assert no_token.status_code == 401 and page_token_for_tools.status_code == 401  # a tools token, not a page one
+    assert unknown.status_code == 404 and hidden.status_code == 403
     assert weather.json() == {"result": {"city": "Paris", "temperature_c": 21}, "effect": None}
     assert "error" in injected.json()["result"]  # an undeclared argument never reaches the function
 

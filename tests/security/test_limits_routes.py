@@ -14,13 +14,15 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from tests.security.test_bounds import UNSIGNED
+from tests.simulators import page_subprotocols, page_token
 from tests.simulators.server import RunningServer
 from tests.test_server import FakeOpenAI, realtime
 from voxpipe.config.loader import parse_deployment
 from voxpipe.config.models import LimitsConfig
 from voxpipe.web.app import create_app
 
-ORIGIN = {"origin": "https://voice.example.com"}  # the deployment's public_url: an allowed page origin
+PAGE = "https://voice.example.com"  # the deployment's public_url: an allowed page origin
+ORIGIN = {"origin": PAGE}
 
 
 def _refused(metrics: str, limit: str) -> float:
@@ -31,10 +33,15 @@ def _refused(metrics: str, limit: str) -> float:
 def test_concurrent_calls_beyond_the_limit_are_closed_with_the_reason(registry: object) -> None:
     app = create_app([parse_deployment(UNSIGNED + "limits: {concurrent_calls: 1}\n")], warm_up=False)
     with TestClient(app) as client:
+        page = page_subprotocols(page_token(client, "open", PAGE))
         with client.websocket_connect("/open/media") as first:
-            for path, headers in [("/open/media", {}), ("/open/relay", {}), ("/open/ws", ORIGIN)]:
+            for path, headers, protocols in [
+                ("/open/media", {}, []),
+                ("/open/relay", {}, []),
+                ("/open/ws", ORIGIN, page),
+            ]:
                 with (
-                    client.websocket_connect(path, headers=headers) as second,
+                    client.websocket_connect(path, headers=headers, subprotocols=protocols) as second,
                     pytest.raises(WebSocketDisconnect) as closed,
                 ):
                     second.receive_text()
@@ -51,19 +58,23 @@ def test_new_calls_per_client_beyond_the_limit_get_429(registry: object) -> None
     with TestClient(app) as client:
         answers = [client.post("/open/twiml", data={"CallSid": f"CA{n}", "From": "+15550001111"}) for n in range(3)]
         other_caller = client.post("/open/twiml", data={"CallSid": "CA9", "From": "+15550002222"})
+        page = page_subprotocols(page_token(client, "open", PAGE))
         for _ in range(2):
-            with client.websocket_connect("/open/ws", headers=ORIGIN) as socket:
+            with client.websocket_connect("/open/ws", headers=ORIGIN, subprotocols=page) as socket:
                 socket.send_text(json.dumps({"event": "stop"}))
         with (
-            client.websocket_connect("/open/ws", headers=ORIGIN) as third,
+            client.websocket_connect("/open/ws", headers=ORIGIN, subprotocols=page) as third,
             pytest.raises(WebSocketDisconnect) as closed,
         ):
             third.receive_text()
+        page_token(client, "open", PAGE)  # tokens are counted apart from calls: a second one still comes
+        tokens = [client.post("/open/token", headers=ORIGIN).status_code for _ in range(2)]
         metrics = client.get("/metrics").text
     assert [a.status_code for a in answers] == [200, 200, 429] and other_caller.status_code == 200
     assert 1 <= int(answers[2].headers["retry-after"]) <= 60
     assert closed.value.code == 1013 and "calls_per_minute_per_client" in closed.value.reason
-    assert _refused(metrics, "calls_per_minute_per_client") == 2
+    assert tokens == [429, 429]  # but no third token a minute from one address
+    assert _refused(metrics, "calls_per_minute_per_client") == 4
 
 
 async def test_minted_client_secrets_beyond_the_limit_get_429(registry: object) -> None:
@@ -71,8 +82,11 @@ async def test_minted_client_secrets_beyond_the_limit_get_429(registry: object) 
     with RunningServer(openai.app) as fake:
         deployment = realtime(f"{fake.ws_url}/v1/realtime")
         deployment.limits = LimitsConfig(minted_secrets_per_minute=2)
-        with RunningServer(create_app([deployment], warm_up=False)) as server:
-            async with httpx.AsyncClient(base_url=server.url, headers={"Origin": server.url}) as client:
+        with RunningServer(create_app([deployment], warm_up=False, page_origins=[PAGE])) as server:
+            with httpx.Client(base_url=server.url) as sync_client:
+                token = page_token(sync_client, "rt", PAGE)
+            auth = {"Origin": PAGE, "Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(base_url=server.url, headers=auth) as client:
                 answers = [await client.post("/rt/session") for _ in range(3)]
                 metrics = (await client.get("/metrics")).text
     assert [a.status_code for a in answers] == [200, 200, 429]

@@ -23,6 +23,7 @@ from voxpipe.config.turns import (  # noqa: F401 — re-exported: the turn secti
     TurnTiming,
 )
 from voxpipe.providers.spec import Prices
+from voxpipe.security.browser_access import origin_of
 
 VADPreset = Literal["quiet_office", "noisy_call_center", "phone_line"]
 
@@ -147,9 +148,26 @@ class ConversationRelayConfig(Strict):
 
 
 class BrowserConfig(Strict):
+    """Who may use the browser page's routes: pages of these origins, with a signed session token."""
+
     allowed_origins: list[str] = Field(
-        default_factory=list, description="Origins allowed to open the browser WebSocket (public_url is always)."
+        default_factory=list,
+        description="Page origins (scheme://host[:port]) that may get a session token; public_url's always may.",
     )
+    session_token_secs: int = Field(
+        600, ge=10, le=3600, description="How long a page's session token opens calls (a reload within it resumes)."
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if "*" in origin or origin_of(origin) != origin.lower().rstrip("/"):
+                raise ValueError(
+                    f"{origin!r} is not an origin: allowed values are http(s)://host[:port], with no path, "
+                    "query or wildcard (e.g. https://app.example.com)"
+                )
+        return [origin.lower().rstrip("/") for origin in origins]
 
 
 class TransportConfig(Strict):

@@ -45,6 +45,7 @@ from voxpipe.records.model import CallRecord, TurnRecord
 from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
 from voxpipe.redaction.sessions import RedactingSessionStore
+from voxpipe.security.browser_access import AccessRefused
 from voxpipe.security.limits import DeploymentLimits, LimitExceeded
 from voxpipe.sessions import Session, SessionRecorder, SessionStore
 
@@ -285,8 +286,8 @@ class CallHost:
         self.calls: set[HostedCall] = set()
         self.limits = DeploymentLimits(**deployment.limits.model_dump())  # the routes admit calls through it
 
-    def refused(self, problem: LimitExceeded) -> None:
-        """A limit refused a call or a client secret: log it and count it in ``/metrics``."""
+    def refused(self, problem: LimitExceeded | AccessRefused) -> None:
+        """A limit, or the browser access check, refused a request: log it and count it in ``/metrics``."""
         logger.warning(f"[{self.deployment.name}] refused: {problem}")
         if self.bookkeeping.metrics is not None:
             self.bookkeeping.metrics.refused.labels(self.deployment.name, problem.limit).inc()

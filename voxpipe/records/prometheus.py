@@ -93,7 +93,8 @@ class CallMetrics:
 
         self.refused = Counter(
             "voxpipe_refused",
-            "Calls and client secrets refused by a limit of the deployment's limits: section (limit: its name).",
+            "Requests refused by a limit of the deployment's limits: section (limit: its name), or by the browser "
+            "access check (limit: origin, session_token).",
             ["deployment", "limit"],
             registry=self.registry,
         )

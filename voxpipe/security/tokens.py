@@ -72,6 +72,12 @@ class Signer:
 
     def verify(self, token: Any, purpose: str, subject: str) -> None:
         """Accept ``token`` for ``purpose`` and ``subject`` now, or raise ``TokenError`` saying why."""
+        if not hmac.compare_digest(self.subject(token, purpose).encode(), subject.encode()):
+            raise TokenError("token is for another subject")
+
+    def subject(self, token: Any, purpose: str) -> str:
+        """The subject of a ``token`` valid for ``purpose`` now (a browser session's token names its own
+        session), or ``TokenError`` saying why not."""
         well_formed = isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_CHARS and token.isascii()
         if not well_formed or token.count(".") != 1:
             raise TokenError("malformed token")
@@ -84,7 +90,8 @@ class Signer:
             raise TokenError("malformed token") from None
         if not isinstance(claims, dict) or claims.get("p") != purpose:
             raise TokenError(f"not a {purpose} token")
-        if not isinstance(claims.get("s"), str) or not hmac.compare_digest(claims["s"].encode(), subject.encode()):
-            raise TokenError("token is for another subject")
+        if not isinstance(claims.get("s"), str):
+            raise TokenError("malformed token")
         if not isinstance(claims.get("e"), int) or claims["e"] <= self._clock():
             raise TokenError("token expired")
+        return str(claims["s"])

@@ -236,9 +236,10 @@ class BridgeCall:
 
     # -- ending
 
-    async def _hang_up(self) -> None:
-        """The call ended by itself: disconnect the client (API Gateway then runs ``$disconnect``)."""
-        await self.close("the call ended")
+    async def _hang_up(self, reason: str) -> None:
+        """The call ended by itself, or its start was refused (``reason``): disconnect the client (API Gateway
+        then runs ``$disconnect``)."""
+        await self.close(reason or "the call ended")
         await asyncio.to_thread(self.connections.close, self.connection_id)
 
     async def _gone(self) -> None:

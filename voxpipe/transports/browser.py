@@ -8,24 +8,26 @@ and speaks the Media Streams event protocol over the WebSocket, with 16 kHz PCM1
 browser shares Twilio's state machine and mark-based playout tracking (``telephony.media_streams``, through
 ``media_stream_call.MediaStreamCall``); the serverless bridge speaks the same dialect to a browser.
 
-Only pages from allowed origins may open the socket: ``transport.public_url``, ``browser.allowed_origins``,
-and the server's own origin.
+Every call needs a session token first (``voxpipe.security.browser_access``): ``POST /{name}/token`` gives one
+to a page of an allowed origin (``transport.browser.allowed_origins``, ``transport.public_url``'s, and the
+loopback origins ``voxpipe serve`` adds when it listens on loopback), choosing the browser session id itself.
+The page opens ``WS /ws`` offering the subprotocols ``voxpipe`` and ``token.<token>``; ``/session`` and the
+tools endpoint take it as ``Authorization: Bearer``. A request without a valid token for its own origin is
+refused (401/403, or the socket closed with 1008 and the reason) and counted in ``/metrics``.
 
 For realtime deployments on OpenAI, ``POST /{name}/session`` mints a short-lived Realtime client secret (never
 the API key) with the deployment's session settings, so the page can talk to Realtime over WebRTC; the
-agent's tools then run on the server through ``POST /{name}/tools/{tool}``, authorised by a token minted
-with the secret.
+agent's tools then run on the server through ``POST /{name}/tools/{tool}``, authorised by the tools token
+``/session`` signs beside the secret.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import secrets
-import time
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse, RedirectResponse
@@ -33,29 +35,38 @@ from loguru import logger
 
 from voxpipe.config.models import Deployment, ServiceConfig, ToolConfig
 from voxpipe.pipeline.host import CallHost
+from voxpipe.security.browser_access import (
+    PAGE_PURPOSE,
+    SUBPROTOCOL,
+    TOOLS_PURPOSE,
+    AccessRefused,
+    BrowserAccess,
+    PageSession,
+    bearer,
+    subprotocol_token,
+)
 from voxpipe.tools.access import ToolNotCallable, client_tool, run_client_tool
 from voxpipe.transports.admission import admit_request, admit_socket
+from voxpipe.transports.json_socket import POLICY_VIOLATION
 from voxpipe.transports.media_stream_call import BrowserDialect
 from voxpipe.transports.twilio_media import serve_media_stream
 
 STATIC = resources.files("voxpipe.transports").joinpath("static")
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "audio-worklet.js": "text/javascript"}
 CLIENT_SECRET_SECS = 600
+TOOLS_TOKEN_SECS = 3600  # a WebRTC call outlives its page token: its tools stay usable for an hour
 DEFAULT_REALTIME_MODEL = "gpt-realtime"
 DEFAULT_VOICE = "marin"
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 
 
-def allowed_origin(deployment: Deployment, origin: str | None, host: str | None) -> bool:
-    """Whether a page from ``origin`` may use the deployment (same origin, public_url, or allowed_origins)."""
-    if not origin:
-        return False
-    allowed = {o.rstrip("/") for o in deployment.transport.browser.allowed_origins}
+def browser_access(deployment: Deployment, extra_origins: Sequence[str] = ()) -> BrowserAccess:
+    """The deployment's page origins (``allowed_origins``, ``public_url``'s, ``extra_origins``) and token lifetime."""
+    browser = deployment.transport.browser
+    origins = [*browser.allowed_origins, *extra_origins]
     if deployment.transport.public_url:
-        parts = urlsplit(deployment.transport.public_url)
-        allowed.add(f"{parts.scheme}://{parts.netloc}")
-    own = urlsplit(origin)
-    return origin.rstrip("/") in allowed or (bool(host) and own.netloc == host)
+        origins.append(deployment.transport.public_url)
+    return BrowserAccess.from_environ(origins, browser.session_token_secs)
 
 
 def realtime_service(deployment: Deployment) -> ServiceConfig | None:
@@ -124,23 +135,6 @@ def _tool_schema(tool: ToolConfig) -> dict[str, Any]:
     }
 
 
-class ToolTokens:
-    """Tokens minted with a client secret: they let that page (and only for a while) run the agent's tools."""
-
-    def __init__(self) -> None:
-        self._expiry: dict[str, float] = {}
-
-    def mint(self, secs: float) -> str:
-        now = time.time()
-        self._expiry = {t: e for t, e in self._expiry.items() if e > now}
-        token = secrets.token_urlsafe(24)
-        self._expiry[token] = now + secs
-        return token
-
-    def valid(self, token: str) -> bool:
-        return self._expiry.get(token, 0.0) > time.time()
-
-
 async def mint_client_secret(deployment: Deployment, service: ServiceConfig) -> dict[str, Any]:
     """``POST /v1/realtime/client_secrets`` with the deployment's API key; returns the ephemeral key."""
     from openai import AsyncOpenAI
@@ -159,14 +153,23 @@ async def mint_client_secret(deployment: Deployment, service: ServiceConfig) -> 
     return {"value": secret.value, "expires_at": secret.expires_at}
 
 
-def add_routes(router: APIRouter, host: CallHost) -> None:
+def add_routes(router: APIRouter, host: CallHost, extra_origins: Sequence[str] = ()) -> None:
+    """The page, its token, its call socket and (realtime on OpenAI) its session and tools routes.
+    ``extra_origins``: page origins allowed besides the deployment's own (``voxpipe serve``'s loopback ones)."""
     deployment = host.deployment
-    tokens = ToolTokens()
+    access = browser_access(deployment, extra_origins)
 
-    def check_origin(origin: str | None, server: str | None) -> None:
-        if not allowed_origin(deployment, origin, server):
-            logger.warning(f"[{deployment.name}] refused a browser request from origin {origin!r}")
-            raise HTTPException(status_code=403, detail="origin not allowed")
+    def refuse(refused: AccessRefused, origin: str | None) -> HTTPException:
+        logger.warning(f"[{deployment.name}] browser request from origin {origin!r} refused: {refused}")
+        host.refused(refused)
+        return HTTPException(status_code=refused.status, detail=str(refused))
+
+    def page_session(request: Request, purpose: str) -> PageSession:
+        origin = request.headers.get("origin")
+        try:
+            return access.check(bearer(request.headers), origin, purpose)
+        except AccessRefused as refused:
+            raise refuse(refused, origin) from None
 
     @router.get("", include_in_schema=False)
     async def page_redirect() -> RedirectResponse:
@@ -192,22 +195,39 @@ def add_routes(router: APIRouter, host: CallHost) -> None:
             "sample_rate": BrowserDialect.audio.sample_rate_in,
         }
 
+    @router.post("/token")
+    async def token(request: Request) -> dict[str, Any]:
+        """A session token for a page of an allowed origin, naming a session id chosen here."""
+        origin = request.headers.get("origin")
+        try:
+            issued = access.issue(origin)
+        except AccessRefused as refused:
+            raise refuse(refused, origin) from None
+        peer = request.client.host if request.client else ""
+        admit_request(host, lambda: host.limits.new_calls.take(f"token:{peer}"))  # per client, as calls are
+        return {"token": issued.token, "session_id": issued.session.session_id, "expires_at": issued.expires_at}
+
     @router.websocket("/ws")
     async def ws(socket: WebSocket) -> None:
-        if not allowed_origin(deployment, socket.headers.get("origin"), socket.headers.get("host")):
-            logger.warning(f"[{deployment.name}] refused browser WebSocket from {socket.headers.get('origin')!r}")
-            await socket.close(code=1008)
+        offered = socket.scope.get("subprotocols") or []
+        await socket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        origin = socket.headers.get("origin")
+        try:
+            session = access.check(subprotocol_token(offered), origin)
+        except AccessRefused as refused:
+            logger.warning(f"[{deployment.name}] browser WebSocket from origin {origin!r} refused: {refused}")
+            host.refused(refused)
+            await socket.close(code=POLICY_VIOLATION, reason=str(refused))
             return
-        await socket.accept()
         slot = await admit_socket(host, socket, socket.client.host if socket.client else "")
         if slot is not None:
             with slot:
-                await serve_media_stream(host, None, socket, BrowserDialect())
+                await serve_media_stream(host, None, socket, BrowserDialect(session.session_id))
 
     @router.post("/session")
     async def session(request: Request) -> dict[str, Any]:
         """A Realtime client secret for WebRTC, with a token for the tools endpoint."""
-        check_origin(request.headers.get("origin"), request.headers.get("host"))
+        page = page_session(request, PAGE_PURPOSE)
         service = realtime_service(deployment)
         if service is None:
             raise HTTPException(status_code=404, detail="this deployment has no OpenAI realtime provider")
@@ -220,16 +240,13 @@ def add_routes(router: APIRouter, host: CallHost) -> None:
         return {
             "client_secret": secret,
             "model": service.model or DEFAULT_REALTIME_MODEL,
-            "tools_token": tokens.mint(CLIENT_SECRET_SECS),
+            "tools_token": access.tools_token(page, TOOLS_TOKEN_SECS),
         }
 
     @router.post("/tools/{tool_name}")
     async def tool(tool_name: str, request: Request) -> dict[str, Any]:
         """Run one of the agent's tools for a WebRTC page (``Authorization: Bearer <tools_token>``)."""
-        check_origin(request.headers.get("origin"), request.headers.get("host"))
-        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not tokens.valid(token):
-            raise HTTPException(status_code=401, detail="missing or expired tools token")
+        page_session(request, TOOLS_PURPOSE)
         try:
             client_tool(deployment.agent, tool_name)  # only client-callable tools, before the body is read
         except ToolNotCallable as refused:

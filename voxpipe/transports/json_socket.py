@@ -21,6 +21,7 @@ from voxpipe.telephony import json_messages
 
 MAX_FRAME_BYTES = 1 << 20  # Twilio's and the page's messages are a few kilobytes at most
 MESSAGE_TOO_BIG = 1009
+POLICY_VIOLATION = 1008  # a refused socket (no valid token); the close reason says why
 
 
 class JsonSocket:

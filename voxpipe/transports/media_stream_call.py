@@ -51,7 +51,6 @@ class Dialect:
 
     name = "twilio"
     audio = AudioFormat(sample_rate_in=8000, sample_rate_out=8000, encoding="mulaw")
-    bound_to_webhook = True  # ``start`` must carry the token the signed webhook's TwiML gave this CallSid
 
     def decode(self, payload: bytes) -> bytes:
         return g711.decode(payload)
@@ -61,6 +60,12 @@ class Dialect:
 
     def parse_start(self, event: dict[str, Any]) -> StreamStart:
         return media_streams.parse_start(event)
+
+    def authorize(self, call: MediaStreamCall, start: StreamStart) -> None:
+        """``TokenError`` if ``start`` may not open a call: it must carry the token the signed webhook's TwiML
+        gave its CallSid (``voxpipe.security.call_binding``)."""
+        if call.twilio is not None:
+            call.twilio.bindings[self.name].verify(start.call_id, start.metadata.get("custom_parameters"))
 
     def heard(self, pcm: bytes) -> None:
         """The caller's audio as it arrives (a hook; Twilio's dialect needs none)."""
@@ -108,11 +113,12 @@ class MediaStreamCall(MediaPeer):
         dialect: Dialect,
         send: Send,
         make_transport: TransportFactory,
-        close_peer: Callable[[], Awaitable[None]],
+        close_peer: Callable[[str], Awaitable[None]],
         *,
         carrier: str = "",
     ):
-        """``carrier`` prefixes the session's transport name (``apigw-`` for the bridge)."""
+        """``close_peer(reason)`` closes the peer (``reason`` empty: the call ended; else why the stream was
+        refused). ``carrier`` prefixes the session's transport name (``apigw-`` for the bridge)."""
         self.host = host
         self.twilio = twilio
         self.dialect = dialect
@@ -141,19 +147,18 @@ class MediaStreamCall(MediaPeer):
     # -- what the stream tells (telephony.media_streams.StreamHandler)
 
     async def started(self, start: StreamStart) -> None:
-        if self.twilio is not None and self.dialect.bound_to_webhook:
-            try:
-                self.twilio.bindings[self.dialect.name].verify(start.call_id, start.metadata.get("custom_parameters"))
-            except TokenError as problem:
-                logger.warning(f"{self}: start refused, the stream is closed: {problem}")
-                await self._refuse()
-                return
+        try:
+            self.dialect.authorize(self, start)
+        except TokenError as problem:
+            await self._refuse(f"start refused: {problem}")
+            return
         metadata = {"transport": self._carrier + self.dialect.name, **start.metadata}
         if isinstance(metadata.get("custom_parameters"), dict):
             metadata["custom_parameters"] = without_token(metadata["custom_parameters"])
         session = await self.host.open_session(start.call_id, metadata)
         if session is None:
-            raise Malformed(f"call id {start.call_id} is not this stream's to use")
+            await self._refuse("start refused: the call id is not this stream's to use")
+            return
         self.transport = self._make_transport(self, start)
         self.hosted = self.host.start_call(
             self.transport,
@@ -179,10 +184,11 @@ class MediaStreamCall(MediaPeer):
             ring_secs = float(parameters.get(RETURN_RING_SECS) or 0)
             await self.hosted.transfer_returned(str(parameters[RETURN_STATUS]), ring_secs, str(parameters[RETURN_SAY]))
 
-    async def _refuse(self) -> None:
-        """A stream that may not run: stopped before any session is opened, and its peer closed."""
+    async def _refuse(self, reason: str) -> None:
+        """A stream that may not run: stopped before any session is opened, its peer closed with ``reason``."""
+        logger.warning(f"{self}: {reason}; the stream is closed")
         await self.stream.stop()
-        await self._close_peer()
+        await self._close_peer(reason)
 
     def _transport(self) -> MediaTransport:
         if self.transport is None:  # the stream reports audio, marks and keys only once started
@@ -276,7 +282,7 @@ class MediaStreamCall(MediaPeer):
             await self.dialect.finish(self, effect, arguments)
         finally:
             await self.stream.stop()
-            await self._close_peer()
+            await self._close_peer("")
 
     async def close(self) -> None:
         """End the call from the carrier's side (the peer is gone, the process stops)."""
@@ -299,7 +305,11 @@ SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 class BrowserDialect(Dialect):
-    """Media Streams events with 16 kHz PCM16 payloads; the call id is the page's session id.
+    """Media Streams events with 16 kHz PCM16 payloads; the call id is the browser session id.
+
+    On the server the id comes from the page's signed session token (``session_id``, checked by the route):
+    a ``start.sessionId`` naming any other id is refused. The serverless bridge, which has no tokens yet,
+    passes none and takes the page's ``start.sessionId``.
 
     The page is told each turn as it enters the conversation, and each reply's latency as the server sees
     it: from the last audible sample of the caller's speech arriving to the first audible sample of the
@@ -308,11 +318,12 @@ class BrowserDialect(Dialect):
 
     name = "browser"
     audio = AudioFormat(sample_rate_in=16000, sample_rate_out=16000, encoding="pcm16")
-    bound_to_webhook = False
     keeps_call_on_warm_transfer = True
 
-    def __init__(self) -> None:
+    def __init__(self, session_id: str | None = None) -> None:
         self._speech_end: float | None = None
+        self._session_id = session_id
+        self._claimed: object = None  # the sessionId the page wrote into ``start``, if any
 
     def decode(self, payload: bytes) -> bytes:
         if len(payload) % 2:
@@ -323,10 +334,18 @@ class BrowserDialect(Dialect):
         return pcm
 
     def parse_start(self, event: dict[str, Any]) -> StreamStart:
-        session_id = field_of(field_of(event, "start", dict), "sessionId", str)
+        start = field_of(event, "start", dict)
+        if self._session_id is not None:
+            self._claimed = start.get("sessionId")
+            return StreamStart(call_id=self._session_id, stream_sid=self._session_id)
+        session_id = field_of(start, "sessionId", str)
         if not SESSION_ID.match(session_id):
             raise Malformed("start.sessionId must be 16-64 letters, digits, '-' or '_'")
         return StreamStart(call_id=session_id, stream_sid=session_id)
+
+    def authorize(self, call: MediaStreamCall, start: StreamStart) -> None:
+        if self._claimed is not None and self._claimed != self._session_id:
+            raise TokenError("start.sessionId is not the session token's")
 
     def heard(self, pcm: bytes) -> None:
         end = last_audible(pcm, self.audio.sample_rate_in)

@@ -20,7 +20,7 @@ from voxpipe.security.call_binding import CallBinding
 from voxpipe.telephony import conversation_relay, twiml
 from voxpipe.telephony.media_streams import StreamStart
 from voxpipe.transports.admission import admit_socket
-from voxpipe.transports.json_socket import JsonSocket
+from voxpipe.transports.json_socket import POLICY_VIOLATION, JsonSocket
 from voxpipe.transports.media_stream_call import Dialect, MediaStreamCall
 from voxpipe.transports.media_transport import MediaStreamTransport
 from voxpipe.transports.twilio_account import RESUME_SESSION, UNANSWERED, PendingTransfer, TwilioAccount
@@ -50,7 +50,10 @@ async def serve_media_stream(host: CallHost, twilio: TwilioAccount | None, socke
     def transport(call: MediaStreamCall, start: StreamStart) -> MediaStreamTransport:
         return MediaStreamTransport(call, dialect.audio, report_played=realtime)
 
-    call = MediaStreamCall(host, twilio, dialect, channel.send, transport, channel.close)
+    async def close_peer(reason: str) -> None:
+        await channel.close(POLICY_VIOLATION if reason else 1000, reason)
+
+    call = MediaStreamCall(host, twilio, dialect, channel.send, transport, close_peer)
     try:
         async for event in channel.messages():
             await call.receive(event)

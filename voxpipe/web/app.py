@@ -70,6 +70,7 @@ def create_app(
     twilio_client: TwilioClientFactory = twilio_client,
     records: RecordStore | RecordsFor | None = None,
     warm_up: bool = True,
+    page_origins: Sequence[str] = (),
 ) -> FastAPI:
     """One FastAPI app serving every deployment under ``/{name}/``.
 
@@ -77,7 +78,8 @@ def create_app(
     giving each deployment's (``voxpipe serve`` opens the store its ``records:`` section names, which
     ``voxpipe calls`` and ``voxpipe report`` read); ``GET /metrics`` counts them for Prometheus.
     ``warm_up`` loads the shared VAD and turn models the deployments use (their experiment variants too) at
-    start; ``/readyz`` answers 503 until it is done.
+    start; ``/readyz`` answers 503 until it is done. ``page_origins``: browser page origins every deployment
+    allows besides its own list (``voxpipe serve`` gives its loopback origins when it listens on loopback).
     Deployments with the same ``sessions`` settings share one store.
     """
     names = [d.name for d in deployments]
@@ -158,7 +160,7 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     for host, twilio in hosts:
-        app.include_router(_router(host, twilio, drain), prefix=f"/{host.deployment.name}")
+        app.include_router(_router(host, twilio, drain, page_origins), prefix=f"/{host.deployment.name}")
     return app
 
 
@@ -172,7 +174,7 @@ def _health_boards(deployments: Sequence[Deployment]) -> list[RedisHealthBoard]:
     return [RedisHealthBoard(url) for url in sorted(urls)]
 
 
-def _router(host: CallHost, twilio: TwilioAccount, drain: Drain) -> APIRouter:
+def _router(host: CallHost, twilio: TwilioAccount, drain: Drain, page_origins: Sequence[str]) -> APIRouter:
     router = APIRouter()
     deployment = host.deployment
 
@@ -197,5 +199,5 @@ def _router(host: CallHost, twilio: TwilioAccount, drain: Drain) -> APIRouter:
 
     twilio_media.add_routes(router, host, twilio)
     conversation_relay.add_routes(router, host, twilio)
-    browser.add_routes(router, host)
+    browser.add_routes(router, host, page_origins)
     return router

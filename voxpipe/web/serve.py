@@ -31,6 +31,8 @@ from voxpipe.config.loader import load_deployment
 from voxpipe.config.models import Deployment
 
 CONFIGS_VARIABLE = "VOXPIPE_SERVE_CONFIGS"
+ORIGINS_VARIABLE = "VOXPIPE_SERVE_PAGE_ORIGINS"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -52,7 +54,16 @@ def load_all(config_paths: Sequence[str | Path]) -> list[Deployment]:
     return deployments
 
 
-def build_app(deployments: Sequence[Deployment]) -> FastAPI:
+def loopback_origins(host: str, port: int) -> list[str]:
+    """The page origins of a server listening on loopback only (``http://localhost:8000``...): only a browser
+    on this machine reaches it there, so its pages may get session tokens without listing them. Nothing when
+    it listens on another address: list the page origins in ``transport.browser.allowed_origins``."""
+    if host not in LOOPBACK_HOSTS:
+        return []
+    return [f"http://{name}:{port}" for name in ("localhost", "127.0.0.1", "[::1]")]
+
+
+def build_app(deployments: Sequence[Deployment], page_origins: Sequence[str] = ()) -> FastAPI:
     """The app, each deployment's calls recorded where its ``records:`` section says (else ``$VOXPIPE_RECORDS``
     or the default file: what ``voxpipe calls`` and ``report`` read); deployments naming one place share it."""
     from voxpipe.records.store import RecordStore
@@ -64,12 +75,13 @@ def build_app(deployments: Sequence[Deployment]) -> FastAPI:
         target = deployment.records.target()
         return opened.get(target) or opened.setdefault(target, RecordStore(target))
 
-    return create_app(deployments, records=records_of)
+    return create_app(deployments, records=records_of, page_origins=page_origins)
 
 
 def worker_app() -> FastAPI:
     """The app of one worker process (uvicorn's factory), from the files the supervisor validated."""
-    return build_app(load_all(os.environ[CONFIGS_VARIABLE].split(os.pathsep)))
+    origins = os.environ.get(ORIGINS_VARIABLE, "").split()
+    return build_app(load_all(os.environ[CONFIGS_VARIABLE].split(os.pathsep)), origins)
 
 
 def serve(
@@ -85,9 +97,11 @@ def serve(
     # The app closes larger frames itself under any server (json_socket); uvicorn refuses them before
     # buffering them, so one client cannot make the server hold more than this (1009).
     options = {"host": host, "port": port, "ws_max_size": MAX_FRAME_BYTES, "log_level": "info"}
+    origins = loopback_origins(host, port)
     if workers == 1:
-        uvicorn.run(build_app(deployments), **options)
+        uvicorn.run(build_app(deployments, origins), **options)
         return
+    os.environ[ORIGINS_VARIABLE] = " ".join(origins)
     os.environ[CONFIGS_VARIABLE] = os.pathsep.join(str(Path(p).resolve()) for p in config_paths)
     made_metrics_dir = METRICS_DIR_VARIABLE not in os.environ
     metrics_dir = os.environ.setdefault(METRICS_DIR_VARIABLE, tempfile.mkdtemp(prefix="voxpipe-metrics-"))

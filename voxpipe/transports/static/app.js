@@ -7,8 +7,9 @@
 // "failure" when the call cannot go on: its text is shown and spoken with the browser's own voice (the Web
 // Speech API), since the deployment's TTS may be what failed.
 //
-// WebRTC calls (realtime deployments on OpenAI): POST {name}/session returns a short-lived client secret,
-// the page talks to OpenAI Realtime directly, and the agent's tools run on the server (POST {name}/tools/X).
+// WebRTC calls (realtime deployments on OpenAI): POST {name}/session (with the session token) returns a
+// short-lived client secret and a tools token; the page talks to OpenAI Realtime directly, and the agent's
+// tools run on the server (POST {name}/tools/X).
 
 const base = new URL(".", location.href);
 const titleEl = document.getElementById("title");
@@ -24,15 +25,18 @@ function setStatus(text) {
   statusEl.textContent = text;
 }
 
-function sessionId() {
+// A call needs a session token first (POST {name}/token): it names the session the server chose for this tab
+// and this page's origin, and opens calls for a few minutes. The tab keeps it, so a reload within its
+// lifetime resumes the conversation.
+async function sessionToken() {
   const key = `voxpipe-session-${location.pathname}`;
-  let id = sessionStorage.getItem(key);
-  if (!id) {
-    const bytes = crypto.getRandomValues(new Uint8Array(16));
-    id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-    sessionStorage.setItem(key, id);
-  }
-  return id;
+  const kept = JSON.parse(sessionStorage.getItem(key) || "null");
+  if (kept && kept.expires_at * 1000 - Date.now() > 30000) return kept.token;
+  const response = await fetch(new URL("token", base), { method: "POST" });
+  if (!response.ok) throw new Error(`token: HTTP ${response.status}`);
+  const issued = await response.json();
+  sessionStorage.setItem(key, JSON.stringify(issued));
+  return issued.token;
 }
 
 function addLine(role, text) {
@@ -83,14 +87,15 @@ async function startWebSocketCall() {
 
   const url = new URL("ws", base);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(url);
+  // A browser cannot set headers on a WebSocket: the token travels as a subprotocol (not in the URL, which
+  // access logs keep).
+  const socket = new WebSocket(url, ["voxpipe", `token.${await sessionToken()}`]);
   const send = (event) => socket.readyState === WebSocket.OPEN && socket.send(JSON.stringify(event));
-  const id = sessionId();
   const frame = new Int16Array(FRAME_SAMPLES);
   let filled = 0;
 
   socket.onopen = () => {
-    send({ event: "start", start: { sessionId: id, sampleRate: config.sample_rate } });
+    send({ event: "start", start: { sampleRate: config.sample_rate } });
     setStatus("Connected: speak any time.");
   };
   capture.port.onmessage = ({ data }) => {
@@ -126,8 +131,8 @@ async function startWebSocketCall() {
       setStatus(event.to ? `The call could not go on; transferring to ${event.to}.` : "The call could not go on.");
     }
   };
-  socket.onclose = () => {
-    setStatus("Call ended.");
+  socket.onclose = ({ code, reason }) => {
+    setStatus(code === 1008 || code === 1013 ? `Call refused: ${reason}` : "Call ended.");
     stop();
   };
 
@@ -143,7 +148,10 @@ async function startWebSocketCall() {
 }
 
 async function startWebRtcCall() {
-  const response = await fetch(new URL("session", base), { method: "POST" });
+  const response = await fetch(new URL("session", base), {
+    method: "POST",
+    headers: { Authorization: `Bearer ${await sessionToken()}` },
+  });
   if (!response.ok) throw new Error(`session: HTTP ${response.status}`);
   const session = await response.json();
   const peer = new RTCPeerConnection();
