@@ -31,7 +31,7 @@ TOOLS_PURPOSE = "browser:tools"
 SUBPROTOCOL = "voxpipe"
 """The WebSocket subprotocol the page asks for; the token travels as a second one, ``token.<token>`` (a
 browser cannot set headers on a WebSocket, and a URL's query string ends up in access logs)."""
-TOKEN_SUBPROTOCOL_PREFIX = "token."
+TOKEN_SUBPROTOCOL_PREFIX = "token."  # noqa: S105 — a protocol name prefix, not a credential
 
 
 def origin_of(url: str) -> str | None:
