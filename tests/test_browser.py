@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.simulators.server import RunningServer
+from tests.simulators.server import RunningServer, free_port
 from voxpipe.config.loader import parse_deployment
 from voxpipe.web.app import create_app
 
@@ -109,14 +109,16 @@ def wait_until(condition: object, timeout: float = PAGE_TIMEOUT_SECS) -> None:
         time.sleep(0.2)
 
 
-def test_browser_call_shows_transcript_replies_and_latency_then_resumes(
+def test_browser_call_gets_a_token_shows_transcript_replies_and_latency_then_resumes(
     browser: object, tmp_path: Path, registry: object
 ) -> None:
     from selenium.webdriver.common.by import By
 
     db = tmp_path / "s.db"
-    app = create_app([parse_deployment(DEPLOYMENT.replace("DB", str(db)))], warm_up=False)
-    with RunningServer(app) as server:
+    port = free_port()
+    page = f"transport: {{browser: {{allowed_origins: ['http://127.0.0.1:{port}']}}}}\n"
+    app = create_app([parse_deployment(DEPLOYMENT.replace("DB", str(db)) + page)], warm_up=False)
+    with RunningServer(app, port) as server:
         browser.get(f"{server.url}/web/")
         wait_until(lambda: browser.find_element(By.ID, "title").text == "web")
         browser.find_element(By.ID, "call").click()
@@ -126,9 +128,10 @@ def test_browser_call_shows_transcript_replies_and_latency_then_resumes(
         assert replies[0] == "Welcome to the web agent."
         assert replies[1].startswith("We are open nine to five.") and replies[1].endswith(" ms)")
         assert replies[2].startswith("We also fix bicycles.")
-        session_id = browser.execute_script("return Object.values(sessionStorage)[0]")
+        kept = json.loads(browser.execute_script("return Object.values(sessionStorage)[0]"))
+        session_id = kept["session_id"]  # chosen by the server, inside the signed token the tab keeps
 
-        # Reload: the tab keeps its session id, the server resumes the conversation (no second greeting).
+        # Reload: the tab keeps its token, the server resumes the conversation (no second greeting).
         browser.refresh()
         wait_until(lambda: browser.find_element(By.ID, "title").text == "web")
         browser.find_element(By.ID, "call").click()
@@ -136,6 +139,13 @@ def test_browser_call_shows_transcript_replies_and_latency_then_resumes(
         assert lines(browser, "assistant")[0] != "Welcome to the web agent."
         browser.find_element(By.ID, "call").click()  # hang up
         time.sleep(1.0)
+
+        # The same page from an origin not listed (localhost is not 127.0.0.1): no token, no call.
+        browser.get(f"http://localhost:{port}/web/")
+        wait_until(lambda: browser.find_element(By.ID, "title").text == "web")
+        browser.find_element(By.ID, "call").click()
+        wait_until(lambda: "HTTP 403" in browser.find_element(By.ID, "status").text)
+        assert not lines(browser, "assistant")
 
     with sqlite3.connect(db) as connection:
         rows = connection.execute("SELECT message FROM messages WHERE call_id = ? ORDER BY seq", (session_id,))

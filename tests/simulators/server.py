@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Any
@@ -12,12 +13,22 @@ START_TIMEOUT_SECS = 30.0
 STOP_TIMEOUT_SECS = 15.0
 
 
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (for a test that must know its server's origin before the app exists)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class RunningServer:
     """``with RunningServer(app) as server:`` serves ``app`` until the block ends; ``server.url`` is http://..."""
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, port: int = 0):
+        """``port`` 0: an ephemeral one (``free_port()`` gives one to name in a deployment first)."""
         self.app = app
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws_max_size=1 << 20)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws_max_size=1 << 20
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="voxpipe-test-server", daemon=True)
         self.port = 0
