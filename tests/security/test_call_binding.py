@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from loguru import logger
 from twilio.request_validator import RequestValidator
 
 from tests.simulators import webhook_parameters
@@ -161,3 +162,25 @@ def test_unsigned_deployments_mint_nothing_and_signed_ones_without_a_secret_refu
     assert no_secret.parameters(CALL_A) == {}
     with pytest.raises(ValueError, match="VOXPIPE_SIGNING_SECRET"):
         no_secret.verify(CALL_A, {PARAMETER: "x.y"})
+
+
+async def test_a_refused_media_stream_start_closes_the_socket_with_the_logged_reason(server: RunningServer) -> None:
+    """Not left open waiting for another ``start``: the peer is told why (1008), and the log says it too."""
+    logged: list[str] = []
+    sink = logger.add(lambda message: logged.append(str(message)), level="WARNING")
+    forged = webhook_parameters("twilio", CALL_A)[PARAMETER][:-2] + "xx"
+    closes = []
+    try:
+        for parameters in [{}, {PARAMETER: forged}]:
+            headers = {"X-Twilio-Signature": _signature("phone/media", websocket=True)}
+            async with websockets.connect(f"{server.ws_url}/phone/media", additional_headers=headers) as socket:
+                for message in _start(CALL_A, parameters):
+                    await socket.send(json.dumps(message))
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(socket.recv(), 10)
+            closes.append(closed.value.rcvd)
+    finally:
+        logger.remove(sink)
+    for close, reason in zip(closes, ["no voxpipe_call_token parameter", "bad signature"], strict=True):
+        assert close.code == 1008 and reason in close.reason
+        assert any(reason in line and "the stream is closed" in line for line in logged)
