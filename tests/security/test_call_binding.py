@@ -23,13 +23,17 @@ from twilio.request_validator import RequestValidator
 from tests.simulators import webhook_parameters
 from tests.simulators.server import RunningServer
 from tests.test_conversation_relay import DEPLOYMENT as RELAY_DEPLOYMENT
-from tests.test_twilio_media import TOKEN, deployment
+from tests.test_session_backends import redis_url  # noqa: F401 — a pytest fixture, by name
+from tests.test_twilio_media import TOKEN, deployment, simulator
 from voxpipe.config.loader import parse_deployment
+from voxpipe.config.models import SessionsConfig
 from voxpipe.pipeline.host import CallBookkeeping, CallHost
 from voxpipe.providers.registry import Registry
 from voxpipe.security.call_binding import PARAMETER, CallBinding
+from voxpipe.security.spent_tokens import MemorySpentTokens
 from voxpipe.security.tokens import Signer
 from voxpipe.sessions import SQLiteSessionStore
+from voxpipe.sessions.redis_spent import RedisSpentTokens
 from voxpipe.web.app import create_app
 
 PUBLIC = "https://voice.example.com"
@@ -184,3 +188,70 @@ async def test_a_refused_media_stream_start_closes_the_socket_with_the_logged_re
     for close, reason in zip(closes, ["no voxpipe_call_token parameter", "bad signature"], strict=True):
         assert close.code == 1008 and reason in close.reason
         assert any(reason in line and "the stream is closed" in line for line in logged)
+
+
+async def test_a_binding_token_opens_one_socket_once_even_for_its_own_call(server: RunningServer) -> None:
+    """The token and the handshake captured together, replayed for the same CallSid within the token's 120 s:
+    refused, whether the first socket is live or has ended (the token was spent by the first ``start``)."""
+    token = await _webhook_token(server, "phone", CALL_A)
+    replay = {"from": "+15550001111", PARAMETER: token}
+    first = simulator(server, call_sid=CALL_A, bound=False, parameters=replay)
+    async with first:
+        await first.wait_for(lambda: first.sent("media"), what="the greeting")
+        while_live = simulator(server, call_sid=CALL_A, bound=False, parameters=replay)
+        async with while_live:
+            await while_live.wait_for(lambda: while_live.closed.is_set(), what="the replay refused")
+    after = simulator(server, call_sid=CALL_A, bound=False, parameters=replay)
+    async with after:
+        await after.wait_for(lambda: after.closed.is_set(), what="the replay refused")
+    assert not while_live.sent("media") and not after.sent("media")
+    assert "used already" in after.close_reason and after.close_code == 1008
+    # A fresh token from the webhook (as a caller back from a warm transfer brings) is served.
+    fresh = simulator(server, call_sid=CALL_A)
+    async with fresh:
+        await fresh.wait_for(lambda: fresh.sent("media"), what="the greeting")
+
+
+async def test_a_relay_binding_token_opens_one_session_once(server: RunningServer) -> None:
+    token = await _webhook_token(server, "relay", CALL_A)
+    assert await _served(server, "relay", "relay", _setup("VX" + "c" * 32, CALL_A, {PARAMETER: token}))
+    assert not await _served(server, "relay", "relay", _setup("VX" + "c" * 32, CALL_A, {PARAMETER: token}))
+
+
+async def test_a_token_spent_on_one_server_is_refused_by_another_sharing_its_redis(
+    tmp_path: Path,
+    registry: object,
+    redis_url: str,  # noqa: F811 — the fixture, by name
+) -> None:
+    """Two servers of a fleet (sessions in one Redis): the replay goes to the server the call did not use."""
+    apps = []
+    for _ in range(2):
+        phone = deployment(tmp_path, ["what are your hours"])
+        phone.sessions = SessionsConfig(store="redis", url=redis_url)
+        apps.append(create_app([phone], warm_up=False))
+    with RunningServer(apps[0]) as one, RunningServer(apps[1]) as two:
+        token = await _webhook_token(one, "phone", CALL_B)
+        replay = {"from": "+15550001111", PARAMETER: token}
+        async with simulator(one, call_sid=CALL_B, bound=False, parameters=replay) as call:
+            await call.wait_for(lambda: call.sent("media"), what="the greeting")
+        async with simulator(two, call_sid=CALL_B, bound=False, parameters=replay) as again:
+            await again.wait_for(lambda: again.closed.is_set(), what="the replay refused")
+        assert again.close_code == 1008 and "used already" in again.close_reason
+        assert not again.sent("media")
+    spent = RedisSpentTokens(redis_url)
+    try:
+        assert not await spent.spend(token, 1)  # remembered in Redis, until the token expires
+        assert await spent.spend(token + "x", 1)
+    finally:
+        await spent.close()
+
+
+async def test_spent_tokens_in_memory_are_forgotten_once_expired() -> None:
+    clock = [0.0]
+    spent = MemorySpentTokens(clock=lambda: clock[0])
+    assert await spent.spend("a", 120) and not await spent.spend("a", 120)
+    clock[0] = 60
+    assert await spent.spend("b", 120)
+    clock[0] = 121
+    assert await spent.spend("c", 120) and len(spent) == 2  # "a" expired and was dropped
+    assert not await spent.spend("b", 120)

@@ -230,6 +230,16 @@ class TwilioMediaSimulator:
 
     # -- waiting
 
+    @property
+    def close_code(self) -> int | None:
+        """The code of the app's close frame (1008: the stream was refused), once closed."""
+        return self._socket.close_code if self._socket else None
+
+    @property
+    def close_reason(self) -> str:
+        """The reason in the app's close frame, once closed."""
+        return (self._socket.close_reason or "") if self._socket else ""
+
     def sent(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == kind]
 

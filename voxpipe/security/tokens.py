@@ -3,7 +3,7 @@
 Used to bind a call's socket to what started it (the signed webhook puts a token for the CallSid into the
 TwiML ``<Parameter>``; ``start`` / ``setup`` must carry it back) and for browser sessions (a token bound to
 the page's origin). A token is ``payload.signature``, both base64url: the payload is JSON
-``{"p": purpose, "s": subject, "e": expiry (unix seconds)}`` and the signature HMAC-SHA256 of the encoded
+``{"p": purpose, "s": subject, "e": expiry (unix seconds), "n": a nonce}`` and the signature HMAC-SHA256 of the encoded
 payload, keyed by a server secret read from the environment (``VOXPIPE_SIGNING_SECRET``, at least 32 bytes;
 every server of a deployment shares it). ``purpose`` keeps the namespaces apart: a call-binding token is no
 browser session token. Nothing secret is inside a token; it only cannot be forged, changed or kept past its
@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -66,7 +67,8 @@ class Signer:
         """A token for ``subject`` (a CallSid, an origin) and ``purpose``, valid ``ttl_secs`` from now."""
         if ttl_secs <= 0:
             raise ValueError("ttl_secs must be positive")
-        claims = {"p": purpose, "s": subject, "e": int(self._clock() + ttl_secs)}
+        # The nonce makes every token unique, so one spent (``security.spent_tokens``) is never another's twin.
+        claims = {"p": purpose, "s": subject, "e": int(self._clock() + ttl_secs), "n": secrets.token_urlsafe(6)}
         payload = _encode(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
         return f"{payload}.{self._sign(payload)}"
 

@@ -44,13 +44,13 @@ from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.text_latency import TextTurnMeter
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.model import CallFailure
-from voxpipe.security.call_binding import CallBinding, without_token
+from voxpipe.security.call_binding import without_token
 from voxpipe.security.tokens import TokenError
 from voxpipe.sessions.base import append_turns
 from voxpipe.telephony import conversation_relay as protocol
 from voxpipe.telephony import keypad, keypad_entry
 from voxpipe.transports.admission import admit_socket
-from voxpipe.transports.json_socket import JsonSocket
+from voxpipe.transports.json_socket import POLICY_VIOLATION, JsonSocket
 from voxpipe.transports.media_stream_call import END_REPLY_TIMEOUT_SECS
 from voxpipe.transports.twilio_account import (
     RESUME_SESSION,
@@ -150,9 +150,9 @@ class RelayTransport(TextTransport):
 class RelaySession:
     """One ConversationRelay WebSocket: ``setup`` -> ``prompt`` / ``interrupt`` / ``dtmf`` ... -> close."""
 
-    def __init__(self, host: CallHost, socket: WebSocket, binding: CallBinding):
+    def __init__(self, host: CallHost, socket: WebSocket, twilio: TwilioAccount):
         self.host = host
-        self.binding = binding
+        self.twilio = twilio  # binds the session to its webhook's CallSid
         self.channel = JsonSocket(socket, "type", self)
         self.session_id: str | None = None
         self.hosted: HostedCall | None = None
@@ -227,10 +227,10 @@ class RelaySession:
             logger.warning(f"{self}: setup without a sessionId ignored")
             return
         try:
-            self.binding.verify(setup.call_sid, setup.custom_parameters)
+            await self.twilio.bind("conversation_relay", setup.call_sid, setup.custom_parameters)
         except TokenError as problem:
             logger.warning(f"{self}: setup for call {setup.call_sid!r} refused, the session is closed: {problem}")
-            await self.channel.close()
+            await self.channel.close(POLICY_VIOLATION, f"setup refused: {problem}")
             return
         metadata = {
             "transport": "conversation_relay",
@@ -300,4 +300,4 @@ def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None
         slot = await admit_socket(host, socket, None)  # the caller was counted at the webhook
         if slot is not None:
             with slot:
-                await RelaySession(host, socket, twilio.bindings["conversation_relay"]).run()
+                await RelaySession(host, socket, twilio).run()

@@ -21,6 +21,7 @@ from voxpipe.telephony import json_messages
 
 MAX_FRAME_BYTES = 1 << 20  # Twilio's and the page's messages are a few kilobytes at most
 MESSAGE_TOO_BIG = 1009
+MAX_CLOSE_REASON_BYTES = 123
 POLICY_VIOLATION = 1008  # a refused socket (no valid token); the close reason says why
 
 
@@ -64,6 +65,8 @@ class JsonSocket:
                 yield parsed
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close with ``code`` and ``reason`` (cut to the 123 bytes a close frame holds)."""
         if self.socket.application_state is WebSocketState.CONNECTED:
+            reason = reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
             with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
                 await self.socket.close(code, reason)

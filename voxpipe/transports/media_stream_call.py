@@ -61,11 +61,11 @@ class Dialect:
     def parse_start(self, event: dict[str, Any]) -> StreamStart:
         return media_streams.parse_start(event)
 
-    def authorize(self, call: MediaStreamCall, start: StreamStart) -> None:
+    async def authorize(self, call: MediaStreamCall, start: StreamStart) -> None:
         """``TokenError`` if ``start`` may not open a call: it must carry the token the signed webhook's TwiML
-        gave its CallSid (``voxpipe.security.call_binding``)."""
+        gave its CallSid (``voxpipe.security.call_binding``), not spent by another socket yet."""
         if call.twilio is not None:
-            call.twilio.bindings[self.name].verify(start.call_id, start.metadata.get("custom_parameters"))
+            await call.twilio.bind(self.name, start.call_id, start.metadata.get("custom_parameters"))
 
     def heard(self, pcm: bytes) -> None:
         """The caller's audio as it arrives (a hook; Twilio's dialect needs none)."""
@@ -148,7 +148,7 @@ class MediaStreamCall(MediaPeer):
 
     async def started(self, start: StreamStart) -> None:
         try:
-            self.dialect.authorize(self, start)
+            await self.dialect.authorize(self, start)
         except TokenError as problem:
             await self._refuse(f"start refused: {problem}")
             return
@@ -343,7 +343,7 @@ class BrowserDialect(Dialect):
             raise Malformed("start.sessionId must be 16-64 letters, digits, '-' or '_'")
         return StreamStart(call_id=session_id, stream_sid=session_id)
 
-    def authorize(self, call: MediaStreamCall, start: StreamStart) -> None:
+    async def authorize(self, call: MediaStreamCall, start: StreamStart) -> None:
         if self._claimed is not None and self._claimed != self._session_id:
             raise TokenError("start.sessionId is not the session token's")
 

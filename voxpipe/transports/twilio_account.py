@@ -20,8 +20,10 @@ from urllib.parse import parse_qsl, urlencode
 from loguru import logger
 
 from voxpipe.config.models import Deployment
-from voxpipe.security.call_binding import CallBinding
+from voxpipe.security.call_binding import PARAMETER, TTL_SECS, CallBinding
 from voxpipe.security.limits import MAX_WEBHOOK_BYTES
+from voxpipe.security.spent_tokens import MemorySpentTokens, SpentTokens
+from voxpipe.security.tokens import TokenError
 from voxpipe.telephony import conversation_relay, twiml, warm_transfer
 from voxpipe.telephony.warm_transfer import (  # noqa: F401 — re-exported: the transports import them from here
     RESUME_SESSION,
@@ -127,6 +129,16 @@ class PendingTransfer:
     started: float = field(default_factory=time.monotonic)
 
 
+def _spent_tokens(deployment: Deployment) -> SpentTokens:
+    """Where the deployment's spent binding tokens are remembered: its Redis when sessions are there (a fleet
+    shares it), else this process's memory."""
+    if deployment.sessions.store == "redis" and deployment.sessions.url:
+        from voxpipe.sessions.redis_spent import RedisSpentTokens  # redis-py is optional: voxpipe[redis]
+
+        return RedisSpentTokens(deployment.sessions.url)
+    return MemorySpentTokens()
+
+
 class TwilioAccount:
     """One deployment's Twilio side: signature checks, the REST client, and pending ``<Connect action>`` dials."""
 
@@ -150,6 +162,7 @@ class TwilioAccount:
             transport: CallBinding.for_deployment(transport, self.signatures.enabled)
             for transport in ("twilio", "conversation_relay")
         }
+        self.spent = _spent_tokens(deployment)
         twilio = deployment.transport.twilio
         token = twilio.auth_token.get_secret_value() if twilio.auth_token else ""
         self.rest = TwilioRest(client_factory(twilio.account_sid, token)) if twilio.account_sid and token else None
@@ -157,6 +170,23 @@ class TwilioAccount:
         self.endings: dict[str, str] = {}  # call id -> the TwiML <Connect action> answers for a failed call
         self.transfers: dict[str, PendingTransfer] = {}  # call id -> its ringing warm transfer
         self._dialling: set[asyncio.Task[None]] = set()
+
+    async def bind(self, transport: str, call_sid: str, custom_parameters: Any) -> None:
+        """Accept a socket's ``start`` / ``setup`` for ``call_sid`` if it brings the token this server's webhook
+        gave that call, unspent (it is spent now: a captured copy opens nothing more), or raise ``TokenError``."""
+        self.bindings[transport].verify(call_sid, custom_parameters)
+        token = custom_parameters.get(PARAMETER) if isinstance(custom_parameters, dict) else None
+        if token is None:  # unsigned (insecure: true): nothing was minted, nothing to spend
+            return
+        try:
+            first = await self.spent.spend(str(token), TTL_SECS)
+        except Exception as exc:  # the shared store is down: refuse rather than let a replay through
+            raise TokenError(f"could not check that the token is unused: {exc!r}") from None
+        if not first:
+            raise TokenError(f"the {PARAMETER} was used already (a replayed start for this call)")
+
+    async def close(self) -> None:
+        await self.spent.close()
 
     async def carry_out(self, call_id: str, effect: str | None, target: str | None, message: str | None = None) -> None:
         """A media-stream call ended (by a tool's ``effect``): remember a transfer's target for the ``<Connect

@@ -117,8 +117,9 @@ def create_app(
         await asyncio.gather(*sharing, return_exceptions=True)
         for board in boards:
             await board.close()
-        for host, _ in hosts:
+        for host, twilio in hosts:
             await host.close()
+            await twilio.close()
         for store in stores.values():
             await store.close()
         from voxpipe.providers.cloud import close_shared  # the process-wide vendor clients
