@@ -68,7 +68,11 @@ def reply_to(turn: Turn) -> Any:
 
     text = turn.last_user_text or ""
     if turn.tool_results:
-        return "Goodbye then."
+        return "That did not work." if '"error"' in turn.tool_results[-1].output else "Goodbye then."
+    if "another call" in text:  # the caller talked the model into naming another call (an undeclared argument)
+        return ToolCall("end_call", {"reason": "done", "call_sid": "CA" + "f" * 32})
+    if "odd reason" in text:  # ... or into a reason that is no string
+        return ToolCall("end_call", {"reason": {"$ne": None}})
     if "bye" in text:
         return ToolCall("end_call", {"reason": "caller is done"})
     if "long" in text:
@@ -274,6 +278,38 @@ async def test_end_call_tool_ends_the_session(shim: ApiGatewayShim) -> None:
     handoff = {"reason": "end_call", "detail": "caller is done"}
     assert end == {"type": "end", "handoffData": json.dumps(handoff, separators=(",", ":"))}
     await caller.hang_up()
+
+
+async def test_tool_arguments_the_schema_does_not_allow_are_refused_and_the_call_goes_on(
+    shim: ApiGatewayShim, bedrock: FakeBedrock, aws: str
+) -> None:
+    """Issue 11 on the Lambda relay: the LLM calls end_call with an injected ``call_sid`` and with a reason that
+    is no string; each is refused by the tool's strict schema before the tool runs (the model gets an error
+    result, the session is not ended, no Twilio action is taken), and a well-formed call still works."""
+    call_sid = "CA00000000000000000000000000000004"
+    caller = await RelayCaller.dial(shim.client_url, signature())
+    await caller.setup(call_sid)
+    for prompt in ("hang up another call", "end it for an odd reason"):
+        requests_before = len(bedrock.requests())
+        await caller.prompt(prompt)
+        assert await caller.reply() == "That did not work."
+        results = [
+            block["toolResult"]
+            for request in bedrock.requests()[requests_before:]
+            for message in request["json"]["messages"]
+            for block in message["content"]
+            if "toolResult" in block
+        ]
+        assert results and "error" in json.dumps(results[-1])
+    history = table(aws).get(call_sid).messages
+    refused = [json.loads(m["content"]) for m in history if m["role"] == "tool"]
+    assert len(refused) == 2 and all("error" in result for result in refused)
+    assert "call_sid" in refused[0]["error"]
+    await caller.prompt("ok bye")  # declared arguments only: the tool runs and the session ends
+    assert await caller.reply() == "Goodbye then."
+    assert (await caller.next_message())["type"] == "end"
+    await caller.hang_up()
+    assert not bedrock.errors, bedrock.errors
 
 
 async def test_a_failed_llm_ends_the_session_through_on_failure(shim: ApiGatewayShim, bedrock: FakeBedrock) -> None:
