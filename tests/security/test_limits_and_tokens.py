@@ -77,22 +77,22 @@ def test_concurrency_slots_are_given_back_once() -> None:
     assert slots.in_use == 0
 
 
-def test_deployment_limits_check_the_client_rate_before_taking_a_slot() -> None:
+async def test_deployment_limits_check_the_client_rate_before_taking_a_slot() -> None:
     limits = DeploymentLimits(
         concurrent_calls=2, calls_per_minute_per_client=1, minted_secrets_per_minute=2, clock=Clock()
     )
-    slot = limits.admit_call("198.51.100.7")
+    slot = await limits.admit_call("198.51.100.7")
     with pytest.raises(LimitExceeded, match="calls_per_minute_per_client"):
-        limits.admit_call("198.51.100.7")
+        await limits.admit_call("198.51.100.7")
     assert limits.calls.in_use == 1
-    limits.admit_call("203.0.113.9")
+    await limits.admit_call("203.0.113.9")
     with pytest.raises(LimitExceeded, match="concurrent_calls"):
-        limits.admit_call("192.0.2.1")
+        await limits.admit_call("192.0.2.1")
     slot.release()
-    limits.admit_secret()
-    limits.admit_secret()
+    await limits.admit_secret()
+    await limits.admit_secret()
     with pytest.raises(LimitExceeded, match="minted_secrets_per_minute"):
-        limits.admit_secret()
+        await limits.admit_secret()
 
 
 BASE = """\

@@ -15,10 +15,13 @@ from starlette.websockets import WebSocketDisconnect
 
 from tests.security.test_bounds import UNSIGNED
 from tests.simulators import page_subprotocols, page_token
-from tests.simulators.server import RunningServer
+from tests.simulators.server import RunningServer, free_port
 from tests.test_server import FakeOpenAI, realtime
+from tests.test_session_backends import redis_url  # noqa: F401 — a pytest fixture, by name
 from voxpipe.config.loader import parse_deployment
 from voxpipe.config.models import LimitsConfig
+from voxpipe.security.limits import DeploymentLimits, LimitExceeded
+from voxpipe.sessions.redis_limits import RedisWindows
 from voxpipe.web.app import create_app
 
 PAGE = "https://voice.example.com"  # the deployment's public_url: an allowed page origin
@@ -92,3 +95,41 @@ async def test_minted_client_secrets_beyond_the_limit_get_429(registry: object) 
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert len(openai.requests) == 2  # the refused one never reached the vendor
     assert _refused(metrics, "minted_secrets_per_minute") == 1
+
+
+def test_a_fleet_sharing_redis_counts_each_clients_calls_together(
+    registry: object,
+    redis_url: str,  # noqa: F811 — the fixture, by name
+) -> None:
+    """Two servers of one deployment (sessions in one Redis): the per-client rate is the YAML's figure for
+    the whole fleet, not per server; the minted-secrets window likewise."""
+    fleet = UNSIGNED.replace("sessions: {store: memory}", f"sessions: {{store: redis, url: '{redis_url}'}}")
+    fleet += "limits: {calls_per_minute_per_client: 3}\n"
+    one, two = (create_app([parse_deployment(fleet)], warm_up=False) for _ in range(2))
+    with TestClient(one) as first, TestClient(two) as second:
+        form = {"CallSid": "CA1", "From": "+15550003333"}
+        answers = [client.post("/open/twiml", data=form).status_code for client in (first, second, first, second)]
+        other_caller = second.post("/open/twiml", data={"CallSid": "CA2", "From": "+15550004444"})
+        metrics = second.get("/metrics").text
+    assert answers == [200, 200, 200, 429] and other_caller.status_code == 200
+    assert _refused(metrics, "calls_per_minute_per_client") == 1
+
+
+async def test_shared_windows_refuse_with_the_wait_and_fall_back_to_the_process_when_redis_fails(
+    redis_url: str,  # noqa: F811 — the fixture, by name
+) -> None:
+    windows = RedisWindows(redis_url)
+    try:
+        for _ in range(2):
+            await windows.take("minted_secrets_per_minute", 2, 60, "")
+        with pytest.raises(LimitExceeded) as refused:
+            await windows.take("minted_secrets_per_minute", 2, 60, "")
+        assert 55 < refused.value.retry_after_secs <= 60
+    finally:
+        await windows.close()
+    down = RedisWindows(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    limits = DeploymentLimits(5, 5, 1, shared=down)
+    await limits.admit_secret()  # counted in this process, with a warning
+    with pytest.raises(LimitExceeded):
+        await limits.admit_secret()
+    await down.close()

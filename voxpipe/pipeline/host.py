@@ -46,7 +46,7 @@ from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
 from voxpipe.redaction.sessions import RedactingSessionStore
 from voxpipe.security.browser_access import AccessRefused
-from voxpipe.security.limits import DeploymentLimits, LimitExceeded
+from voxpipe.security.limits import DeploymentLimits, LimitExceeded, SharedWindows
 from voxpipe.sessions import Session, SessionRecorder, SessionStore
 
 CLOSE_TIMEOUT_SECS = 10.0
@@ -284,7 +284,9 @@ class CallHost:
         self.router = ExperimentRouter(deployment)  # variants are validated now, not on a call
         self.bookkeeping = bookkeeping or CallBookkeeping()
         self.calls: set[HostedCall] = set()
-        self.limits = DeploymentLimits(**deployment.limits.model_dump())  # the routes admit calls through it
+        self.limits = DeploymentLimits(  # the routes admit calls through it
+            **deployment.limits.model_dump(), shared=_shared_windows(deployment)
+        )
 
     def refused(self, problem: LimitExceeded | AccessRefused) -> None:
         """A limit, or the browser access check, refused a request: log it and count it in ``/metrics``."""
@@ -346,6 +348,17 @@ class CallHost:
         """End every call still running (the process is stopping)."""
         for call in list(self.calls):
             await call.close()
+        if self.limits.shared is not None:
+            await self.limits.shared.close()
+
+
+def _shared_windows(deployment: Deployment) -> SharedWindows | None:
+    """A fleet shares its rate windows through the Redis its sessions are in (else each process counts alone)."""
+    if deployment.sessions.store != "redis" or not deployment.sessions.url:
+        return None
+    from voxpipe.sessions.redis_limits import RedisWindows  # redis-py is optional: voxpipe[redis]
+
+    return RedisWindows(deployment.sessions.url)
 
 
 def _now() -> str:

@@ -12,16 +12,22 @@ This module only decides; it knows no HTTP. The clock is injectable so tests nee
 bounded: a window keeps at most ``limit`` timestamps per key and at most ``max_keys`` keys (the least
 recently seen key is forgotten first, so rotating addresses cannot fill the server's memory).
 
-State is per process: a deployment served by several processes allows each of them its limits (divide the
-YAML figures accordingly, or share the state, e.g. in Redis, when that is built).
+The rate windows are shared by every process of a deployment whose sessions are in Redis (``SharedWindows``,
+``voxpipe.sessions.redis_limits``): a fleet then allows each client its ``calls_per_minute_per_client`` and
+the deployment its ``minted_secrets_per_minute`` in all. Otherwise, and if that Redis fails (logged), each
+process counts alone. ``concurrent_calls`` is always per process (a slot is this process's call).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger("voxpipe.security")
 
 Clock = Callable[[], float]
 
@@ -108,8 +114,19 @@ class ConcurrencySlots:
         return Slot(self)
 
 
+class SharedWindows(Protocol):
+    """Sliding windows kept outside the process, so all processes of a deployment count together."""
+
+    async def take(self, name: str, limit: int, window_secs: float, key: str) -> None:
+        """Count one event for ``key`` in the window ``name``, or raise ``LimitExceeded`` (counting nothing)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class DeploymentLimits:
-    """The three limits of one deployment, as the routes use them."""
+    """The three limits of one deployment, as the routes use them. ``shared``: where the rate windows are
+    counted for every process (``None``: in this one); if it fails, this process's own windows count."""
 
     def __init__(
         self,
@@ -117,24 +134,41 @@ class DeploymentLimits:
         calls_per_minute_per_client: int,
         minted_secrets_per_minute: int,
         clock: Clock = time.monotonic,
+        shared: SharedWindows | None = None,
     ):
         self.calls = ConcurrencySlots("concurrent_calls", concurrent_calls)
         self.new_calls = SlidingWindow("calls_per_minute_per_client", calls_per_minute_per_client, clock=clock)
         self.secrets = SlidingWindow("minted_secrets_per_minute", minted_secrets_per_minute, clock=clock)
+        self.shared = shared
 
-    def admit_call(self, client: str | None) -> Slot:
+    async def _take(self, window: SlidingWindow, key: str) -> None:
+        if self.shared is not None:
+            try:
+                await self.shared.take(window.name, window.limit, window.window_secs, key)
+                return
+            except LimitExceeded:
+                raise
+            except Exception as exc:  # the shared store is down: this process's own window still bounds it
+                log.warning(f"shared limit {window.name} unavailable, counting in this process: {exc!r}")
+        window.take(key)
+
+    async def admit_new_call(self, client: str) -> None:
+        """Count one new call (or page token) from ``client``, or raise ``LimitExceeded``."""
+        await self._take(self.new_calls, client)
+
+    async def admit_call(self, client: str | None) -> Slot:
         """Admit a new call from ``client`` (its address): the slot it holds until it ends, or ``LimitExceeded``.
 
         The per-client window is checked first, so a client over its rate never takes a slot. ``None``: the
         client was counted already (a Twilio call, by its caller's number at the signed webhook).
         """
         if client is not None:
-            self.new_calls.take(client)
+            await self.admit_new_call(client)
         return self.calls.take()
 
-    def admit_secret(self) -> None:
+    async def admit_secret(self) -> None:
         """Count one minted client secret, or raise ``LimitExceeded``."""
-        self.secrets.take()
+        await self._take(self.secrets, "")
 
 
 class RealTimeBudget:

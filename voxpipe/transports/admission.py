@@ -9,7 +9,7 @@ credentials (1008). Each refusal is counted in ``/metrics`` (``voxpipe_refused_t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from fastapi import HTTPException, WebSocket
@@ -26,17 +26,17 @@ async def admit_socket(host: CallHost, socket: WebSocket, client: str | None) ->
     closed with the reason. ``client`` is the peer's address for the per-client rate (``None``: counted at
     the signed webhook already)."""
     try:
-        return host.limits.admit_call(client)
+        return await host.limits.admit_call(client)
     except LimitExceeded as refused:
         host.refused(refused)
         await socket.close(code=TRY_AGAIN_LATER, reason=str(refused))
         return None
 
 
-def admit_request(host: CallHost, take: Callable[[], T]) -> T:
-    """``take()`` (a limiter's count), or ``HTTPException`` 429 with ``Retry-After``."""
+async def admit_request(host: CallHost, take: Callable[[], Awaitable[T]]) -> T:
+    """``await take()`` (a limiter's count), or ``HTTPException`` 429 with ``Retry-After``."""
     try:
-        return take()
+        return await take()
     except LimitExceeded as refused:
         host.refused(refused)
         retry = str(max(1, math.ceil(refused.retry_after_secs)))

@@ -204,7 +204,7 @@ def add_routes(router: APIRouter, host: CallHost, extra_origins: Sequence[str] =
         except AccessRefused as refused:
             raise refuse(refused, origin) from None
         peer = request.client.host if request.client else ""
-        admit_request(host, lambda: host.limits.new_calls.take(f"token:{peer}"))  # per client, as calls are
+        await admit_request(host, lambda: host.limits.admit_new_call(f"token:{peer}"))  # per client, as calls are
         return {"token": issued.token, "session_id": issued.session.session_id, "expires_at": issued.expires_at}
 
     @router.websocket("/ws")
@@ -231,7 +231,7 @@ def add_routes(router: APIRouter, host: CallHost, extra_origins: Sequence[str] =
         service = realtime_service(deployment)
         if service is None:
             raise HTTPException(status_code=404, detail="this deployment has no OpenAI realtime provider")
-        admit_request(host, host.limits.admit_secret)  # each secret can spend money at OpenAI
+        await admit_request(host, host.limits.admit_secret)  # each secret can spend money at OpenAI
         try:
             secret = await mint_client_secret(deployment, service)
         except Exception as exc:

@@ -188,7 +188,7 @@ def _router(host: CallHost, twilio: TwilioAccount, drain: Drain, page_origins: S
         if drain.draining:
             return twilio_media.xml(drain.twiml(host))
         caller = form.get("From") or (request.client.host if request.client else "")
-        admit_request(host, lambda: host.limits.new_calls.take(f"caller:{caller}"))  # 429: Twilio gives up
+        await admit_request(host, lambda: host.limits.admit_new_call(f"caller:{caller}"))  # 429: Twilio gives up
         if deployment.transport.public_url is None:
             logger.error(f"[{deployment.name}] cannot answer Twilio: transport.public_url (the https base) is not set")
             return Response("transport.public_url is not set", status_code=503)
