@@ -29,7 +29,7 @@ from voxpipe.security.browser_access import PAGE_PURPOSE, TOOLS_PURPOSE, Browser
 from voxpipe.security.tokens import Signer
 from voxpipe.sessions import SQLiteSessionStore
 from voxpipe.web.app import create_app
-from voxpipe.web.serve import loopback_origins
+from voxpipe.web.serve import local_signing_secret, loopback_origins
 
 PAGE = "https://app.example.com"
 OTHER_PAGE = "https://other.example.com"
@@ -241,3 +241,11 @@ def test_only_a_loopback_server_allows_its_own_loopback_pages() -> None:
     assert access.check(issued.token, "http://localhost:8000").session_id == issued.session.session_id
     with pytest.raises(Exception, match="origin not allowed"):
         access.issue("http://localhost:9000")  # another local server's page
+
+
+def test_a_loopback_server_without_a_secret_makes_a_throw_away_one_and_no_other_server_does() -> None:
+    environ: dict[str, str] = {}
+    assert not local_signing_secret("0.0.0.0", environ) and not environ  # noqa: S104 — only the name is tested
+    assert local_signing_secret("127.0.0.1", environ) and len(environ["VOXPIPE_SIGNING_SECRET"]) >= 48
+    given = {"VOXPIPE_SIGNING_SECRET": "k" * 40}
+    assert not local_signing_secret("localhost", given) and given["VOXPIPE_SIGNING_SECRET"] == "k" * 40

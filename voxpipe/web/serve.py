@@ -19,16 +19,19 @@ its calls (``voxpipe.web.drain``) before it exits.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
+from loguru import logger
 
 from voxpipe.config.errors import ConfigError
 from voxpipe.config.loader import load_deployment
 from voxpipe.config.models import Deployment
+from voxpipe.security.tokens import SECRET_VARIABLE
 
 CONFIGS_VARIABLE = "VOXPIPE_SERVE_CONFIGS"
 ORIGINS_VARIABLE = "VOXPIPE_SERVE_PAGE_ORIGINS"
@@ -61,6 +64,17 @@ def loopback_origins(host: str, port: int) -> list[str]:
     if host not in LOOPBACK_HOSTS:
         return []
     return [f"http://{name}:{port}" for name in ("localhost", "127.0.0.1", "[::1]")]
+
+
+def local_signing_secret(host: str, environ: MutableMapping[str, str]) -> bool:
+    """A server on loopback without ``VOXPIPE_SIGNING_SECRET`` makes a throw-away one for this run (its workers
+    inherit it), so the page at ``http://localhost:8000/`` gets its session tokens with nothing to set up.
+    Anywhere else the secret must be given (every server of a deployment shares it). Whether one was made."""
+    if host not in LOOPBACK_HOSTS or environ.get(SECRET_VARIABLE):
+        return False
+    environ[SECRET_VARIABLE] = secrets.token_urlsafe(48)
+    logger.warning(f"{SECRET_VARIABLE} is not set: this loopback server signs tokens with a throw-away secret")
+    return True
 
 
 def build_app(deployments: Sequence[Deployment], page_origins: Sequence[str] = ()) -> FastAPI:
@@ -98,6 +112,7 @@ def serve(
     # buffering them, so one client cannot make the server hold more than this (1009).
     options = {"host": host, "port": port, "ws_max_size": MAX_FRAME_BYTES, "log_level": "info"}
     origins = loopback_origins(host, port)
+    local_signing_secret(host, os.environ)
     if workers == 1:
         uvicorn.run(build_app(deployments, origins), **options)
         return
