@@ -20,6 +20,7 @@ import httpx
 import pytest
 import websockets
 
+from tests.security.test_call_binding import stored_session
 from tests.simulators import page_subprotocols
 from tests.simulators.server import RunningServer
 from tests.test_server import FakeOpenAI, realtime
@@ -27,7 +28,6 @@ from voxpipe.config.errors import ConfigError
 from voxpipe.config.loader import parse_deployment
 from voxpipe.security.browser_access import PAGE_PURPOSE, TOOLS_PURPOSE, BrowserAccess
 from voxpipe.security.tokens import Signer
-from voxpipe.sessions import SQLiteSessionStore
 from voxpipe.web.app import create_app
 from voxpipe.web.serve import local_signing_secret, loopback_origins
 
@@ -91,14 +91,6 @@ async def _call(server: RunningServer, token: str | None, origin: str | None, st
         return answer
 
 
-async def _stored(tmp_path: Path, session_id: str) -> Any:
-    store = SQLiteSessionStore(tmp_path / "s.db")
-    try:
-        return await store.get(session_id)
-    finally:
-        await store.close()
-
-
 def _refused(server: RunningServer, limit: str) -> float:
     metrics = httpx.get(f"{server.url}/metrics").text
     lines = [line for line in metrics.splitlines() if line.startswith("voxpipe_refused_total{") and limit in line]
@@ -112,7 +104,7 @@ async def test_the_page_flow_gets_a_token_then_a_call_on_the_session_the_server_
     token, session_id = _token(running, "web")
     assert (await _call(running, token, PAGE, {}))["event"] in ("media", "transcript")
     await asyncio.sleep(0.5)
-    stored = await _stored(tmp_path, session_id)
+    stored = await stored_session(tmp_path, session_id)
     assert stored.metadata["transport"] == "browser"  # the session the token named, and no other
     # Naming its own session id in start (as an older page did) is accepted: it is the token's.
     assert (await _call(running, token, PAGE, {"sessionId": session_id}))["event"] in ("media", "transcript")
@@ -139,7 +131,7 @@ async def test_each_forged_missing_or_misused_token_is_refused_on_the_socket(
         closed = await _call(running, offered, origin, {})
         assert isinstance(closed, websockets.frames.Close), name
         assert closed.code == 1008 and reason in closed.reason, (name, closed.reason)
-    assert await _stored(tmp_path, session_id) is None  # nothing was opened
+    assert await stored_session(tmp_path, session_id) is None  # nothing was opened
     assert _refused(running, 'limit="session_token"') == 6 and _refused(running, 'limit="origin"') == 2
 
 
@@ -150,11 +142,13 @@ async def test_a_token_replayed_for_another_session_id_never_reaches_that_conver
     victim_token, victim = _token(running, "web")
     await _call(running, victim_token, PAGE, {})
     await asyncio.sleep(0.5)
-    before = (await _stored(tmp_path, victim)).messages
+    before = (await stored_session(tmp_path, victim)).messages
     attacker_token, attacker = _token(running, "web")
     closed = await _call(running, attacker_token, PAGE, {"sessionId": victim})
     assert closed.code == 1008 and "sessionId is not the session token's" in closed.reason
-    assert (await _stored(tmp_path, victim)).messages == before and await _stored(tmp_path, attacker) is None
+    assert (await stored_session(tmp_path, victim)).messages == before and await stored_session(
+        tmp_path, attacker
+    ) is None
 
 
 async def test_a_token_opens_one_live_call_at_a_time(server: tuple[RunningServer, FakeOpenAI]) -> None:

@@ -94,7 +94,7 @@ def _setup(session_id: str, call_sid: str, parameters: dict[str, str]) -> list[d
     return [setup, {"type": "prompt", "voicePrompt": "what are your hours", "lang": "en-GB", "last": True}]
 
 
-async def _stored(tmp_path: Path, call_id: str) -> Any:
+async def stored_session(tmp_path: Path, call_id: str) -> Any:
     """The session as stored (read through a store of the test's own, as the server runs on its own loop)."""
     store = SQLiteSessionStore(tmp_path / "s.db")
     try:
@@ -107,7 +107,7 @@ async def test_media_stream_opens_only_for_the_callsid_its_webhook_named(server:
     token = await _webhook_token(server, "phone", CALL_A)
     # The captured handshake replayed with another call's CallSid, carrying call A's token: refused.
     assert not await _served(server, "phone", "media", _start(CALL_B, {PARAMETER: token}))
-    assert await _stored(tmp_path, CALL_B) is None
+    assert await stored_session(tmp_path, CALL_B) is None
     # No token, a forged one, an expired one, a ConversationRelay one: refused.
     expired = Signer(b"test-signing-secret-" + b"s" * 32, clock=lambda: time.time() - 3600).mint(
         "call:twilio", CALL_A, 60
@@ -115,10 +115,10 @@ async def test_media_stream_opens_only_for_the_callsid_its_webhook_named(server:
     relay_token = webhook_parameters("conversation_relay", CALL_A)[PARAMETER]
     for parameters in [{}, {PARAMETER: token[:-2] + "xx"}, {PARAMETER: expired}, {PARAMETER: relay_token}]:
         assert not await _served(server, "phone", "media", _start(CALL_A, parameters))
-    assert await _stored(tmp_path, CALL_A) is None
+    assert await stored_session(tmp_path, CALL_A) is None
     # The real call, with the token its webhook gave: served (the greeting's audio comes back).
     assert await _served(server, "phone", "media", _start(CALL_A, {PARAMETER: token}))
-    stored = await _stored(tmp_path, CALL_A)
+    stored = await stored_session(tmp_path, CALL_A)
     assert stored is not None and PARAMETER not in stored.metadata["custom_parameters"]  # not kept
 
 
@@ -127,13 +127,13 @@ async def test_relay_replay_cannot_resume_another_calls_conversation(server: Run
     token_a = await _webhook_token(server, "relay", CALL_A)
     assert await _served(server, "relay", "relay", _setup(session, CALL_A, {PARAMETER: token_a}))
     await asyncio.sleep(0.5)
-    assert (await _stored(tmp_path, session)).messages  # call A's conversation is stored
+    assert (await stored_session(tmp_path, session)).messages  # call A's conversation is stored
     # Call B's own valid token, naming call A's sessionId: refused, A's history is never sent.
     token_b = await _webhook_token(server, "relay", CALL_B)
     assert not await _served(server, "relay", "relay", _setup(session, CALL_B, {PARAMETER: token_b}))
     # Naming call A's CallSid without its token: refused.
     assert not await _served(server, "relay", "relay", _setup(session, CALL_A, {}))
-    assert (await _stored(tmp_path, session)).metadata["callSid"] == CALL_A
+    assert (await stored_session(tmp_path, session)).metadata["callSid"] == CALL_A
 
 
 async def test_an_id_of_one_transport_never_names_another_transports_conversation(
@@ -142,11 +142,11 @@ async def test_an_id_of_one_transport_never_names_another_transports_conversatio
     token = await _webhook_token(server, "phone", CALL_A)
     assert await _served(server, "phone", "media", _start(CALL_A, {PARAMETER: token}))
     await asyncio.sleep(0.5)
-    assert await _stored(tmp_path, CALL_A) is not None
+    assert await stored_session(tmp_path, CALL_A) is not None
     # A relay session whose sessionId is the Media Streams call's CallSid (properly bound to its own call B).
     relay_token = await _webhook_token(server, "relay", CALL_B)
     assert not await _served(server, "relay", "relay", _setup(CALL_A, CALL_B, {PARAMETER: relay_token}))
-    stored = await _stored(tmp_path, CALL_A)
+    stored = await stored_session(tmp_path, CALL_A)
     assert stored.metadata["transport"] == "twilio"
     # A browser session id equal to that CallSid: the call host refuses it for any other transport.
     store = SQLiteSessionStore(tmp_path / "s.db")
