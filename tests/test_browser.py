@@ -140,6 +140,20 @@ def test_browser_call_gets_a_token_shows_transcript_replies_and_latency_then_res
         browser.find_element(By.ID, "call").click()  # hang up
         time.sleep(1.0)
 
+        # A token the server no longer takes (a restart with another secret): the call is refused with the
+        # reason, the page drops the token, and the next press gets a fresh one (a new session: greeted).
+        stale = json.dumps({"token": "e30.c2lnbmF0dXJl", "session_id": "x", "expires_at": time.time() + 3600})
+        browser.execute_script("sessionStorage.setItem(Object.keys(sessionStorage)[0], arguments[0])", stale)
+        browser.refresh()
+        wait_until(lambda: browser.find_element(By.ID, "title").text == "web")
+        browser.find_element(By.ID, "call").click()
+        wait_until(
+            lambda: "Call refused: session token refused: bad signature" in browser.find_element(By.ID, "status").text
+        )
+        browser.find_element(By.ID, "call").click()
+        wait_until(lambda: lines(browser, "assistant")[:1] == ["Welcome to the web agent."], timeout=60)
+        browser.find_element(By.ID, "call").click()  # hang up
+
         # The same page from an origin not listed (localhost is not 127.0.0.1): no token, no call.
         browser.get(f"http://localhost:{port}/web/")
         wait_until(lambda: browser.find_element(By.ID, "title").text == "web")

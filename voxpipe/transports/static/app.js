@@ -28,14 +28,15 @@ function setStatus(text) {
 // A call needs a session token first (POST {name}/token): it names the session the server chose for this tab
 // and this page's origin, and opens calls for a few minutes. The tab keeps it, so a reload within its
 // lifetime resumes the conversation.
+const tokenKey = `voxpipe-session-${location.pathname}`;
+
 async function sessionToken() {
-  const key = `voxpipe-session-${location.pathname}`;
-  const kept = JSON.parse(sessionStorage.getItem(key) || "null");
+  const kept = JSON.parse(sessionStorage.getItem(tokenKey) || "null");
   if (kept && kept.expires_at * 1000 - Date.now() > 30000) return kept.token;
   const response = await fetch(new URL("token", base), { method: "POST" });
   if (!response.ok) throw new Error(`token: HTTP ${response.status}`);
   const issued = await response.json();
-  sessionStorage.setItem(key, JSON.stringify(issued));
+  sessionStorage.setItem(tokenKey, JSON.stringify(issued));
   return issued.token;
 }
 
@@ -132,6 +133,7 @@ async function startWebSocketCall() {
     }
   };
   socket.onclose = ({ code, reason }) => {
+    if (code === 1008) sessionStorage.removeItem(tokenKey); // refused (expired, server restarted...): a new one next time
     setStatus(code === 1008 || code === 1013 ? `Call refused: ${reason}` : "Call ended.");
     stop();
   };
@@ -152,6 +154,7 @@ async function startWebRtcCall() {
     method: "POST",
     headers: { Authorization: `Bearer ${await sessionToken()}` },
   });
+  if (response.status === 401) sessionStorage.removeItem(tokenKey);
   if (!response.ok) throw new Error(`session: HTTP ${response.status}`);
   const session = await response.json();
   const peer = new RTCPeerConnection();
