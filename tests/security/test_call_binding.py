@@ -34,6 +34,7 @@ from voxpipe.security.spent_tokens import MemorySpentTokens
 from voxpipe.security.tokens import Signer
 from voxpipe.sessions import SQLiteSessionStore
 from voxpipe.sessions.redis_spent import RedisSpentTokens
+from voxpipe.sessions.sqlite_spent import SQLiteSpentTokens
 from voxpipe.web.app import create_app
 
 PUBLIC = "https://voice.example.com"
@@ -218,16 +219,18 @@ async def test_a_relay_binding_token_opens_one_session_once(server: RunningServe
     assert not await _served(server, "relay", "relay", _setup("VX" + "c" * 32, CALL_A, {PARAMETER: token}))
 
 
-async def test_a_token_spent_on_one_server_is_refused_by_another_sharing_its_redis(
-    tmp_path: Path,
-    registry: object,
-    redis_url: str,  # noqa: F811 — the fixture, by name
+@pytest.mark.parametrize("store", ["redis", "sqlite"])
+async def test_a_token_spent_on_one_server_is_refused_by_another_sharing_its_sessions(
+    store: str, tmp_path: Path, registry: object, request: pytest.FixtureRequest
 ) -> None:
-    """Two servers of a fleet (sessions in one Redis): the replay goes to the server the call did not use."""
+    """Two servers of a fleet (sessions in one Redis), or two workers of one host (one SQLite file): the
+    replay goes to the one the call did not use."""
+    url = request.getfixturevalue("redis_url") if store == "redis" else None
     apps = []
     for _ in range(2):
         phone = deployment(tmp_path, ["what are your hours"])
-        phone.sessions = SessionsConfig(store="redis", url=redis_url)
+        if url is not None:
+            phone.sessions = SessionsConfig(store="redis", url=url)
         apps.append(create_app([phone], warm_up=False))
     with RunningServer(apps[0]) as one, RunningServer(apps[1]) as two:
         token = await _webhook_token(one, "phone", CALL_B)
@@ -238,10 +241,21 @@ async def test_a_token_spent_on_one_server_is_refused_by_another_sharing_its_red
             await again.wait_for(lambda: again.closed.is_set(), what="the replay refused")
         assert again.close_code == 1008 and "used already" in again.close_reason
         assert not again.sent("media")
-    spent = RedisSpentTokens(redis_url)
+    spent = RedisSpentTokens(url) if url is not None else SQLiteSpentTokens(tmp_path / "s.db")
     try:
-        assert not await spent.spend(token, 1)  # remembered in Redis, until the token expires
+        assert not await spent.spend(token, 1)  # remembered beside the sessions, until the token expires
         assert await spent.spend(token + "x", 1)
+    finally:
+        await spent.close()
+
+
+async def test_spent_tokens_in_sqlite_are_forgotten_once_expired(tmp_path: Path) -> None:
+    clock = [1000.0]
+    spent = SQLiteSpentTokens(tmp_path / "s.db", clock=lambda: clock[0])
+    try:
+        assert await spent.spend("a", 120) and not await spent.spend("a", 120)
+        clock[0] += 121
+        assert await spent.spend("a", 120)  # forgotten once expired (a token that old opens nothing anyway)
     finally:
         await spent.close()
 

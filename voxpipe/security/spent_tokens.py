@@ -5,7 +5,9 @@ the handshake, whose signature is valid for every call) could otherwise open a s
 CallSid within that time. The first socket to bring it spends it; the token is remembered until it has
 expired, and any later socket bringing it is refused. Remembered in memory here (one process); a deployment
 whose sessions are in Redis remembers them there (``voxpipe.sessions.redis_spent``), so every server of a
-fleet refuses a token spent on another. Only a digest of each token is kept. Standard library only.
+fleet refuses a token spent on another, and one whose sessions are in SQLite in that file
+(``voxpipe.sessions.sqlite_spent``: the workers of one host). Only a digest of each token is kept. Standard
+library only.
 """
 
 from __future__ import annotations

@@ -130,12 +130,17 @@ class PendingTransfer:
 
 
 def _spent_tokens(deployment: Deployment) -> SpentTokens:
-    """Where the deployment's spent binding tokens are remembered: its Redis when sessions are there (a fleet
-    shares it), else this process's memory."""
-    if deployment.sessions.store == "redis" and deployment.sessions.url:
+    """Where the deployment's spent binding tokens are remembered: beside its sessions when they are shared
+    (Redis: a fleet; SQLite: the workers of one host), else this process's memory."""
+    sessions = deployment.sessions
+    if sessions.store == "redis" and sessions.url:
         from voxpipe.sessions.redis_spent import RedisSpentTokens  # redis-py is optional: voxpipe[redis]
 
-        return RedisSpentTokens(deployment.sessions.url)
+        return RedisSpentTokens(sessions.url)
+    if sessions.store == "sqlite":
+        from voxpipe.sessions.sqlite_spent import SQLiteSpentTokens
+
+        return SQLiteSpentTokens(sessions.path)
     return MemorySpentTokens()
 
 
