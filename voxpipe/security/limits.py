@@ -140,16 +140,20 @@ class DeploymentLimits:
         self.new_calls = SlidingWindow("calls_per_minute_per_client", calls_per_minute_per_client, clock=clock)
         self.secrets = SlidingWindow("minted_secrets_per_minute", minted_secrets_per_minute, clock=clock)
         self.shared = shared
+        self._shared_failing = False
 
     async def _take(self, window: SlidingWindow, key: str) -> None:
         if self.shared is not None:
             try:
                 await self.shared.take(window.name, window.limit, window.window_secs, key)
+                self._shared_failing = False
                 return
             except LimitExceeded:
                 raise
             except Exception as exc:  # the shared store is down: this process's own window still bounds it
-                log.warning(f"shared limit {window.name} unavailable, counting in this process: {exc!r}")
+                if not self._shared_failing:  # once per outage, not once per request
+                    log.warning(f"shared limits unavailable, counting in this process until they are back: {exc!r}")
+                self._shared_failing = True
         window.take(key)
 
     async def admit_new_call(self, client: str) -> None:
