@@ -7,6 +7,7 @@ Bedrock converse-stream fake, which rejects any request Bedrock would (roles mus
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from tests.fakes import Behaviour, FakeBedrock, Turn
 from tests.simulators import webhook_parameters
 from voxpipe.aws.conversations import ConversationTable, table_definition
 from voxpipe.config.models import DEFAULT_FAILURE_SAY
+from voxpipe.security.call_binding import PARAMETER
 from voxpipe.serverless import ConnectionGone, Connections, HandlerConfig
 from voxpipe.serverless.twiml import handler as twiml_handler
 
@@ -143,7 +145,9 @@ class RelayCaller:
         headers = {"X-Twilio-Signature": signature} if signature is not None else {}
         return cls(await websockets.connect(url, additional_headers=headers, open_timeout=20))
 
-    async def setup(self, call_sid: str = CALL) -> None:
+    async def setup(self, call_sid: str = CALL, binding: dict[str, str] | None = None) -> None:
+        """``binding``: the token parameter to bring (default: a fresh one, as the TwiML webhook gives)."""
+        binding = webhook_parameters("conversation_relay", call_sid) if binding is None else binding
         await self.send(
             {
                 "type": "setup",
@@ -152,7 +156,7 @@ class RelayCaller:
                 "from": "+15550100",
                 "to": "+15550199",
                 "direction": "inbound",
-                "customParameters": {"campaign": "test", **webhook_parameters("conversation_relay", call_sid)},
+                "customParameters": {"campaign": "test", **binding},
             }
         )
 
@@ -310,6 +314,28 @@ async def test_tool_arguments_the_schema_does_not_allow_are_refused_and_the_call
     assert (await caller.next_message())["type"] == "end"
     await caller.hang_up()
     assert not bedrock.errors, bedrock.errors
+
+
+async def test_a_replayed_setup_token_is_refused_by_every_invocation(shim: ApiGatewayShim, aws: str) -> None:
+    """Issue 11: the setup's binding token is spent in the table by the invocation that took it, so the same
+    token brought again (a captured handshake and setup, replayed for the same CallSid) opens nothing."""
+    call_sid = "CA00000000000000000000000000000005"
+    binding = webhook_parameters("conversation_relay", call_sid)
+    caller = await RelayCaller.dial(shim.client_url, signature())
+    await caller.setup(call_sid, binding)
+    await caller.prompt("what are your hours")
+    assert await caller.reply() == "You said what are your hours."
+    await caller.hang_up()
+    replay = await RelayCaller.dial(shim.client_url, signature())
+    await replay.setup(call_sid, binding)
+    await replay.prompt("what did we say")
+    with pytest.raises(websockets.ConnectionClosed):
+        await replay.next_message(timeout=20)
+    assert not replay.received
+    assert [m["content"] for m in table(aws).get(call_sid).messages if m["role"] == "user"] == ["what are your hours"]
+    digest = hashlib.sha256(binding[PARAMETER].encode()).hexdigest()
+    spent = dynamodb(aws).get_item(TableName=TABLE, Key={"pk": {"S": "spent#" + digest}})["Item"]
+    assert 100 < int(spent["expires_at"]["N"]) - time.time() <= 121
 
 
 async def test_a_failed_llm_ends_the_session_through_on_failure(shim: ApiGatewayShim, bedrock: FakeBedrock) -> None:

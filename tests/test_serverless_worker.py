@@ -276,6 +276,14 @@ async def test_twilio_realtime_call_with_out_of_order_delivery(bridge: Bridge) -
         call = next(iter(worker.calls.values()))
         assert call.hosted.pipeline.services["realtime"].transcripts == ["is it open"]
         await client.ws.close()
+        await wait_until(lambda: not worker.calls)
+        # Issue 11: the same start (its binding token spent, in the table) replayed on a new connection: closed.
+        replay = await Client.connect(shim.client_url, {"X-Twilio-Signature": signature})
+        replay.stream_sid = client.stream_sid
+        await replay.send(replay.event("connected"), replay.event("start", start=start))
+        with pytest.raises(websockets.ConnectionClosed):
+            await replay.collect(lambda got: False)
+        assert not replay.received
 
 
 # ------------------------------------------------------------------------------------------------ limits

@@ -11,6 +11,8 @@ One string hash key, ``pk``, and two kinds of item:
   (JSON), ``live`` (JSON: reply turns being generated, see ``Conversation.live``) and ``version``.
 - ``conn#<connection id>``: one open WebSocket connection: the call it belongs to and what the audio
   bridge's worker needs (``endpoint``, ``client``). ``$disconnect`` deletes it; the worker watches it.
+- ``spent#<token digest>``: a call-binding token already used (``voxpipe.security.spent_tokens``), kept until
+  it expires, so a replayed ``setup`` / ``start`` is refused by every invocation and worker.
 
 Every item carries ``expires_at`` (epoch seconds), the table's TTL attribute. DynamoDB deletes expired
 items lazily (typically within days), so every read here filters them out itself.
@@ -39,6 +41,7 @@ KEY = "pk"
 TTL_ATTRIBUTE = "expires_at"
 CALL_PREFIX = "call#"
 CONNECTION_PREFIX = "conn#"
+SPENT_PREFIX = "spent#"
 #: API Gateway closes a WebSocket connection after 2 hours; a connection row outlives it a little.
 CONNECTION_TTL_SECS = 2 * 3600 + 600
 
@@ -194,6 +197,26 @@ class ConversationTable:
     def drop_connection(self, connection_id: str) -> None:
         """Delete a connection's row (idempotent)."""
         self.client.delete_item(TableName=self.table, Key={KEY: {"S": CONNECTION_PREFIX + connection_id}})
+
+    # -------------------------------------------------------------------------------------- spent tokens
+
+    def spend(self, digest: str, keep_secs: float) -> bool:
+        """``True`` the first time the token of ``digest`` is spent (one conditional put: exactly one writer
+        wins), ``False`` while an earlier spending is remembered."""
+        now = int(self.clock())
+        item = {KEY: {"S": SPENT_PREFIX + digest}, TTL_ATTRIBUTE: {"N": str(now + max(1, round(keep_secs)))}}
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=item,
+                ConditionExpression=f"attribute_not_exists({KEY}) OR {TTL_ATTRIBUTE} <= :now",
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     # -------------------------------------------------------------------------------------- items
 

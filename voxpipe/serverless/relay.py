@@ -36,7 +36,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from voxpipe.aws.conversations import Conversation, ConversationTooLarge, Message
-from voxpipe.security.call_binding import CallBinding, without_token
+from voxpipe.security.call_binding import PARAMETER, TTL_SECS, CallBinding, without_token
+from voxpipe.security.spent_tokens import digest
 from voxpipe.security.tokens import TokenError
 from voxpipe.serverless import (
     RELAY_URL_ENV,
@@ -142,11 +143,15 @@ class Relay:
         """Bind the connection to its call; a new conversation starts with the greeting Twilio speaks.
 
         Only for a verified call: ``setup`` must carry the token the TwiML webhook gave its CallSid
-        (``voxpipe.security.call_binding``), and the id must not name another transport's conversation.
+        (``voxpipe.security.call_binding``), unspent (it is spent now, in the table, so a replay is refused by
+        every invocation), and the id must not name another transport's conversation.
         """
         binding = CallBinding.for_deployment("conversation_relay", self.config.validate_signatures)
+        token = setup.custom_parameters.get(PARAMETER)
         try:
             binding.verify(setup.call_sid, setup.custom_parameters)
+            if token is not None and not self.table.spend(digest(str(token)), TTL_SECS):
+                raise TokenError(f"the {PARAMETER} was used already (a replayed setup for this call)")
         except TokenError as problem:
             self._refuse(f"setup for call {setup.call_sid!r} refused: {problem}")
             return

@@ -131,7 +131,8 @@ class PendingTransfer:
 
 def _spent_tokens(deployment: Deployment) -> SpentTokens:
     """Where the deployment's spent binding tokens are remembered: beside its sessions when they are shared
-    (Redis: a fleet; SQLite: the workers of one host), else this process's memory."""
+    (Redis, DynamoDB: a fleet, the serverless bridge; SQLite: the workers of one host), else this process's
+    memory."""
     sessions = deployment.sessions
     if sessions.store == "redis" and sessions.url:
         from voxpipe.sessions.redis_spent import RedisSpentTokens  # redis-py is optional: voxpipe[redis]
@@ -141,6 +142,10 @@ def _spent_tokens(deployment: Deployment) -> SpentTokens:
         from voxpipe.sessions.sqlite_spent import SQLiteSpentTokens
 
         return SQLiteSpentTokens(sessions.path)
+    if sessions.store == "dynamodb" and sessions.table:
+        from voxpipe.sessions.dynamodb_spent import DynamoDBSpentTokens
+
+        return DynamoDBSpentTokens(sessions.table)
     return MemorySpentTokens()
 
 
