@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from voxpipe.security.browser_access import AccessRefused, BrowserAccess, bearer
 from voxpipe.security.tokens import Signer, TokenError
 from voxpipe.tools.arguments import InvalidArguments, check_arguments
 from voxpipe.tools.runner import run_tool
@@ -48,6 +49,28 @@ def test_a_token_changed_in_any_one_place_is_refused(position: int, character: s
     if forged != VALID:  # the signature covers the payload's text, so even base64's spare bits count
         with pytest.raises(TokenError):
             SIGNER.verify(forged, "call", "CA-one")
+
+
+PAGES = BrowserAccess(["https://app.example.com"], SIGNER, 60)
+PAGE_TOKEN = PAGES.issue("https://app.example.com").token
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    token=st.none() | st.text(max_size=300) | st.just(PAGE_TOKEN),
+    origin=st.none() | st.text(max_size=60) | st.just("https://app.example.com"),
+    authorization=st.text(max_size=80),
+)
+def test_any_page_token_origin_or_header_is_accepted_or_refused_with_a_status(
+    token: str | None, origin: str | None, authorization: str
+) -> None:
+    for offered in (token, bearer({"authorization": authorization})):
+        try:
+            session = PAGES.check(offered, origin)
+        except AccessRefused as refused:
+            assert refused.status in (401, 403) and len(str(refused).encode()) <= 123  # fits a close frame
+            continue
+        assert offered == PAGE_TOKEN and origin == "https://app.example.com" and session.origin == origin
 
 
 @settings(max_examples=300, deadline=None)
