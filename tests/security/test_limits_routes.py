@@ -7,6 +7,7 @@ name as the reason. Every refusal is counted in ``/metrics`` as ``voxpipe_refuse
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -97,28 +98,35 @@ async def test_minted_client_secrets_beyond_the_limit_get_429(registry: object) 
     assert _refused(metrics, "minted_secrets_per_minute") == 1
 
 
-def test_a_fleet_sharing_redis_counts_each_clients_calls_together(
-    registry: object,
-    redis_url: str,  # noqa: F811 — the fixture, by name
+@pytest.mark.parametrize("store", ["redis", "sqlite"])
+def test_processes_sharing_their_sessions_count_each_clients_calls_together(
+    store: str, registry: object, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """Two servers of one deployment (sessions in one Redis): the per-client rate is the YAML's figure for
-    the whole fleet, not per server; the minted-secrets window likewise."""
-    fleet = UNSIGNED.replace("sessions: {store: memory}", f"sessions: {{store: redis, url: '{redis_url}'}}")
-    fleet += "limits: {calls_per_minute_per_client: 3}\n"
+    """Two servers of one deployment with sessions in one Redis (a fleet) or one SQLite file (the workers of
+    a host): the per-client rate is the YAML's figure for all of them, not per process. Another deployment
+    on the same store counts its own."""
+    if store == "redis":
+        sessions = f"sessions: {{store: redis, url: '{request.getfixturevalue('redis_url')}'}}"
+    else:
+        sessions = f"sessions: {{store: sqlite, path: '{tmp_path / 's.db'}'}}"
+    fleet = UNSIGNED.replace("sessions: {store: memory}", sessions) + "limits: {calls_per_minute_per_client: 3}\n"
     one, two = (create_app([parse_deployment(fleet)], warm_up=False) for _ in range(2))
-    with TestClient(one) as first, TestClient(two) as second:
+    other = create_app([parse_deployment(fleet.replace("name: open", "name: other"))], warm_up=False)
+    with TestClient(one) as first, TestClient(two) as second, TestClient(other) as third:
         form = {"CallSid": "CA1", "From": "+15550003333"}
         answers = [client.post("/open/twiml", data=form).status_code for client in (first, second, first, second)]
         other_caller = second.post("/open/twiml", data={"CallSid": "CA2", "From": "+15550004444"})
+        other_deployment = third.post("/other/twiml", data=form)
         metrics = second.get("/metrics").text
     assert answers == [200, 200, 200, 429] and other_caller.status_code == 200
+    assert other_deployment.status_code == 200
     assert _refused(metrics, "calls_per_minute_per_client") == 1
 
 
 async def test_shared_windows_refuse_with_the_wait_and_fall_back_to_the_process_when_redis_fails(
     redis_url: str,  # noqa: F811 — the fixture, by name
 ) -> None:
-    windows = RedisWindows(redis_url)
+    windows = RedisWindows(redis_url, "support")
     try:
         for _ in range(2):
             await windows.take("minted_secrets_per_minute", 2, 60, "")
@@ -127,7 +135,7 @@ async def test_shared_windows_refuse_with_the_wait_and_fall_back_to_the_process_
         assert 55 < refused.value.retry_after_secs <= 60
     finally:
         await windows.close()
-    down = RedisWindows(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    down = RedisWindows(f"redis://127.0.0.1:{free_port()}/0", "support")  # nothing listens there
     limits = DeploymentLimits(5, 5, 1, shared=down)
     await limits.admit_secret()  # counted in this process, with a warning
     with pytest.raises(LimitExceeded):

@@ -353,12 +353,18 @@ class CallHost:
 
 
 def _shared_windows(deployment: Deployment) -> SharedWindows | None:
-    """A fleet shares its rate windows through the Redis its sessions are in (else each process counts alone)."""
-    if deployment.sessions.store != "redis" or not deployment.sessions.url:
-        return None
-    from voxpipe.sessions.redis_limits import RedisWindows  # redis-py is optional: voxpipe[redis]
+    """Processes share their rate windows where they share their sessions: a fleet in Redis, the workers of
+    one host in the SQLite file (else each process counts alone)."""
+    sessions = deployment.sessions
+    if sessions.store == "redis" and sessions.url:
+        from voxpipe.sessions.redis_limits import RedisWindows  # redis-py is optional: voxpipe[redis]
 
-    return RedisWindows(deployment.sessions.url)
+        return RedisWindows(sessions.url, deployment.name)
+    if sessions.store == "sqlite":
+        from voxpipe.sessions.sqlite_limits import SQLiteWindows
+
+        return SQLiteWindows(sessions.path, deployment.name)
+    return None
 
 
 def _now() -> str:

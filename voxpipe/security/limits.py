@@ -12,10 +12,12 @@ This module only decides; it knows no HTTP. The clock is injectable so tests nee
 bounded: a window keeps at most ``limit`` timestamps per key and at most ``max_keys`` keys (the least
 recently seen key is forgotten first, so rotating addresses cannot fill the server's memory).
 
-The rate windows are shared by every process of a deployment whose sessions are in Redis (``SharedWindows``,
-``voxpipe.sessions.redis_limits``): a fleet then allows each client its ``calls_per_minute_per_client`` and
-the deployment its ``minted_secrets_per_minute`` in all. Otherwise, and if that Redis fails (logged), each
-process counts alone. ``concurrent_calls`` is always per process (a slot is this process's call).
+The rate windows are shared by every process that shares the deployment's sessions (``SharedWindows``): in
+Redis a fleet (``voxpipe.sessions.redis_limits``), in SQLite the workers of one host
+(``voxpipe.sessions.sqlite_limits``) then allow each client its ``calls_per_minute_per_client`` and the
+deployment its ``minted_secrets_per_minute`` in all. With memory sessions, and while the shared store fails
+(logged), each process counts alone. ``concurrent_calls`` is always per process (a slot is this process's
+call).
 """
 
 from __future__ import annotations

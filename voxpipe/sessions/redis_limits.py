@@ -1,11 +1,11 @@
 """The ``limits:`` rate windows in the deployment's Redis, so every ``voxpipe serve`` of a fleet counts together.
 
-One sorted set per window and key, ``voxpipe:limit:<name>:{<key>}``, scored by the time of each event; a
-Lua script drops the events older than the window, refuses when ``limit`` remain (answering when the oldest
-ages out, for ``Retry-After``) and otherwise adds this one, all in one atomic step, so two servers racing
-never both take the last place. The time is Redis's own (``TIME``), so the servers' clocks do not matter.
-The set expires with its window, so a client seen once costs nothing afterwards. See
-``voxpipe.security.limits``.
+One sorted set per deployment, window and key, ``voxpipe:limit:<deployment>:<name>:{<key>}``, scored by the
+time of each event; a Lua script drops the events older than the window, refuses when ``limit`` remain
+(answering when the oldest ages out, for ``Retry-After``) and otherwise adds this one, all in one atomic
+step, so two servers racing never both take the last place. The time is Redis's own (``TIME``), so the
+servers' clocks do not matter. The set expires with its window, so a client seen once costs nothing
+afterwards. See ``voxpipe.security.limits``.
 """
 
 from __future__ import annotations
@@ -34,15 +34,17 @@ return false
 
 
 class RedisWindows:
-    """``SharedWindows`` in one Redis database (``url`` as redis-py takes it)."""
+    """``SharedWindows`` in one Redis database (``url`` as redis-py takes it); ``scope`` (the deployment's
+    name) keeps the windows of deployments sharing the database apart."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, scope: str):
         self._redis = Redis.from_url(url)
+        self._scope = scope
         self._take = self._redis.register_script(TAKE)
 
     async def take(self, name: str, limit: int, window_secs: float, key: str) -> None:
         event = secrets.token_hex(8)  # members must differ: two events may share a timestamp
-        retry = await self._take(keys=[f"{PREFIX}:{name}:{{{key}}}"], args=[window_secs, limit, event])
+        retry = await self._take(keys=[f"{PREFIX}:{self._scope}:{name}:{{{key}}}"], args=[window_secs, limit, event])
         if retry is not None:
             raise LimitExceeded(name, float(retry))
 
