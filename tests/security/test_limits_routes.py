@@ -23,6 +23,7 @@ from voxpipe.config.loader import parse_deployment
 from voxpipe.config.models import LimitsConfig
 from voxpipe.security.limits import DeploymentLimits, LimitExceeded
 from voxpipe.sessions.redis_limits import RedisWindows
+from voxpipe.sessions.sqlite_limits import SQLiteWindows
 from voxpipe.web.app import create_app
 
 PAGE = "https://voice.example.com"  # the deployment's public_url: an allowed page origin
@@ -141,3 +142,22 @@ async def test_shared_windows_refuse_with_the_wait_and_fall_back_to_the_process_
     with pytest.raises(LimitExceeded):
         await limits.admit_secret()
     await down.close()
+
+
+async def test_sqlite_windows_age_out_and_say_when_to_retry(tmp_path: Path) -> None:
+    clock = [1000.0]
+    windows = SQLiteWindows(tmp_path / "s.db", "support", clock=lambda: clock[0])
+    other = SQLiteWindows(tmp_path / "s.db", "other", clock=lambda: clock[0])  # a deployment on the same file
+    try:
+        for _ in range(2):
+            await windows.take("calls_per_minute_per_client", 2, 60, "198.51.100.7")
+            clock[0] += 10
+        with pytest.raises(LimitExceeded) as refused:
+            await windows.take("calls_per_minute_per_client", 2, 60, "198.51.100.7")
+        assert refused.value.retry_after_secs == pytest.approx(40)
+        await other.take("calls_per_minute_per_client", 2, 60, "198.51.100.7")
+        clock[0] += 41  # the first event left the window
+        await windows.take("calls_per_minute_per_client", 2, 60, "198.51.100.7")
+    finally:
+        await windows.close()
+        await other.close()
