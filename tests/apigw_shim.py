@@ -403,7 +403,7 @@ class ApiGatewayShim(FakeServer):
         now = time.time()
         connection = _Connection(
             connection_id=_connection_id(),
-            ws=web.WebSocketResponse(max_msg_size=FRAME_LIMIT),
+            ws=web.WebSocketResponse(max_msg_size=FRAME_LIMIT),  # replaced once $connect has answered
             connected_at=now,
             last_active=now,
             source_ip=request.remote or "127.0.0.1",
@@ -424,7 +424,10 @@ class ApiGatewayShim(FakeServer):
         self.record("ws_connect", connection_id=connection.connection_id, status=status)
         if not 200 <= status < 300:
             return web.Response(status=status, text=result.get("body") or "Forbidden")
-        ws = connection.ws
+        # API Gateway answers the subprotocol the $connect route's response names (a client that offered
+        # some and got none back drops the handshake, as browsers do).
+        chosen = (result.get("headers") or {}).get("Sec-WebSocket-Protocol")
+        ws = connection.ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, protocols=(chosen,) if chosen else ())
         await ws.prepare(request)
         self.clients[connection.connection_id] = connection
         close_code = 1000
@@ -540,6 +543,23 @@ class ApiGatewayShim(FakeServer):
                 except ValueError:
                     out.append(entry["data"])
         return out
+
+    async def page_token(self, origin: str | None, route: str = "$connect") -> dict[str, Any]:
+        """The answer of ``route``'s function (the bridge's) to a page's ``POST /bridge/token``: an HTTP API
+        payload 2.0 event, invoked in the shim's containers (their pipes belong to the shim's loop)."""
+        event = {
+            "version": "2.0",
+            "routeKey": "POST /bridge/token",
+            "rawPath": "/bridge/token",
+            "headers": {"origin": origin} if origin else {},
+            "requestContext": {"routeKey": "POST /bridge/token", "http": {"method": "POST", "path": "/bridge/token"}},
+            "isBase64Encoded": False,
+        }
+        assert self._loop is not None
+        invoked = asyncio.run_coroutine_threadsafe(self.functions[route].invoke(event), self._loop)
+        reply, _ = await asyncio.wrap_future(invoked)
+        assert "result" in reply and not reply["heavy"], reply
+        return reply["result"]
 
     def invoked(self, route: str) -> list[Invocation]:
         with self._lock:

@@ -97,6 +97,10 @@ def test_resources_and_routes(template: dict[str, Any]) -> None:
     }
     paths = {e["Properties"]["Path"] for e in resources["TwimlFunction"]["Properties"]["Events"].values()}
     assert paths == {"/twiml", "/twiml/action", "/twiml/transfer-status"}  # the warm transfer's status callback
+    # The bridge hands browser pages their session token on the same (implicit) HTTP API.
+    [page_token] = resources["BridgeFunction"]["Properties"]["Events"].values()
+    assert page_token == {"Type": "HttpApi", "Properties": {"Path": "/bridge/token", "Method": "POST"}}
+    assert "${ServerlessHttpApi}" in template["Outputs"]["BridgeTokenUrl"]["Value"]["Fn::Sub"]
     assert set(template["Parameters"]) == {"StageName"}  # no secret is a template parameter
     relay_env = resources["RelayFunction"]["Properties"]["Environment"]["Variables"]
     assert relay_env["LOOKUP_TOKEN"] == "{{resolve:secretsmanager:voxpipe/sam-test/LOOKUP_TOKEN}}"  # noqa: S105 — a dynamic reference, not a secret

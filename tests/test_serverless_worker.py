@@ -38,6 +38,8 @@ from voxpipe.audio import g711
 from voxpipe.aws.conversations import table_definition
 from voxpipe.config.loader import parse_deployment
 from voxpipe.records.store import RecordStore
+from voxpipe.security.browser_access import PAGE_PURPOSE
+from voxpipe.security.tokens import SECRET_VARIABLE, Signer
 from voxpipe.serverless.apigw_transport import LinkSettings
 from voxpipe.serverless.worker import BridgeSettings, BridgeWorker
 
@@ -47,6 +49,7 @@ TABLE = "voxpipe-bridge-test"
 TOKEN = "twilio-bridge-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
 BRIDGE_URL = "wss://bridge.voxpipe.test/prod"
 ORIGIN = "https://app.voxpipe.test"
+OTHER_ORIGIN = "https://other.voxpipe.test"  # allowed too: its tokens open nothing for ORIGIN's pages
 CASCADE = f"""
 name: bridge-test
 agent:
@@ -59,7 +62,7 @@ llm: {{provider: testkit_llm, options: {{replies: [{{when: hours, say: "We are o
 tts: {{provider: testkit_tts, options: {{secs_per_char: 0.02}}}}
 transport:
   twilio: {{auth_token: "${{TWILIO_AUTH_TOKEN}}"}}
-  browser: {{allowed_origins: ["{ORIGIN}"]}}
+  browser: {{allowed_origins: ["{ORIGIN}", "{OTHER_ORIGIN}"]}}
 sessions: {{store: memory, ttl_secs: 600}}
 """
 REALTIME = """
@@ -101,6 +104,7 @@ def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             "VOXPIPE_BRIDGE_URL": BRIDGE_URL,
             **aws_environment(dynamodb=endpoint, sqs=endpoint),
             "TWILIO_AUTH_TOKEN": TOKEN,
+            SECRET_VARIABLE: os.environ[SECRET_VARIABLE],  # the bridge function signs and checks page tokens
         }
 
 
@@ -156,8 +160,23 @@ class Client:
         self.stream_sid = stream_sid
 
     @classmethod
-    async def connect(cls, url: str, headers: dict[str, str]) -> Client:
-        return cls(await websockets.connect(url, additional_headers=headers, open_timeout=20, max_size=None))
+    async def connect(cls, url: str, headers: dict[str, str], subprotocols: list[str] | None = None) -> Client:
+        socket = await websockets.connect(
+            url, additional_headers=headers, subprotocols=subprotocols, open_timeout=20, max_size=None
+        )
+        return cls(socket)
+
+    @classmethod
+    async def page(cls, shim: ApiGatewayShim) -> Client:
+        """A browser page of the allowed origin, as ``app.js`` connects: its token first, then the socket."""
+        issued = json.loads((await shim.page_token(ORIGIN))["body"])
+        client = await cls.connect(shim.client_url, {"Origin": ORIGIN}, ["voxpipe", f"token.{issued['token']}"])
+        assert client.ws.subprotocol == "voxpipe"
+        client.stream_sid = issued["session_id"]  # the session (and stream) id is the token's
+        return client
+
+    def page_start(self) -> dict[str, Any]:
+        return self.event("start", start={"sampleRate": 16000})
 
     def event(self, kind: str, **body: Any) -> dict[str, Any]:
         self.sequence += 1
@@ -211,11 +230,11 @@ async def started(worker: BridgeWorker) -> None:
 
 async def test_browser_call_through_the_queue_with_aggregated_audio(bridge: Bridge) -> None:
     async with bridge(CASCADE, FAST) as (shim, worker):
-        with pytest.raises(websockets.InvalidStatus):  # an origin the deployment does not allow
-            await Client.connect(shim.client_url, {"Origin": "https://evil.example"})
-        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
-        session_id = "browser-session-0001"
-        await client.send(client.event("start", start={"sessionId": session_id}))
+        with pytest.raises(websockets.InvalidStatus):  # an allowed origin with no token (see test_bridge_tokens.py)
+            await Client.connect(shim.client_url, {"Origin": ORIGIN})
+        client = await Client.page(shim)
+        session_id = client.stream_sid
+        await client.send(client.page_start())
         await started(worker)
         await client.stream([client.media(c) for c in chunks(speech_then_silence(16000), 3200)])  # 100 ms each
         reply_secs = len("Hi there.We are open from nine to five every day.") * 0.02
@@ -293,8 +312,8 @@ async def test_large_windows_are_split_under_the_frame_limit(bridge: Bridge) -> 
     settings = BridgeSettings(poll_wait_secs=1, link=LinkSettings(aggregate_secs=3.0, lead_secs=3.5))
     long_greeting = CASCADE.replace("greeting: Hi there.", "greeting: " + "Hello and welcome. " * 8)
     async with bridge(long_greeting, settings) as (shim, _):
-        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
-        await client.send(client.event("start", start={"sessionId": "browser-session-split"}))
+        client = await Client.page(shim)
+        await client.send(client.page_start())
         await client.collect(lambda got: len(client.audio()) >= 0.95 * len("Hello and welcome. " * 8) * 0.02 * 32000)
         sizes = [e["bytes"] for e in shim.entries("http") if e["method"] == "POST"]
         assert max(sizes) <= FRAME_LIMIT < 3.0 * 16000 * 2  # a 3 s window (96 KB) went out in pieces
@@ -305,8 +324,8 @@ async def test_keepalive_holds_an_idle_connection_open(bridge: Bridge) -> None:
     settings = BridgeSettings(poll_wait_secs=1, link=LinkSettings(keepalive_secs=0.3))
     quiet = CASCADE.replace("greeting: Hi there.", "")
     async with bridge(quiet, settings, idle_timeout_secs=1.0) as (shim, _):
-        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
-        await client.send(client.event("start", start={"sessionId": "browser-session-idle"}))
+        client = await Client.page(shim)
+        await client.send(client.page_start())
         await client.collect(lambda got: sum(m.get("mark", {}).get("name") == "keepalive" for m in got) >= 6, 10)
         assert not shim.entries("idle_timeout") and client.ws.close_code is None
         await client.ws.close()
@@ -315,8 +334,8 @@ async def test_keepalive_holds_an_idle_connection_open(bridge: Bridge) -> None:
 async def test_a_gone_connection_ends_the_call(bridge: Bridge) -> None:
     long_greeting = CASCADE.replace("greeting: Hi there.", "greeting: " + "This greeting goes on and on. " * 6)
     async with bridge(long_greeting, FAST, disconnect=False) as (shim, worker):  # no $disconnect: only 410 tells
-        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
-        await client.send(client.event("start", start={"sessionId": "browser-session-gone"}))
+        client = await Client.page(shim)
+        await client.send(client.page_start())
         await client.collect(lambda got: any(m["event"] == "media" for m in got))
         await client.ws.close()
         call = next(iter(worker.calls.values()))
@@ -328,8 +347,8 @@ async def test_a_gone_connection_ends_the_call(bridge: Bridge) -> None:
 async def test_a_deleted_session_row_ends_the_call(bridge: Bridge, environ: dict[str, str]) -> None:
     settings = BridgeSettings(poll_wait_secs=1, session_check_secs=0.2)
     async with bridge(CASCADE, settings) as (shim, worker):
-        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
-        await client.send(client.event("start", start={"sessionId": "browser-session-row"}))
+        client = await Client.page(shim)
+        await client.send(client.page_start())
         await client.collect(lambda got: any(m["event"] == "media" for m in got))
         connection_id = next(iter(worker.calls))
         call = worker.calls[connection_id]
@@ -357,8 +376,9 @@ def test_the_worker_runs_calls_without_a_web_framework(tmp_path: Path) -> None:
         "from voxpipe.config.loader import load_deployment;"
         "from voxpipe.serverless.worker import BridgeWorker, BridgeCall, BridgeSettings;"
         "worker = BridgeWorker(load_deployment(sys.argv[1]), 'https://sqs.test/q.fifo', 'table');"
-        "calls = [BridgeCall(worker.host, worker.twilio, c, 'https://apigw.test/prod', worker._dialect(c),"
-        " BridgeSettings()) for c in ('twilio', 'browser')];"
+        "connects = [{'client': 'twilio'}, {'client': 'browser', 'session_id': 's' * 32}];"
+        "calls = [BridgeCall(worker.host, worker.twilio, c['client'], 'https://apigw.test/prod', worker._dialect(c),"
+        " BridgeSettings()) for c in connects];"
         "web = sorted(m for m in ('fastapi', 'starlette', 'uvicorn') if m in sys.modules);"
         "assert not web, web"
     )
@@ -378,11 +398,45 @@ def test_the_worker_runs_calls_without_a_web_framework(tmp_path: Path) -> None:
 async def test_a_redelivered_connect_leaves_the_live_call_alone(bridge: Bridge) -> None:
     """SQS delivers at least once: a second ``connect`` for a live connection neither replaces nor ends it."""
     async with bridge(CASCADE, FAST) as (shim, worker):
-        client = await Client.connect(shim.client_url, {"Origin": ORIGIN})
-        await client.send(client.event("start", start={"sessionId": "browser-session-redelivered"}))
+        client = await Client.page(shim)
+        await client.send(client.page_start())
         await started(worker)
         [(connection_id, call)] = worker.calls.items()
         redelivered = {"event": "connect", "connection_id": connection_id, "client": "browser", "endpoint": "x"}
         await worker.dispatch(redelivered)
         assert worker.calls[connection_id] is call and not call.closed.is_set() and call.hosted is not None
         await client.ws.close()
+
+
+async def test_a_browser_is_admitted_only_with_a_live_token_of_its_own_origin(bridge: Bridge) -> None:
+    """``POST /bridge/token`` answers only allowed origins; ``$connect`` refuses no token, another origin's,
+    an expired or a tampered one, or a spoofed ``Origin``; the call's id is the token's, whatever ``start`` says."""
+    async with bridge(CASCADE, FAST) as (shim, worker):
+        for origin in ("https://evil.example", None):
+            assert (await shim.page_token(origin))["statusCode"] == 403
+        answer = await shim.page_token(ORIGIN)
+        assert answer["headers"]["Access-Control-Allow-Origin"] == ORIGIN  # only the page's origin reads it
+        mine = json.loads(answer["body"])
+        theirs = json.loads((await shim.page_token(OTHER_ORIGIN))["body"])["token"]
+        stale = Signer(os.environ[SECRET_VARIABLE].encode(), clock=lambda: time.time() - 3600)
+        expired = stale.mint(PAGE_PURPOSE, f"{mine['session_id']} {ORIGIN}", 600)
+        tampered = mine["token"][:-2] + ("AA" if not mine["token"].endswith("AA") else "BB")
+        refusals = [
+            (ORIGIN, None, 401),
+            (ORIGIN, theirs, 401),
+            (ORIGIN, expired, 401),
+            (ORIGIN, tampered, 401),
+            ("https://evil.example", mine["token"], 403),
+        ]
+        for origin, token, status in refusals:
+            offered = ["voxpipe"] + ([f"token.{token}"] if token else [])
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await Client.connect(shim.client_url, {"Origin": origin}, offered)
+            assert refused.value.response.status_code == status, (origin, token)
+        assert not [i for i in shim.invocations if i.route == "$default"] and not worker.calls
+        # A valid token, but a start naming another session: refused and disconnected, nothing opened.
+        client = await Client.page(shim)
+        await client.send(client.event("start", start={"sessionId": "someone-elses-session-0001"}))
+        await asyncio.wait_for(client.ws.wait_closed(), 20)
+        assert await worker.host.store.get("someone-elses-session-0001") is None
+        assert await worker.host.store.get(client.stream_sid) is None

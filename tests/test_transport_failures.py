@@ -82,7 +82,7 @@ async def test_the_browser_page_is_sent_the_failure_to_show_and_speak() -> None:
             sent.append(event)
             return True
 
-    await BrowserDialect().fail(Page(), FAILURE)  # type: ignore[arg-type]  # only its send is used
+    await BrowserDialect("s" * 32).fail(Page(), FAILURE)  # type: ignore[arg-type]  # only its send is used
     assert sent == [{"event": "failure", "say": FAILURE.say, "then": "transfer", "to": "+15557770000"}]
     page = (Path(__file__).parent.parent / "voxpipe/transports/static/app.js").read_text()
     assert 'event.event === "failure"' in page and "new SpeechSynthesisUtterance(event.say)" in page

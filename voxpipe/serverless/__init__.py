@@ -148,6 +148,7 @@ class HandlerConfig:
     redact: RedactSpec | None = None  # personal data masked in what the relay stores and logs
     silence: SilenceSpec | None = None  # re-prompts and the silence hang-up (``voxpipe.serverless.silence``)
     twilio_account_sid: str | None = None  # with the auth token: the REST API (warm transfers)
+    session_token_secs: int = 600  # transport.browser.session_token_secs: a bridge page token's lifetime
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -183,6 +184,7 @@ class HandlerConfig:
             redact=_spec(RedactSpec, resolved.get("redact")),
             silence=_spec(SilenceSpec, resolved.get("silence")),
             twilio_account_sid=twilio.get("account_sid"),
+            session_token_secs=int(resolved.get("session_token_secs", 600)),
             environ=environ,
         )
 

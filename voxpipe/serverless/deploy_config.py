@@ -114,6 +114,7 @@ def handler_config(deployment: Deployment, raw: Any, registry: Registry) -> dict
         },
         "conversation_relay": transport.conversation_relay.model_dump(),
         "allowed_origins": origins,
+        "session_token_secs": transport.browser.session_token_secs,
         "ttl_secs": deployment.sessions.ttl_secs,
         "on_failure": {"say": deployment.on_failure.say, "transfer_to": deployment.on_failure.transfer_to},
         "redact": deployment.redact.model_dump() if deployment.redact else _SENSITIVE_ONLY if sensitive else None,

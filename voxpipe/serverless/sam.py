@@ -6,7 +6,8 @@
 - ConversationRelay: a WebSocket API (``$connect``/``$disconnect``/``$default``) on ``relay.handler``, an
   HTTP API (``POST /twiml``, ``POST /twiml/action``, ``POST /twiml/transfer-status``) on ``twiml.handler``, and
   with ``silence:`` on, a standard SQS queue of delayed silence checks whose event source is ``silence.handler``;
-- the audio bridge: a WebSocket API on ``worker.handler`` (reserved concurrency: ``limits.concurrent_calls``), its
+- the audio bridge: a WebSocket API on ``worker.handler`` (reserved concurrency: ``limits.concurrent_calls``), which
+  also answers browser pages' ``POST /bridge/token`` on the HTTP API (``bridge_access.py``), its
   SQS FIFO queue (one message group per connection keeps each caller's audio in order) with a FIFO dead-letter
   queue, and a managed policy for the long-lived worker;
 - least-privilege IAM: each function may touch only its table, queue, its own API's ``@connections``
@@ -52,6 +53,7 @@ from voxpipe.serverless import (
     TABLE_ENV,
     referenced_variables,
 )
+from voxpipe.serverless.bridge_access import TOKEN_PATH
 from voxpipe.serverless.deploy_config import SamError, handler_config, load_for_deploy, without_llm
 from voxpipe.serverless.sam_resources import (
     arn,
@@ -107,8 +109,8 @@ def sam_template(
     shared_env: dict[str, Any] = {TABLE_ENV: ref("Table")}
     full_env = _variables_env(config, secrets, deployment.name)
     narrow_env = _variables_env(without_llm(config), secrets, deployment.name)
+    signing = {SIGNING_SECRET: f"{{{{resolve:secretsmanager:voxpipe/{deployment.name}/{SIGNING_SECRET}}}}}"}
     if deployment.transport.twilio.validate_signatures:  # the TwiML function mints call tokens, the others check
-        signing = {SIGNING_SECRET: f"{{{{resolve:secretsmanager:voxpipe/{deployment.name}/{SIGNING_SECRET}}}}}"}
         full_env, narrow_env = full_env | signing, narrow_env | signing
     narrow_env[CONFIG_ENV] = f"{LAMBDA_TASK_ROOT}/{NARROW_CONFIG_FILE}"
     resources: dict[str, Any] = {
@@ -201,8 +203,13 @@ def sam_template(
                 table_access(("PutItem", "DeleteItem")),
                 {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": arn("Queue")},
             ],
-            {QUEUE_ENV: ref("Queue"), BRIDGE_URL_ENV: bridge_url, **narrow_env},
+            # it signs and checks browser page tokens, signed Twilio deployment or not
+            {QUEUE_ENV: ref("Queue"), BRIDGE_URL_ENV: bridge_url, **narrow_env, **signing},
         )
+        # Page tokens on the stack's HTTP API (the one /twiml is on): a browser must ask before it connects.
+        resources["BridgeFunction"]["Properties"]["Events"] = {
+            "PageToken": {"Type": "HttpApi", "Properties": {"Path": TOKEN_PATH, "Method": "POST"}}
+        }
         # About one concurrent invocation per live call (a 20 ms audio message takes a few ms): a flood of
         # connections or frames cannot take the account's whole Lambda concurrency, nor fill the queue unbounded.
         resources["BridgeFunction"]["Properties"]["ReservedConcurrentExecutions"] = deployment.limits.concurrent_calls
@@ -231,6 +238,10 @@ def sam_template(
             "BridgeUrl": {
                 "Description": "Audio bridge WebSocket URL (browser or Twilio <Stream>).",
                 "Value": bridge_url,
+            },
+            "BridgeTokenUrl": {
+                "Description": "Browser pages POST here for the session token the bridge's $connect requires.",
+                "Value": sub(f"https://${{ServerlessHttpApi}}.execute-api.${{AWS::Region}}.amazonaws.com{TOKEN_PATH}"),
             },
             "QueueUrl": {"Description": f"The worker's {QUEUE_ENV}.", "Value": ref("Queue")},
             "DeadLetterQueueUrl": {

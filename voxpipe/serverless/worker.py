@@ -3,10 +3,12 @@
 Two halves in one module, because they share the queue's message format:
 
 - ``handler``, the Lambda of the bridge's WebSocket API (no pipecat): ``$connect`` authorises the client (a
-  valid ``X-Twilio-Signature`` over ``$VOXPIPE_BRIDGE_URL``, or a browser ``Origin`` the deployment allows),
-  records the connection in DynamoDB and queues ``connect``; ``$default`` queues each message; ``$disconnect``
-  deletes the connection's row and queues ``disconnect``. The queue is FIFO with one message group per
-  connection, so each caller's messages stay in order while callers are served in parallel.
+  valid ``X-Twilio-Signature`` over ``$VOXPIPE_BRIDGE_URL``, or a browser page's signed session token, which
+  the same function hands out at ``POST /bridge/token``: ``bridge_access.py``), records the connection in
+  DynamoDB and queues ``connect`` (with the token's session id, the browser call's id); ``$default`` queues
+  each message; ``$disconnect`` deletes the connection's row and queues ``disconnect``. The queue is FIFO
+  with one message group per connection, so each caller's messages stay in order while callers are served in
+  parallel.
 - ``python -m voxpipe.serverless.worker CONFIG``: the worker. It runs the deployment's pipeline (cascade or
   realtime) per connection on the call host (``voxpipe.pipeline.host``: session store, resumed conversations,
   tools and their effects, a ``CallRecord`` per call) with an ``ApiGwTransport``, speaking the Media Streams
@@ -33,11 +35,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from voxpipe.aws.conversations import ConversationTable
+from voxpipe.security.browser_access import AccessRefused
 from voxpipe.serverless import (
-    BRIDGE_URL_ENV,
     QUEUE_ENV,
     TABLE_ENV,
     Connections,
@@ -45,10 +46,10 @@ from voxpipe.serverless import (
     aws_client,
     connections_endpoint,
     event_body,
-    event_headers,
     handler_config,
     response,
 )
+from voxpipe.serverless.bridge_access import TOKEN_ROUTE, admit, token
 from voxpipe.telephony import json_messages
 
 if TYPE_CHECKING:
@@ -75,17 +76,25 @@ MAX_EARLY_EVENTS = 500
 
 
 def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
-    """The Lambda entry point of the bridge's WebSocket routes."""
+    """The Lambda entry point of the bridge's WebSocket routes and of its page-token route (HTTP API)."""
     config = handler_config()
     request = event["requestContext"]
+    if request.get("routeKey") == TOKEN_ROUTE:
+        return token(config, event)
     connection_id, route = request["connectionId"], request["routeKey"]
     table = ConversationTable(config.setting(TABLE_ENV), config.ttl_secs)
     if route == "$connect":
-        client = _authorise(config, event)
-        if client is None:
-            return response(403, "forbidden")
-        table.bind_connection(connection_id, connection_id, endpoint=connections_endpoint(request), client=client)
-        _enqueue(config, request, "connect", client=client, endpoint=connections_endpoint(request))
+        client = admit(config, event)
+        if isinstance(client, AccessRefused):
+            return response(client.status, str(client))
+        endpoint = connections_endpoint(request)
+        table.bind_connection(
+            connection_id, client.session_id or connection_id, endpoint=endpoint, client=client.client
+        )
+        session = {"session_id": client.session_id} if client.session_id else {}
+        _enqueue(config, request, "connect", client=client.client, endpoint=endpoint, **session)
+        if client.subprotocol:  # the browser offered subprotocols: the handshake must name the one chosen
+            return {**response(200), "headers": {"Sec-WebSocket-Protocol": client.subprotocol}}
     elif route == "$disconnect":
         table.drop_connection(connection_id)
         _enqueue(config, request, "disconnect")
@@ -95,29 +104,6 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
             return response(400, "binary frames are not part of the protocol; send JSON events")
         _enqueue(config, request, "message", body=body)
     return response(200)
-
-
-def _authorise(config: HandlerConfig, event: Mapping[str, Any]) -> str | None:
-    """``twilio`` or ``browser`` if the handshake may open a call, else ``None``."""
-    headers = event_headers(event)
-    signature = headers.get("x-twilio-signature")
-    if signature is not None:
-        if not config.validate_signatures:
-            return "twilio"
-        if not config.twilio_auth_token:
-            return None
-        from twilio.request_validator import RequestValidator
-
-        valid = RequestValidator(config.twilio_auth_token).validate(config.setting(BRIDGE_URL_ENV), {}, signature)
-        return "twilio" if valid else None
-    origin = headers.get("origin")
-    allowed = {_origin(url) for url in config.allowed_origins}
-    return "browser" if origin and _origin(origin) in allowed else None
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url.strip())
-    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def _enqueue(config: HandlerConfig, request: Mapping[str, Any], kind: str, **fields: Any) -> None:
@@ -285,10 +271,14 @@ class BridgeWorker:
         self.calls: dict[str, BridgeCall] = {}
         self._sqs = aws_client("sqs")
 
-    def _dialect(self, client: str) -> Dialect:
+    def _dialect(self, message: dict[str, Any]) -> Dialect | None:
+        """Twilio's dialect, or the browser's bound to the session id of the token ``$connect`` checked."""
         from voxpipe.transports.media_stream_call import BrowserDialect, Dialect
 
-        return Dialect() if client == "twilio" else BrowserDialect()
+        if message.get("client") == "twilio":
+            return Dialect()
+        session_id = message.get("session_id")
+        return BrowserDialect(session_id) if isinstance(session_id, str) and session_id else None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Take messages until ``stop`` is set; then end every call."""
@@ -322,7 +312,11 @@ class BridgeWorker:
             if call is not None and not call.closed.is_set():  # SQS delivers at least once: a redelivery
                 logger.warning("connect for live connection %s ignored (a redelivery)", connection_id)
                 return
-            dialect = self._dialect(message.get("client", "browser"))
+            dialect = self._dialect(message)
+            if dialect is None:  # queued by a Lambda that checked no token: nothing names the browser's session
+                logger.warning("connect for %s without a session id refused", connection_id)
+                await asyncio.to_thread(Connections(message["endpoint"]).close, connection_id)
+                return
             self.calls[connection_id] = BridgeCall(
                 self.host, self.twilio, connection_id, message["endpoint"], dialect, self.settings
             )

@@ -16,7 +16,6 @@ which is why it lives here and not beside the page's routes (``browser``, which 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -301,15 +300,11 @@ class MediaStreamCall(MediaPeer):
         return f"{self._carrier}{self.dialect.name} call {call} [{self.host.deployment.name}]"
 
 
-SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-
-
 class BrowserDialect(Dialect):
     """Media Streams events with 16 kHz PCM16 payloads; the call id is the browser session id.
 
-    On the server the id comes from the page's signed session token (``session_id``, checked by the route):
-    a ``start.sessionId`` naming any other id is refused. The serverless bridge, which has no tokens yet,
-    passes none and takes the page's ``start.sessionId``.
+    The id comes from the page's signed session token (``session_id``, checked by ``voxpipe serve``'s route
+    or the serverless bridge's ``$connect``): a ``start.sessionId`` naming any other id is refused.
 
     The page is told each turn as it enters the conversation, and each reply's latency as the server sees
     it: from the last audible sample of the caller's speech arriving to the first audible sample of the
@@ -320,7 +315,7 @@ class BrowserDialect(Dialect):
     audio = AudioFormat(sample_rate_in=16000, sample_rate_out=16000, encoding="pcm16")
     keeps_call_on_warm_transfer = True
 
-    def __init__(self, session_id: str | None = None) -> None:
+    def __init__(self, session_id: str) -> None:
         self._speech_end: float | None = None
         self._session_id = session_id
         self._claimed: object = None  # the sessionId the page wrote into ``start``, if any
@@ -334,14 +329,8 @@ class BrowserDialect(Dialect):
         return pcm
 
     def parse_start(self, event: dict[str, Any]) -> StreamStart:
-        start = field_of(event, "start", dict)
-        if self._session_id is not None:
-            self._claimed = start.get("sessionId")
-            return StreamStart(call_id=self._session_id, stream_sid=self._session_id)
-        session_id = field_of(start, "sessionId", str)
-        if not SESSION_ID.match(session_id):
-            raise Malformed("start.sessionId must be 16-64 letters, digits, '-' or '_'")
-        return StreamStart(call_id=session_id, stream_sid=session_id)
+        self._claimed = field_of(event, "start", dict).get("sessionId")
+        return StreamStart(call_id=self._session_id, stream_sid=self._session_id)
 
     async def authorize(self, call: MediaStreamCall, start: StreamStart) -> None:
         if self._claimed is not None and self._claimed != self._session_id:
