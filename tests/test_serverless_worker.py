@@ -167,9 +167,10 @@ class Client:
         return cls(socket)
 
     @classmethod
-    async def page(cls, shim: ApiGatewayShim) -> Client:
-        """A browser page of the allowed origin, as ``app.js`` connects: its token first, then the socket."""
-        issued = json.loads((await shim.page_token(ORIGIN))["body"])
+    async def page(cls, shim: ApiGatewayShim, issued: dict[str, Any] | None = None) -> Client:
+        """A browser page of the allowed origin, as ``app.js`` connects: its token first (or ``issued``, the
+        answer of ``/bridge/token`` it kept), then the socket."""
+        issued = issued or json.loads((await shim.page_token(ORIGIN))["body"])
         client = await cls.connect(shim.client_url, {"Origin": ORIGIN}, ["voxpipe", f"token.{issued['token']}"])
         assert client.ws.subprotocol == "voxpipe"
         client.stream_sid = issued["session_id"]  # the session (and stream) id is the token's
@@ -435,8 +436,16 @@ async def test_a_browser_is_admitted_only_with_a_live_token_of_its_own_origin(br
             assert refused.value.response.status_code == status, (origin, token)
         assert not [i for i in shim.invocations if i.route == "$default"] and not worker.calls
         # A valid token, but a start naming another session: refused and disconnected, nothing opened.
-        client = await Client.page(shim)
+        client = await Client.page(shim, mine)
         await client.send(client.event("start", start={"sessionId": "someone-elses-session-0001"}))
         await asyncio.wait_for(client.ws.wait_closed(), 20)
         assert await worker.host.store.get("someone-elses-session-0001") is None
-        assert await worker.host.store.get(client.stream_sid) is None
+        # The token opens one live call: a second socket with it is closed while the first goes on.
+        first = await Client.page(shim, mine)
+        await first.send(first.page_start())
+        await started(worker)
+        second = await Client.page(shim, mine)
+        await second.send(second.page_start())
+        await asyncio.wait_for(second.ws.wait_closed(), 20)
+        assert first.ws.close_code is None and any(c.hosted for c in worker.calls.values())
+        await first.ws.close()
