@@ -5,8 +5,9 @@ No emulator of API Gateway WebSocket APIs exists on PyPI (``sam local`` has none
 
 - Clients connect to ``ws://127.0.0.1:PORT/{stage}``. The handshake becomes a ``$connect`` event (headers,
   query string, ``requestContext``); a non-2xx answer refuses the connection with that status, as API
-  Gateway does. Every client message becomes a ``$default`` event (binary frames base64-encoded), invoked
-  concurrently like API Gateway's invocations; a close becomes ``$disconnect``.
+  Gateway does, and a ``Sec-WebSocket-Protocol`` header in the answer is the subprotocol the handshake names.
+  Every client message becomes a ``$default`` event (binary frames base64-encoded), invoked concurrently like
+  API Gateway's invocations; a close becomes ``$disconnect``. ``page_token`` plays the bridge's HTTP API route.
 - Limits: a client frame over 32 KB closes the connection with 1009; a connection idle for
   ``idle_timeout_secs`` (10 minutes by default) is closed with 1001 and disconnected.
 - ``POST /{stage}/@connections/{id}`` (SigV4-signed, as botocore sends it) delivers ``Data`` to the client:

@@ -62,7 +62,7 @@ llm: {{provider: testkit_llm, options: {{replies: [{{when: hours, say: "We are o
 tts: {{provider: testkit_tts, options: {{secs_per_char: 0.02}}}}
 transport:
   twilio: {{auth_token: "${{TWILIO_AUTH_TOKEN}}"}}
-  browser: {{allowed_origins: ["{ORIGIN}", "{OTHER_ORIGIN}"]}}
+  browser: {{allowed_origins: ["{ORIGIN}", "{OTHER_ORIGIN}"], session_token_secs: 300}}
 sessions: {{store: memory, ttl_secs: 600}}
 """
 REALTIME = """
@@ -418,6 +418,7 @@ async def test_a_browser_is_admitted_only_with_a_live_token_of_its_own_origin(br
         answer = await shim.page_token(ORIGIN)
         assert answer["headers"]["Access-Control-Allow-Origin"] == ORIGIN  # only the page's origin reads it
         mine = json.loads(answer["body"])
+        assert 290 < mine["expires_at"] - time.time() <= 300  # the YAML's session_token_secs reached the Lambda
         theirs = json.loads((await shim.page_token(OTHER_ORIGIN))["body"])["token"]
         stale = Signer(os.environ[SECRET_VARIABLE].encode(), clock=lambda: time.time() - 3600)
         expired = stale.mint(PAGE_PURPOSE, f"{mine['session_id']} {ORIGIN}", 600)

@@ -123,3 +123,15 @@ def test_bridge_queue_has_a_fifo_dead_letter_queue_and_the_bridge_reserved_concu
 
 def test_the_template_passes_cfn_lint_offline(built: Path) -> None:
     cfn_lint(built / "template.yaml")
+
+
+def test_the_bridge_signs_page_tokens_even_when_twilio_runs_unsigned(tmp_path: Path) -> None:
+    """Unsigned Twilio needs no call tokens, but a browser page still needs its session token on the bridge."""
+    unsigned = "insecure: true\n" + DEPLOYMENT.replace(
+        'twilio: {auth_token: "${TWILIO_AUTH_TOKEN}"}', "twilio: {validate_signatures: false}"
+    )
+    (tmp_path / "deployment.yaml").write_text(unsigned, encoding="utf-8")
+    write_sam(tmp_path / "deployment.yaml", tmp_path / "out", environ={}, registry=serverless_registry())
+    resources = YAML(typ="safe", pure=True).load((tmp_path / "out" / "template.yaml").read_text())["Resources"]
+    assert _env(resources, "BridgeFunction")["VOXPIPE_SIGNING_SECRET"] == _secret("VOXPIPE_SIGNING_SECRET")
+    assert "VOXPIPE_SIGNING_SECRET" not in _env(resources, "TwimlFunction")  # it mints no call tokens then
