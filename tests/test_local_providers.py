@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +120,26 @@ async def test_whisper_transcribes_tts_speech(trim_window: bool) -> None:
     transcripts = [frame for frame in down if isinstance(frame, TranscriptionFrame)]
     assert len(transcripts) == 1 and transcripts[0].finalized
     assert word_error_rate(text, transcripts[0].text) <= 0.10, transcripts[0].text
+
+
+def test_beams_run_only_for_a_transcript_greedy_decoding_is_unsure_of() -> None:
+    """espeak-ng's "Hi, are you open on Sunday?" is heard as "High, ..." greedily (average log-prob about -0.4)
+    and better with 5 beams; a bar above that takes the beams, a bar below it keeps the greedy words."""
+    from voxpipe.bench.corpus import load_corpus
+    from voxpipe.providers.builtin._whisper_stt import load_whisper
+
+    corpus = Path(__file__).resolve().parent.parent / "benchmarks" / "corpus"
+    (utterance,) = [u for u in load_corpus(corpus) if u.name == "espeak/open-sunday.wav"]
+    whisper = load_whisper(str(local_whisper.packaged_model_path()), 2, True)
+    prompt = "Harbor Bikes, a bicycle repair shop. Opening hours, a tune-up, a flat tire repair, bookings and prices."
+
+    def heard(beam_size: int, beam_below_log_prob: float | None = None) -> str:
+        return whisper.transcribe(utterance.turn.audio, 16000, "en", beam_size, prompt, beam_below_log_prob)
+
+    greedy, beams = heard(1), heard(5)
+    assert greedy.startswith("High") and beams.startswith("Hi,")  # the two searches differ on this utterance
+    assert heard(5, beam_below_log_prob=-0.2) == beams  # unsure: the beams run
+    assert heard(5, beam_below_log_prob=-1.0) == greedy  # sure enough for this bar: the greedy words stay
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from voxpipe.config import secrets
 from voxpipe.config.errors import ConfigError, ConfigProblem
 from voxpipe.config.models import RESERVED_SECTIONS, Deployment, ToolConfig
+from voxpipe.config.turns import realtime_refusals
 from voxpipe.envvars import substitute
 from voxpipe.providers.registry import Registry, default_registry
 from voxpipe.tools.arguments import compile_schema
@@ -176,6 +177,9 @@ def validate_document(document: Document, registry: Registry, allow_secrets: boo
         problems += [pydantic_problem(document, Deployment, (), data, err) for err in exc.errors()]
         raise ConfigError(problems) from None
     problems += _registry_problems(deployment, document, registry)
+    if deployment.mode == "realtime":
+        refused = realtime_refusals(deployment.turn, deployment.interruptions)
+        problems += [document.problem(loc, f"cascade only, not for mode: realtime: {why}") for loc, why in refused]
     if not deployment.transport.twilio.validate_signatures and not deployment.insecure:
         problems.append(document.problem(("transport", "twilio", "validate_signatures"), UNSIGNED))
     if not allow_secrets:

@@ -1,16 +1,19 @@
 """The turn-taking sections of a deployment file: ``turn:`` (when the caller's turn is over, speculative replies,
-dynamic endpointing) and ``interruptions:`` (barge-in, backchannels, false-interruption resume).
+dynamic endpointing) and ``interruptions:`` (barge-in, backchannels, false-interruption resume). Most of them
+are cascade-only: a realtime deployment that writes one is refused (``realtime_refusals``).
 
 See docs/latency.md; ``voxpipe.pipeline.endpointing`` and ``voxpipe.pipeline.barge_in`` carry them out.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from voxpipe.config.strict import Strict
+
+Loc: TypeAlias = tuple[str, ...]  # a key path in the deployment file
 
 
 class TurnTiming(Strict):
@@ -110,3 +113,42 @@ class InterruptionsConfig(Strict):
         if self.backchannels is None:
             return None
         return frozenset(p.lower() for p in (self.backchannels or DEFAULT_BACKCHANNELS))
+
+
+_SERVER_VAD = "in realtime mode the provider's server VAD ends the caller's turn"
+_REALTIME_ONLY_CASCADE = {
+    "speculate": f"speculative replies need a cascade (an LLM apart from the STT); {_SERVER_VAD} and answers it",
+    "timeout_secs": f"{_SERVER_VAD} after vad.stop_secs of silence (silence_duration_ms): set vad.stop_secs",
+    "min_delay_secs": f"{_SERVER_VAD} after vad.stop_secs of silence (silence_duration_ms): set vad.stop_secs",
+    "max_delay_secs": f"dynamic endpointing reads the transcript before the turn ends; {_SERVER_VAD} on audio",
+    "max_silence_secs": f"{_SERVER_VAD}; smart-turn does not run",
+}
+_SERVER_BARGE_IN = (
+    "in realtime mode the provider's server VAD stops the bot on speech, before any words are known; "
+    "interruptions.enabled: false keeps the bot speaking"
+)
+
+
+def realtime_refusals(turn: SilenceTurn | SmartTurn, interruptions: InterruptionsConfig) -> list[tuple[Loc, str]]:
+    """The turn-taking settings of a realtime deployment, changed from their defaults, that only a cascade can
+    carry out, each as ``(key path, why)``; the loader reports them as config errors rather than letting them
+    do nothing.
+
+    What does apply to realtime is the ``vad`` section (threshold, prefix padding, silence duration), the
+    provider's ``turn_detection``/``eagerness`` options (semantic VAD is realtime's model-based end of turn)
+    and ``interruptions.enabled``.
+    """
+    refused: list[tuple[Loc, str]] = []
+    if isinstance(turn, SmartTurn):
+        why = f"{_SERVER_VAD}; for a model-based end of turn set the realtime provider's turn_detection: semantic_vad"
+        refused.append((("turn", "strategy"), why))
+    refused += [(("turn", key), why) for key, why in _REALTIME_ONLY_CASCADE.items() if _changed(turn, key)]
+    barge_in = ("min_words", "backchannels", "resume_after_secs")
+    refused += [(("interruptions", key), _SERVER_BARGE_IN) for key in barge_in if _changed(interruptions, key)]
+    return refused
+
+
+def _changed(section: Strict, key: str) -> bool:
+    """Whether ``section`` has ``key`` with a value other than its default (a merged variant writes every key)."""
+    field = type(section).model_fields.get(key)
+    return field is not None and getattr(section, key) != field.default

@@ -142,6 +142,7 @@ def build_service(
         agent=deployment.agent,
         vad=deployment.vad.resolved(),
         audio=call.audio,
+        barge_in=deployment.interruptions.enabled,
     )
     return provider.build(request), ServiceRef(role, provider, model)
 

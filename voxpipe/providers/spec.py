@@ -94,6 +94,9 @@ class ServiceRequest(Generic[OptionsT]):
     agent: AgentConfig
     vad: VADSettings
     audio: AudioFormat = field(default_factory=AudioFormat)
+    #: Whether the caller's speech may cut the bot off (``interruptions.enabled``); a realtime provider whose
+    #: server VAD cancels replies on speech turns that off when ``False``.
+    barge_in: bool = True
 
 
 @dataclass(frozen=True)

@@ -45,13 +45,26 @@ class SharedWhisper:
     executor: ThreadPoolExecutor
     trim_window: bool
 
-    def transcribe(self, pcm: bytes, sample_rate: int, language: str, beam_size: int, prompt: str = "") -> str:
-        """16-bit mono PCM -> text; blocking, so call it on ``executor``. ``prompt``: words the callers use."""
+    def transcribe(
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        language: str,
+        beam_size: int,
+        prompt: str = "",
+        beam_below_log_prob: float | None = None,
+    ) -> str:
+        """16-bit mono PCM -> text; blocking, so call it on ``executor``. ``prompt``: words the callers use.
+
+        With ``beam_below_log_prob``, the utterance is decoded greedily first and the ``beam_size`` search runs
+        only when the greedy transcript's average log-probability per token is below it (the encoding is
+        reused, so an unsure utterance costs one extra decoding, not a second encoding).
+        """
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         if sample_rate != WHISPER_RATE:
             audio = soxr.resample(audio, sample_rate, WHISPER_RATE)
         if self.trim_window:
-            text = self._transcribe_trimmed(audio, language, beam_size, prompt)
+            text = self._transcribe_trimmed(audio, language, beam_size, prompt, beam_below_log_prob)
             if text is not None:
                 return text
         segments, _ = self.model.transcribe(
@@ -68,7 +81,9 @@ class SharedWhisper:
         # The segments are decoded lazily, while iterated: this must stay in the worker thread.
         return cut_repetition(" ".join(segment.text.strip() for segment in segments).strip())
 
-    def _transcribe_trimmed(self, audio: np.ndarray, language: str, beam_size: int, prompt: str) -> str | None:
+    def _transcribe_trimmed(
+        self, audio: np.ndarray, language: str, beam_size: int, prompt: str, beam_below_log_prob: float | None
+    ) -> str | None:
         """Decode the utterance with whisper's window cut to the speech plus 3 s of silence.
 
         faster-whisper always encodes 30 s, which is most of its time on a short utterance (0.4 of
@@ -89,23 +104,32 @@ class SharedWhisper:
         previous = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())] if prompt.strip() else []
         start = [*previous, *tokenizer.sot_sequence, tokenizer.no_timestamps]
         max_new_tokens = MIN_MAX_TOKENS + MAX_TOKENS_PER_SEC * frames // 100
-        result = self.model.model.generate(
-            encoded,
-            [start],
-            beam_size=beam_size,
-            max_length=len(start) + max_new_tokens,
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
-        )[0]
-        tokens = result.sequences_ids[0]
-        text = tokenizer.decode(tokens).strip()
-        if len(tokens) >= max_new_tokens or _repeats_itself(text):
+
+        def decode(beams: int) -> tuple[str, int, float, float]:
+            """(text, tokens, average log-probability per token, no-speech probability) of one search."""
+            result = self.model.model.generate(
+                encoded,
+                [start],
+                beam_size=beams,
+                max_length=len(start) + max_new_tokens,
+                return_scores=True,
+                return_no_speech_prob=True,
+                suppress_blank=True,
+                suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            )[0]
+            tokens = result.sequences_ids[0]
+            average = result.scores[0] * len(tokens) / (len(tokens) + 1)  # as faster-whisper computes it
+            return tokenizer.decode(tokens).strip(), len(tokens), average, result.no_speech_prob
+
+        unsure_below = beam_below_log_prob if beam_size > 1 else None
+        text, count, average_log_prob, no_speech_prob = decode(beam_size if unsure_below is None else 1)
+        if unsure_below is not None and average_log_prob < unsure_below:
+            logger.debug(f"local_whisper: greedy unsure ({average_log_prob:.2f}); {beam_size}-beam search")
+            text, count, average_log_prob, no_speech_prob = decode(beam_size)
+        if count >= max_new_tokens or _repeats_itself(text):
             logger.debug(f"local_whisper: trimmed window looped ({text[:60]!r}); decoding the full window")
             return None
-        average_log_prob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # as faster-whisper computes it
-        if result.no_speech_prob > NO_SPEECH_PROB and average_log_prob < LOG_PROB_FLOOR:
+        if no_speech_prob > NO_SPEECH_PROB and average_log_prob < LOG_PROB_FLOOR:
             return ""
         return text
 
@@ -162,7 +186,15 @@ class LocalWhisperSTTService(SegmentedSTTService):
     """
 
     def __init__(
-        self, *, whisper: SharedWhisper, model_name: str, language: str, beam_size: int, prompt: str = "", **kwargs
+        self,
+        *,
+        whisper: SharedWhisper,
+        model_name: str,
+        language: str,
+        beam_size: int,
+        prompt: str = "",
+        beam_below_log_prob: float | None = None,
+        **kwargs,
     ) -> None:
         super().__init__(
             settings=STTSettings(model=model_name, language=language),
@@ -172,6 +204,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
         self._whisper = whisper
         self._beam_size = beam_size
         self._prompt = prompt
+        self._beam_below_log_prob = beam_below_log_prob
         supported = whisper.model.supported_languages
         if self._settings.language not in supported:
             raise ValueError(
@@ -202,6 +235,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
                 str(language),
                 self._beam_size,
                 self._prompt,
+                self._beam_below_log_prob,
             )
         finally:
             await self.stop_processing_metrics()

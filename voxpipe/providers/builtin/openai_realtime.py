@@ -3,7 +3,10 @@
 ``session.update`` carries the instructions, tools, voice, input transcription and turn detection from the
 deployment's ``vad`` section (``server_vad``: confidence -> threshold, start_secs -> prefix_padding_ms,
 stop_secs -> silence_duration_ms; or ``semantic_vad``). Phone calls use ``audio/pcmu`` both ways. Usage comes
-from ``response.done``. On barge-in the server cancels the response and pipecat truncates its audio item.
+from ``response.done``. On barge-in the server cancels the response and pipecat truncates its audio item;
+with ``interruptions.enabled: false`` the turn detection says ``interrupt_response: false`` and the reply plays
+on. The cascade-only turn settings (``turn.speculate``, smart-turn, dynamic endpointing, backchannels...) are
+refused for realtime deployments when the file is loaded (``voxpipe.config.turns.realtime_refusals``).
 
 The service is pipecat's with the SDK's Realtime session fixes (``realtime_session_class``): timeouts,
 reconnects after a dropped session (``reconnect_attempts``) with the conversation restored, failures that end
@@ -76,6 +79,7 @@ def build(request: ServiceRequest[RealtimeOptions]) -> Any:
         response_timeout_secs=options.response_timeout_secs,
         reconnect_attempts=options.reconnect_attempts,
         transcription_model=options.transcription_model,
+        interrupt_response=request.barge_in,
         settings=OpenAIRealtimeLLMService.Settings(
             model=request.model, system_instruction=request.agent.instructions, session_properties=session
         ),

@@ -18,7 +18,10 @@ What it adds to pipecat's ``OpenAIRealtimeLLMService`` (or a service built on it
   decoded only to the PCM16 pipecat frames carry; a barge-in truncates at what the caller heard;
 - the input transcription is billed: its usage (which pipecat drops) is reported as usage of
   ``transcription_model``, priced by the provider's entry for that model;
-- a malformed event is logged and skipped (pipecat's receive loop would end the session on it).
+- a malformed event is logged and skipped (pipecat's receive loop would end the session on it);
+- with ``interrupt_response=False`` (``interruptions.enabled: false``) every ``session.update`` tells the server
+  VAD not to cancel the reply when the caller speaks: pipecat's ``server_vad`` model has no such field, and
+  the server's default cancels.
 
 Each override of a pipecat private method here is pinned in ``voxpipe.providers.cloud.pins``.
 """
@@ -93,8 +96,8 @@ def transcription_usage(processor: str, model: str, usage: dict[str, Any]) -> An
 def realtime_session_class(base: type) -> type:
     """``base`` (pipecat's ``OpenAIRealtimeLLMService`` or a service built on it) with the fixes above.
 
-    Takes ``pcmu``, ``connect_timeout_secs``, ``reconnect_attempts`` and ``transcription_model`` besides
-    ``CloudService``'s and ``base``'s arguments.
+    Takes ``pcmu``, ``connect_timeout_secs``, ``reconnect_attempts``, ``transcription_model`` and
+    ``interrupt_response`` besides ``CloudService``'s and ``base``'s arguments.
     """
     import base64
 
@@ -111,6 +114,16 @@ def realtime_session_class(base: type) -> type:
 
     answers = (frames.TTSAudioRawFrame, frames.LLMTextFrame, frames.FunctionCallsStartedFrame)
 
+    class UninterruptedSessionUpdate(events.SessionUpdateEvent):
+        """A ``session.update`` whose turn detection does not cancel the reply when the caller speaks."""
+
+        def model_dump(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            message = super().model_dump(*args, **kwargs)
+            detection = ((message["session"].get("audio") or {}).get("input") or {}).get("turn_detection")
+            if isinstance(detection, dict):
+                detection["interrupt_response"] = False
+            return message
+
     class RealtimeSession(CloudService, base):  # type: ignore[misc, valid-type]
         def __init__(
             self,
@@ -119,9 +132,11 @@ def realtime_session_class(base: type) -> type:
             connect_timeout_secs: float,
             reconnect_attempts: int = 2,
             transcription_model: str | None = None,
+            interrupt_response: bool = True,
             **kwargs: Any,
         ) -> None:
             super().__init__(**kwargs)
+            self._interrupt_response = interrupt_response
             self._pcmu, self._connect_timeout_secs, self._heard = pcmu, connect_timeout_secs, ""
             self._reconnect_attempts, self._transcription_model = reconnect_attempts, transcription_model
             self._attempts_left = reconnect_attempts  # until a response completes: a flapping service runs out
@@ -149,6 +164,12 @@ def realtime_session_class(base: type) -> type:
                     item_id=current.item_id, content_index=current.content_index, audio_end_ms=min(played_ms, sent_ms)
                 )
             )
+
+        async def send_client_event(self, event: Any) -> None:
+            """A ``session.update`` carries ``interrupt_response: false`` when the caller may not cut the bot off."""
+            if not self._interrupt_response and isinstance(event, events.SessionUpdateEvent):
+                event = UninterruptedSessionUpdate(**dict(event))
+            await super().send_client_event(event)
 
         # ------------------------------------------------------------------------------ the connection
 
