@@ -4,9 +4,11 @@ Two features of the ``interruptions`` section, both on top of pipecat's user tur
 
 - **Backchannels** (``interruptions.backchannels``): while the bot speaks, speech alone does not interrupt it
   (no VAD start strategy); the transcript decides. An acknowledgement ("uh-huh", "okay", "right") becomes a
-  pipecat ``UserBackchannelFrame``: the bot keeps speaking, the words stay out of the LLM context (they are
-  not a turn) and are kept in the call record's ``turn_taking.backchannels`` as what they were. Anything
-  else starts a turn and interrupts, as ``interruptions.min_words`` does.
+  pipecat ``UserBackchannelFrame``: the bot keeps speaking and no reply is asked for (it is not a turn). It
+  enters the history as what it was: a user message ``"(backchannel) uh-huh"`` placed after the reply it
+  was said over (written once that reply is in the context, so the order is what the caller lived), and
+  the call record's ``turn_taking.backchannels``. Anything else starts a turn and interrupts, as
+  ``interruptions.min_words`` does.
 - **False-interruption resume** (``interruptions.resume_after_secs``): speech interrupts at once (VAD), but
   when the turn that interrupted brings no words (a cough, a door), ``Endpointing`` ends it empty after
   ``resume_after_secs`` and ``ReplyResumer`` speaks the rest of the cut-off reply, from the first word the
@@ -31,6 +33,7 @@ from pipecat.frames.frames import (
     UserBackchannelFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMAssistantAggregator,
     LLMUserAggregator,
@@ -50,6 +53,8 @@ from voxpipe.config.models import InterruptionsConfig
 from voxpipe.records.model import TurnTaking
 
 _WORDS = re.compile(r"[a-z']+(?:-[a-z']+)*")
+#: How a backchannel reads in the history: the caller's words, marked as an acknowledgement, not a request.
+BACKCHANNEL_MARK = "(backchannel) "
 
 
 def is_backchannel(text: str, phrases: frozenset[str]) -> bool:
@@ -75,7 +80,8 @@ class BackchannelStartStrategy(MinWordsUserTurnStartStrategy):
 
 
 class ReplyResumer(BaseObserver):
-    """Follows the bot's reply and what of it the caller heard; resumes it after a barge-in without words."""
+    """Follows the bot's reply and what of it the caller heard; resumes it after a barge-in without words, and
+    writes backchannels to the history after the reply they were said over."""
 
     def __init__(self, stats: TurnTaking, *, resume: bool):
         super().__init__()
@@ -85,10 +91,16 @@ class ReplyResumer(BaseObserver):
         self._heard: list[str] = []  # the words of it that reached the caller (TTS text past the output)
         self._cut: list[str] = []  # the words of the last interrupted reply the caller never heard
         self._seen: set[int] = set()
+        self._context: LLMContext | None = None
+        self._replying = False  # the assistant's turn is open: its message is not in the context yet
+        self._pending_backchannels: list[str] = []  # said over that reply, written after it
 
-    def attach(self, user: LLMUserAggregator) -> None:
+    def attach(self, user: LLMUserAggregator, assistant: LLMAssistantAggregator) -> None:
+        self._context = user.context
         user.add_event_handler("on_user_turn_stopped", self._on_user_turn_stopped)
         user.add_event_handler("on_user_backchannel", self._on_user_backchannel)
+        assistant.add_event_handler("on_assistant_turn_started", self._on_assistant_turn_started)
+        assistant.add_event_handler("on_assistant_turn_stopped", self._on_assistant_turn_stopped)
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
@@ -118,6 +130,23 @@ class ReplyResumer(BaseObserver):
 
     async def _on_user_backchannel(self, aggregator: LLMUserAggregator, message: UserBackchannelMessage) -> None:
         self.stats.backchannels.append(message.content)
+        self._pending_backchannels.append(message.content)
+        if not self._replying:  # (the reply it was said over is in the context already)
+            self._write_backchannels()
+
+    async def _on_assistant_turn_started(self, aggregator: LLMAssistantAggregator) -> None:
+        self._replying = True
+
+    async def _on_assistant_turn_stopped(self, aggregator: LLMAssistantAggregator, message: Any) -> None:
+        self._replying = False  # pipecat has added the reply to the context before this event
+        self._write_backchannels()
+
+    def _write_backchannels(self) -> None:
+        """The held backchannels as user messages at the end of the context; no reply is asked for."""
+        pending, self._pending_backchannels = self._pending_backchannels, []
+        if self._context is not None:
+            for words in pending:
+                self._context.add_message({"role": "user", "content": BACKCHANNEL_MARK + words})
 
 
 def start_strategies(interruptions: InterruptionsConfig) -> list[BaseUserTurnStartStrategy]:

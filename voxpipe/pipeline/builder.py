@@ -266,7 +266,7 @@ def build_call(
     elif deployment.mode == "cascade":
         processors += [services["stt"], *redactors, aggregators.user(), services["llm"], services["tts"]]
         resumer = ReplyResumer(meter.turn_taking_stats, resume=bool(deployment.interruptions.resume_after_secs))
-        resumer.attach(aggregators.user())
+        resumer.attach(aggregators.user(), aggregators.assistant())
         turn_observers.append(resumer)
     else:
         processors += [aggregators.user(), services["realtime"]]
