@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 
 from voxpipe.bench.corpus import load_corpus
 from voxpipe.bench.wer import corpus_word_error_rate
-from voxpipe.providers.builtin._whisper_stt import load_whisper
+from voxpipe.providers.builtin._whisper_stt import Decoding, load_whisper
 from voxpipe.providers.builtin.local_whisper import packaged_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def main(corpus: Path, gate: float) -> None:
         pairs, wall, cpu = defaultdict(list), [], []
         for utterance in utterances:
             started, cpu_started = time.perf_counter(), time.process_time()
-            text = whisper.transcribe(utterance.turn.audio, 16000, "en", beams, options["prompt"], below)
+            text = whisper.transcribe(utterance.turn.audio, 16000, "en", Decoding(beams, options["prompt"], below))
             wall.append(time.perf_counter() - started)
             cpu.append(time.process_time() - cpu_started)
             pairs[utterance.voice].append((utterance.text, text))

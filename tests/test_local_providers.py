@@ -126,7 +126,7 @@ def test_beams_run_only_for_a_transcript_greedy_decoding_is_unsure_of() -> None:
     """espeak-ng's "Hi, are you open on Sunday?" is heard as "High, ..." greedily (average log-prob about -0.4)
     and better with 5 beams; a bar above that takes the beams, a bar below it keeps the greedy words."""
     from voxpipe.bench.corpus import load_corpus
-    from voxpipe.providers.builtin._whisper_stt import load_whisper
+    from voxpipe.providers.builtin._whisper_stt import Decoding, load_whisper
 
     corpus = Path(__file__).resolve().parent.parent / "benchmarks" / "corpus"
     (utterance,) = [u for u in load_corpus(corpus) if u.name == "espeak/open-sunday.wav"]
@@ -134,7 +134,7 @@ def test_beams_run_only_for_a_transcript_greedy_decoding_is_unsure_of() -> None:
     prompt = "Harbor Bikes, a bicycle repair shop. Opening hours, a tune-up, a flat tire repair, bookings and prices."
 
     def heard(beam_size: int, beam_below_log_prob: float | None = None) -> str:
-        return whisper.transcribe(utterance.turn.audio, 16000, "en", beam_size, prompt, beam_below_log_prob)
+        return whisper.transcribe(utterance.turn.audio, 16000, "en", Decoding(beam_size, prompt, beam_below_log_prob))
 
     greedy, beams = heard(1), heard(5)
     assert greedy.startswith("High") and beams.startswith("Hi,")  # the two searches differ on this utterance

@@ -38,6 +38,18 @@ TTFS_P99_SECS = 0.7
 
 
 @dataclass(frozen=True)
+class Decoding:
+    """How a transcript is searched for: ``beam_size`` beams (1: greedy), with ``prompt`` (words the callers use)
+    as whisper's previous text. With ``beam_below_log_prob``, the utterance is decoded greedily first and the
+    beams run only when the greedy transcript's average log-probability per token is below it (the encoding is
+    reused, so an unsure utterance costs one extra decoding, not a second encoding)."""
+
+    beam_size: int = 1
+    prompt: str = ""
+    beam_below_log_prob: float | None = None
+
+
+@dataclass(frozen=True)
 class SharedWhisper:
     """One loaded model and the single thread that may run it (CTranslate2 calls are not reentrant here)."""
 
@@ -45,45 +57,30 @@ class SharedWhisper:
     executor: ThreadPoolExecutor
     trim_window: bool
 
-    def transcribe(
-        self,
-        pcm: bytes,
-        sample_rate: int,
-        language: str,
-        beam_size: int,
-        prompt: str = "",
-        beam_below_log_prob: float | None = None,
-    ) -> str:
-        """16-bit mono PCM -> text; blocking, so call it on ``executor``. ``prompt``: words the callers use.
-
-        With ``beam_below_log_prob``, the utterance is decoded greedily first and the ``beam_size`` search runs
-        only when the greedy transcript's average log-probability per token is below it (the encoding is
-        reused, so an unsure utterance costs one extra decoding, not a second encoding).
-        """
+    def transcribe(self, pcm: bytes, sample_rate: int, language: str, decoding: Decoding = Decoding()) -> str:
+        """16-bit mono PCM -> text; blocking, so call it on ``executor``."""
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         if sample_rate != WHISPER_RATE:
             audio = soxr.resample(audio, sample_rate, WHISPER_RATE)
         if self.trim_window:
-            text = self._transcribe_trimmed(audio, language, beam_size, prompt, beam_below_log_prob)
+            text = self._transcribe_trimmed(audio, language, decoding)
             if text is not None:
                 return text
         segments, _ = self.model.transcribe(
             audio,
             language=language,
-            beam_size=beam_size,
+            beam_size=decoding.beam_size,
             # One float, not the default fallback tuple: the fallback resamples at higher
             # temperatures when a segment looks poor, which makes the text random.
             temperature=0.0,
             without_timestamps=True,
             condition_on_previous_text=False,
-            initial_prompt=prompt or None,
+            initial_prompt=decoding.prompt or None,
         )
         # The segments are decoded lazily, while iterated: this must stay in the worker thread.
         return cut_repetition(" ".join(segment.text.strip() for segment in segments).strip())
 
-    def _transcribe_trimmed(
-        self, audio: np.ndarray, language: str, beam_size: int, prompt: str, beam_below_log_prob: float | None
-    ) -> str | None:
+    def _transcribe_trimmed(self, audio: np.ndarray, language: str, decoding: Decoding) -> str | None:
         """Decode the utterance with whisper's window cut to the speech plus 3 s of silence.
 
         faster-whisper always encodes 30 s, which is most of its time on a short utterance (0.4 of
@@ -101,7 +98,8 @@ class SharedWhisper:
         encoded = self.model.encode(np.pad(features, ((0, 0), (0, TRIM_PAD_FRAMES))))
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, "transcribe", language)
         # As faster-whisper builds it: the previous-text marker, the prompt's tokens, then the task.
-        previous = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())] if prompt.strip() else []
+        prompt = decoding.prompt.strip()
+        previous = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt)] if prompt else []
         start = [*previous, *tokenizer.sot_sequence, tokenizer.no_timestamps]
         max_new_tokens = MIN_MAX_TOKENS + MAX_TOKENS_PER_SEC * frames // 100
 
@@ -121,11 +119,11 @@ class SharedWhisper:
             average = result.scores[0] * len(tokens) / (len(tokens) + 1)  # as faster-whisper computes it
             return tokenizer.decode(tokens).strip(), len(tokens), average, result.no_speech_prob
 
-        unsure_below = beam_below_log_prob if beam_size > 1 else None
-        text, count, average_log_prob, no_speech_prob = decode(beam_size if unsure_below is None else 1)
+        unsure_below = decoding.beam_below_log_prob if decoding.beam_size > 1 else None
+        text, count, average_log_prob, no_speech_prob = decode(decoding.beam_size if unsure_below is None else 1)
         if unsure_below is not None and average_log_prob < unsure_below:
-            logger.debug(f"local_whisper: greedy unsure ({average_log_prob:.2f}); {beam_size}-beam search")
-            text, count, average_log_prob, no_speech_prob = decode(beam_size)
+            logger.debug(f"local_whisper: greedy unsure ({average_log_prob:.2f}); {decoding.beam_size}-beam search")
+            text, count, average_log_prob, no_speech_prob = decode(decoding.beam_size)
         if count >= max_new_tokens or _repeats_itself(text):
             logger.debug(f"local_whisper: trimmed window looped ({text[:60]!r}); decoding the full window")
             return None
@@ -174,7 +172,7 @@ def load_whisper(model_path: str, cpu_threads: int, trim_window: bool) -> Shared
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local_whisper")
     shared = SharedWhisper(model, executor, trim_window)
     # The first transcription of a process is about twice as slow; pay for it here, not on a caller.
-    shared.transcribe(bytes(WHISPER_RATE), WHISPER_RATE, model.supported_languages[0], 1)
+    shared.transcribe(bytes(WHISPER_RATE), WHISPER_RATE, model.supported_languages[0])
     return shared
 
 
@@ -191,9 +189,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
         whisper: SharedWhisper,
         model_name: str,
         language: str,
-        beam_size: int,
-        prompt: str = "",
-        beam_below_log_prob: float | None = None,
+        decoding: Decoding,
         **kwargs,
     ) -> None:
         super().__init__(
@@ -202,9 +198,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
             **kwargs,
         )
         self._whisper = whisper
-        self._beam_size = beam_size
-        self._prompt = prompt
-        self._beam_below_log_prob = beam_below_log_prob
+        self._decoding = decoding
         supported = whisper.model.supported_languages
         if self._settings.language not in supported:
             raise ValueError(
@@ -233,9 +227,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
                 audio,
                 self.sample_rate,
                 str(language),
-                self._beam_size,
-                self._prompt,
-                self._beam_below_log_prob,
+                self._decoding,
             )
         finally:
             await self.stop_processing_metrics()

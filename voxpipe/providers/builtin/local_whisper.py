@@ -60,7 +60,7 @@ def packaged_model_path() -> str:
 
 
 def build(request: ServiceRequest[LocalWhisperOptions]) -> LocalWhisperSTTService:
-    from voxpipe.providers.builtin._whisper_stt import LocalWhisperSTTService, load_whisper
+    from voxpipe.providers.builtin._whisper_stt import Decoding, LocalWhisperSTTService, load_whisper
 
     options = request.options
     if options.model_path is None:
@@ -76,9 +76,7 @@ def build(request: ServiceRequest[LocalWhisperOptions]) -> LocalWhisperSTTServic
         whisper=load_whisper(model_path, options.cpu_threads, options.trim_window),
         model_name=request.model or PACKAGED_MODEL,
         language=options.language,
-        beam_size=options.beam_size,
-        prompt=options.prompt,
-        beam_below_log_prob=options.beam_below_log_prob,
+        decoding=Decoding(options.beam_size, options.prompt, options.beam_below_log_prob),
         sample_rate=request.audio.sample_rate_in,
     )
 
