@@ -76,7 +76,7 @@ async def measure_store(name: str, windows: SharedWindows | None, spent: SpentTo
     tokens = [signer.mint("call:twilio", f"CA{i}", 120) for i in range(n)]
 
     async def admit(i: int) -> None:
-        (await limits.admit_call(f"198.51.100.{i % 250}")).release()
+        await (await limits.admit_call(f"198.51.100.{i % 250}")).release()
 
     async def spend(i: int) -> None:
         if not await spent.spend(tokens[i], 120):

@@ -88,7 +88,7 @@ async def test_deployment_limits_check_the_client_rate_before_taking_a_slot() ->
     await limits.admit_call("203.0.113.9")
     with pytest.raises(LimitExceeded, match="concurrent_calls"):
         await limits.admit_call("192.0.2.1")
-    slot.release()
+    await slot.release()
     await limits.admit_secret()
     await limits.admit_secret()
     with pytest.raises(LimitExceeded, match="minted_secrets_per_minute"):

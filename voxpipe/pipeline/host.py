@@ -348,8 +348,7 @@ class CallHost:
         """End every call still running (the process is stopping)."""
         for call in list(self.calls):
             await call.close()
-        if self.limits.shared is not None:
-            await self.limits.shared.close()
+        await self.limits.close()
 
 
 def _shared_windows(deployment: Deployment) -> SharedWindows | None:

@@ -12,17 +12,20 @@ This module only decides; it knows no HTTP. The clock is injectable so tests nee
 bounded: a window keeps at most ``limit`` timestamps per key and at most ``max_keys`` keys (the least
 recently seen key is forgotten first, so rotating addresses cannot fill the server's memory).
 
-The rate windows are shared by every process that shares the deployment's sessions (``SharedWindows``): in
+The limits are shared by every process that shares the deployment's sessions (``SharedWindows``): in
 Redis a fleet (``voxpipe.sessions.redis_limits``), in SQLite the workers of one host
-(``voxpipe.sessions.sqlite_limits``) then allow each client its ``calls_per_minute_per_client`` and the
-deployment its ``minted_secrets_per_minute`` in all. With memory sessions, and while the shared store fails
-(logged), each process counts alone. ``concurrent_calls`` is always per process (a slot is this process's
-call).
+(``voxpipe.sessions.sqlite_limits``) then allow each client its ``calls_per_minute_per_client``, the
+deployment its ``minted_secrets_per_minute`` and its ``concurrent_calls`` in all. A shared call slot is a
+lease with a time to live (``lease_secs``), renewed while the call lives and given back when it ends, so the
+slots of a worker that crashed free themselves instead of leaking. With memory sessions, and while the
+shared store fails (logged once per outage), each process counts alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -112,23 +115,84 @@ class ConcurrencySlots:
         """A slot, or ``LimitExceeded`` when all are held (retry when one ends: no time can be promised)."""
         if self._in_use >= self.limit:
             raise LimitExceeded(self.name, 1.0)
+        return self.count()
+
+    def count(self) -> Slot:
+        """A slot admitted elsewhere (by the shared store), counted here too so that this process's own
+        calls still bound it while the store fails."""
         self._in_use += 1
         return Slot(self)
 
 
 class SharedWindows(Protocol):
-    """Sliding windows kept outside the process, so all processes of a deployment count together."""
+    """Sliding windows and slot leases kept outside the process, so all processes of a deployment count
+    together. A lease's ``ttl_secs`` runs on the store's clock."""
 
     async def take(self, name: str, limit: int, window_secs: float, key: str) -> None:
         """Count one event for ``key`` in the window ``name``, or raise ``LimitExceeded`` (counting nothing)."""
         ...
 
+    async def take_slot(self, name: str, limit: int, lease: str, ttl_secs: float) -> None:
+        """Hold ``lease`` among the live leases of ``name`` for ``ttl_secs``, or raise ``LimitExceeded``."""
+        ...
+
+    async def renew_slot(self, name: str, lease: str, ttl_secs: float) -> None:
+        """Hold ``lease`` for ``ttl_secs`` more (again, if it expired meanwhile: its call is still live)."""
+        ...
+
+    async def release_slot(self, name: str, lease: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
+class CallSlot:
+    """A call's concurrency slot: this process's count, and its lease in the shared store if it holds one
+    (renewed every third of its time to live until released). ``release`` (or leaving the ``async with``
+    block) gives both back, once."""
+
+    def __init__(self, limits: DeploymentLimits, local: Slot, lease: tuple[SharedWindows, str] | None = None):
+        self._limits, self._local, self._lease = limits, local, lease
+        self._renewing = asyncio.create_task(self._renew(*lease)) if lease is not None else None
+
+    async def _renew(self, shared: SharedWindows, lease: str) -> None:
+        limits = self._limits
+        while True:
+            await asyncio.sleep(limits.lease_secs / 3)
+            try:
+                await shared.renew_slot(limits.calls.name, lease, limits.lease_secs)
+                limits.shared_back()
+            except Exception as exc:  # the call goes on; its lease is renewed again once the store is back
+                limits.shared_failed(exc)
+
+    async def release(self) -> None:
+        self._local.release()
+        if self._renewing is None or self._lease is None:
+            return
+        self._renewing.cancel()
+        self._renewing = None
+        # A call's task is often cancelled as its socket closes: the lease is given back all the same.
+        giving_back = asyncio.create_task(self._give_back(*self._lease))
+        self._limits.releasing.add(giving_back)  # held until done (the loop keeps only weak references)
+        giving_back.add_done_callback(self._limits.releasing.discard)
+        await asyncio.shield(giving_back)
+
+    async def _give_back(self, shared: SharedWindows, lease: str) -> None:
+        try:
+            await shared.release_slot(self._limits.calls.name, lease)
+        except Exception as exc:  # the lease expires by itself after its time to live
+            self._limits.shared_failed(exc)
+
+    async def __aenter__(self) -> CallSlot:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.release()
+
+
 class DeploymentLimits:
-    """The three limits of one deployment, as the routes use them. ``shared``: where the rate windows are
-    counted for every process (``None``: in this one); if it fails, this process's own windows count."""
+    """The three limits of one deployment, as the routes use them. ``shared``: where they are counted for
+    every process (``None``: in this one); if it fails, this process's own windows and slots count.
+    ``lease_secs``: how long a shared slot outlives a process that died holding it."""
 
     def __init__(
         self,
@@ -137,32 +201,62 @@ class DeploymentLimits:
         minted_secrets_per_minute: int,
         clock: Clock = time.monotonic,
         shared: SharedWindows | None = None,
+        lease_secs: float = 30.0,
     ):
         self.calls = ConcurrencySlots("concurrent_calls", concurrent_calls)
         self.new_calls = SlidingWindow("calls_per_minute_per_client", calls_per_minute_per_client, clock=clock)
         self.secrets = SlidingWindow("minted_secrets_per_minute", minted_secrets_per_minute, clock=clock)
         self.shared = shared
+        self.lease_secs = lease_secs
+        self.releasing: set[asyncio.Task[None]] = set()  # leases being given back
+        self._shared_failing = False
+
+    def shared_failed(self, problem: Exception) -> None:
+        """The shared store failed: say so once per outage, not once per request."""
+        if not self._shared_failing:
+            log.warning(f"shared limits unavailable, counting in this process until they are back: {problem!r}")
+        self._shared_failing = True
+
+    def shared_back(self) -> None:
         self._shared_failing = False
 
     async def _take(self, window: SlidingWindow, key: str) -> None:
         if self.shared is not None:
             try:
                 await self.shared.take(window.name, window.limit, window.window_secs, key)
-                self._shared_failing = False
+                self.shared_back()
                 return
             except LimitExceeded:
                 raise
             except Exception as exc:  # the shared store is down: this process's own window still bounds it
-                if not self._shared_failing:  # once per outage, not once per request
-                    log.warning(f"shared limits unavailable, counting in this process until they are back: {exc!r}")
-                self._shared_failing = True
+                self.shared_failed(exc)
         window.take(key)
+
+    async def _take_slot(self) -> CallSlot:
+        if self.shared is not None:
+            lease = secrets.token_hex(8)
+            try:
+                await self.shared.take_slot(self.calls.name, self.calls.limit, lease, self.lease_secs)
+            except LimitExceeded:
+                raise
+            except Exception as exc:  # the shared store is down: this process's own calls still bound it
+                self.shared_failed(exc)
+            else:
+                self.shared_back()
+                return CallSlot(self, self.calls.count(), (self.shared, lease))
+        return CallSlot(self, self.calls.take())
+
+    async def close(self) -> None:
+        """Give back the leases still being released, then let go of the shared store."""
+        await asyncio.gather(*self.releasing, return_exceptions=True)
+        if self.shared is not None:
+            await self.shared.close()
 
     async def admit_new_call(self, client: str) -> None:
         """Count one new call (or page token) from ``client``, or raise ``LimitExceeded``."""
         await self._take(self.new_calls, client)
 
-    async def admit_call(self, client: str | None) -> Slot:
+    async def admit_call(self, client: str | None) -> CallSlot:
         """Admit a new call from ``client`` (its address): the slot it holds until it ends, or ``LimitExceeded``.
 
         The per-client window is checked first, so a client over its rate never takes a slot. ``None``: the
@@ -170,7 +264,7 @@ class DeploymentLimits:
         """
         if client is not None:
             await self.admit_new_call(client)
-        return self.calls.take()
+        return await self._take_slot()
 
     async def admit_secret(self) -> None:
         """Count one minted client secret, or raise ``LimitExceeded``."""

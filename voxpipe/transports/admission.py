@@ -15,13 +15,13 @@ from typing import TypeVar
 from fastapi import HTTPException, WebSocket
 
 from voxpipe.pipeline.host import CallHost
-from voxpipe.security.limits import LimitExceeded, Slot
+from voxpipe.security.limits import CallSlot, LimitExceeded
 
 T = TypeVar("T")
 TRY_AGAIN_LATER = 1013
 
 
-async def admit_socket(host: CallHost, socket: WebSocket, client: str | None) -> Slot | None:
+async def admit_socket(host: CallHost, socket: WebSocket, client: str | None) -> CallSlot | None:
     """The call's concurrency slot (release it when the call ends), or ``None`` once the accepted socket was
     closed with the reason. ``client`` is the peer's address for the per-client rate (``None``: counted at
     the signed webhook already)."""

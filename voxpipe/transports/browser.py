@@ -221,7 +221,7 @@ def add_routes(router: APIRouter, host: CallHost, extra_origins: Sequence[str] =
             return
         slot = await admit_socket(host, socket, socket.client.host if socket.client else "")
         if slot is not None:
-            with slot:
+            async with slot:
                 await serve_media_stream(host, None, socket, BrowserDialect(session.session_id))
 
     @router.post("/session")

@@ -299,5 +299,5 @@ def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None
             return
         slot = await admit_socket(host, socket, None)  # the caller was counted at the webhook
         if slot is not None:
-            with slot:
+            async with slot:
                 await RelaySession(host, socket, twilio).run()
