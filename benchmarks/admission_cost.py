@@ -1,9 +1,11 @@
 """What admitting one call costs: the checks every new call passes before its pipeline starts (issue 11).
 
 A browser call checks its page token (HMAC, ``voxpipe.security.browser_access``) and counts against the
-per-client rate; a Twilio call spends its binding token once (``voxpipe.security.spent_tokens``). Both rate
-windows and spent tokens live beside the deployment's sessions so that every process counts together, which
-puts a store round trip on each admission. This prints the median and p99 cost of each step, per store::
+per-client rate and takes a concurrency slot (given back when the call ends); a Twilio call spends its
+binding token once (``voxpipe.security.spent_tokens``). Rate windows, slot leases and spent tokens live
+beside the deployment's sessions so that every process counts together, which puts store round trips on
+each admission (the window, the slot, and giving the slot back are measured together). This prints the
+median and p99 cost of each step, per store::
 
     python benchmarks/admission_cost.py [--n 2000] [--redis redis://127.0.0.1:6379/0]
 
