@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import pytest
 import redis
 from starlette.testclient import TestClient
@@ -63,16 +64,16 @@ def _store(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[
 
         return url, held
     path = str(tmp_path / "s.db")
+    return path, lambda: _sqlite_held(path)
 
-    def held_rows() -> int:
-        query = "SELECT COUNT(*) FROM limit_slots WHERE name = 'open:concurrent_calls' AND expires > ?"
-        with sqlite3.connect(path) as db:
-            try:
-                return db.execute(query, (time.time(),)).fetchone()[0]
-            except sqlite3.OperationalError:  # no slot was taken yet: the table is made with the first
-                return 0
 
-    return path, held_rows
+def _sqlite_held(path: str) -> int:
+    query = "SELECT COUNT(*) FROM limit_slots WHERE name = 'open:concurrent_calls' AND expires > ?"
+    with sqlite3.connect(path) as db:
+        try:
+            return db.execute(query, (time.time(),)).fetchone()[0]
+        except sqlite3.OperationalError:  # no slot was taken yet: the table is made with the first
+            return 0
 
 
 def _wait_for(held: Callable[[], int], count: int) -> None:
@@ -174,3 +175,32 @@ async def test_slots_fall_back_to_the_process_when_the_store_fails_and_say_so_on
         assert len(warnings) == 1
     finally:
         await down.close()
+
+
+async def test_a_cancelled_calls_slot_is_given_back_and_a_lapsed_lease_of_a_live_call_is_renewed(
+    tmp_path: Path,
+) -> None:
+    """A call's task is cancelled as its socket closes, and an anyio cancel scope (Starlette's) cancels every
+    await after it, the release's too: the lease still goes back at once, not after its time to live. A
+    lease that lapsed while the store was unreachable is held again by the next renewal."""
+    where = str(tmp_path / "s.db")
+    limits = DeploymentLimits(1, 10, 10, shared=SQLiteWindows(where, "open"))
+    with anyio.CancelScope() as scope:
+        async with await limits.admit_call(None):
+            assert _sqlite_held(where) == 1
+            scope.cancel()
+            await asyncio.sleep(3600)
+    await limits.close()  # waits for the leases being given back
+    assert _sqlite_held(where) == 0
+
+    clock = [1000.0]
+    store = SQLiteWindows(where, "open", clock=lambda: clock[0])
+    try:
+        await store.take_slot("concurrent_calls", 1, "live", 30)
+        clock[0] += 31  # no renewal for longer than the lease: another call takes the place
+        await store.take_slot("concurrent_calls", 1, "newcomer", 30)
+        await store.renew_slot("concurrent_calls", "live", 30)  # the live call is counted again, over the limit
+        with pytest.raises(LimitExceeded):
+            await store.take_slot("concurrent_calls", 2, "third", 30)
+    finally:
+        await store.close()
