@@ -204,3 +204,29 @@ async def test_a_cancelled_calls_slot_is_given_back_and_a_lapsed_lease_of_a_live
             await store.take_slot("concurrent_calls", 2, "third", 30)
     finally:
         await store.close()
+
+
+async def test_a_hung_redis_is_a_failed_one_the_call_is_admitted_by_the_process_count_within_the_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Redis that accepts connections and never answers must not hold a new call at the door."""
+
+    async def never_answer(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads until the client gives up, answers nothing
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hung = RedisWindows(f"redis://127.0.0.1:{port}/0", "open", timeout_secs=0.3)
+    limits = DeploymentLimits(1, 10, 10, shared=hung)
+    try:
+        with caplog.at_level(logging.WARNING, logger="voxpipe.security"):
+            started = time.monotonic()
+            slot = await limits.admit_call("198.51.100.7")  # the rate window, then the slot: each times out
+            assert time.monotonic() - started < 2.0
+            with pytest.raises(LimitExceeded, match="concurrent_calls"):
+                await limits.admit_call(None)
+            await slot.release()
+        assert len([r for r in caplog.records if "shared limits unavailable" in r.getMessage()]) == 1
+    finally:
+        await limits.close()
+        server.close()

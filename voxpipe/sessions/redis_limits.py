@@ -70,10 +70,12 @@ return false
 
 class RedisWindows:
     """``SharedWindows`` in one Redis database (``url`` as redis-py takes it); ``scope`` (the deployment's
-    name) keeps the windows of deployments sharing the database apart."""
+    name) keeps the windows of deployments sharing the database apart. A Redis that does not answer within
+    ``timeout_secs`` has failed (the limits fall back to the process's own count): a new call must not wait
+    on a hung store."""
 
-    def __init__(self, url: str, scope: str):
-        self._redis = Redis.from_url(url)
+    def __init__(self, url: str, scope: str, timeout_secs: float = 1.0):
+        self._redis = Redis.from_url(url, socket_timeout=timeout_secs, socket_connect_timeout=timeout_secs)
         self._scope = scope
         self._take = self._redis.register_script(TAKE)
         self._take_slot = self._redis.register_script(TAKE_SLOT)
