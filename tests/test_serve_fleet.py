@@ -72,10 +72,13 @@ def _get(url: str) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
-def _serve(tmp_path: Path, redis: str, workers: int, deadline: float = 60) -> Iterator[tuple[int, subprocess.Popen]]:
-    """``voxpipe serve --workers N`` on a free port, once ``/readyz`` says 200; stopped at the end if still up."""
+def _serve(
+    tmp_path: Path, redis: str, workers: int, deadline: float = 60, extra: str = ""
+) -> Iterator[tuple[int, subprocess.Popen]]:
+    """``voxpipe serve --workers N`` on a free port, once ``/readyz`` says 200; stopped at the end if still up.
+    ``extra``: more YAML for the deployment."""
     config = tmp_path / "desk.yaml"
-    config.write_text(DEPLOYMENT.replace("DEADLINE", str(deadline)))
+    config.write_text(DEPLOYMENT.replace("DEADLINE", str(deadline)) + extra)
     port = _free_port()
     env = {
         **os.environ,

@@ -8,6 +8,7 @@ its lease; when the store fails, each process counts its own calls, and says so 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -26,6 +27,7 @@ from starlette.websockets import WebSocketDisconnect
 from tests.security.test_bounds import UNSIGNED
 from tests.security.test_limits_routes import _refused
 from tests.simulators.server import free_port
+from tests.test_serve_fleet import _caller, _serve
 from tests.test_session_backends import redis_url  # noqa: F401 — a pytest fixture, by name
 from voxpipe.config.loader import parse_deployment
 from voxpipe.security.limits import DeploymentLimits, LimitExceeded, SharedWindows
@@ -58,13 +60,14 @@ def _store(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[
     if store == "redis":
         url = request.getfixturevalue("redis_url")
 
-        def held() -> int:
-            with redis.Redis.from_url(url) as client:
-                return client.zcount("voxpipe:slots:open:concurrent_calls", time.time(), "+inf")
-
-        return url, held
+        return url, lambda: _redis_held(url, "open")
     path = str(tmp_path / "s.db")
     return path, lambda: _sqlite_held(path)
+
+
+def _redis_held(url: str, deployment: str) -> int:
+    with redis.Redis.from_url(url) as client:
+        return client.zcount(f"voxpipe:slots:{deployment}:concurrent_calls", time.time(), "+inf")
 
 
 def _sqlite_held(path: str) -> int:
@@ -230,3 +233,28 @@ async def test_a_hung_redis_is_a_failed_one_the_call_is_admitted_by_the_process_
     finally:
         await limits.close()
         server.close()
+
+
+@pytest.mark.timeout(180)
+async def test_voxpipe_serve_with_two_workers_admits_the_concurrent_calls_once(
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811 — the fixture, by name
+) -> None:
+    """Real ``voxpipe serve --workers 2`` processes, Twilio played by the simulator: eight calls at once, the
+    kernel spreading them over the workers, and ``concurrent_calls: 2`` admits two in all (counted per
+    process, two workers would admit up to four). When they end, the next call is admitted."""
+    with _serve(tmp_path, redis_url, workers=2, extra="limits: {concurrent_calls: 2}\n") as (port, _):
+        async with contextlib.AsyncExitStack() as calls:
+            callers = [await calls.enter_async_context(_caller(port, f"CA-slot-{n}")) for n in range(8)]
+            deadline = time.monotonic() + 30
+            while sum(call.closed.is_set() for call in callers) < 6:
+                assert time.monotonic() < deadline, "the calls beyond the limit were not refused"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # the admitted two stay up
+            refused = [call for call in callers if call.closed.is_set()]
+            assert len(refused) == 6
+            assert all(call.close_code == 1013 and "concurrent_calls" in call.close_reason for call in refused)
+        _wait_for(lambda: _redis_held(redis_url, "desk"), 0)  # the two ended: their slots were given back
+        async with _caller(port, "CA-slot-after") as after:
+            await asyncio.sleep(1.5)
+            assert not after.closed.is_set()
