@@ -1,8 +1,9 @@
 """Issue 11/12: ``limits.concurrent_calls`` counted across every process that shares the deployment's sessions.
 
-Two servers on one Redis (a fleet) or one SQLite file (the workers of a host) admit exactly the limit
-together; a worker killed while holding a slot frees it once its lease runs out, while a live call renews
-its lease; when the store fails, each process counts its own calls, and says so once.
+Two servers on one Redis (a fleet) or one SQLite file (the workers of a host), and real ``voxpipe serve
+--workers 2`` processes, admit exactly the limit together; a worker killed while holding a slot frees it once
+its lease runs out, while a live call renews its lease; a call cancelled as its socket closes gives its
+lease back at once; when the store fails or hangs, each process counts its own calls, and says so once.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ def _store(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[
     it holds, read straight from the store."""
     if store == "redis":
         url = request.getfixturevalue("redis_url")
-
         return url, lambda: _redis_held(url, "open")
     path = str(tmp_path / "s.db")
     return path, lambda: _sqlite_held(path)
