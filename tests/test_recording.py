@@ -23,7 +23,7 @@ from voxpipe.config.loader import parse_deployment
 from voxpipe.pipeline.builder import CallPipeline
 from voxpipe.pipeline.host import CallBookkeeping
 from voxpipe.pipeline.latency import first_audible
-from voxpipe.records.recording import AUDIBLE, read_stereo, turn_gaps
+from voxpipe.records.recording import AUDIBLE, Track, place, read_stereo, turn_gaps
 from voxpipe.records.recording_store import FileStore, uploader
 from voxpipe.records.store import RecordStore
 
@@ -146,3 +146,19 @@ def test_an_unknown_store_is_a_config_error_naming_the_key() -> None:
     with pytest.raises(ConfigError) as error:
         parse_deployment('name: x\nagent: {instructions: hi}\nrecording: {enabled: true, store: "gs://b/x"}\n')
     assert ":3: recording.store:" in str(error.value) and "use file://DIR or s3://BUCKET/PREFIX" in str(error.value)
+
+
+def test_a_track_lays_chunks_end_to_end_even_when_their_times_bunch_up() -> None:
+    """Marks that come back in a burst (a busy loop) must not overwrite audio: each chunk is kept, in order."""
+    rate, chunk = 8000, 320  # 40 ms chunks
+    pcm = [np.full(chunk, 1000 * (i + 1), dtype=np.int16).tobytes() for i in range(4)]
+    track = Track()
+    track.add(1.000, pcm[0], rate)
+    track.add(1.100, pcm[1], rate)  # chunks 1 and 2 reported together: 2 proves 1 played before it
+    track.add(1.101, pcm[2], rate)
+    track.add(1.145, pcm[3], rate)  # 4 ms after the end of 2: jitter, closed up
+    laid = place(track.laid_out(), 1.0, rate)
+    starts = [round(at - 1.0, 3) for at, _ in track.laid_out()]
+    assert starts == [0.0, 0.065, 0.105, 0.145]
+    assert sorted(set(laid.tolist()) - {0}) == [1000, 2000, 3000, 4000]  # nothing overwritten
+    assert (laid[round(0.065 * rate) :] != 0).all()  # the last three end to end

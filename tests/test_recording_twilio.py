@@ -1,8 +1,10 @@
 """A served Twilio Media Streams call is recorded like any other: the simulator plays Twilio against the app.
 
 The recording is 8 kHz stereo (the phone line's rate): the caller's 300 Hz "speech" on the left, the bot's
-440 Hz tone on the right. The story the caller interrupts stops on the right channel shortly after the caller
-starts speaking, and each turn's gap in the file matches the reported voice-to-voice within 20 ms. With
+440 Hz tone on the right. The bot channel is written by playout (the marks Twilio echoes): every stretch of it
+lies where the simulator played it, within one 20 ms frame; the story the caller interrupts stops where the
+``clear`` cut it, and no audio the clear dropped is in the file. Each turn's gap in the file matches the
+reported voice-to-voice within 20 ms. With
 ``redact:``, the conversation the call host stores and the record hold no card number, and neither does any
 file the server wrote.
 """
@@ -19,7 +21,7 @@ import pytest
 from tests.simulators.server import RunningServer
 from tests.test_twilio_media import RATE, audible, deployment, simulator, speech, stored_messages, turn
 from voxpipe.config.loader import apply_overrides
-from voxpipe.records.recording import AUDIBLE, read_stereo, turn_gaps
+from voxpipe.records.recording import AUDIBLE, place, read_stereo, turn_gaps
 from voxpipe.records.recording_store import uploader
 from voxpipe.records.store import RecordStore
 from voxpipe.web.app import create_app
@@ -32,6 +34,20 @@ def server(tmp_path: Path, registry: object) -> Iterator[RunningServer]:
     app = create_app([recorded], records=RecordStore(tmp_path / "calls.db"), warm_up=False)
     with RunningServer(app) as running:
         yield running
+
+
+FRAME_SECS = 0.02  # one Twilio media frame
+
+
+def _loud(track: np.ndarray) -> np.ndarray:
+    return np.abs(track.astype(np.int32)) > AUDIBLE
+
+
+def _within(loud: np.ndarray, other: np.ndarray, samples: int) -> np.ndarray:
+    """Where ``loud`` is audible with no audible sample of ``other`` within ``samples`` either side."""
+    other = np.pad(other, (0, max(0, len(loud) - len(other))))[: len(loud)]
+    near = np.convolve(other.astype(np.int32), np.ones(2 * samples + 1, dtype=np.int32), mode="same") > 0
+    return loud & ~near
 
 
 def _dominant_hz(track: np.ndarray, rate: int) -> float:
@@ -70,6 +86,24 @@ async def test_a_twilio_call_is_recorded_as_the_caller_heard_it(server: RunningS
     story_start, story_end = bot_loud[pauses[1] + 1], bot_loud[pauses[2]]
     barge_in = caller_loud[caller_loud > story_start][0]
     assert 0.0 < (story_end - barge_in) / rate < 0.8
+
+    # The bot channel is the simulator's playout, within one frame either way. The file's clock is found from
+    # the caller's first words (each 20 ms frame is placed where it arrived: when the simulator sent it, less
+    # its length).
+    origin = call.spoken[0].at - FRAME_SECS - caller_loud[0] / rate
+    heard = _loud(place([(p.at, p.pcm) for p in call.heard], origin, rate))
+    recorded = _loud(bot)
+    frame = round(FRAME_SECS * rate)
+    cleared = round((call.clears[0] - origin) * rate)
+    assert not _within(recorded, heard, frame).any()  # no bot audio the caller did not hear
+    # the simulator counts the chunk a clear cut (40 ms) as heard whole; the file keeps the part played before it
+    heard_but_cut = np.zeros_like(heard)
+    heard_but_cut[cleared : cleared + 2 * frame] = True
+    assert not (_within(heard, recorded, frame) & ~heard_but_cut).any()  # all the caller heard, where it was heard
+    after_clear = recorded[cleared + frame :]
+    resumed = np.flatnonzero(heard[cleared + 2 * frame :])[0] + frame  # the next reply (the simulator's)
+    assert not after_clear[: resumed - frame].any()  # nothing of the dropped story after the clear
+    assert recorded[cleared - 2 * frame : cleared].any()  # and the story was playing up to it
 
 
 async def test_a_served_call_stores_its_history_and_record_redacted(tmp_path: Path, registry: object) -> None:

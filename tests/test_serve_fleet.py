@@ -3,7 +3,8 @@
 Real processes and sockets, Twilio played by ``TwilioMediaSimulator``, sessions in a real ``redis-server``:
 
 - with ``--workers 2`` a call that drops and reconnects is taken by the other worker and resumes its
-  conversation (the session's ``served_by`` names the worker), and ``/metrics`` counts both workers' calls;
+  conversation (the session's ``served_by`` names the worker), and ``/metrics`` counts both workers' calls
+  and both workers' stored recordings;
 - SIGTERM during a live call (a rolling restart): ``/readyz`` turns 503, a new call is refused, the live call
   goes on and loses no turn, its record is complete, and the process exits once it ends;
 - a call still live at the drain deadline ends through ``on_failure``, and its record says why;
@@ -54,6 +55,7 @@ transport:
 sessions: {store: redis, url: "${REDIS_URL}"}
 drain: {deadline_secs: DEADLINE}
 records: {path: calls.db}
+recording: {enabled: true, store: "file://recordings"}
 """
 
 
@@ -178,12 +180,14 @@ async def test_a_call_resumes_on_another_worker_and_metrics_add_up(tmp_path: Pat
         assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]
 
         deadline = time.monotonic() + 20
-        while (
-            f'voxpipe_calls_total{{deployment="desk",variant=""}} {connections}.0'
-            not in _get(f"http://127.0.0.1:{port}/metrics")[1]
-        ):
+        counted = (
+            f'voxpipe_calls_total{{deployment="desk",variant=""}} {connections}.0',
+            f'voxpipe_recordings_total{{outcome="stored"}} {connections}.0',  # each worker stored its own
+        )
+        while not all(line in _get(f"http://127.0.0.1:{port}/metrics")[1] for line in counted):
             assert time.monotonic() < deadline, _get(f"http://127.0.0.1:{port}/metrics")[1]
             await asyncio.sleep(0.2)
+        assert len(list((tmp_path / "recordings").glob("*.wav"))) == 1  # one call id: each connection rewrote it
     await store.close()
 
 

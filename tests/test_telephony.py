@@ -62,7 +62,7 @@ class Recorder:
     async def audio(self, payload: bytes, arrived_at: float) -> None:
         self.told.append(("audio", payload))
 
-    async def mark_returned(self, name: str) -> None:
+    async def mark_returned(self, name: str, returned_at: float) -> None:
         self.told.append(("mark", name))
 
     async def keypad_entry(self, message: dict[str, Any]) -> None:

@@ -299,12 +299,17 @@ def test_playout_counts_what_was_heard() -> None:
     playout = Playout()
     playout.start_response()
     names = [playout.sent(40) for _ in range(5)]
-    assert playout.acked(names[1]) == 80 and playout.acked_seq == 2  # marks come back in order
-    assert playout.acked("bogus") is None and not playout.drained.is_set()
-    playout.clear()  # barge-in: the three pending marks will come back, unheard
-    assert all(playout.acked(name) is None for name in names[2:]) and playout.drained.is_set()
+    assert playout.acked(names[1], time.monotonic()) == 80 and playout.acked_seq == 2  # marks come back in order
+    assert playout.acked("bogus", time.monotonic()) is None and not playout.drained.is_set()
+    returned_at = time.monotonic()
+    playout.acked(names[2], returned_at)
+    assert playout.playing(returned_at + 0.01) == (4, pytest.approx(0.01))  # playing since the third's mark came back
+    assert playout.playing(returned_at + 0.5) == (4, pytest.approx(0.04))  # (a chunk plays no longer than it lasts)
+    playout.clear()  # barge-in: the pending marks will come back, unheard
+    assert all(playout.acked(name, time.monotonic()) is None for name in names[3:]) and playout.drained.is_set()
+    assert playout.playing(time.monotonic()) is None
     playout.start_response()
-    assert playout.acked(playout.sent(40)) == 40  # a new response counts from zero
+    assert playout.acked(playout.sent(40), time.monotonic()) == 40  # a new response counts from zero
 
 
 class _Peer(MediaPeer):
@@ -321,7 +326,8 @@ class _Peer(MediaPeer):
     async def send_mark(self, name: str) -> None:
         self.sent.append("mark")
         assert self.output is not None
-        asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self.output.mark_returned(name)))
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, lambda: asyncio.ensure_future(self.output.mark_returned(name, time.monotonic())))
 
     async def send_clear(self) -> None:
         self.sent.append("clear")

@@ -71,7 +71,7 @@ class _Handler:
     async def audio(self, payload: bytes) -> None:
         self.events += 1
 
-    async def mark_returned(self, name: str) -> None:
+    async def mark_returned(self, name: str, returned_at: float) -> None:
         self.events += 1
 
     async def keypad_entry(self, message: dict[str, Any]) -> None:

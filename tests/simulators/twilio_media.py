@@ -12,7 +12,8 @@ As Twilio does, the simulator
 - once the app closes the stream, posts the ``<Connect action>`` webhook as Twilio does (``connect_action``:
   signed form with ``CallSid``), whose TwiML says what the caller hears next (a failed call's ``<Say>``).
 
-``heard`` is the bot audio as the caller heard it (PCM16 8 kHz, with the time each chunk started playing).
+``heard`` is the bot audio as the caller heard it (PCM16 8 kHz, with the time each chunk started playing);
+``spoken`` the caller's speech as it went down the line (each 20 ms frame with the time it was sent).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class TwilioMediaSimulator:
     def __post_init__(self) -> None:
         self.events: list[dict[str, Any]] = []  # everything the server sent, parsed
         self.heard: list[Played] = []
+        self.spoken: list[Played] = []  # caller speech frames (PCM16 8 kHz), each with when it was sent
         self.marks_echoed: list[str] = []
         self.clears: list[float] = []
         self.closed = asyncio.Event()
@@ -170,7 +172,8 @@ class TwilioMediaSimulator:
         """20 ms media events at real time, speech or line silence, as long as the call lasts."""
         next_at = time.monotonic()
         while not self.closed.is_set():
-            payload = self._speech.popleft() if self._speech else b"\xff" * FRAME_BYTES
+            speaking = bool(self._speech)
+            payload = self._speech.popleft() if speaking else b"\xff" * FRAME_BYTES
             self._chunk += 1
             await self.send(
                 {
@@ -184,6 +187,8 @@ class TwilioMediaSimulator:
                     },
                 }
             )
+            if speaking:
+                self.spoken.append(Played(time.monotonic(), g711.decode(payload)))
             next_at += FRAME_SECS
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 

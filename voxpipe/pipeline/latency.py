@@ -12,7 +12,8 @@ processor plays the bot's audio, so it works the same for simulated, Twilio, bro
   silence) and spoke again before any reply was heard; ``missed_turns`` counts them (the record and
   ``/metrics`` carry the count);
 - the bot's speech: every audio frame the output transport has played; a reply starts at its first audible
-  sample;
+  sample. A frame is placed by when the peer reported it played (``PLAYED_AT``: a media stream's returned
+  mark) where the transport knows it, else by when the output passed it on;
 - a turn: a bot reply that starts after the caller spoke (the greeting, and pauses inside one reply, are not
   turns); a call that ends after the caller spoke and was heard, but before any reply was audible (a failed
   TTS, a hang-up), ends with an unanswered turn: what was heard and the reply so far are kept, its
@@ -48,6 +49,7 @@ from voxpipe.records.model import TurnRecord
 from voxpipe.records.recording import AUDIBLE, NEW_REPLY_GAP_SECS  # one definition, shared with calls --verify
 
 ARRIVED_AT = "voxpipe_arrived_at"  # frame.metadata key: time.monotonic() when the frame's last sample arrived
+PLAYED_AT = "voxpipe_played_at"  # frame.metadata key: time.monotonic() when the peer reported the frame played
 
 
 class CallClock(SystemClock):
@@ -198,7 +200,7 @@ class TurnMeter(BaseObserver):
             at = frame.metadata.get(ARRIVED_AT, at) - _duration(frame)
             self._on_caller_audio(at, frame)
         elif side == "bot":
-            at -= _duration(frame)
+            at = frame.metadata.get(PLAYED_AT, at) - _duration(frame)
             self._on_bot_audio(at, frame)
         elif isinstance(frame, LLMTextFrame):
             self.events.append(StageEvent(at, "llm_token", frame.text))

@@ -11,11 +11,10 @@ dashboard are exactly the ones ``voxpipe calls`` and ``voxpipe report`` show.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-from prometheus_client.core import CounterMetricFamily
 
+from voxpipe.records import recording_store
 from voxpipe.records.model import CallRecord
 
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -83,7 +82,9 @@ class CallMetrics:
             ["deployment", "role", "provider", "kind"],
             registry=self.registry,
         )
-        self.registry.register(_RecordingUploads())
+        self.registry.register(
+            recording_store.uploader.exported
+        )  # voxpipe_recordings_total{outcome}: the process's uploads
         self.fallbacks = Counter(
             "voxpipe_fallbacks",
             "Provider switches.",
@@ -189,19 +190,3 @@ class CallMetrics:
 
 def _multiprocess() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-
-
-class _RecordingUploads:
-    """``voxpipe_recordings_total{outcome}``: the process's recording uploader (stored, retried, failed, dropped).
-
-    Exported by a single-process server; with ``PROMETHEUS_MULTIPROC_DIR`` the fleet view has no place for a
-    per-process collector, and the uploader's outcomes are in each worker's logs.
-    """
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        from voxpipe.records.recording_store import uploader
-
-        family = CounterMetricFamily("voxpipe_recordings", "Call recordings by upload outcome.", labels=["outcome"])
-        for outcome in ("stored", "retried", "failed", "dropped"):
-            family.add_metric([outcome], uploader.stats[outcome])
-        yield family

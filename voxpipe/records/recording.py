@@ -60,25 +60,34 @@ def stereo_wav(left: np.ndarray, right: np.ndarray, rate: int) -> bytes:
 class Track:
     """One side's audio as heard: ``(start time, PCM16 mono)`` chunks at one sample rate.
 
-    A chunk that starts within ``SNAP_SECS`` of where the previous one ended is put right after it: frame
-    times jitter by a few milliseconds (event-loop scheduling, a transport that sends a little ahead), and
-    placing each chunk at its own time would drop or insert samples at every seam. A chunk further away is a
-    real gap (or a new stretch) and goes at its own time, so the track never drifts from the call's clock by
-    more than ``SNAP_SECS``.
+    A chunk's time is when the transport reports it heard or played (the caller's audio by its arrival, the
+    bot's by its returned playout mark), which is exact for when it *ended* but jitters by milliseconds, and
+    comes in bursts when marks bunch up (a busy loop, the network). ``laid_out`` places the chunks for the
+    file, last to first: a chunk that overlaps the next one, or ends within ``SNAP_SECS`` of it, is put right
+    before it (one side's audio plays in sequence, so nothing is overwritten, and no samples are inserted at
+    the seams); one further away keeps its own time (a real gap). So no chunk is placed later than its time
+    by more than ``SNAP_SECS``, nor earlier than the chunks after it prove it played.
     """
 
     rate: int = 0
     chunks: list[tuple[float, bytes]] = field(default_factory=list)
-    _end: float = float("-inf")
 
     def add(self, at: float, pcm: bytes, rate: int) -> None:
         if self.rate and rate != self.rate:
             pcm = resample(pcm, rate, self.rate)
         self.rate = self.rate or rate
-        if abs(at - self._end) <= SNAP_SECS:
-            at = self._end
         self.chunks.append((at, pcm))
-        self._end = at + len(pcm) / 2 / self.rate
+
+    def laid_out(self) -> list[tuple[float, bytes]]:
+        """The chunks at the times they are written to the file (see the class docstring)."""
+        placed: list[tuple[float, bytes]] = []
+        next_start = float("inf")
+        for at, pcm in reversed(self.chunks):
+            duration = len(pcm) / 2 / self.rate
+            end = next_start if at + duration > next_start - SNAP_SECS else at + duration
+            next_start = end - duration
+            placed.append((next_start, pcm))
+        return placed[::-1]
 
 
 @dataclass
@@ -93,10 +102,10 @@ class CallAudio:
     def wav(self) -> bytes:
         """The stereo WAV at the bot's rate (the caller resampled once, as a whole track)."""
         rate = self.bot.rate or self.caller.rate or 16000
-        caller = place(self.caller.chunks, self.origin, self.caller.rate or rate)
+        caller = place(self.caller.laid_out(), self.origin, self.caller.rate or rate)
         if self.caller.rate and self.caller.rate != rate:
             caller = np.frombuffer(resample(caller.tobytes(), self.caller.rate, rate), dtype=np.int16).copy()
-        bot = place(self.bot.chunks, self.origin, rate)
+        bot = place(self.bot.laid_out(), self.origin, rate)
         for start, end in self.muted:
             for track in (caller, bot):
                 track[max(0, round((start - self.origin) * rate)) : max(0, round((end - self.origin) * rate))] = 0

@@ -6,7 +6,8 @@ expiry is the bucket's lifecycle rule that ``voxpipe deploy sam`` writes).
 
 A call hands its recording to the process's ``RecordingUploader`` and returns at once. One worker thread
 builds each WAV and stores it, retrying with backoff; when the queue is full, or a store keeps failing, the
-recording is dropped, logged and counted (``stats``), and no call ever waits for or fails because of it.
+recording is dropped, logged and counted (``stats``, and ``voxpipe_recordings_total{outcome}`` on /metrics),
+and no call ever waits for or fails because of it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Protocol
 
 from loguru import logger
+from prometheus_client import Counter as PrometheusCounter
 
 SWEEP_EVERY_SECS = 3600.0
+OUTCOMES = ("stored", "retried", "failed", "dropped")
 S3_TIMEOUT_SECS = 10.0  # connect and read: a hung store fails over to the next attempt instead of stalling
 
 
@@ -134,6 +137,13 @@ class RecordingUploader:
         self.attempts = attempts
         self.backoff_secs = backoff_secs
         self.stats: Counter[str] = Counter()  # stored, retried, failed, dropped
+        # The same counts for /metrics; a prometheus counter (not a collector reading ``stats``) so that with
+        # ``voxpipe serve --workers N`` each worker writes them where the multiprocess scrape sums them.
+        self.exported = PrometheusCounter(
+            "voxpipe_recordings", "Call recordings by upload outcome.", ["outcome"], registry=None
+        )
+        for outcome in OUTCOMES:
+            self.exported.labels(outcome)  # every outcome shows from the start, at 0
         self._queue: queue.Queue[_Job] = queue.Queue(maxsize=max_queued)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -147,7 +157,7 @@ class RecordingUploader:
         try:
             self._queue.put_nowait(_Job(store, call_id, build))
         except queue.Full:
-            self.stats["dropped"] += 1
+            self._count("dropped")
             logger.error(f"recording of call {call_id} dropped: {self._queue.maxsize} recordings already queued")
             return False
         return True
@@ -173,7 +183,7 @@ class RecordingUploader:
         try:
             wav = job.build()
         except Exception as exc:  # a bad recording must not stop the worker
-            self.stats["failed"] += 1
+            self._count("failed")
             logger.error(f"recording of call {job.call_id} could not be built: {exc!r}")
             return
         for attempt in range(1, self.attempts + 1):
@@ -181,15 +191,19 @@ class RecordingUploader:
                 job.store.put(job.call_id, wav)
             except Exception as exc:
                 if attempt == self.attempts:
-                    self.stats["failed"] += 1
+                    self._count("failed")
                     logger.error(f"recording of call {job.call_id} not stored after {attempt} attempts: {exc!r}")
                     return
-                self.stats["retried"] += 1
+                self._count("retried")
                 logger.warning(f"recording of call {job.call_id}: store failed ({exc!r}), retrying")
                 time.sleep(self.backoff_secs * 2 ** (attempt - 1))
             else:
-                self.stats["stored"] += 1
+                self._count("stored")
                 return
+
+    def _count(self, outcome: str) -> None:
+        self.stats[outcome] += 1
+        self.exported.labels(outcome).inc()
 
 
 uploader = RecordingUploader()

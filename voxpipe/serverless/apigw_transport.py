@@ -177,7 +177,7 @@ class ApiGwOutput(MediaOutput):
                 self._next_play_at = 0.0
                 await self._link.clear()
 
-    async def mark_returned(self, name: str) -> None:
+    async def mark_returned(self, name: str, returned_at: float) -> None:
         """Returned marks need no answer: the bridge paces its audio by time."""
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:

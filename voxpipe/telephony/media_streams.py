@@ -12,7 +12,8 @@ serverless bridge (events from a queue, answers through ``@connections``) run th
 
 What the caller heard: Twilio buffers the audio it is sent, so the app sends a ``mark`` after each chunk and
 Twilio echoes it once the chunk has played, or at once when a ``clear`` dropped it. ``Playout`` keeps the
-marks in flight and says how much of the current response has been played.
+marks in flight and says how much of the current response has been played, and, when a ``clear`` cuts a
+chunk while it plays, how much of that chunk was heard (``playing``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from typing import Any, Protocol
 from voxpipe.telephony import keypad, keypad_entry
 
 log = logging.getLogger("voxpipe.telephony")
+
+MEDIA_FRAME_SECS = 0.02  # Twilio sends the caller's audio as one media event every 20 ms
 
 Send = Callable[[dict[str, Any]], Awaitable[bool]]
 """Sends one event to the peer; ``False`` once the peer is gone."""
@@ -92,11 +95,16 @@ class ArrivalClock:
     so far tells when the stream began on our clock (``offset``: its handling time minus its timestamp); every
     frame then arrived at ``offset + timestamp``. So a frame handled late, because the loop was busy, is still
     placed when it reached us. A stream without timestamps (the browser page) gets its handling time.
+
+    Other events (a returned ``mark``) carry no timestamp, but Twilio sends them in order with the media it
+    sends every 20 ms: one handled after the latest media frame reached us no later than a frame after it
+    (``event_arrived``).
     """
 
     def __init__(self, now: Callable[[], float] = time.monotonic):
         self._now = now
         self._offset: float | None = None
+        self._latest: float | None = None  # when the latest stamped media frame arrived
 
     def arrived(self, timestamp_ms: object) -> float:
         handled = self._now()
@@ -106,7 +114,13 @@ class ArrivalClock:
             return handled
         if self._offset is None or handled - stamp < self._offset:
             self._offset = handled - stamp
-        return self._offset + stamp
+        self._latest = self._offset + stamp
+        return self._latest
+
+    def event_arrived(self) -> float:
+        """When an unstamped event handled now arrived: now, or one media frame after the latest one if sooner."""
+        handled = self._now()
+        return handled if self._latest is None else min(handled, self._latest + MEDIA_FRAME_SECS)
 
 
 class StreamHandler(Protocol):
@@ -117,7 +131,8 @@ class StreamHandler(Protocol):
     async def audio(self, payload: bytes, arrived_at: float) -> None:
         """Caller audio; ``arrived_at``: ``time.monotonic()`` when its last sample reached this process."""
 
-    async def mark_returned(self, name: str) -> None: ...
+    async def mark_returned(self, name: str, returned_at: float) -> None:
+        """A mark came back; ``returned_at``: ``time.monotonic()`` when it reached this process."""
 
     async def keypad_entry(self, message: dict[str, Any]) -> None: ...
 
@@ -172,7 +187,8 @@ class MediaStream:
             if media.get("track", "inbound") == "inbound":
                 await self._handler.audio(decode_payload(media), self.arrival.arrived(media.get("timestamp")))
         elif kind == "mark":
-            await self._handler.mark_returned(str(field_of(event, "mark", dict).get("name", "")))
+            name = str(field_of(event, "mark", dict).get("name", ""))
+            await self._handler.mark_returned(name, self.arrival.event_arrived())
         elif kind == "dtmf":
             await self.keypad.press(str(field_of(event, "dtmf", dict).get("digit", "")))
         else:
@@ -210,6 +226,8 @@ class _Mark:
     seq: int
     response: int
     end_ms: float  # bot audio of ``response`` once this chunk has played
+    duration_secs: float
+    sent_at: float  # time.monotonic() when the chunk was sent
 
 
 class Playout:
@@ -221,6 +239,7 @@ class Playout:
         self._response_ms = 0.0
         self._pending: deque[_Mark] = deque()
         self.acked_seq = 0
+        self._acked_at = float("-inf")  # when the last mark came back: the next chunk began playing then or later
         self.drained = asyncio.Event()
         self.drained.set()
 
@@ -238,21 +257,35 @@ class Playout:
         """Record a chunk sent; returns the name of the mark to send after it."""
         self._seq += 1
         self._response_ms += duration_ms
-        self._pending.append(_Mark(self._seq, self._response, self._response_ms))
+        self._pending.append(_Mark(self._seq, self._response, self._response_ms, duration_ms / 1000, time.monotonic()))
         self.drained.clear()
         return str(self._seq)
 
-    def acked(self, name: str) -> int | None:
-        """A mark came back: returns the played milliseconds of the current response, ``None`` if unknown."""
+    def acked(self, name: str, returned_at: float) -> int | None:
+        """A mark came back (at ``returned_at``, monotonic): the played milliseconds of the current response,
+        ``None`` if unknown."""
         if not name.isdigit() or not self._pending or int(name) < self._pending[0].seq:
             return None  # not ours, or dropped by a clear
         played: _Mark | None = None
         while self._pending and self._pending[0].seq <= int(name):
             played = self._pending.popleft()
             self.acked_seq = played.seq
+            self._acked_at = returned_at
         if not self._pending:
             self.drained.set()
         return round(played.end_ms) if played and played.response == self._response else None
+
+    def playing(self, now: float) -> tuple[int, float] | None:
+        """The chunk the peer is playing at ``now``: its mark's sequence number and the seconds of it played.
+
+        Chunks play back to back, so the oldest chunk whose mark is still out began when the previous mark
+        came back, or when it was sent if the peer had nothing left to play then. ``None``: nothing is out.
+        """
+        if not self._pending:
+            return None
+        chunk = self._pending[0]
+        played = min(now - max(chunk.sent_at, self._acked_at), chunk.duration_secs)
+        return (chunk.seq, played) if played > 0 else None
 
     def clear(self) -> None:
         """The peer was told to drop queued audio: pending marks will come back, but were not heard."""

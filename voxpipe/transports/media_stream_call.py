@@ -205,8 +205,8 @@ class MediaStreamCall(MediaPeer):
         self.dialect.heard(pcm)
         await self._transport().input().audio(pcm, arrived_at)
 
-    async def mark_returned(self, name: str) -> None:
-        await self._transport().output().mark_returned(name)
+    async def mark_returned(self, name: str, returned_at: float) -> None:
+        await self._transport().output().mark_returned(name, returned_at)
 
     async def keypad_entry(self, message: dict[str, Any]) -> None:
         frame = LLMMessagesAppendFrame(messages=[message], run_llm=True)

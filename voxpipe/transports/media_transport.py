@@ -2,10 +2,15 @@
 
 Frames the output transport passes downstream (the bot's text, the end of its response) are held until the
 mark sent before them comes back, so the assistant aggregator writes into the conversation only what was
-played. On barge-in the output sends ``clear`` and drops what was held: the assistant's turn is cut to what
-the caller heard. In realtime deployments ``BotAudioPlayedFrame`` goes upstream on every returned mark, for
-the realtime service to truncate its server-side item (``conversation.item.truncate`` with the played
-milliseconds). The marks themselves are ``telephony.media_streams.Playout``'s.
+played. Bot audio frames are held the same way, so each is passed on (and recorded, and timed by the turn
+meter) when the peer reports it played. On barge-in the output sends ``clear`` and drops what was held: the
+assistant's turn is cut to what the caller heard, and of the chunk that was playing only the part already
+played is passed on. pipecat delivers the chunk it was writing when the interruption came (``_cleared_seq``
+recognises it by its mark and drops it: the ``clear`` dropped it on the peer too).
+
+In realtime deployments ``BotAudioPlayedFrame`` goes upstream on every returned mark, for the realtime
+service to truncate its server-side item (``conversation.item.truncate`` with the played milliseconds).
+The marks themselves are ``telephony.media_streams.Playout``'s.
 
 Caller audio starts with ``VOLUME_WINDOW_SECS`` of silence that the caller never sent: pipecat's VAD reads
 the volume over that window and counts nothing as speech until it is full, so without it a caller who speaks
@@ -42,13 +47,14 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from voxpipe.pipeline.frames import BotAudioPlayedFrame
-from voxpipe.pipeline.latency import ARRIVED_AT
+from voxpipe.pipeline.latency import ARRIVED_AT, PLAYED_AT
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.telephony.media_streams import Playout
 
 CHUNK_10MS = 4  # bot audio goes out in 40 ms chunks, one mark each
 LEAD_SECS = 0.12  # how far ahead of real time audio may be sent (absorbs network jitter)
 DRAIN_TIMEOUT_SECS = 5.0  # at the end of a call, how long to wait for the last marks
+MARK_SEQ = "voxpipe_mark_seq"  # frame.metadata key: the sequence number of the mark sent after a bot audio chunk
 
 
 class MediaPeer(abc.ABC):
@@ -75,8 +81,8 @@ class MediaOutput(BaseOutputTransport):
     """The output side of a media-stream transport: it is told each mark the peer returns."""
 
     @abc.abstractmethod
-    async def mark_returned(self, name: str) -> None:
-        """A mark the output sent came back (the audio before it has played)."""
+    async def mark_returned(self, name: str, returned_at: float) -> None:
+        """A mark the output sent came back at ``returned_at`` (monotonic): the audio before it has played."""
 
 
 class MediaStreamInput(BaseInputTransport):
@@ -115,6 +121,7 @@ class MediaStreamOutput(MediaOutput):
         self._held: deque[tuple[int, Frame]] = deque()
         self._push_lock = asyncio.Lock()
         self._next_play_at = 0.0
+        self._cleared_seq = 0  # chunks up to this mark were dropped by a ``clear``
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -131,7 +138,9 @@ class MediaStreamOutput(MediaOutput):
         duration = len(frame.audio) / 2 / self.sample_rate
         if not await self._peer.send_audio(frame.audio):
             return False
-        await self._peer.send_mark(self._playout.sent(duration * 1000))
+        mark = self._playout.sent(duration * 1000)
+        frame.metadata[MARK_SEQ] = int(mark)
+        await self._peer.send_mark(mark)
         now = time.monotonic()
         self._next_play_at = max(now, self._next_play_at) + duration
         await asyncio.sleep(max(0.0, self._next_play_at - LEAD_SECS - now))
@@ -141,14 +150,18 @@ class MediaStreamOutput(MediaOutput):
         if isinstance(frame, TTSStartedFrame):
             self._playout.start_response()
 
-    async def mark_returned(self, name: str) -> None:
-        """A mark came back: tell upstream how much was played and release what the caller has now heard."""
-        played_ms = self._playout.acked(name)
+    async def mark_returned(self, name: str, returned_at: float) -> None:
+        """A mark came back: tell upstream how much was played and release what the caller has now heard
+        (audio stamped with when it played: ``PLAYED_AT``)."""
+        played_ms = self._playout.acked(name, returned_at)
         if played_ms is not None and self._report_played:
             await super().push_frame(BotAudioPlayedFrame(played_ms=played_ms), FrameDirection.UPSTREAM)
         async with self._push_lock:
             while self._held and self._held[0][0] <= self._playout.acked_seq:
-                await super().push_frame(self._held.popleft()[1])
+                seq, frame = self._held.popleft()
+                if frame.metadata.get(MARK_SEQ) == seq:
+                    frame.metadata[PLAYED_AT] = returned_at
+                await super().push_frame(frame)
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM) -> None:
         if direction is FrameDirection.UPSTREAM:
@@ -156,10 +169,15 @@ class MediaStreamOutput(MediaOutput):
             return
         async with self._push_lock:
             if isinstance(frame, (InterruptionFrame, EndFrame, CancelFrame)):
+                playing, cleared_at = None, time.monotonic()
                 if isinstance(frame, InterruptionFrame) and self._playout.acked_seq < self._playout.sent_seq:
+                    playing = self._playout.playing(cleared_at)
                     await self._peer.send_clear()
                     self._playout.clear()
-                await self._release_unheard()
+                    self._cleared_seq = self._playout.sent_seq
+                await self._release_unheard(playing, cleared_at)
+            elif frame.metadata.get(MARK_SEQ, self._cleared_seq + 1) <= self._cleared_seq:
+                return  # the chunk being written when the clear went out: never played
             elif not isinstance(frame, SystemFrame) and (
                 self._held or self._playout.acked_seq < self._playout.sent_seq
             ):
@@ -169,11 +187,20 @@ class MediaStreamOutput(MediaOutput):
         if isinstance(frame, BotStoppedSpeakingFrame):
             self._peer.bot_stopped_speaking()
 
-    async def _release_unheard(self) -> None:
-        """The rest will never be heard: drop it, except frames that must not be lost (tool results...)."""
+    async def _release_unheard(self, playing: tuple[int, float] | None, cleared_at: float) -> None:
+        """The rest will never be heard: drop it, except frames that must not be lost (tool results...), and
+        the part already played of the chunk that was ``playing`` (its mark, played seconds) at ``cleared_at``."""
         while self._held:
-            _, frame = self._held.popleft()
-            if not frame.interruptible:
+            seq, frame = self._held.popleft()
+            if playing is not None and seq == playing[0] and isinstance(frame, OutputAudioRawFrame):
+                heard = OutputAudioRawFrame(
+                    frame.audio[: round(playing[1] * frame.sample_rate) * 2 * frame.num_channels],
+                    frame.sample_rate,
+                    frame.num_channels,
+                )
+                heard.metadata[PLAYED_AT] = cleared_at
+                await super().push_frame(heard)
+            elif not frame.interruptible:
                 await super().push_frame(frame)
 
 
