@@ -234,3 +234,36 @@ def test_voxpipe_call_prints_and_stores_nothing_in_clear(run_cli, write_yaml, tm
         assert clear not in written, clear
         for name, data in _bytes_under(tmp_path).items():
             assert not _contains_clear(data, clear) or name == config.name, (clear, name)
+
+
+def test_voxpipe_call_out_is_silenced_while_the_pin_is_said(run_cli, write_yaml, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``--out`` is a copy of the call's audio: the PIN given to a ``sensitive`` tool is silenced there too,
+    with or without ``recording:``."""
+    config = write_yaml(DEPLOYMENT.replace('recording: {enabled: true, store: "file://RECORDINGS"}\n', ""))
+    out = tmp_path / "call.wav"
+    done = run_cli(
+        "call", str(config), "--say", "My card.", "--say", "My email.", "--say", "My PIN.", "--out", str(out),
+        "--json", "--records", str(tmp_path / "calls.db"),
+        env={"PYTHONPATH": str(Path(tool_functions.__file__).parent)}, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["turns"][2]["reply"] == "Your PIN is verified."  # the tool got the PIN
+    caller_track, bot_track, rate = read_stereo(out.read_bytes())
+    loud = np.flatnonzero(np.abs(caller_track.astype(np.int32)) > AUDIBLE)
+    assert 1 + int(np.sum(np.diff(loud) > rate * 0.8)) == 2  # the card and the email; the PIN is silent
+    assert np.abs(bot_track.astype(np.int32)).max() > AUDIBLE  # the bot's side is there
+
+
+def test_the_call_table_shows_redaction_marks() -> None:
+    """``[card_number]`` in a printed table is the redaction's mark, not rich markup to swallow."""
+    from rich.console import Console
+
+    from voxpipe.bench.report import print_call
+    from voxpipe.bench.simulated_call import CallResult
+    from voxpipe.pipeline.latency import MeasuredTurn
+
+    turn = MeasuredTurn(user_speech_end=0.0, audio_out_first=0.5, heard="my card is [card_number]", reply="[sensitive]")
+    console = Console(record=True, width=200)
+    print_call(CallResult("payments", "cascade", 0.0, greeting="Hi [email]", turns=[turn]), console)
+    printed = console.export_text()
+    assert "my card is [card_number]" in printed and "[sensitive]" in printed and "Hi [email]" in printed

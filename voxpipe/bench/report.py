@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from voxpipe.bench.simulated_call import CallResult
@@ -22,7 +23,7 @@ def _ms(value: float | None) -> str:
 
 def print_call(result: CallResult, console: Console) -> None:
     if result.greeting:
-        console.print(f"[bold]greeting:[/bold] {result.greeting}")
+        console.print(f"[bold]greeting:[/bold] {escape(result.greeting)}")
     table = Table(title=f"{result.deployment} ({result.mode}) — ms after the end of the caller's speech")
     for column in ("#", "caller said", "STT heard", "bot reply"):
         table.add_column(column, overflow="fold")
@@ -32,9 +33,9 @@ def print_call(result: CallResult, console: Console) -> None:
         latency = turn.latency_ms()
         table.add_row(
             str(index),
-            text or "(audio)",
-            turn.heard or "—",
-            turn.reply or "—",
+            escape(text or "(audio)"),  # words as said: "[card_number]" is a redaction, not rich markup
+            escape(turn.heard or "—"),
+            escape(turn.reply or "—"),
             *(_ms(latency[stage]) for stage in STAGES),
             f"[bold]{_ms(turn.voice_to_voice_ms)}[/bold]",
         )

@@ -38,7 +38,7 @@ from voxpipe.pipeline.latency import MeasuredTurn, TurnMeter, first_audible, las
 from voxpipe.pipeline.metering import CallMeter
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.model import CallError, CallFailure, CallRecord, FallbackEvent, TurnTaking, Usage
-from voxpipe.records.recording import place, resample, stereo_wav
+from voxpipe.records.recording import place, resample, silence, stereo_wav
 from voxpipe.redaction import Redactor
 from voxpipe.transports.memory import MemoryTransport, PlayedChunk
 
@@ -161,10 +161,15 @@ class CallResult:
         )
 
     def write_wav(self, path: str | Path | BinaryIO, *, stereo: bool = False, sample_rate: int = OUTPUT_RATE) -> None:
-        """Write the bot's side (mono), or caller left and bot right (``stereo``), on one timeline."""
+        """Write the bot's side (mono), or caller left and bot right (``stereo``), on one timeline; a
+        ``sensitive`` tool's entry silenced, as in the call's recording."""
+        muted = self.keeping.muted if self.keeping is not None else []
         bot = self.bot_track(sample_rate)
+        silence(bot, muted, self.started_at, sample_rate)
         if stereo:
-            data = stereo_wav(self.caller_track(sample_rate), bot, sample_rate)
+            caller = self.caller_track(sample_rate)
+            silence(caller, muted, self.started_at, sample_rate)
+            data = stereo_wav(caller, bot, sample_rate)
             if isinstance(path, str | Path):
                 Path(path).write_bytes(data)
             else:

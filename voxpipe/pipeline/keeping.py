@@ -9,7 +9,8 @@ One ``CallKeeping`` per call, made from the deployment (``recording:``, ``redact
   tool calls with their times. Nothing is tapped when nothing is kept: a plain call pays nothing.
 - ``processors``: with ``redact.before_llm``, a processor that masks transcripts before the model sees them.
 - ``on_sensitive``: a ``sensitive`` tool's arguments become call secrets, masked everywhere, and the caller's
-  audio since the last words before the entry is silenced in the recording.
+  audio since the last words before the entry is silenced (``muted``) in the recording and in any other copy
+  of the call's audio (``voxpipe call --out``).
 - ``active()``: log lines are redacted while the call runs.
 - ``finish(record)``: the record redacted and pointing at its recording; the WAV handed to the uploader
   (built and stored off the call's path); the trace exported.
@@ -65,7 +66,8 @@ class CallKeeping:
             if recording.enabled and audio_call
             else None
         )
-        self.audio = CallAudio(origin=0.0) if self.store else None
+        self.muted: list[tuple[float, float]] = []  # (start, end) monotonic: sensitive entries, silenced
+        self.audio = CallAudio(origin=0.0, muted=self.muted) if self.store else None
         self.tracing = audio_call and tracing.tracer() is not None
         self.tools: dict[str, tracing.ToolCall] = {}
         self._sensitive_calls: set[str] = set()
@@ -109,8 +111,8 @@ class CallKeeping:
         self._sensitive_calls.add(tool_call_id)
         before = len(self.redactor.secrets)
         self.redactor.add_secret(arguments)
-        if self.audio is not None:
-            self.audio.muted.append((self._entry_start(self.redactor.secrets[before:]), time.monotonic()))
+        if self.turn_meter is not None:  # an audio call
+            self.muted.append((self._entry_start(self.redactor.secrets[before:]), time.monotonic()))
 
     def _entry_start(self, secrets: list[str]) -> float:
         """When the caller began the entry: right after the last transcript that does not mention it."""

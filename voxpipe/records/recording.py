@@ -43,6 +43,12 @@ def place(chunks: Sequence[tuple[float, bytes]], origin: float, rate: int) -> np
     return track
 
 
+def silence(track: np.ndarray, stretches: Sequence[tuple[float, float]], origin: float, rate: int) -> None:
+    """Zero ``track`` (sample 0 at ``origin``, at ``rate``) over each ``(start, end)`` stretch, in place."""
+    for start, end in stretches:
+        track[max(0, round((start - origin) * rate)) : max(0, round((end - origin) * rate))] = 0
+
+
 def stereo_wav(left: np.ndarray, right: np.ndarray, rate: int) -> bytes:
     """A 16-bit stereo WAV file of two tracks (the shorter padded with silence)."""
     length = max(len(left), len(right))
@@ -106,9 +112,8 @@ class CallAudio:
         if self.caller.rate and self.caller.rate != rate:
             caller = np.frombuffer(resample(caller.tobytes(), self.caller.rate, rate), dtype=np.int16).copy()
         bot = place(self.bot.laid_out(), self.origin, rate)
-        for start, end in self.muted:
-            for track in (caller, bot):
-                track[max(0, round((start - self.origin) * rate)) : max(0, round((end - self.origin) * rate))] = 0
+        for track in (caller, bot):
+            silence(track, self.muted, self.origin, rate)
         return stereo_wav(caller, bot, rate)
 
 
