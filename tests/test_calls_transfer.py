@@ -124,6 +124,10 @@ async def test_answered_warm_transfer_delivers_the_summary_first(tmp_path: Path,
         assert (await post_status(server, call_sid, "in-progress")).status_code == 204
         async with httpx.AsyncClient(base_url=server.url) as client:
             metrics = (await client.get("/metrics")).text
+        for _ in range(50):  # the outcome is written after the status callback is answered
+            if len([e for e in records.list()[0].events if e.kind == "transfer"]) == 2:
+                break
+            await asyncio.sleep(0.1)
     assert updated == call_sid
     room = twiml_of(hold["Twiml"]).find("Dial/Conference")
     assert room is not None and room.get("waitUrl") == HOLD and room.text == f"voxpipe-{call_sid}"
@@ -133,8 +137,15 @@ async def test_answered_warm_transfer_delivers_the_summary_first(tmp_path: Path,
     assert dial["To"] == ["+15557770000"] and dial["From"] == ["+15559990000"] and dial["Timeout"] == ["5"]
     assert dial["StatusCallback"] == [f"{PUBLIC}/phone/transfer-status?call={call_sid}"]
     (record,) = records.list()
-    (event,) = [e for e in record.events if e.kind == "transfer"]
-    assert (event.mode, event.to, event.summary) == ("warm", "+15557770000", SUMMARY)
+    requested, answered = [e for e in record.events if e.kind == "transfer"]
+    assert (requested.mode, requested.to, requested.summary, requested.answered) == (
+        "warm",
+        "+15557770000",
+        SUMMARY,
+        None,
+    )
+    assert (answered.mode, answered.answered, answered.status) == ("warm", True, "in-progress")
+    assert answered.ring_secs is not None and answered.at_secs > requested.at_secs
     assert 'voxpipe_transfers_total{answered="yes",deployment="phone",mode="warm"} 1.0' in metrics
 
 
@@ -164,9 +175,20 @@ async def test_rung_out_warm_transfer_returns_the_caller_to_the_agent(tmp_path: 
         "a human please",
     ]
     assert said[-3:] == [UNANSWERED, "what are your hours", "We are open nine to five."]
-    records_by_start = sorted(records.list(), key=lambda r: r.started_at)
-    (returned,) = [e for e in records_by_start[-1].events if e.kind == "transfer"]
-    assert returned.answered is False and returned.mode == "warm"
+    # One record of the call: the turns before the transfer and after the return, the transfer asked for and
+    # its outcome (the second connection's record joined to the first's, not replacing it).
+    (record,) = records.list()
+    assert [t.heard for t in record.turns] == ["what are your hours", "a human please", "what are your hours"]
+    assert [t.index for t in record.turns] == [1, 2, 3]
+    requested, returned = [e for e in record.events if e.kind == "transfer"]
+    assert (requested.mode, requested.summary, requested.answered) == ("warm", SUMMARY, None)
+    assert (returned.mode, returned.answered, returned.status, returned.text) == (
+        "warm",
+        False,
+        "no-answer",
+        UNANSWERED,
+    )
+    assert returned.at_secs > requested.at_secs and returned.ring_secs is not None
 
 
 def relay_deployment(tmp_path: Path) -> object:

@@ -16,7 +16,7 @@ import pytest
 from tests.postgres_server import admin_url, fresh_database
 from voxpipe.config.errors import ConfigError
 from voxpipe.config.loader import parse_deployment
-from voxpipe.records.model import CallRecord, FallbackEvent, TurnRecord, Usage
+from voxpipe.records.model import CallEvent, CallRecord, FallbackEvent, TurnRecord, Usage
 from voxpipe.records.store import RecordStore, RecordStoreError
 
 pytestmark = pytest.mark.timeout(120)
@@ -77,6 +77,25 @@ def test_saving_a_call_again_replaces_its_record(target: str) -> None:
     store.save(updated)
     assert store.list() == [updated]
     assert store.list(experiment="e") == [updated]
+
+
+def test_a_record_is_found_by_call_id(target: str) -> None:
+    store = RecordStore(target)
+    store.save(_record("CA1", NOW))
+    assert store.get("CA1") == _record("CA1", NOW) and store.get("CA2") is None
+
+
+def test_a_later_connection_of_a_call_continues_its_record() -> None:
+    """A reconnect (or a caller back from a warm transfer) adds to the call's record: nothing is replaced."""
+    first = _record("CA1", NOW)
+    second = _record("CA1", NOW + timedelta(seconds=60)).model_copy(
+        update={"events": [CallEvent(kind="transfer", at_secs=1.0, mode="warm", answered=False)]}
+    )
+    joined = second.continuing(first)
+    assert joined.started_at == NOW and joined.duration_secs == 60 + 42.5
+    assert [t.index for t in joined.turns] == [1, 2] and joined.cost_usd == 2 * first.cost_usd
+    assert [f.at_secs for f in joined.fallbacks] == [3.2, 63.2] and joined.events[0].at_secs == 61.0
+    assert len(joined.errors) == 2
 
 
 def test_listing_is_oldest_first_and_filters_by_instant_and_experiment(target: str) -> None:

@@ -150,10 +150,19 @@ async def run_measured_call(
         )
         record = call_pipeline.keeping.finish(record)  # redacted, with its recording; the trace exported
         if bookkeeping.records:  # a database write: off the loop, which carries every other call's audio
-            await asyncio.to_thread(bookkeeping.records.save, record)
+            await asyncio.to_thread(_save_joined, bookkeeping.records, record)
         if bookkeeping.metrics:
-            bookkeeping.metrics.call_ended(record)
+            bookkeeping.metrics.call_ended(record)  # this connection's numbers (an earlier one counted its own)
     return record
+
+
+def _save_joined(records: RecordStore, record: CallRecord) -> None:
+    """Save ``record``, joined to the record of the same call's earlier connections (a reconnect, a caller back
+    from a warm transfer) rather than replacing it."""
+    earlier = records.get(record.call_id)
+    records.save(
+        record.continuing(earlier) if earlier is not None and earlier.started_at < record.started_at else record
+    )
 
 
 def _aggregators(pipeline: CallPipeline) -> tuple[LLMUserAggregator, LLMAssistantAggregator]:
@@ -237,7 +246,7 @@ class HostedCall:
         pipeline = await self.built()
         if pipeline is None:
             return
-        pipeline.meter.note_event("transfer", mode="warm", answered=False, ring_secs=ring_secs, text=say)
+        pipeline.meter.note_event("transfer", mode="warm", answered=False, ring_secs=ring_secs, text=say, status=status)
         logger.info(f"call {self.call_id}: back from a warm transfer ({status} after {ring_secs:g}s)")
         await pipeline.worker.queue_frames(pipeline.say_frames(say))
 

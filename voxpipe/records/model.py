@@ -101,8 +101,10 @@ class CallEvent(BaseModel):
     """Something the call did to avoid dead air or hand the caller over (docs/calls.md).
 
     ``reprompt`` and ``silence_hangup`` (the caller went quiet), ``filler`` (a slow tool: ``delay_secs`` from
-    the tool's start to the filler), ``transfer`` (``mode`` cold or warm; a warm one is ``answered`` or not,
-    after ``ring_secs``, with the ``summary`` the person called heard).
+    the tool's start to the filler), ``transfer``: requested (``mode`` cold or warm, ``to``, a warm one's
+    ``summary`` the person called heard; ``answered`` not known yet), then a warm one's outcome: ``answered``
+    or not after ``ring_secs``, with Twilio's ``status`` of the dial leg; an unanswered one is noted when the
+    caller is back with the agent, with what the agent said (``text``).
     """
 
     kind: Literal["reprompt", "silence_hangup", "filler", "transfer"]
@@ -115,6 +117,7 @@ class CallEvent(BaseModel):
     answered: bool | None = None
     ring_secs: float | None = None
     summary: str | None = None
+    status: str | None = Field(None, description="A warm transfer's dial leg: in-progress, no-answer, busy, ...")
 
 
 class TurnTaking(BaseModel):
@@ -171,6 +174,37 @@ class CallRecord(BaseModel):
     recording: str | None = Field(
         None, description="Where the call's stereo recording is (a file:// or s3:// URI); None: not recorded."
     )
+
+    def continuing(self, earlier: CallRecord) -> CallRecord:
+        """This record of a call's later connection (a reconnect, a caller back from a warm transfer) joined to
+        the ``earlier`` connections' record of the same call, so the call keeps one record and loses nothing:
+        its turns, usage, events and errors in order (times from the first connection's start)."""
+        shift = (self.started_at - earlier.started_at).total_seconds()
+
+        def shifted(items: list[Any]) -> list[Any]:
+            return [i.model_copy(update={"at_secs": i.at_secs + shift}) if i.at_secs is not None else i for i in items]
+
+        taking = {
+            name: getattr(earlier.turn_taking, name) + getattr(self.turn_taking, name)
+            for name in TurnTaking.model_fields
+        }
+        return self.model_copy(
+            update={
+                "started_at": earlier.started_at,
+                "duration_secs": shift + self.duration_secs,
+                "caller_id": self.caller_id or earlier.caller_id,
+                "turns": earlier.turns
+                + [t.model_copy(update={"index": len(earlier.turns) + t.index}) for t in self.turns],
+                "usage": earlier.usage + self.usage,
+                "fallbacks": earlier.fallbacks + shifted(self.fallbacks),
+                "errors": earlier.errors + shifted(self.errors),
+                "events": earlier.events + shifted(self.events),
+                "failure": self.failure or earlier.failure,
+                "missed_turns": earlier.missed_turns + self.missed_turns,
+                "turn_taking": TurnTaking(**taking),
+                "recording": self.recording or earlier.recording,
+            }
+        )
 
     @classmethod
     def starting_now(cls, deployment: str, mode: str, **fields: Any) -> CallRecord:

@@ -103,6 +103,10 @@ class PostgresRecords:
             ),
         )
 
+    def get(self, call_id: str) -> CallRecord | None:
+        rows = self._execute("SELECT record::text FROM calls WHERE call_id = %s", (call_id,))
+        return CallRecord.model_validate_json(rows[0][0]) if rows else None
+
     def list(self, since: datetime | None, experiment: str | None) -> list[CallRecord]:
         query, args = "SELECT record::text FROM calls WHERE TRUE", []
         if since is not None:

@@ -38,6 +38,8 @@ class RecordBackend(Protocol):
 
     def save(self, record: CallRecord) -> None: ...
 
+    def get(self, call_id: str) -> CallRecord | None: ...
+
     def list(self, since: datetime | None, experiment: str | None) -> list[CallRecord]: ...
 
 
@@ -79,6 +81,10 @@ class RecordStore:
     def save(self, record: CallRecord) -> None:
         """Insert ``record``, or replace the record of the same call id."""
         self._backend.save(record)
+
+    def get(self, call_id: str) -> CallRecord | None:
+        """The record of ``call_id``, if there is one."""
+        return self._backend.get(call_id)
 
     def list(self, since: datetime | None = None, experiment: str | None = None) -> list[CallRecord]:
         """Records started at or after ``since`` (and of ``experiment``), oldest first."""
@@ -138,6 +144,11 @@ class SqliteRecords:
                     record.model_dump_json(),
                 ),
             )
+
+    def get(self, call_id: str) -> CallRecord | None:
+        with self._connect() as db:
+            row = db.execute("SELECT record FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        return CallRecord.model_validate_json(row[0]) if row else None
 
     def list(self, since: datetime | None, experiment: str | None) -> list[CallRecord]:
         query, args = "SELECT record FROM calls WHERE 1=1", []

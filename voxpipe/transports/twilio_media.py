@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, WebSocket
 from loguru import logger
+from starlette.background import BackgroundTask
 
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.host import CallHost
+from voxpipe.pipeline.transfer import record_answered
 from voxpipe.security.call_binding import CallBinding
 from voxpipe.telephony import conversation_relay, twiml
 from voxpipe.telephony.media_streams import StreamStart
@@ -99,12 +101,16 @@ def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None
             return Response(status_code=403)
         call_id, status = request.query_params.get("call", ""), form.get("CallStatus", "")
         finished = twilio.transfer_status(call_id, status)
+        outcome = None
         if finished is not None:
             transfer, ring_secs = finished
             answered = status not in UNANSWERED
             logger.info(f"[{host.deployment.name}] warm transfer of {call_id}: {status} after {ring_secs:g}s")
             if answered and host.bookkeeping.metrics is not None:
                 host.bookkeeping.metrics.transfer_answered(host.deployment.name, ring_secs)
+            if answered and host.bookkeeping.records is not None:  # after the answer (the record may be saving)
+                record_id = transfer.stream_parameters.get(RESUME_SESSION) or call_id  # a relay's: its session
+                outcome = BackgroundTask(record_answered, host.bookkeeping.records, record_id, status, ring_secs)
             if not answered:
                 await twilio.bring_back(call_id, transfer, status, ring_secs)
-        return Response(status_code=204)
+        return Response(status_code=204, background=outcome)
