@@ -1,12 +1,14 @@
 """OpenTelemetry traces: one trace per call, spans call -> turn -> stt / llm / tts / tool (issue 18).
 
 An in-memory span exporter receives the spans of real calls: a cascade call with a tool (testkit providers),
-and an OpenAI Realtime call against ``tests/fakes``. Errors and fallbacks are span events. With no ``OTEL_*``
+an OpenAI Realtime call against ``tests/fakes``, and a served ConversationRelay call with a tool (the relay
+simulator plays Twilio). Errors and fallbacks are span events. With no ``OTEL_*``
 variable set, tracing is off and the SDK is never imported.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -108,6 +110,56 @@ async def test_cascade_call_with_a_tool(spans: InMemorySpanExporter, caller: lis
     stt, tts = named["stt scripted-stt-1"], named["tts tone-1"]
     assert stt.attributes["voxpipe.stage"] == "stt" and tts.attributes["gen_ai.request.model"] == "tone-1"
     assert tts.attributes["voxpipe.usage.characters"] > 0
+
+
+async def test_conversation_relay_call_with_a_tool(spans: InMemorySpanExporter, tmp_path: Path) -> None:
+    """A relay call has no audio (Twilio speaks): its turns run from the prompt to the reply's last token."""
+    from tests.simulators.server import RunningServer
+    from tests.test_conversation_relay import DEPLOYMENT, TOKEN, relay
+    from voxpipe.records.store import RecordStore
+    from voxpipe.web.app import create_app
+
+    text = DEPLOYMENT.replace("{db}", str(tmp_path / "s.db")).replace(
+        "    - kind: end_call\n", f"    - kind: end_call\n    - {WEATHER_TOOL}\n"
+    )
+    text = text.replace(
+        "      - {when: hours,",
+        '      - {when: weather, tool_call: {name: get_weather, arguments: {city: Paris}}, say: "Sunny."}\n'
+        "      - {when: hours,",
+    )
+    records = RecordStore(tmp_path / "calls.db")
+    app = create_app([parse_deployment(text, environ={"TWILIO_AUTH_TOKEN": TOKEN})], warm_up=False, records=records)
+    with RunningServer(app) as running:
+        async with relay(running) as call:
+            await call.prompt("what are your hours")
+            assert (await call.reply())[0] == "We are open nine to five."
+            await call.prompt("the weather in paris")
+            assert (await call.reply())[0] == "Sunny."
+        deadline = time.monotonic() + 10
+        while not any(s.name == "call relay" for s in spans.get_finished_spans()):
+            assert time.monotonic() < deadline, "no trace of the relay call"
+            await asyncio.sleep(0.05)
+    finished = spans.get_finished_spans()
+    assert len({span.context.trace_id for span in finished}) == 1
+    tree = _tree(finished)
+    assert tree["children"]["call relay"] == ["turn 1", "turn 2"]
+    assert tree["children"]["turn 1"] == ["chat scripted-llm-1"]
+    assert tree["children"]["turn 2"] == ["chat scripted-llm-1", "execute_tool get_weather"]
+    [record] = records.list()
+    assert [t.heard for t in record.turns] == ["what are your hours", "the weather in paris"]  # the transcript
+    call_span = tree["spans"]["call relay"].attributes
+    assert call_span["voxpipe.call_id"] == record.call_id == call.session_id
+    for span, turn in zip(
+        sorted((s for s in finished if s.name.startswith("turn ")), key=lambda s: s.name), record.turns, strict=True
+    ):
+        assert (
+            span.attributes["voxpipe.turn.heard"] == turn.heard and span.attributes["voxpipe.turn.reply"] == turn.reply
+        )
+        assert span.attributes["voxpipe.reply_complete_ms"] == turn.reply_complete_ms
+        assert (span.end_time - span.start_time) / 1e6 == pytest.approx(turn.reply_complete_ms, abs=1.5)
+    llm = [s for s in finished if s.name == "chat scripted-llm-1"]
+    assert all(s.attributes["gen_ai.operation.name"] == "chat" for s in llm)
+    assert sum(s.attributes.get("gen_ai.usage.input_tokens", 0) for s in llm) > 0
 
 
 @pytest.mark.usefixtures("cloud")

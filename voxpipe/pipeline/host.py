@@ -92,7 +92,10 @@ def build_measured(
 ) -> MeasuredPipeline:
     """Build one call's pipeline with the turn meter its transport calls for (audio, or text)."""
     if isinstance(transport, TextTransport):
-        pipeline = build_call(deployment, transport, call, registry=registry)
+        keeping = CallKeeping(deployment, text_turns=transport.turn_meter)  # redacted and traced, not recorded
+        pipeline = build_call(
+            deployment, transport, call, registry=registry, keeping=keeping, observers=keeping.observers()
+        )
         return MeasuredPipeline(pipeline, transport.turn_meter.records)
     pipeline, meter = build_audio_call(deployment, transport, call, registry)
     return MeasuredPipeline(

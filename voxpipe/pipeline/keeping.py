@@ -6,7 +6,9 @@ One ``CallKeeping`` per call, made from the deployment (``recording:``, ``redact
 - the turn meter's ``tap``: the frames the turn meter already sees, so no observer of its own (pipecat wakes
   each observer through a queue and a task per frame): the audio the caller said and heard (the output
   transport's played frames, so barge-in cuts the bot channel where playback stopped) and, when tracing, the
-  tool calls with their times. Nothing is tapped when nothing is kept: a plain call pays nothing.
+  tool calls with their times. Nothing is tapped when nothing is kept: a plain call pays nothing. A text call
+  (ConversationRelay) has no turn meter and no audio: when traced, ``observers`` watches its tool calls, and
+  its turns come from the transport's ``TextTurnMeter``.
 - ``processors``: with ``redact.before_llm``, a processor that masks transcripts before the model sees them.
 - ``on_sensitive``: a ``sensitive`` tool's arguments become call secrets, masked everywhere, and the caller's
   audio since the last words before the entry is silenced (``muted``) in the recording and in any other copy
@@ -33,13 +35,14 @@ from pipecat.frames.frames import (
     LLMMessagesAppendFrame,
     TranscriptionFrame,
 )
-from pipecat.observers.base_observer import FramePushed
+from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline import tracing
-from voxpipe.pipeline.latency import TurnMeter
+from voxpipe.pipeline.latency import FrameTap, TurnMeter
 from voxpipe.pipeline.metering import CallMeter
+from voxpipe.pipeline.text_latency import TextTurnMeter
 from voxpipe.records import recording_store
 from voxpipe.records.model import CallRecord
 from voxpipe.records.recording import CallAudio
@@ -52,10 +55,13 @@ from voxpipe.redaction.logs import redacting_logs
 class CallKeeping:
     """The recording, trace and redaction of one call (see the module docstring)."""
 
-    def __init__(self, deployment: Deployment, turn_meter: TurnMeter | None = None):
-        """``turn_meter``: the audio call's; without one (a text call) only redaction applies."""
+    def __init__(
+        self, deployment: Deployment, turn_meter: TurnMeter | None = None, text_turns: TextTurnMeter | None = None
+    ):
+        """``turn_meter``: an audio call's; ``text_turns``: a text call's (traced, not recorded)."""
         self.deployment = deployment
         self.turn_meter = turn_meter
+        self.text_turns = text_turns
         self.meter: CallMeter | None = None  # set by ``build_call``
         sensitive = any(tool.sensitive for tool in deployment.agent.tools)
         self.redactor = Redactor(deployment.redact) if deployment.redact or sensitive else None
@@ -68,7 +74,7 @@ class CallKeeping:
         )
         self.muted: list[tuple[float, float]] = []  # (start, end) monotonic: sensitive entries, silenced
         self.audio = CallAudio(origin=0.0, muted=self.muted) if self.store else None
-        self.tracing = audio_call and tracing.tracer() is not None
+        self.tracing = (audio_call or text_turns is not None) and tracing.tracer() is not None
         self.tools: dict[str, tracing.ToolCall] = {}
         self._sensitive_calls: set[str] = set()
         if turn_meter is not None and (self.audio is not None or self.tracing):
@@ -93,6 +99,10 @@ class CallKeeping:
                 self.tools[frame.tool_call_id] = tracing.ToolCall(
                     running.call_id, running.name, running.started, at, failed
                 )
+
+    def observers(self) -> list[BaseObserver]:
+        """Observers a text call needs: its tool calls, when traced (an audio call's come through the tap)."""
+        return [_ToolWatch(self._tap)] if self.tracing and self.turn_meter is None else []
 
     def processors(self) -> list[FrameProcessor]:
         """Processors to put between the STT and the user aggregator (cascade)."""
@@ -155,6 +165,10 @@ class CallKeeping:
                 primary[ref.role] = tracing.StageService(ref.role, ref.provider.name, ref.model)
         usage = []
         offset = time.time() - time.monotonic()
+        if self.turn_meter is not None:
+            turns, started = self.turn_meter.turns(), self.turn_meter.clock.started_at or self.started
+        else:
+            turns, started = [t.measured() for t in self.text_turns.turns()] if self.text_turns else [], self.started
         for usage_record in self.meter.records if self.meter else []:
             ref = refs.get(usage_record.processor)
             if ref is not None:
@@ -167,16 +181,29 @@ class CallKeeping:
                 usage.append((usage_record.timestamp - offset, service, counts))
         return tracing.CallTrace(
             record=record,
-            started=self.turn_meter.clock.started_at or self.started,
+            started=started,
             ended=time.monotonic(),
-            turns=self.turn_meter.turns(),
+            turns=turns,
             services=primary,
             usage=usage,
             tools=list(self.tools.values()),
+            text=self.turn_meter is None,
         )
 
 
 _TRACED = (FunctionCallInProgressFrame, FunctionCallResultFrame)
+
+
+class _ToolWatch(BaseObserver):
+    """A text call's tool calls, with their times, for its trace (an audio call's come through its turn meter)."""
+
+    def __init__(self, tap: FrameTap):
+        super().__init__()
+        self._tap = tap
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        if isinstance(data.frame, _TRACED):
+            self._tap(data, None, time.monotonic())
 
 
 class TranscriptRedactor(FrameProcessor):

@@ -3,7 +3,8 @@
 No audio passes through voxpipe, so a turn starts when the caller's words arrive as text (a ``prompt``, or a
 keypad entry) and is measured to what voxpipe sends back: the reply's first token, and its last (the
 ``last: true`` that lets Twilio finish speaking). Both land in the call's ``TurnRecord``
-(``llm_first_token_ms`` and ``reply_complete_ms``), and so in ``voxpipe calls`` and ``/metrics``.
+(``llm_first_token_ms`` and ``reply_complete_ms``), and so in ``voxpipe calls`` and ``/metrics``, and in the
+call's trace (``measured``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from voxpipe.pipeline.latency import MeasuredTurn
 from voxpipe.records.model import TurnRecord
 
 
@@ -26,6 +28,17 @@ class TextTurn:
 
     def _after_prompt_ms(self, moment: float | None) -> float | None:
         return None if moment is None else round((moment - self.prompted_at) * 1000, 1)
+
+    def measured(self) -> MeasuredTurn:
+        """The turn as a trace shows it: from the prompt (the caller's words, transcribed by Twilio) to the
+        reply's last token (Twilio then speaks it), the LLM stage up to its first token."""
+        return MeasuredTurn(
+            user_speech_end=self.prompted_at,
+            audio_out_first=self.last_token_at or self.first_token_at,
+            heard=self.heard,
+            reply=self.reply,
+            llm_first_token=self.first_token_at,
+        )
 
     def record(self, index: int) -> TurnRecord:
         return TurnRecord(
@@ -57,6 +70,9 @@ class TextTurnMeter:
         turn.reply += token
         if last and turn.last_token_at is None:
             turn.last_token_at = now
+
+    def turns(self) -> list[TextTurn]:
+        return list(self._turns)
 
     def records(self) -> list[TurnRecord]:
         return [turn.record(index) for index, turn in enumerate(self._turns, 1)]

@@ -8,7 +8,9 @@ Then spans go to an OTLP/HTTP exporter that reads the rest of ``OTEL_*`` itself 
 The trace is written when the call ends, from what the call measured (``TurnMeter``'s turns, the meter's
 usage, tool calls and errors with their times), so the hot path carries no span bookkeeping. Span times are
 the measured moments: a turn span runs from the end of the caller's speech to the first audible sample of
-the reply (its length is the voice-to-voice latency), and its children show where that time went.
+the reply (its length is the voice-to-voice latency), and its children show where that time went. A text
+call's turn (ConversationRelay: Twilio does the speech) runs from the prompt to the reply's last token, with
+an LLM span up to its first token.
 Attributes follow the OpenTelemetry GenAI conventions (``gen_ai.system``, ``gen_ai.request.model``,
 ``gen_ai.usage.input_tokens`` ...) plus ``voxpipe.*`` (deployment, variant, voice-to-voice, cost). Texts come
 from the redacted ``CallRecord``; tool arguments are never exported.
@@ -63,6 +65,7 @@ class CallTrace:
     services: dict[str, StageService]  # by role: the call's primary provider
     usage: list[tuple[float, StageService, dict[str, Any]]] = field(default_factory=list)  # (at, service, counts)
     tools: list[ToolCall] = field(default_factory=list)
+    text: bool = False  # a text call: its turns have only an LLM stage
 
 
 def _ns(at: float) -> int:
@@ -133,7 +136,9 @@ def _turn_spans(otel: Any, context: Any, trace: CallTrace, index: int, turn: Mea
 
     record = trace.record.turns[index]
     tools = [t for t in trace.tools if turn.user_speech_end <= t.started < until]
-    end = max([turn.audio_out_first, *(t.ended or t.started for t in tools)])
+    # (a turn the call ended before answering has no reply: it ends with its last tool, or where it began)
+    moments = (turn.user_speech_end, turn.audio_out_first, *(t.ended or t.started for t in tools))
+    end = max(m for m in moments if m is not None)
     span = otel.start_span(
         f"turn {index + 1}",
         context=context,
@@ -143,12 +148,15 @@ def _turn_spans(otel: Any, context: Any, trace: CallTrace, index: int, turn: Mea
             "voxpipe.voice_to_voice_ms": record.voice_to_voice_ms or 0.0,
             "voxpipe.turn.heard": record.heard,
             "voxpipe.turn.reply": record.reply,
+            **({"voxpipe.reply_complete_ms": record.reply_complete_ms} if record.reply_complete_ms else {}),
         },
     )
     inner = otel_trace.set_span_in_context(span)
     usage = [(service, counts) for at, service, counts in trace.usage if turn.user_speech_end <= at < until]
     stages = (
-        [("realtime", turn.user_speech_end, turn.audio_out_first)]
+        [("llm", turn.user_speech_end, turn.llm_first_token)]
+        if trace.text
+        else [("realtime", turn.user_speech_end, turn.audio_out_first)]
         if "realtime" in trace.services
         else [
             ("stt", turn.user_speech_end, turn.stt_final),
