@@ -95,6 +95,18 @@ async def test_twiml_names_the_relay_and_its_settings(server: RunningServer) -> 
         assert attribute in response.text
 
 
+def test_a_recorded_relay_deployment_asks_twilio_to_record_the_call(tmp_path: Path) -> None:
+    """voxpipe has no audio of a relay call (Twilio speaks): ``recording.enabled`` makes Twilio record it."""
+    from voxpipe.config.loader import apply_overrides
+    from voxpipe.transports.twilio_account import relay_twiml
+
+    plain = parse_deployment(DEPLOYMENT.replace("{db}", str(tmp_path / "s.db")), environ={"TWILIO_AUTH_TOKEN": TOKEN})
+    recorded = apply_overrides(plain, {"recording": {"enabled": True}})
+    start = '<Start><Recording channels="dual" /></Start><Connect'
+    assert start in relay_twiml(recorded) and start not in relay_twiml(plain)
+    assert start not in relay_twiml(recorded, resumed=True)  # back from a transfer: already recording
+
+
 async def test_multi_turn_tokens_interrupt_dtmf_and_resume(server: RunningServer, tmp_path: Path) -> None:
     async with relay(server) as call:
         await call.prompt("what are your hours")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
-from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
+from twilio.twiml.voice_response import Connect, Start, Stream, VoiceResponse
 
 from voxpipe.telephony import conversation_relay, keypad, keypad_entry, twiml
 from voxpipe.telephony.media_streams import MediaStream, StreamStart
@@ -30,6 +30,14 @@ def test_twiml_is_what_twilios_library_writes() -> None:
     expected.append(connect)
     attributes = {"welcomeGreeting": "Hi & bye", "interruptible": True, "dtmfDetection": False, "voice": None}
     assert twiml.conversation_relay("wss://r", "https://a.example/done", attributes) == str(expected)
+    expected = VoiceResponse()
+    start = Start()
+    start.recording(channels="dual")
+    expected.append(start)
+    connect = Connect(action="https://a.example/done")
+    connect.conversation_relay(url="wss://r")
+    expected.append(connect)
+    assert twiml.conversation_relay("wss://r", "https://a.example/done", {}, record=True) == str(expected)
     expected = VoiceResponse()
     expected.say("Sorry, goodbye.")
     expected.dial("+15550100")

@@ -65,12 +65,19 @@ def stream_call(url: str, action: str | None, parameters: Mapping[str, str]) -> 
 
 
 def conversation_relay(
-    url: str, action: str | None, attributes: Attributes, parameters: Mapping[str, str] | None = None
+    url: str,
+    action: str | None,
+    attributes: Attributes,
+    parameters: Mapping[str, str] | None = None,
+    *,
+    record: bool = False,
 ) -> str:
     """``<Connect action><ConversationRelay url ...><Parameter .../></ConversationRelay></Connect>``: Twilio
-    speaks, voxpipe streams text."""
+    speaks, voxpipe streams text. ``record``: ``<Start><Recording channels="dual"/></Start>`` first, so Twilio
+    records the call (caller and Twilio's voice on two channels) in the account's own recordings."""
     relay = Verb("ConversationRelay", {**attributes, "url": url}, children=_parameters(parameters or {}))
-    return response(Verb("Connect", {"action": action}, children=(relay,)))
+    recording = (Verb("Start", children=(Verb("Recording", {"channels": "dual"}),)),) if record else ()
+    return response(*recording, Verb("Connect", {"action": action}, children=(relay,)))
 
 
 def dial(target: str) -> str:

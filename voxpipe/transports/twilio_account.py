@@ -69,7 +69,9 @@ def relay_twiml(deployment: Deployment, parameters: dict[str, str] | None = None
     """``<Connect action=...><ConversationRelay url=wss://.../relay .../></Connect>`` from the YAML.
 
     ``parameters`` (the token binding the session to the webhook's CallSid, and for a caller back from a warm
-    transfer what happened) become ``<Parameter>``s; a ``resumed`` conversation gets no second greeting.
+    transfer what happened) become ``<Parameter>``s; a ``resumed`` conversation gets no second greeting. With
+    ``recording.enabled`` Twilio records the call (its recording is Twilio's: voxpipe has no audio of a relay
+    call); a resumed call's recording is already running.
     """
     relay = deployment.transport.conversation_relay
     return twiml.conversation_relay(
@@ -85,6 +87,7 @@ def relay_twiml(deployment: Deployment, parameters: dict[str, str] | None = None
             "transcriptionProvider": relay.transcription_provider,
         },
         parameters,
+        record=deployment.recording.enabled and not resumed,
     )
 
 
