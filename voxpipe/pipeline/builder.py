@@ -243,7 +243,7 @@ def build_call(
     llm_role = "llm" if text or deployment.mode == "cascade" else "realtime"
     tools = tools_schema(deployment.agent, registry)
     context = LLMContext(messages=list(call.history), tools=tools) if tools else LLMContext(list(call.history))
-    fillers = SlowToolFillers(deployment.fillers, realtime=llm_role == "realtime", meter=meter)
+    fillers = SlowToolFillers(deployment.fillers, realtime=llm_role == "realtime", meter=meter, context=context)
     for llm in _llm_services(services[llm_role]):
         effects = recorded_effects(call.on_effect, meter)
         register_tools(llm, deployment.agent, registry, effects, fillers, keeping.on_sensitive)

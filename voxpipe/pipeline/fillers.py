@@ -12,9 +12,12 @@ data frames in step with the audio before them, and only then would the LLM run:
 latency after the filler. Instead the LLM is given, as soon as the tool answers, a copy of the context with
 the result in place of the call's ``IN_PROGRESS`` placeholder, and the result itself is delivered with
 ``run_llm=False`` (it settles in the real context, ahead of the reply, as usual). The reply's audio queues
-behind the filler's, which is never cut. If the placeholder is gone (the caller spoke meanwhile: pipecat then
-delivers the result as a message after their turn), or in realtime mode (the session orders responses), the
-result is delivered the usual way.
+behind the filler's, which is never cut. In realtime mode the same gap would be the model's response latency
+(a realtime service answers a result once the assistant aggregator sends the context back upstream): the
+copy is sent to it upstream, as the aggregator would, and the session answers at once (a response asked for
+while the filler's is still generating is held by the service until that one is done). If the placeholder is
+gone (the caller spoke meanwhile: pipecat then delivers the result as a message after their turn), the result
+is delivered the usual way.
 
 Tools are registered with ``cancel_on_interruption=False``: a caller who speaks while a tool runs is heard
 (their turn enters the context), the tool goes on, and pipecat hands its result to the LLM together with what
@@ -37,6 +40,7 @@ from pipecat.frames.frames import (
     TTSSpeakFrame,
 )
 from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import FunctionCallParams
 
 from voxpipe.config.call_flow import tool_filler
@@ -47,10 +51,20 @@ from voxpipe.pipeline.metering import CallMeter
 class SlowToolFillers:
     """Runs one call's tool calls, speaking a filler for each one that is slow (see the module docstring)."""
 
-    def __init__(self, default: FillerConfig | None, *, realtime: bool, meter: CallMeter | None = None):
+    def __init__(
+        self,
+        default: FillerConfig | None,
+        *,
+        realtime: bool,
+        meter: CallMeter | None = None,
+        context: LLMContext | None = None,
+    ):
+        """``context``: the call's conversation (the assistant aggregator's), whose placeholder a slow tool's
+        result replaces; without it, the tool call's own (a realtime service's may be one of its own)."""
         self.default = default
         self.realtime = realtime
         self.meter = meter
+        self.context = context
 
     def filler_of(self, tool: ToolConfig) -> tuple[str, float] | None:
         """The tool's filler and the seconds it waits for it, or ``None`` if it has none."""
@@ -86,12 +100,15 @@ class SlowToolFillers:
             await params.llm.push_frame(TTSSpeakFrame(text))
 
     async def _deliver(self, params: FunctionCallParams, result: Any, spoke: bool) -> None:
-        early = None if not spoke or self.realtime else _with_result(params.context, params.tool_call_id, result)
+        conversation = self.context if self.context is not None else params.context
+        early = _with_result(conversation, params.tool_call_id, result) if spoke else None
         if early is None:
             await params.result_callback(result)
             return
         await params.result_callback(result, properties=FunctionCallResultProperties(run_llm=False))
-        await params.llm.queue_frame(LLMContextFrame(early))
+        # a text LLM runs on a context from upstream; a realtime session answers one sent back from downstream
+        direction = FrameDirection.UPSTREAM if self.realtime else FrameDirection.DOWNSTREAM
+        await params.llm.queue_frame(LLMContextFrame(early), direction)
 
 
 def _with_result(context: LLMContext, tool_call_id: str, result: Any) -> LLMContext | None:
