@@ -8,6 +8,7 @@ where pipecat alone would leave a gap (it runs the LLM only once the filler has 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from tests.test_conversation_relay import TOKEN as RELAY_TOKEN
 from tests.test_twilio_media import DEPLOYMENT, PUBLIC, STORY, TOKEN, audible, simulator, speech, stored_messages
 from voxpipe.bench.simulated_call import simulate_call
 from voxpipe.config.loader import apply_overrides, parse_deployment
+from voxpipe.pipeline.latency import first_audible
 from voxpipe.records.store import RecordStore
 from voxpipe.web.app import create_app
 
@@ -176,17 +178,12 @@ silence: off
     assert [e.kind for e in record.events] == ["filler"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: on OpenAI Realtime the filler request (a user message through the user aggregator, which "
-    "pipecat's service takes only as a downstream context frame) is neither sent to the session nor answered, "
-    "so the caller hears nothing until the tool answers",
-)
 @pytest.mark.usefixtures("cloud")
 async def test_openai_realtime_speaks_the_filler_then_the_reply(fakes: Callable[..., Any]) -> None:
-    """Against the OpenAI Realtime fake: the filler is asked of the session while the tool runs (3 s), and the
-    reply follows it. Each response of the fake is scripted in order, so the session must be asked for the
-    filler before the tool's result reaches it."""
+    """Against the OpenAI Realtime fake (0.5 s before each response's first byte): the filler is asked of the
+    session while the tool runs (3 s) and spoken; the reply, asked for as soon as the tool answers, follows it
+    with no gap. Each response of the fake is scripted in order, so the session must be asked for the filler
+    before the tool's result reaches it."""
     realtime = fakes(
         FakeOpenAIRealtime,
         Behaviour(api_key=KEY, first_byte_delay_s=0.5),
@@ -202,4 +199,10 @@ async def test_openai_realtime_speaks_the_filler_then_the_reply(fakes: Callable[
     asked = [i for i, item in enumerate(created) if "say exactly" in item]
     answered = [i for i, item in enumerate(created) if "function_call_output" in item]
     assert asked and answered and asked[0] < answered[0]  # the filler was asked for while the tool ran
-    assert [t.reply for t in result.turns][-1].endswith("Your booking is confirmed.")
+    reply = result.turns[-1].reply
+    assert reply.startswith(FILLER) and reply.endswith("Your booking is confirmed.")
+    after = [c for c in result.bot_audio if c.started_at > result.caller_turn_starts[0]]
+    heard = [c for c in after if first_audible(c.audio, c.sample_rate) is not None]
+    assert heard[-1].started_at - heard[0].started_at > 0.05 * (len(FILLER) + len("Your booking is confirmed.")) - 0.5
+    pauses = [b.started_at - a.started_at - len(a.audio) / 2 / a.sample_rate for a, b in itertools.pairwise(heard)]
+    assert max(pauses) < 0.3, max(pauses)  # the fake's speech pauses ~0.1 s between syllables; no more

@@ -94,8 +94,10 @@ class SlowToolFillers:
             self.meter.note_event("filler", tool=tool.function_name, text=text, delay_secs=round(delay, 3))
         if self.realtime:
             message = {"role": "user", "content": f"While the tool runs, say exactly: {text}"}
-            # Through the user aggregator, as the greeting and re-prompts are: into the context, then the session.
-            await params.pipeline_worker.queue_frame(LLMMessagesAppendFrame(messages=[message], run_llm=True))
+            # Into the realtime service itself, which hands the message to the session; the assistant aggregator
+            # then writes it into the context and sends the context back up, which asks the session to answer.
+            # (Through the user aggregator, the session would get a context it does not answer.)
+            await params.llm.queue_frame(LLMMessagesAppendFrame(messages=[message], run_llm=True))
         else:
             await params.llm.push_frame(TTSSpeakFrame(text))
 
