@@ -11,10 +11,16 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+from live_caller import LiveCaller, live_call
 
+from tests.cloud_fixtures import cloud_fixture, config, fakes_fixture  # noqa: F401 (pytest fixtures, by name)
+from tests.fakes import FakeOpenAIRealtime
 from tests.simulators.conversation_relay import RelaySimulator
 from tests.simulators.server import RunningServer
 from tests.test_conversation_relay import DEPLOYMENT as RELAY_DEPLOYMENT
@@ -30,7 +36,8 @@ from tests.test_twilio_media import (
     stored_messages,
     turn,
 )
-from voxpipe.config.loader import parse_deployment
+from voxpipe.config.loader import apply_overrides, parse_deployment
+from voxpipe.pipeline.builder import CallPipeline
 from voxpipe.records.store import RecordStore
 from voxpipe.web.app import create_app
 
@@ -170,5 +177,29 @@ sessions: {{store: sqlite, path: "{tmp_path / "s.db"}"}}
     assert abs(goodbye_at - reprompt_end - HANGUP_SECS) < 0.5
     await asyncio.sleep(0.3)
     (record,) = records.list()
+    assert record.end_reason == "caller_silent"
+    assert [e.kind for e in record.events] == ["reprompt", "silence_hangup"]
+
+
+@pytest.mark.usefixtures("cloud")
+async def test_openai_realtime_silent_caller_hears_the_reprompt_and_the_goodbye(fakes: Callable[..., Any]) -> None:
+    """Against the OpenAI Realtime fake: each line is handed to the session as an item and answered."""
+    realtime = fakes(
+        FakeOpenAIRealtime, replies=["Hello there.", "Are you still there?", "Goodbye for now."], transcripts=[]
+    )
+    deployment = apply_overrides(
+        config("realtime-openai", realtime=realtime),
+        {"silence": {"reprompt_after_secs": REPROMPT_SECS, "reprompts": ["Are you still there?"],
+                     "hangup_after_secs": HANGUP_SECS, "goodbye": "Goodbye for now."}},
+    )  # fmt: skip
+
+    async def silent(caller: LiveCaller, call_pipeline: CallPipeline) -> None:
+        await call_pipeline.worker.queue_frames(call_pipeline.opening_frames())  # as a served call begins
+        await caller.silence(8.0)
+
+    record = await live_call(deployment, silent)
+    asked = [str(m.get("item")) for m in realtime.messages("conversation.item.create")]
+    assert any("Are you still there?" in item for item in asked) and any("Goodbye for now." in item for item in asked)
+    assert len(realtime.messages("response.create")) == 3  # greeting, re-prompt, goodbye
     assert record.end_reason == "caller_silent"
     assert [e.kind for e in record.events] == ["reprompt", "silence_hangup"]

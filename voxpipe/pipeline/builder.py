@@ -106,6 +106,21 @@ class CallPipeline:
         message = {"role": "user", "content": f"{instruction}: {text}"}
         return [LLMMessagesAppendFrame(messages=[message], run_llm=True)]
 
+    async def say(self, text: str, instruction: str = "Say exactly") -> None:
+        """Make the bot say ``text`` verbatim now (a re-prompt, a goodbye, a line after a transfer).
+
+        A realtime model is asked through its service: a message that reaches the service is handed to the
+        session, and answered once the assistant aggregator sends the context back. Queued at the start of
+        the pipeline, it would reach the service only as a context from the user aggregator, which a realtime
+        session takes in without answering (the greeting, the first context of the call, is the exception).
+        """
+        frames = self.say_frames(text, instruction)
+        realtime = self.services.get("realtime")
+        if realtime is not None and isinstance(frames[0], LLMMessagesAppendFrame):
+            await realtime.queue_frame(frames[0])
+        else:
+            await self.worker.queue_frames(frames)
+
     async def hang_up(self) -> None:
         """End the call gracefully: queued audio (the bot's last words) plays first."""
         await self.worker.queue_frame(EndWorkerFrame())
@@ -298,7 +313,7 @@ def build_call(
     FailureWatch(deployment.on_failure, call, meter).attach(worker)
     built = CallPipeline(deployment, call, pipeline, worker, context, services, meter, keeping)
     if deployment.silence is not None:
-        built.silence = SilenceWatch(deployment.silence, worker, meter, built.say_frames, call.on_effect)
+        built.silence = SilenceWatch(deployment.silence, worker, meter, built.say, call.on_effect)
         built.silence.attach(aggregators.user(), aggregators.assistant())
     return built
 

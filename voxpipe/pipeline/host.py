@@ -251,7 +251,7 @@ class HostedCall:
             return
         pipeline.meter.note_event("transfer", mode="warm", answered=False, ring_secs=ring_secs, text=say, status=status)
         logger.info(f"call {self.call_id}: back from a warm transfer ({status} after {ring_secs:g}s)")
-        await pipeline.worker.queue_frames(pipeline.say_frames(say))
+        await pipeline.say(say)
 
     async def done(self) -> None:
         """Wait until the call has ended by itself."""

@@ -16,11 +16,11 @@ that prompt has been sent, an expiring timer is ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from loguru import logger
-from pipecat.frames.frames import Frame, UserIdleTimeoutUpdateFrame
+from pipecat.frames.frames import UserIdleTimeoutUpdateFrame
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.aggregators.llm_response_universal import LLMAssistantAggregator, LLMUserAggregator
 
@@ -44,7 +44,7 @@ class SilenceWatch:
         config: SilenceConfig,
         worker: PipelineWorker,
         meter: CallMeter,
-        speak: Callable[[str], list[Frame]],
+        speak: Callable[[str], Awaitable[None]],
         on_effect: EffectHandler,
     ):
         self.config = config
@@ -85,13 +85,13 @@ class SilenceWatch:
             logger.info(f"call {self._worker.name}: caller silent; re-prompt {self._reprompted}/{len(reprompts)}")
             if self._reprompted == len(reprompts):
                 await self._worker.queue_frame(UserIdleTimeoutUpdateFrame(timeout=self.config.hangup_after_secs))
-            await self._worker.queue_frames(self._speak(text))
+            await self._speak(text)
             return
         self._ended = True
         self._meter.note_event("silence_hangup", text=self.config.goodbye)
         self._meter.end_reason = END_REASON
         logger.info(f"call {self._worker.name}: caller silent; saying goodbye and hanging up")
         await self._worker.queue_frame(UserIdleTimeoutUpdateFrame(timeout=0))
-        await self._worker.queue_frames(self._speak(self.config.goodbye))
+        await self._speak(self.config.goodbye)
         result = {"status": "ok", "effect": "end_call"}
         await self._on_effect("end_call", {"reason": END_REASON, "result": result})

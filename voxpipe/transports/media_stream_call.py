@@ -260,7 +260,7 @@ class MediaStreamCall(MediaPeer):
         await self.send({"event": "transfer", "mode": "warm", "to": target, "summary": warm.get("summary") or ""})
         if self.hosted is not None and self.hosted.pipeline is not None:
             line = f"On a phone call I would now hand you over to {target}. Here, we carry on together."
-            await self.hosted.pipeline.worker.queue_frames(self.hosted.pipeline.say_frames(line))
+            await self.hosted.pipeline.say(line)
 
     async def _end_after_reply(self) -> None:
         try:
