@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 CHILD = """
-import resource, sys, numpy as np
+import asyncio, resource, sys, numpy as np
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
@@ -23,16 +23,18 @@ if kind == "plain":
     from pipecat.audio.vad.silero import SileroVADAnalyzer as Vad
     from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3 as Turn
 else:
-    from voxpipe.pipeline.shared_models import SharedSileroVADAnalyzer as Vad, SharedSmartTurnAnalyzer as Turn
-keep = [(Vad(), Turn())]  # the first call loads the models in both cases
-for analyzer, _ in keep:
-    analyzer.set_sample_rate(16000); analyzer.voice_confidence(np.zeros(512, np.int16).tobytes())
-before = rss_mb()
-for _ in range(calls):
+    from voxpipe.pipeline.batched_vad import BatchedSileroVADAnalyzer as Vad
+    from voxpipe.pipeline.shared_models import SharedSmartTurnAnalyzer as Turn
+async def call():  # one call's analyzers, having scored one window (pipecat's in the call's VAD thread)
     vad, turn = Vad(), Turn()
-    vad.set_sample_rate(16000); vad.voice_confidence(np.zeros(512, np.int16).tobytes())
-    keep.append((vad, turn))
-print(rss_mb() - before)
+    vad.set_sample_rate(16000); await vad.analyze_audio(np.zeros(512, np.int16).tobytes())
+    return vad, turn
+async def main():
+    keep = [await call()]  # the first call loads the models in both cases
+    before = rss_mb()
+    keep += [await call() for _ in range(calls)]
+    print(rss_mb() - before)
+asyncio.run(main())
 """
 
 

@@ -28,17 +28,16 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.service_switcher import ServiceSwitcher
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker, ProcessorUnusablePolicy
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.aggregators.llm_response_universal import (
-    LLMContextAggregatorPair,
-    LLMUserAggregatorParams,
-)
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies, UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
 from voxpipe.config.models import Deployment, ServiceConfig, SmartTurn
+from voxpipe.pipeline.aggregators import aggregator_pair
 from voxpipe.pipeline.barge_in import ReplyResumer, start_strategies
+from voxpipe.pipeline.call_observer import CallObserver
 from voxpipe.pipeline.endpointing import Endpointing, SilenceEndpointing, SmartTurnEndpointing
 from voxpipe.pipeline.failure import BrokenService, FailureHandler, FailureWatch, log_failure
 from voxpipe.pipeline.fallback import FallbackSwitcher
@@ -270,22 +269,23 @@ def build_call(
     )
     if deployment.silence is not None:
         user_params.user_idle_timeout = first_timeout(deployment.silence)
-    aggregators = LLMContextAggregatorPair(
-        context, user_params=user_params, realtime_service_mode=not text and deployment.mode == "realtime"
+    cascade = not text and deployment.mode == "cascade"
+    user, assistant = aggregator_pair(
+        context, user_params, realtime=not text and deployment.mode == "realtime", cascade=cascade
     )
     processors: list[FrameProcessor] = [transport.input()]
     redactors = keeping.processors()  # redact.before_llm
     turn_observers: list[BaseObserver] = []
     if text:
-        processors += [*redactors, aggregators.user(), services["llm"]]
-    elif deployment.mode == "cascade":
-        processors += [services["stt"], *redactors, aggregators.user(), services["llm"], services["tts"]]
+        processors += [*redactors, user, services["llm"]]
+    elif cascade:
+        processors += [services["stt"], *redactors, user, services["llm"], services["tts"]]
         resumer = ReplyResumer(meter.turn_taking_stats, resume=bool(deployment.interruptions.resume_after_secs))
-        resumer.attach(aggregators.user(), aggregators.assistant())
+        resumer.attach(user, assistant)
         turn_observers.append(resumer)
     else:
-        processors += [aggregators.user(), services["realtime"]]
-    processors += [transport.output(), aggregators.assistant()]
+        processors += [user, services["realtime"]]
+    processors += [transport.output(), assistant]
     if isinstance(transport, TextTransport):
         processors.append(transport.tail())
     pipeline = Pipeline(processors)
@@ -298,7 +298,7 @@ def build_call(
             enable_usage_metrics=True,
             send_initial_empty_metrics=False,  # pipecat's zero TTFB records would skew every average
         ),
-        observers=[*meter.observers, *turn_observers, *observers],
+        observers=[CallObserver([*meter.observers, *turn_observers, *observers])],
         clock=clock,
         enable_rtvi=False,  # lean by default: only a browser client needs RTVI
         enable_turn_tracking=False,
@@ -314,7 +314,7 @@ def build_call(
     built = CallPipeline(deployment, call, pipeline, worker, context, services, meter, keeping)
     if deployment.silence is not None:
         built.silence = SilenceWatch(deployment.silence, worker, meter, built.say, call.on_effect)
-        built.silence.attach(aggregators.user(), aggregators.assistant())
+        built.silence.attach(user, assistant)
     return built
 
 

@@ -1,10 +1,10 @@
-"""VAD and turn-model analyzers whose ONNX sessions are loaded once per process and shared by every call.
+"""The VAD and turn-model ONNX sessions, loaded once per process and shared by every call.
 
 Plain pipecat builds a new ``onnxruntime.InferenceSession`` for each analyzer, so every call pays
 ~10 MB (Silero) and ~21 MB (smart-turn v3) plus load time. An InferenceSession is stateless and safe to
 ``run`` from several threads; the per-stream state (Silero's RNN state and context window, smart-turn's
-audio buffer) lives in the analyzer objects, which stay one per call. Measure with
-``benchmarks/memory_per_call.py``.
+audio buffer) lives in the analyzer objects, which stay one per call. Silero's calls are also scored
+together, in one batched run per tick (``batched_vad``). Measure with ``benchmarks/memory_per_call.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import numpy as np
 import onnxruntime as ort
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTurnParams
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
 
 from voxpipe.config.models import Deployment, SmartTurn
 
@@ -52,25 +50,6 @@ def smart_turn_session() -> ort.InferenceSession:
     return ort.InferenceSession(
         _bundled("pipecat.audio.turn.smart_turn.data", "smart-turn-v3.2-cpu.onnx"), sess_options=options
     )
-
-
-class _SharedSessionSileroModel(SileroOnnxModel):
-    """pipecat's Silero wrapper (per-stream state) over the process-wide session."""
-
-    def __init__(self, session: ort.InferenceSession):
-        self.session = session
-        self.reset_states()
-        self.sample_rates = [8000, 16000]
-
-
-class SharedSileroVADAnalyzer(SileroVADAnalyzer):
-    """``SileroVADAnalyzer`` that reuses the process-wide ONNX session instead of loading its own."""
-
-    def __init__(self, *, sample_rate: int | None = None, params: VADParams | None = None):
-        VADAnalyzer.__init__(self, sample_rate=sample_rate, params=params)  # skip the per-call model load
-        self._model = _SharedSessionSileroModel(silero_session())
-        self._windows_since_reset = 0
-        self._low_confidence_windows = 0
 
 
 class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):

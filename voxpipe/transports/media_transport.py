@@ -12,6 +12,13 @@ In realtime deployments ``BotAudioPlayedFrame`` goes upstream on every returned 
 service to truncate its server-side item (``conversation.item.truncate`` with the played milliseconds).
 The marks themselves are ``telephony.media_streams.Playout``'s.
 
+Caller audio enters the pipeline in frames of at least ``CALLER_CHUNK_SECS`` (60 ms: three of Twilio's 20 ms
+media events), pushed straight downstream from the socket's task rather than through pipecat's audio queue and
+the task that drains it (with no audio filter, that task only pushes the frame on). Each frame costs the same
+queues, task wake-ups and observer calls whatever its length, so this cuts what a caller costs the server by
+two thirds, for at most 40 ms more (20 ms on average) before the VAD hears the end of speech (it decides on
+32 ms windows). A frame is stamped with when its last piece arrived.
+
 Caller audio starts with ``VOLUME_WINDOW_SECS`` of silence that the caller never sent: pipecat's VAD reads
 the volume over that window and counts nothing as speech until it is full, so without it a caller who speaks
 in the first 0.4 s of the call is not heard. Silence is what fills the window later in a call anyway.
@@ -52,6 +59,7 @@ from voxpipe.providers.spec import AudioFormat
 from voxpipe.telephony.media_streams import Playout
 
 CHUNK_10MS = 4  # bot audio goes out in 40 ms chunks, one mark each
+CALLER_CHUNK_SECS = 0.06  # caller audio goes in, in frames of at least this
 LEAD_SECS = 0.12  # how far ahead of real time audio may be sent (absorbs network jitter)
 DRAIN_TIMEOUT_SECS = 5.0  # at the end of a call, how long to wait for the last marks
 MARK_SEQ = "voxpipe_mark_seq"  # frame.metadata key: the sequence number of the mark sent after a bot audio chunk
@@ -91,20 +99,28 @@ class MediaStreamInput(BaseInputTransport):
     def __init__(self, params: TransportParams):
         super().__init__(params)
         self.ready = asyncio.Event()
+        self._pending = b""  # caller audio short of a frame
+        self._frame_bytes = 0
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
         await self.set_transport_ready(frame)
         # Before any caller audio (``ready`` holds it back): the VAD's volume window, full of silence.
         silence = bytes(round(VOLUME_WINDOW_SECS * self.sample_rate) * 2)
-        await self.push_audio_frame(InputAudioRawFrame(audio=silence, sample_rate=self.sample_rate, num_channels=1))
+        await self.push_frame(InputAudioRawFrame(audio=silence, sample_rate=self.sample_rate, num_channels=1))
+        self._frame_bytes = round(CALLER_CHUNK_SECS * self.sample_rate) * 2
         self.ready.set()
 
     async def audio(self, pcm: bytes, arrived_at: float) -> None:
-        """Push caller audio, stamped with when it arrived (the turn meter times the caller by it)."""
-        frame = InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate, num_channels=1)
+        """Push caller audio once a frame's worth has come, stamped with when it arrived (the turn meter times
+        the caller by it)."""
+        self._pending += pcm
+        if len(self._pending) < self._frame_bytes:
+            return
+        frame = InputAudioRawFrame(audio=self._pending, sample_rate=self.sample_rate, num_channels=1)
+        self._pending = b""
         frame.metadata[ARRIVED_AT] = arrived_at
-        await self.push_audio_frame(frame)
+        await self.push_frame(frame)
 
 
 class MediaStreamOutput(MediaOutput):

@@ -109,8 +109,16 @@ def serve(
     from voxpipe.transports.json_socket import MAX_FRAME_BYTES
 
     # The app closes larger frames itself under any server (json_socket); uvicorn refuses them before
-    # buffering them, so one client cannot make the server hold more than this (1009).
-    options = {"host": host, "port": port, "ws_max_size": MAX_FRAME_BYTES, "log_level": "info"}
+    # buffering them, so one client cannot make the server hold more than this (1009). WebSocket compression
+    # is declined: a call's messages are base64 audio, 50 a second each way, which deflate shrinks little for
+    # a sixth of the server's CPU per call (benchmarks/call_cpu.py).
+    options = {
+        "host": host,
+        "port": port,
+        "ws_max_size": MAX_FRAME_BYTES,
+        "ws_per_message_deflate": False,
+        "log_level": "info",
+    }
     origins = loopback_origins(host, port)
     local_signing_secret(host, os.environ)
     if workers == 1:

@@ -1,4 +1,5 @@
-"""vad ``silero``: pipecat's bundled Silero model, one ONNX session shared by every call of the process."""
+"""vad ``silero``: pipecat's bundled Silero model, one ONNX session shared by every call of the process, whose
+windows are scored in one batched run per tick (``voxpipe.pipeline.batched_vad``)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ class SileroOptions(ProviderOptions):
 def build(request: ServiceRequest[SileroOptions]) -> Any:
     from pipecat.audio.vad.vad_analyzer import VADParams
 
-    from voxpipe.pipeline.shared_models import SharedSileroVADAnalyzer
+    from voxpipe.pipeline.batched_vad import BatchedSileroVADAnalyzer
 
-    return SharedSileroVADAnalyzer(params=VADParams(**request.vad.model_dump()))
+    return BatchedSileroVADAnalyzer(params=VADParams(**request.vad.model_dump()))
 
 
 PROVIDER = Provider(

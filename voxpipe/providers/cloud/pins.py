@@ -46,6 +46,15 @@ PINNED = {
     ),
 }
 
+#: Private pipecat methods voxpipe calls rather than overrides, whose exact behaviour it relies on: the batched
+#: VAD (``voxpipe.pipeline.batched_vad``) runs pipecat's per-window step and model reset on its own scores; a
+#: cascade's aggregators are built as the pair builds them (``voxpipe.pipeline.aggregators``).
+RELIED_ON = {
+    "pipecat.processors.aggregators.llm_response_universal:LLMContextAggregatorPair.__init__": "e67d9b2fb2d47d95",
+    "pipecat.audio.vad.vad_analyzer:VADAnalyzer._run_analyzer": "0a33840d096030fc",
+    "pipecat.audio.vad.silero:SileroVADAnalyzer._maybe_reset_model": "854a3229996bb5ff",
+}
+
 #: Private attributes of pipecat's services that the built-ins set, not only read (``tests/test_pipecat_pins.py``
 #: also checks every private attribute they read still exists).
 PIPECAT_STATE_WRITTEN = frozenset(
@@ -94,5 +103,5 @@ def private_overrides(cls: type) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    for pinned in PINNED:
+    for pinned in {**PINNED, **RELIED_ON}:
         print(f'    "{pinned}": "{source_hash(pinned)}",')  # (wrap the long ones by hand)
