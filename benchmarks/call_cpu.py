@@ -11,6 +11,8 @@ concurrent calls of ``--turns`` turns, read it again. Printed per server:
 - ms of CPU per caller second: the server's CPU time over the run / (calls x the run's length);
 - % of a core per call: the same, as a share of one core;
 - idle: ms of CPU per second the server spends with no call (subtracted from neither figure);
+- missed: turns with no reply. A server that missed turns did less work (no reply spoken) because it was
+  starved of CPU: its figure reads low, and the run is marked so;
 and last the ratio plain pipecat / voxpipe (how many of voxpipe's calls fit in the CPU of one pipecat call).
 
     python benchmarks/call_cpu.py                       # 8 calls of 3 turns on each server, ~1 min
@@ -77,7 +79,7 @@ def main() -> None:
                 run = measure(kind, args, Path(tmp))
                 print(
                     f"{run.server:8} {run.calls:5d} {run.ms_per_caller_sec:15.2f} {run.ms_per_caller_sec / 10:11.2f} "
-                    f"{run.idle_ms_per_sec:9.2f} {run.missed:6d}"
+                    f"{run.idle_ms_per_sec:9.2f} {run.missed:6d}{'  (starved: reads low)' if run.missed else ''}"
                 )
                 if kind not in best or run.ms_per_caller_sec < best[kind].ms_per_caller_sec:
                     best[kind] = run

@@ -30,3 +30,13 @@ def test_each_server_answers_every_turn_of_the_load_generator(server: str, tmp_p
     assert run.failed_calls == [] and run.missed == 0
     assert len(run.gaps_ms) == 2 and all(gap > 0 for gap in run.gaps_ms)
     assert run.cpu_percent > 0 and run.lateness_p99_ms >= 0
+
+
+def test_call_cpu_reads_the_servers_own_cpu_time(tmp_path: Path, registry: object) -> None:
+    import call_cpu
+
+    cores = sorted(os.sched_getaffinity(0))
+    args = argparse.Namespace(calls=2, turns=1, server_core=cores[0], load_core=cores[-1])
+    run = call_cpu.measure("voxpipe", args, tmp_path)
+    assert run.missed == 0 and run.calls == 2
+    assert run.cpu_secs > 0 and run.wall_secs > 1 and 0 < run.ms_per_caller_sec < 1000

@@ -65,16 +65,25 @@ class CallClock(SystemClock):
         return self.started_at + timestamp_ns / 1e9
 
 
+def _audible(pcm: bytes) -> np.ndarray | None:
+    """Indices of the audible samples of ``pcm``, or ``None`` if it is all silence (most frames of a call: told
+    by its extremes alone, since the turn meter looks at every frame of the caller's line)."""
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    if not samples.size or (int(samples.max()) <= AUDIBLE and int(samples.min()) >= -AUDIBLE):
+        return None
+    return np.flatnonzero(np.abs(samples.astype(np.int32)) > AUDIBLE)
+
+
 def first_audible(pcm: bytes, sample_rate: int) -> float | None:
     """Seconds from the start of ``pcm`` to its first audible sample, or ``None`` if it is all silence."""
-    loud = np.flatnonzero(np.abs(np.frombuffer(pcm, dtype=np.int16).astype(np.int32)) > AUDIBLE)
-    return float(loud[0]) / sample_rate if loud.size else None
+    loud = _audible(pcm)
+    return None if loud is None else float(loud[0]) / sample_rate
 
 
 def last_audible(pcm: bytes, sample_rate: int) -> float | None:
     """Seconds from the start of ``pcm`` to just after its last audible sample, or ``None``."""
-    loud = np.flatnonzero(np.abs(np.frombuffer(pcm, dtype=np.int16).astype(np.int32)) > AUDIBLE)
-    return float(loud[-1] + 1) / sample_rate if loud.size else None
+    loud = _audible(pcm)
+    return None if loud is None else float(loud[-1] + 1) / sample_rate
 
 
 def audio_side(data: FramePushed, output: FrameProcessor) -> str | None:
