@@ -171,3 +171,23 @@ async def test_a_turn_is_answered_as_fast_as_with_pipecats_analyzer(monkeypatch:
         plain.setattr(media_transport, "CALLER_CHUNK_SECS", 0.02)
         reference, _ = await gaps_of_calls(calls=1, turns=3)
     assert np.median(batched) <= np.median(reference) + 60, (batched, reference)
+
+
+class FailingAnalyzer(BatchedSileroVADAnalyzer):
+    """An analyzer whose per-window step breaks (a bug), to show it breaks only its own call."""
+
+    def _run_analyzer(self, buffer: bytes) -> VADState:
+        raise RuntimeError("a broken call")
+
+
+async def test_one_calls_failure_leaves_the_others_batch_mates_alone() -> None:
+    audio = a_caller(UTTERANCES[0], RATE)
+    broken = FailingAnalyzer(params=PARAMS)
+    broken.set_sample_rate(RATE)
+    results = await asyncio.gather(
+        broken.analyze_audio(audio[:960]),
+        decisions(BatchedSileroVADAnalyzer(params=PARAMS), audio, 960, RATE),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], RuntimeError)
+    assert results[1] == (await decisions(BatchedSileroVADAnalyzer(params=PARAMS), audio, 960, RATE))

@@ -141,14 +141,24 @@ class SileroBatch:
         self._calls = []
         live = [analyzer for analyzer, _ in calls]
         settled: dict[int, VADState] = {}
+        failed: dict[int, Exception] = {}  # one call's failure is that call's: the others get their states
         while live:
             for rate in {analyzer.sample_rate for analyzer in live}:
-                self._run_round([a for a in live if a.sample_rate == rate], rate, settled)
-            live = [analyzer for analyzer in live if analyzer.has_waiting]
+                self._run_round([a for a in live if a.sample_rate == rate], rate, settled, failed)
+            live = [analyzer for analyzer in live if analyzer.has_waiting and id(analyzer) not in failed]
         for analyzer, future in calls:
-            future.set_result(_reported(analyzer.vad_state, settled.get(id(analyzer))))
+            if id(analyzer) in failed:
+                future.set_exception(failed[id(analyzer)])
+            else:
+                future.set_result(_reported(analyzer.vad_state, settled.get(id(analyzer))))
 
-    def _run_round(self, analyzers: list[BatchedSileroVADAnalyzer], rate: int, settled: dict[int, VADState]) -> None:
+    def _run_round(
+        self,
+        analyzers: list[BatchedSileroVADAnalyzer],
+        rate: int,
+        settled: dict[int, VADState],
+        failed: dict[int, Exception],
+    ) -> None:
         inputs, states = zip(*(analyzer.next_window() for analyzer in analyzers), strict=True)
         window_inputs = np.stack(inputs)
         try:
@@ -166,7 +176,11 @@ class SileroBatch:
         self.runs += 1
         self.windows += len(analyzers)
         for index, analyzer in enumerate(analyzers):
-            state = analyzer.apply(float(scores[index, 0]), new_states[:, index : index + 1], window_inputs[index])
+            try:
+                state = analyzer.apply(float(scores[index, 0]), new_states[:, index : index + 1], window_inputs[index])
+            except Exception as exc:
+                failed[id(analyzer)] = exc
+                continue
             if state in SETTLED:
                 settled[id(analyzer)] = state
 
