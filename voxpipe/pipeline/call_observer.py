@@ -24,6 +24,10 @@ class CallObserver(BaseObserver):
     def __init__(self, observers: Sequence[BaseObserver]):
         self.observers = list(observers)
         self._every_push = [o for o in self.observers if o.observe_every_push]
+        # pipecat reports every frame every processor handles; few observers want that (none of voxpipe's)
+        self._of_processing = [
+            o for o in self.observers if type(o).on_process_frame is not BaseObserver.on_process_frame
+        ]
         super().__init__(observe_every_push=bool(self._every_push))
 
     async def setup(self, task_manager: BaseTaskManager) -> None:
@@ -49,7 +53,7 @@ class CallObserver(BaseObserver):
             await observer.on_pipeline_started()
 
     async def on_process_frame(self, data: FrameProcessed) -> None:
-        for observer in self.observers:
+        for observer in self._of_processing:
             await observer.on_process_frame(data)
 
     async def on_processor_setup(self, data: ProcessorSetUp) -> None:
