@@ -5,8 +5,9 @@ the transport's simulator (real sockets, signed as Twilio signs them), says ``as
 caller experienced (``Observed``):
 
 - Twilio Media Streams: the caller's speech goes out as mu-law media; if the app ends the stream, Twilio
-  posts the ``<Connect action>`` webhook, and the ``<Say>`` of the TwiML it answers is what the caller is
-  told (Twilio's own voice), when the stream closed. A call that answers is hung up by the caller (``stop``).
+  posts the ``<Connect action>`` webhook at once, and the ``<Say>`` of the TwiML it answers is what the caller
+  is told (Twilio's own voice), when that answer came back. A call that answers is hung up by the caller
+  (``stop``).
 - ConversationRelay: the caller's words go out as a ``prompt``; the caller is told the text that ends with
   ``last: true`` right before an ``end``, and the call is over at the ``end``.
 """
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +42,39 @@ PUBLIC_WS = "wss://voice.example.com"  # what Twilio signs a WebSocket handshake
 TOKEN = "matrix-auth-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
 CALL_SECS = 20.0  # the longest a matrix call may take before the driver gives up
 SAY = re.compile(r"<Say>(.*?)</Say>")
+
+
+class HungVendor:
+    """A vendor that accepts connections on 127.0.0.1 and never says a word (a hung handshake), noting when it
+    was first reached (``time.monotonic()``): the moment of the fault."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self.first_contact: float | None = None
+        self._held: list[socket.socket] = []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="hung-vendor", daemon=True)
+
+    def __enter__(self) -> HungVendor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=2)
+        for connection in [*self._held, self._listener]:
+            connection.close()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.first_contact = self.first_contact or time.monotonic()
+            self._held.append(connection)  # open and silent until the test ends
 
 
 @dataclass(frozen=True)
@@ -97,7 +133,8 @@ async def on_twilio(deployment: Deployment, asked_pcm16k: bytes) -> Observed:
             else:
                 action = f"{path}/connect-action"
                 said = SAY.search(await call.connect_action(server.url + action, PUBLIC + action))
-                told, told_at = (said.group(1), call.closed_at) if said else (None, None)
+                # Told when Twilio has the <Say> to speak: the webhook's answer came (it is posted at the close).
+                told, told_at = (said.group(1), time.monotonic()) if said else (None, None)
             ended_at = call.closed_at or time.monotonic()
         record = await the_record(records)
     return Observed(record, told, told_at, ended_at)

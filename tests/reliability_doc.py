@@ -23,8 +23,16 @@ a slow first byte comes after 4 s, a hung handshake never.
 
 Every row without a backup is a fatal failure: the test asserts that the caller is told the deployment's
 `on_failure` message within 2 s of the fatal error and that the call has ended within 2 s of that, with the
-error (role, provider, kind) in the call record. Rows with a backup must complete with the backup's answer
-and one fallback event. "Kept" lists what the record still holds of the failed turn.
+error (role, provider, kind) in the call record. That time to hear is measured from the outside, as the
+caller lives it: from the moment the call first reached the faulty vendor (the fake's journal, or the hung
+vendor's first accepted connection) to the moment the caller's side had the apology to hear: printed by
+`voxpipe call`; on Twilio Media Streams, the `<Connect action>` answer carrying the `<Say>` (Twilio posts
+that webhook as the stream closes and speaks the `<Say>` at once); on ConversationRelay, the `text` with
+`last: true`. A Deepgram or Realtime session opens when the call starts and is cut or slow only once the
+caller has spoken, so those cells time it from the fatal error's time in the record. Rows with a backup must
+complete with the backup's answer, one fallback event, and a conversation (the history the next request
+would send) holding the caller's turn once and the answer once. "Kept" lists what the record still holds of
+the failed turn.
 
 How a failed call ends is the deployment's `on_failure` (`say:`, then `hangup` or `transfer: {to: ...}`),
 handed once to the transport as a `CallFailure` through `CallContext.on_failure`, after which the call's
@@ -54,11 +62,13 @@ category (authentication, authorization, invalid request) or `CONNECTIVITY`, `SE
 with another category (`UNKNOWN`, `APPLICATION`) from a usable service is recorded and the call goes on.
 A `build()` that raises is reported per call as kind `build`, the same way.
 
-Known gap: a realtime role with a backup provider is not run. The backup realtime session is set up from the
-first context frame it receives, which comes only after its first answer, so it answers that turn twice. A
-dropped realtime session is reconnected instead: up to `reconnect_attempts` times (default 2), with the
-conversation restored and a reply the drop cut asked for again (tests/test_cloud_realtime.py). The "cut stream"
-cells cut every response, so the attempts are spent and the call ends through `on_failure`.
+Realtime: a dropped session is first reconnected, up to `reconnect_attempts` times (default 2), with the
+conversation restored and a reply the drop cut asked for again (tests/test_cloud_realtime.py); the "cut
+stream" cells cut every response, so the attempts are spent, and then the backup takes over or the call ends
+through `on_failure`. A realtime backup holds no conversation on the vendor's side and heard none of the
+caller's audio, so the switch hands it the call's conversation and the caller's words the failed session
+heard and did not answer (`ConversationHandoverFrame`); it answers them once. The fragments of replies a drop
+cut short are withdrawn from the conversation (the caller did hear them, so the record's reply keeps them).
 
 """
 COLUMNS = ("transport", "role", "fault", "backup", "caller hears", "call ends", "fatal error", "fallback", "kept")

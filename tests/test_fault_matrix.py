@@ -25,17 +25,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from pipecat.processors.aggregators.llm_context import standard_message_text
 
 from tests.cloud_fixtures import (  # noqa: F401 (pytest fixtures, by name)
     KEY,
+    CallLog,
+    calls_fixture,
     cloud_fixture,
     config,
     fakes_fixture,
     said,
-    silent_server_fixture,
 )
-from tests.fakes import Behaviour, FakeBedrock, FakeDeepgram, FakeElevenLabs, FakeOpenAI, FakeOpenAIRealtime
-from tests.fault_transports import Observed, on_relay
+from tests.fakes import Behaviour, FakeBedrock, FakeDeepgram, FakeElevenLabs, FakeOpenAI, FakeOpenAIRealtime, FakeServer
+from tests.fault_transports import HungVendor, Observed, on_relay
 from tests.fault_transports import on_twilio as on_twilio_media
 from tests.reliability_doc import DOC, Outcome, render
 from voxpipe.bench.simulated_call import simulate_call
@@ -102,12 +104,10 @@ CELLS: list[tuple[str, str, bool, str]] = (
     + [("llm", fault, backup, "conversation relay") for fault in FAULTS for backup in (False, True)]
 )
 OUTCOMES: list[Outcome] = []
-NOT_RUN = "not run: realtime failover is a known gap"
-REALTIME_FAILOVER_GAP = (
-    "A realtime backup takes over, but pipecat's realtime service sets its conversation up from the first context "
-    "frame it is sent, which reaches the backup only after its first answer: it then answers the same turn twice. "
-    "Realtime recovery is a reconnect of the same provider (issue 10, provider side)."
-)
+#: Faults that come after the call first reaches the vendor: a streaming session (Deepgram, Realtime) is opened
+#: when the call starts, and cut or slow only once the caller has spoken. These cells time the caller's hearing
+#: from the fatal error's time in the record instead.
+FAULT_LATER = {(kind, fault) for kind in ("stt", "realtime") for fault in ("cut stream", "slow first byte")}
 
 
 @dataclass(frozen=True)
@@ -192,18 +192,39 @@ def reliability_doc() -> Iterator[None]:
     )
 
 
-def service(choice: Choice, start: Callable[..., Any], behaviour: Behaviour | None, silent: str) -> ServiceConfig:
-    """``choice`` as a deployment entry, on its own fake (or on the silent port for a hung handshake)."""
+@pytest.fixture(name="hung_vendor")
+def hung_vendor_fixture() -> Iterator[HungVendor]:
+    with HungVendor() as vendor:
+        yield vendor
+
+
+def service(
+    choice: Choice, start: Callable[..., Any], behaviour: Behaviour | None, hung: HungVendor
+) -> tuple[ServiceConfig, FakeServer | HungVendor]:
+    """``choice`` as a deployment entry, on its own fake (or on the hung vendor for a hung handshake), and that
+    fake or vendor."""
+    vendor: FakeServer | HungVendor = hung
     if behaviour is None:
-        url, ws = f"http://{silent}", f"ws://{silent}"
+        url, ws = f"http://{hung.address}", f"ws://{hung.address}"
     else:
-        fake = start(choice.fake, behaviour, **choice.fake_kwargs)
-        url, ws = fake.url, fake.ws_url
-    return ServiceConfig(provider=choice.provider, options=choice.options(url, ws))
+        vendor = start(choice.fake, behaviour, **choice.fake_kwargs)
+        url, ws = vendor.url, vendor.ws_url
+    return ServiceConfig(provider=choice.provider, options=choice.options(url, ws)), vendor
 
 
-def deployment(kind: str, fault: str, backup: bool, start: Callable[..., Any], silent: str) -> Deployment:
-    """The example deployment of the mode, on healthy fakes, with ``kind``'s primary failing as ``fault``."""
+def first_contact(vendor: FakeServer | HungVendor) -> float | None:
+    """When the call first reached the faulty vendor (``time.monotonic()``): the fault, for a vendor that fails
+    every request (an HTTP error, a hung handshake) or each request it is sent (an LLM or TTS cut or slow)."""
+    if isinstance(vendor, HungVendor):
+        return vendor.first_contact
+    return min((entry["time"] for entry in vendor.received), default=None)
+
+
+def deployment(
+    kind: str, fault: str, backup: bool, start: Callable[..., Any], hung: HungVendor
+) -> tuple[Deployment, FakeServer | HungVendor]:
+    """The example deployment of the mode, on healthy fakes, with ``kind``'s primary failing as ``fault`` (and
+    the primary's fake, or the hung vendor)."""
     if kind == "realtime":
         base = config("realtime-openai")  # its realtime role is replaced below
     else:
@@ -213,12 +234,19 @@ def deployment(kind: str, fault: str, backup: bool, start: Callable[..., Any], s
             bedrock=start(FakeBedrock, replies=[ANSWER]),
             elevenlabs=start(FakeElevenLabs),
         )
-    chain = [service(PRIMARY[kind], start, FAULTS[fault], silent)]
+    primary, faulty = service(PRIMARY[kind], start, FAULTS[fault], hung)
+    chain = [primary]
     if backup:
-        chain.append(service(BACKUP[kind], start, Behaviour(api_key=KEY), silent))
+        chain.append(service(BACKUP[kind], start, Behaviour(api_key=KEY), hung)[0])
     agent = base.agent.model_copy(update={"greeting": None, "tools": []})  # the fault meets the caller's turn
     on_failure = base.on_failure.model_copy(update={"say": FAILURE_SAY})
-    return base.model_copy(update={kind: chain, "agent": agent, "on_failure": on_failure})
+    return base.model_copy(update={kind: chain, "agent": agent, "on_failure": on_failure}), faulty
+
+
+def conversation(calls: CallLog) -> list[tuple[str, str]]:
+    """The (role, text) of the call's conversation (its LLM context) once it is over."""
+    (call,) = calls.pipelines
+    return [(m["role"], standard_message_text(m)) for m in call.context.get_messages() if isinstance(m, dict)]
 
 
 def summarise(kind: str, fault: str, backup: bool, transport: str, observed: Observed) -> Outcome:
@@ -255,12 +283,16 @@ def summarise(kind: str, fault: str, backup: bool, transport: str, observed: Obs
     ids=[f"{k}-{f}-{'backup' if b else 'no backup'}-{t}" for k, f, b, t in CELLS],
 )
 async def test_fault_matrix_cell(
-    kind: str, fault: str, backup: bool, transport: str, fakes: Callable[..., Any], silent_server: str
+    kind: str,
+    fault: str,
+    backup: bool,
+    transport: str,
+    fakes: Callable[..., Any],
+    hung_vendor: HungVendor,
+    calls: CallLog,
 ) -> None:
-    if kind == "realtime" and backup:
-        OUTCOMES.append(Outcome(transport, kind, fault, backup, NOT_RUN, "", "", "", ""))
-        pytest.skip(REALTIME_FAILOVER_GAP)
-    observed = await TRANSPORTS[transport](deployment(kind, fault, backup, fakes, silent_server))
+    call, faulty = deployment(kind, fault, backup, fakes, hung_vendor)
+    observed = await TRANSPORTS[transport](call)
     record = observed.record
     primary, backup_choice = PRIMARY[kind], BACKUP[kind]
     faults = [e for e in record.errors if e.role == kind and e.provider == primary.provider]
@@ -270,7 +302,13 @@ async def test_fault_matrix_cell(
     if backup:
         # The caller hears the backup's answer; the switch is recorded; nothing ends the call early.
         assert record.failure is None, record.failure
-        assert [(t.heard, t.reply) for t in record.turns] == [(ASKED, ANSWER)], record.turns
+        assert [t.heard for t in record.turns] == [ASKED], record.turns
+        if kind == "realtime" and fault == "cut stream":  # the caller heard what each cut reply began with
+            assert record.turns[0].reply.endswith(ANSWER), record.turns
+        else:
+            assert record.turns[0].reply == ANSWER, record.turns
+        # The conversation holds the turn once, answered once (what the next request of the call would send).
+        assert conversation(calls) == [("user", ASKED), ("assistant", ANSWER)]
         assert transport == "conversation relay" or record.turns[0].voice_to_voice_ms is not None
         assert [(e.role, e.from_provider, e.to_provider) for e in record.fallbacks] == [
             (kind, primary.provider, backup_choice.provider)
@@ -286,6 +324,9 @@ async def test_fault_matrix_cell(
         assert failure.at_secs - failure.error.at_secs <= WITHIN_SECS
         assert observed.told == FAILURE_SAY, observed.told  # as the transport said it to the caller
         assert observed.told_at is not None and observed.ended_at - observed.told_at <= WITHIN_SECS
+        if (kind, fault) not in FAULT_LATER:  # from the outside: the fault reached, then the caller told
+            fault_at = first_contact(faulty)
+            assert fault_at is not None and observed.told_at - fault_at <= WITHIN_SECS, observed.told_at - fault_at
         assert record.fallbacks == []
         if kind in ("llm", "tts"):  # the STT worked: the caller's words are kept
             assert record.turns and record.turns[-1].heard == ASKED, record.turns

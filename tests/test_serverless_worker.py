@@ -33,7 +33,10 @@ from tests.apigw_shim import (
     wait_until,
     write_handler_config,
 )
+from tests.fakes import Behaviour, FakeOpenAI
 from tests.simulators import webhook_parameters
+from tests.simulators.server import RunningServer
+from tests.test_twilio_media import FakeTwilioRest
 from voxpipe.audio import g711
 from voxpipe.aws.conversations import table_definition
 from voxpipe.config.loader import parse_deployment
@@ -42,12 +45,15 @@ from voxpipe.security.browser_access import PAGE_PURPOSE
 from voxpipe.security.tokens import SECRET_VARIABLE, Signer
 from voxpipe.serverless.apigw_transport import LinkSettings
 from voxpipe.serverless.worker import BridgeSettings, BridgeWorker
+from voxpipe.telephony import twiml
+from voxpipe.transports.twilio_account import TwilioClientFactory
 
 pytestmark = pytest.mark.timeout(120)
 
 TABLE = "voxpipe-bridge-test"
 TOKEN = "twilio-bridge-token"  # noqa: S105 — a made-up credential for a local fake; nothing real
 BRIDGE_URL = "wss://bridge.voxpipe.test/prod"
+ACCOUNT = "AC0123456789abcdef0123456789abcdef"
 ORIGIN = "https://app.voxpipe.test"
 OTHER_ORIGIN = "https://other.voxpipe.test"  # allowed too: its tokens open nothing for ORIGIN's pages
 CASCADE = f"""
@@ -124,14 +130,20 @@ def bridge(environ: dict[str, str], tmp_path: Path) -> Bridge:
 
     @asynccontextmanager
     async def run(
-        yaml: str, settings: BridgeSettings, idle_timeout_secs: float = 600, disconnect: bool = True
+        yaml: str,
+        settings: BridgeSettings,
+        idle_timeout_secs: float = 600,
+        disconnect: bool = True,
+        twilio_client: TwilioClientFactory | None = None,
     ) -> AsyncIterator[tuple[ApiGatewayShim, BridgeWorker]]:
         function = LambdaFunction("voxpipe.serverless.worker.handler", environ)
         routes = {"$connect": function, "$default": function} | ({"$disconnect": function} if disconnect else {})
         shim = ApiGatewayShim(routes, idle_timeout_secs=idle_timeout_secs)
         deployment = parse_deployment(yaml, "deployment.yaml", environ, serverless_registry())
         records = RecordStore(tmp_path / "calls.db")
-        worker = BridgeWorker(deployment, environ["VOXPIPE_QUEUE_URL"], TABLE, settings, records=records)
+        worker = BridgeWorker(
+            deployment, environ["VOXPIPE_QUEUE_URL"], TABLE, settings, records=records, twilio_client=twilio_client
+        )
         stop = asyncio.Event()
         async with shim:
             function.env["VOXPIPE_CONNECTIONS_URL"] = shim.endpoint
@@ -304,6 +316,62 @@ async def test_twilio_realtime_call_with_out_of_order_delivery(bridge: Bridge) -
         with pytest.raises(websockets.ConnectionClosed):
             await replay.collect(lambda got: False)
         assert not replay.received
+
+
+async def test_a_failed_twilio_call_is_told_and_ended_through_twilios_rest_api(
+    bridge: Bridge, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bridge does not answer the ``<Connect action>`` webhook: when a Twilio call cannot go on (here the TTS
+    answers 500 from the greeting on, with no backup), the live call's TwiML is replaced over Twilio's REST API
+    with ``on_failure``'s ``<Say>`` then the ``<Dial>`` of its transfer, and the record says why."""
+    failing = CASCADE.replace(
+        "tts: {provider: testkit_tts, options: {secs_per_char: 0.02}}",
+        "tts: {provider: openai, options: {api_key: '${OPENAI_API_KEY}', base_url: '${OPENAI_BASE_URL}'}}\n"
+        'on_failure: {say: "Sorry, our line has a problem.", then: {transfer: {to: "+15557770000"}}}',
+    ).replace(
+        'twilio: {auth_token: "${TWILIO_AUTH_TOKEN}"}',
+        f'twilio: {{auth_token: "${{TWILIO_AUTH_TOKEN}}", account_sid: {ACCOUNT}}}',
+    )
+    rest = FakeTwilioRest()
+    with FakeOpenAI(Behaviour(api_key="test-key", fail_status=500, fail_count=1000)) as tts:
+        monkeypatch.setitem(environ, "OPENAI_API_KEY", "test-key")  # (what the deployment is read with)
+        monkeypatch.setitem(environ, "OPENAI_BASE_URL", tts.url + "/v1")
+        with RunningServer(rest.app) as rest_server:
+            async with bridge(failing, FAST, twilio_client=rest.client(rest_server.url)) as (shim, worker):
+                client = await twilio_client(shim, "CA00000000000000000000000000000042")
+                await wait_until(lambda: bool(rest.updates), timeout=10)
+                failed_at = time.monotonic()
+                await client.ws.close()
+    assert tts.requests("/v1/audio/speech"), "the greeting was never asked of the TTS"
+    ((sid, form),) = rest.updates  # once, to the call's CallSid, with the ending TwiML Twilio would run
+    assert sid == "CA00000000000000000000000000000042" and set(form) == {"Twiml"}
+    assert form["Twiml"] == twiml.end_call("Sorry, our line has a problem.", "+15557770000")
+    assert "<Say>Sorry, our line has a problem.</Say><Dial>+15557770000</Dial>" in form["Twiml"]
+    assert failed_at - tts.requests("/v1/audio/speech")[0]["time"] <= 2.0  # told within 2 s of the fault
+    await wait_until(lambda: bool(worker.host.bookkeeping.records.list()), timeout=10)
+    (record,) = worker.host.bookkeeping.records.list()
+    assert record.failure is not None and record.failure.then == "transfer"
+    assert (record.failure.error.role, record.failure.error.provider, record.failure.error.kind) == (
+        "tts",
+        "openai",
+        "server",
+    )
+
+
+async def twilio_client(shim: ApiGatewayShim, call_sid: str) -> Client:
+    """A Twilio Media Streams client whose call has started (signed, bound to ``call_sid``)."""
+    signature = RequestValidator(TOKEN).compute_signature(BRIDGE_URL, {})
+    client = await Client.connect(shim.client_url, {"X-Twilio-Signature": signature})
+    client.stream_sid = "MZ0000000000000000000000000000fail"
+    start = {
+        "callSid": call_sid,
+        "streamSid": client.stream_sid,
+        "tracks": ["inbound"],
+        "customParameters": webhook_parameters("twilio", call_sid),
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    }
+    await client.send(client.event("connected"), client.event("start", start=start))
+    return client
 
 
 # ------------------------------------------------------------------------------------------------ limits

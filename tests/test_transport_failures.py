@@ -23,7 +23,7 @@ from voxpipe.records.model import CallError, CallFailure
 from voxpipe.records.store import RecordStore
 from voxpipe.telephony import conversation_relay, twiml
 from voxpipe.transports.media_stream_call import BrowserDialect
-from voxpipe.transports.twilio_account import TwilioAccount
+from voxpipe.transports.twilio_account import ACTION_TTL_SECS, ExpiringAnswers, TwilioAccount
 from voxpipe.web.app import create_app
 
 
@@ -65,6 +65,26 @@ async def test_a_failed_media_stream_call_is_said_then_transferred_by_the_connec
         FAILURE.say, FAILURE.transfer_to
     )
     assert account.connect_action("CA1", None) == twiml.hangup()  # answered once
+
+
+async def test_a_failed_calls_ending_is_forgotten_once_fetched_or_after_its_ttl(tmp_path: Path) -> None:
+    """``endings`` (and ``handoffs``) are bounded: a call that hangs up before Twilio posts its ``<Connect
+    action>`` (Twilio posts nothing then) leaves no ending behind in a long-running server."""
+    now = [1000.0]
+    account = TwilioAccount(deployment(tmp_path, []))
+    account.endings = ExpiringAnswers(ttl_secs=ACTION_TTL_SECS, clock=lambda: now[0])
+    account.handoffs = ExpiringAnswers(ttl_secs=ACTION_TTL_SECS, clock=lambda: now[0])
+    for call in range(1000):  # calls that failed and hung up: no webhook ever claims their endings
+        await account.fail(f"CA{call}", FAILURE.say, None)
+        account.handoffs[f"CA{call}"] = "+15550000000"
+    now[0] += ACTION_TTL_SECS - 1
+    await account.fail("CAlate", FAILURE.say, None)
+    assert "CA999" in account.endings and len(account.endings) == 1001  # within the TTL: all kept
+    now[0] += 1
+    assert len(account.endings) == 1 and len(account.handoffs) == 0  # past it: only the recent one is left
+    assert account.connect_action("CA0", None) == twiml.hangup()  # an expired ending is no longer answered
+    assert account.connect_action("CAlate", None) == twiml.end_call(FAILURE.say, None)
+    assert len(account.endings) == 0  # answered once, then gone
 
 
 async def test_a_relay_failure_with_a_transfer_dials_it_from_the_handoff_data() -> None:

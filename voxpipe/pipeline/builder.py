@@ -44,6 +44,7 @@ from voxpipe.pipeline.fallback import FallbackSwitcher
 from voxpipe.pipeline.fillers import SlowToolFillers
 from voxpipe.pipeline.keeping import CallKeeping
 from voxpipe.pipeline.metering import CallMeter, ServiceRef
+from voxpipe.pipeline.reply_withdrawal import ReplyWithdrawal
 from voxpipe.pipeline.shared_models import SharedSmartTurnAnalyzer
 from voxpipe.pipeline.silence import SilenceWatch, first_timeout
 from voxpipe.pipeline.text_latency import TextTurnMeter
@@ -257,6 +258,8 @@ def build_call(
     llm_role = "llm" if text or deployment.mode == "cascade" else "realtime"
     tools = tools_schema(deployment.agent, registry)
     context = LLMContext(messages=list(call.history), tools=tools) if tools else LLMContext(list(call.history))
+    if isinstance(services[llm_role], FallbackSwitcher):
+        services[llm_role].conversation = context  # (a realtime backup is handed the conversation)
     fillers = SlowToolFillers(deployment.fillers, realtime=llm_role == "realtime", meter=meter, context=context)
     for llm in _llm_services(services[llm_role]):
         effects = recorded_effects(call.on_effect, meter)
@@ -286,6 +289,8 @@ def build_call(
     else:
         processors += [user, services["realtime"]]
     processors += [transport.output(), assistant]
+    if llm_role == "realtime":  # (a reply a dropped session cut short is asked again: the fragment is withdrawn)
+        processors.append(ReplyWithdrawal(context))
     if isinstance(transport, TextTransport):
         processors.append(transport.tail())
     pipeline = Pipeline(processors)

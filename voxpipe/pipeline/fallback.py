@@ -14,6 +14,9 @@ call would stay on a provider that is failing right now. ``FallbackSwitcher`` cl
 - it drops what a retired service still produces (a slow reply arriving after the switch), and the words a
   TTS announced (``TTSTextFrame``) before failing to speak them: they are held until its first audio, so the
   call's transcript shows each reply once, as the backup spoke it;
+- a realtime role has no request to re-send (the vendor holds the conversation and heard the caller's audio):
+  the session switched to is handed the call's conversation (``conversation``, set by the builder) and the
+  caller's words the failed session left unanswered (``ConversationHandoverFrame``), and answers them once;
 - it records each switch as a ``FallbackEvent`` in ``events``;
 - it remembers failures process-wide (``HEALTH``): a call starting within ``HEALTH.cooldown_secs`` of a
   provider's failure starts on the next one (recorded too), and once that time is past the primary is tried
@@ -53,6 +56,7 @@ from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.errors import ErrorCategory
 
+from voxpipe.pipeline.frames import ConversationHandoverFrame
 from voxpipe.records.model import FallbackEvent
 
 COOLDOWN_SECS = 30.0
@@ -156,6 +160,7 @@ class FallbackSwitcher(ServiceSwitcher[_Failover]):
         self._pending: deque[tuple[Frame, FrameDirection]] = deque(maxlen=MAX_PENDING)
         self._unspoken: list[TTSTextFrame] = []  # words a TTS announced before any audio of the request
         self._started_at = time.monotonic()
+        self.conversation: object | None = None  # the call's LLMContext, handed to a realtime backup
         # Begin on the first provider that is not cooling down after a recent failure (else on the primary).
         ready = next((s for s in services if health.cooling_down(role, self._providers[s]) is None), None)
         if ready is not None and ready is not self.strategy.active_service:
@@ -217,6 +222,10 @@ class FallbackSwitcher(ServiceSwitcher[_Failover]):
         self._record(failed, self.strategy.active_service, reason or "switched")
         pending, self._pending = list(self._pending), deque(maxlen=MAX_PENDING)
         self._unspoken.clear()
+        if self.role == "realtime":
+            heard = getattr(failed, "unanswered_turn", None) or ""
+            handover = ConversationHandoverFrame(context=self.conversation, heard=heard, answer=bool(heard))
+            await self.strategy.active_service.queue_frame(handover)
         for request, direction in _unanswered(pending):
             await self.strategy.active_service.queue_frame(request, direction)
 

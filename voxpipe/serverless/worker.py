@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from voxpipe.sessions import SessionStore
     from voxpipe.telephony.media_streams import StreamStart
     from voxpipe.transports.media_stream_call import Dialect
-    from voxpipe.transports.twilio_account import TwilioAccount
+    from voxpipe.transports.twilio_account import TwilioAccount, TwilioClientFactory
 
 logger = logging.getLogger(__name__)
 
@@ -256,10 +256,13 @@ class BridgeWorker:
         store: SessionStore | None = None,
         registry: Registry | None = None,
         records: RecordStore | None = None,
+        twilio_client: TwilioClientFactory | None = None,
     ):
+        """``twilio_client`` makes the REST client that ends a failed Twilio call (tests point it at a fake)."""
         from voxpipe.pipeline.host import CallBookkeeping, CallHost
         from voxpipe.sessions import open_store
         from voxpipe.transports.twilio_account import TwilioAccount
+        from voxpipe.transports.twilio_account import twilio_client as rest_client
 
         self.deployment = deployment
         self.queue_url = queue_url
@@ -267,7 +270,8 @@ class BridgeWorker:
         self.table = ConversationTable(table, deployment.sessions.ttl_secs)
         bookkeeping = CallBookkeeping(records)  # each call's CallRecord, as `voxpipe serve` keeps them
         self.host = CallHost(deployment, store or open_store(deployment.sessions), registry, bookkeeping)
-        self.twilio = TwilioAccount(deployment, answers_action=False)  # a failed call ends through REST
+        # A failed call ends through REST: the bridge does not answer the <Connect action> webhook.
+        self.twilio = TwilioAccount(deployment, twilio_client or rest_client, answers_action=False)
         self.calls: dict[str, BridgeCall] = {}
         self._sqs = aws_client("sqs")
 

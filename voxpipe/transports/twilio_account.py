@@ -152,6 +152,43 @@ def _spent_tokens(deployment: Deployment) -> SpentTokens:
     return MemorySpentTokens()
 
 
+#: Seconds a call's pending ``<Connect action>`` answer is kept: Twilio posts the webhook as soon as the stream
+#: ends, so an answer still unclaimed after this belongs to a call that hung up (Twilio posts nothing then).
+ACTION_TTL_SECS = 300.0
+
+
+class ExpiringAnswers:
+    """Call id -> what its ``<Connect action>`` answers: taken once (``pop``), and forgotten after ``ttl_secs``
+    otherwise, so calls that hang up before the webhook leave nothing behind in a long-running server."""
+
+    def __init__(self, ttl_secs: float = ACTION_TTL_SECS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_secs, self._clock = ttl_secs, clock
+        self._answers: dict[str, tuple[float, str]] = {}  # call id -> (when set, answer), oldest first
+
+    def __setitem__(self, call_id: str, answer: str) -> None:
+        self._expire()
+        self._answers.pop(call_id, None)  # (re-inserted last: the dict stays in order of time)
+        self._answers[call_id] = (self._clock(), answer)
+
+    def pop(self, call_id: str, default: str | None = None) -> str | None:
+        self._expire()
+        held = self._answers.pop(call_id, None)
+        return held[1] if held is not None else default
+
+    def __contains__(self, call_id: object) -> bool:
+        self._expire()
+        return call_id in self._answers
+
+    def __len__(self) -> int:
+        self._expire()
+        return len(self._answers)
+
+    def _expire(self) -> None:
+        oldest = self._clock() - self.ttl_secs
+        while self._answers and next(iter(self._answers.values()))[0] <= oldest:
+            del self._answers[next(iter(self._answers))]
+
+
 class TwilioAccount:
     """One deployment's Twilio side: signature checks, the REST client, and pending ``<Connect action>`` dials."""
 
@@ -179,8 +216,8 @@ class TwilioAccount:
         twilio = deployment.transport.twilio
         token = twilio.auth_token.get_secret_value() if twilio.auth_token else ""
         self.rest = TwilioRest(client_factory(twilio.account_sid, token)) if twilio.account_sid and token else None
-        self.handoffs: dict[str, str] = {}  # call id -> where <Connect action> dials once the stream ends
-        self.endings: dict[str, str] = {}  # call id -> the TwiML <Connect action> answers for a failed call
+        self.handoffs = ExpiringAnswers()  # call id -> where <Connect action> dials once the stream ends
+        self.endings = ExpiringAnswers()  # call id -> the TwiML <Connect action> answers for a failed call
         self.transfers: dict[str, PendingTransfer] = {}  # call id -> its ringing warm transfer
         self._dialling: set[asyncio.Task[None]] = set()
 

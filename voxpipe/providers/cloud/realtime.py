@@ -76,6 +76,18 @@ class _CheckedSocket:
             yield message
 
 
+def _turn_taken(messages: list[Any], heard: str) -> int | None:
+    """Where the caller's turn ``heard`` (the last transcribed on the session) starts in ``messages``, or ``None``."""
+    from pipecat.processors.aggregators.llm_context import standard_message_text
+
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if isinstance(message, dict) and message.get("role") == "user":
+            text = " ".join(standard_message_text(message).split())
+            return index if heard and text == heard else None
+    return None
+
+
 def transcription_usage(processor: str, model: str, usage: dict[str, Any]) -> Any:
     """The pipecat metrics of a Realtime transcription's ``usage`` (tokens, or seconds for whisper-1)."""
     from pipecat.metrics.metrics import LLMTokenUsage, LLMUsageMetricsData, STTUsage, STTUsageMetricsData
@@ -110,7 +122,7 @@ def realtime_session_class(base: type) -> type:
     from websockets.exceptions import ConnectionClosed
 
     from voxpipe.audio import g711
-    from voxpipe.pipeline.frames import BotAudioPlayedFrame
+    from voxpipe.pipeline.frames import BotAudioPlayedFrame, ConversationHandoverFrame, ReplyCutFrame
 
     answers = (frames.TTSAudioRawFrame, frames.LLMTextFrame, frames.FunctionCallsStartedFrame)
 
@@ -149,7 +161,36 @@ def realtime_session_class(base: type) -> type:
             if isinstance(frame, BotAudioPlayedFrame):
                 self._played_ms = frame.played_ms
                 return
+            if isinstance(frame, ConversationHandoverFrame):
+                return await self._take_over(frame)
             await super().process_frame(frame, direction)
+
+        # ------------------------------------------------------------------------------ fallback
+
+        @property
+        def unanswered_turn(self) -> str | None:
+            """The caller's words this session heard and did not answer (a reply cut short counts as none), for a
+            backup to answer; ``None`` when nothing is owed, or the words were not transcribed yet."""
+            return self._heard if self._heard and (self._turn_pending or self._response_active) else None
+
+        async def _take_over(self, handover: ConversationHandoverFrame) -> None:
+            """A fallback switched the call here from a failed session: this one gets the conversation so far
+            (as after a reconnect) and answers the turn the failed one left unanswered, once."""
+            from pipecat.processors.aggregators.llm_context import LLMContext as Context
+
+            context = handover.context if isinstance(handover.context, Context) else Context()
+            self._context, self._heard = context, handover.heard
+            self._llm_needs_conversation_setup = True
+            await self._process_completed_function_calls(send_new_results=False)
+            self._restore_when_ready, self._answer_when_restored = True, handover.answer
+            await self._restore()  # (now if the session is ready, else when it is)
+
+        async def set_usable(self, is_usable: bool) -> None:
+            """A session retired by a fallback is closed: a late reply would be billed for nothing."""
+            await super().set_usable(is_usable)
+            if not is_usable and self._websocket:  # (in a task: this may run in the receive loop it ends)
+                self.watchdog.cancel()
+                self.create_task(self._disconnect(), name="realtime_retire")
 
         async def _truncate_current_audio_response(self) -> None:
             """Truncate at the milliseconds the caller heard (pipecat uses the time since the answer began)."""
@@ -212,6 +253,7 @@ def realtime_session_class(base: type) -> type:
                     await self.push_frame(frames.TTSStoppedFrame())
                 self._current_audio_response = None
                 await self.push_frame(frames.LLMFullResponseEndFrame())
+                await self.push_frame(ReplyCutFrame())
             await self._disconnect()
             from loguru import logger
 
@@ -239,13 +281,16 @@ def realtime_session_class(base: type) -> type:
             )
 
         async def _handle_evt_session_updated(self, evt: Any) -> None:
-            """After a reconnect, the new session gets the conversation so far, and a turn the drop left
-            unanswered (or a reply it cut) is answered."""
+            """After a reconnect (or a takeover), the new session gets the conversation so far, and a turn the
+            drop left unanswered (or a reply it cut) is answered."""
             await super()._handle_evt_session_updated(evt)
-            restore, self._restore_when_ready = self._restore_when_ready, False
-            if not (restore and self._llm_needs_conversation_setup and self._context is not None):
-                return  # (with no context yet, pipecat sends the first one as usual)
-            self._llm_needs_conversation_setup = False
+            await self._restore()
+
+        async def _restore(self) -> None:
+            ready = self._api_session_ready and self._llm_needs_conversation_setup
+            if not (self._restore_when_ready and ready and self._context is not None):
+                return  # (with no context yet, the call's first one restores it: see _handle_context)
+            self._restore_when_ready = self._llm_needs_conversation_setup = False
             await self._send_history(self._conversation_so_far())
             if self._answer_when_restored:
                 await self._create_response()
@@ -293,23 +338,32 @@ def realtime_session_class(base: type) -> type:
             await super().handle_evt_input_audio_transcription_completed(evt)
 
         async def _handle_context(self, context: LLMContext, direction: FrameDirection) -> None:
-            """The first context's last turn may be the one server VAD is already answering: not sent twice."""
+            """The first context may hold the turn server VAD already answered (or is answering): the user
+            aggregator writes it when the reply starts, and the reply too by the time the frame is read when
+            the reply was quick. pipecat would send it all and ask for an answer again; only the history
+            before that turn is sent."""
             messages = context.get_messages()
-            last = messages[-1] if messages else None
-            heard = (
-                isinstance(last, dict) and last.get("role") == "user" and " ".join(standard_message_text(last).split())
-            )
             first = self._context is None and self._llm_needs_conversation_setup  # (a reconnect restores its own)
-            if not (first and heard and heard == self._heard):
+            if first and self._restore_when_ready:  # reopened (or taken over) before the call had a context
+                self._context = context
+                await self._process_completed_function_calls(send_new_results=False)
+                return await self._restore()
+            taken = _turn_taken(messages, self._heard) if first else None
+            if taken is None:
                 return await super()._handle_context(context, direction)
             self._context, self._llm_needs_conversation_setup = context, False
             await self._process_completed_function_calls(send_new_results=False)
-            await self._send_history(messages[:-1])
+            await self._send_history(messages[:taken])
 
         async def _create_response(self) -> None:
             """Arms the response watchdog."""
             await super()._create_response()
             self.watchdog.expect("response")
+
+        async def _handle_evt_speech_started(self, evt: Any) -> None:
+            """A new turn: what was heard of the last one is answered or moot."""
+            self._heard = ""
+            await super()._handle_evt_speech_started(evt)
 
         async def _handle_evt_speech_stopped(self, evt: Any) -> None:
             """Arms the response watchdog: server VAD creates the response."""
