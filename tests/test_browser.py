@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cloud_fixtures import cloud_fixture  # noqa: F401 (a pytest fixture, by name)
+from tests.fakes import Behaviour, FakeOpenAI
 from tests.simulators.server import RunningServer, free_port
 from voxpipe.config.loader import parse_deployment
 from voxpipe.web.app import create_app
@@ -172,3 +174,50 @@ def test_browser_call_gets_a_token_shows_transcript_replies_and_latency_then_res
         {"role": "assistant", "content": "We also fix bicycles."},
     ]
     assert len(messages) > 5  # the resumed call added to the same conversation
+
+
+FAILING_TTS = """
+name: web
+agent:
+  instructions: You are a scripted test agent.
+  greeting: Welcome to the web agent.
+vad: {provider: testkit_vad, start_secs: 0.1, stop_secs: 0.3}
+turn: {strategy: silence, timeout_secs: 0.2}
+stt: {provider: testkit_stt, options: {transcripts: ["what are your hours"]}}
+llm: {provider: testkit_llm, options: {replies: [{when: "*", say: "We are open nine to five."}]}}
+tts: {provider: openai, options: {api_key: "${OPENAI_API_KEY}", base_url: "${OPENAI_BASE_URL}"}}
+on_failure: {say: "Sorry, our line has a problem. Goodbye."}
+sessions: {store: memory}
+"""
+#: Records what the page asks the browser's own voice to say (headless Chromium has no voice to hear).
+SPOKEN_PROBE = """
+window.voxpipeSpoken = [];
+const speakWithVoice = speechSynthesis.speak.bind(speechSynthesis);
+speechSynthesis.speak = (utterance) => { window.voxpipeSpoken.push(utterance.text); speakWithVoice(utterance); };
+"""
+
+
+def test_browser_call_whose_tts_fails_shows_and_speaks_the_apology(browser: object, cloud: object) -> None:
+    """The deployment's TTS answers 500 from the greeting on and there is no backup: the page shows
+    ``on_failure``'s text and speaks it with the browser's own voice (the Web Speech API), within 2 s of the
+    fault."""
+    from selenium.webdriver.common.by import By
+
+    with FakeOpenAI(Behaviour(api_key="test-key", fail_status=500, fail_count=1000)) as tts:
+        environ = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": tts.url + "/v1"}
+        app = create_app([parse_deployment(FAILING_TTS, environ=environ)], warm_up=False)
+        with RunningServer(app) as server:
+            browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SPOKEN_PROBE})
+            browser.get(f"{server.url}/web/")
+            wait_until(lambda: browser.find_element(By.ID, "title").text == "web")
+            browser.find_element(By.ID, "call").click()
+            apology = "Sorry, our line has a problem. Goodbye."
+            wait_until(lambda: apology in lines(browser, "assistant"), timeout=20)
+            shown_at = time.monotonic()
+            spoken = browser.execute_script("return window.voxpipeSpoken")
+            said = lines(browser, "assistant")
+    faults = tts.requests("/v1/audio/speech")
+    assert faults, "the greeting was never asked of the TTS"
+    assert shown_at - faults[0]["time"] <= 2.0 + 0.2  # told within 2 s of the fault (the page is polled at 0.2 s)
+    assert said == [apology]  # nothing else was shown: the greeting never played
+    assert spoken == [apology]

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pipecat.processors.aggregators.llm_context import standard_message_text
 from pipecat.utils.errors import ErrorCategory
 
 from tests.cloud_fixtures import (  # noqa: F401 (pytest fixtures, by name)
@@ -106,6 +107,39 @@ async def test_a_dropped_session_reconnects_with_the_conversation(
     ]
     first_reply = audible_gaps(result.bot_audio, result.turns[0].user_speech_end, result.turns[1].user_speech_end)
     assert max(first_reply) < 0.5, "the caller hears at most a short gap"
+    # The fragment the drop cut short was heard, but the conversation holds each reply once.
+    (role, greet), *turns = conversation(calls)  # (a realtime greeting is asked for as a user instruction)
+    assert role == "user" and greet.endswith(GREETING)
+    assert turns == [
+        ("assistant", GREETING),
+        ("user", ASKED[0]),
+        ("assistant", HOURS),
+        ("user", ASKED[1]),
+        ("assistant", FLAT),
+    ]
+
+
+def conversation(calls: CallLog) -> list[tuple[str, str]]:
+    """The (role, text) of the call's conversation: what its next request would send."""
+    (call,) = calls.pipelines
+    return [(m["role"], standard_message_text(m)) for m in call.context.get_messages() if isinstance(m, dict)]
+
+
+async def test_a_first_turn_answered_before_the_context_has_it_is_answered_once(
+    fakes: Callable[..., Any], calls: CallLog
+) -> None:
+    """No greeting: the session's first context comes from the user aggregator once the reply has started (or,
+    for a reply over within ``ttfs_p99``, ended and been written too). Server VAD answered that turn already:
+    the context must not ask for it again (pipecat would send it all and create a second response)."""
+    realtime = fakes(FakeOpenAIRealtime, transcripts=ASKED[:1], replies=[FLAT])  # a short reply: over in 0.75 s
+    deployment = config("realtime-openai", realtime=realtime)
+    deployment = deployment.model_copy(update={"agent": deployment.agent.model_copy(update={"greeting": None})})
+    result = await simulate_call(deployment, [said(ASKED[0])], settle_secs=1.5)
+
+    assert [(turn.heard, turn.reply) for turn in result.turns] == [(ASKED[0], FLAT)]
+    (session,) = realtime.sessions
+    assert len(session.responses) == 1 and realtime.messages("response.create") == []
+    assert conversation(calls) == [("user", ASKED[0]), ("assistant", FLAT)]
 
 
 async def test_a_session_that_cannot_come_back_fails_once_the_attempts_are_spent(fakes: Callable[..., Any]) -> None:

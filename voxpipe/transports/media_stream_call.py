@@ -83,6 +83,8 @@ class Dialect:
         bridge, which does not answer that webhook, updates the live call through the REST API."""
         if call.stream.start is not None and call.twilio is not None:
             await call.twilio.fail(call.stream.start.call_id, failure.say, failure.transfer_to)
+            if call.twilio.answers_action:  # Twilio posts that webhook as the stream closes: close it now, not
+                await call.close_peer()  # once every provider task has let go of the cancelled pipeline
 
     async def finish(self, call: MediaStreamCall, effect: str | None, arguments: dict[str, Any]) -> None:
         """The pipeline ended after a tool's ``end_call``/``transfer``: carry the effect out."""
@@ -283,6 +285,10 @@ class MediaStreamCall(MediaPeer):
             await self.stream.stop()
             await self._close_peer("")
 
+    async def close_peer(self) -> None:
+        """Close the peer's connection now (again later, when the call ends: closing twice is harmless)."""
+        await self._close_peer("")
+
     async def close(self) -> None:
         """End the call from the carrier's side (the peer is gone, the process stops)."""
         await self.stream.stop()
@@ -308,7 +314,9 @@ class BrowserDialect(Dialect):
 
     The page is told each turn as it enters the conversation, and each reply's latency as the server sees
     it: from the last audible sample of the caller's speech arriving to the first audible sample of the
-    reply leaving (the network and the page's playback buffer come on top).
+    reply leaving (the network and the page's playback buffer come on top). Once the page was told the call
+    failed, nothing more is shown: a reply the dead TTS never spoke, written as the call is cancelled, would
+    appear after the apology.
     """
 
     name = "browser"
@@ -319,6 +327,7 @@ class BrowserDialect(Dialect):
         self._speech_end: float | None = None
         self._session_id = session_id
         self._claimed: object = None  # the sessionId the page wrote into ``start``, if any
+        self._failed = False
 
     def decode(self, payload: bytes) -> bytes:
         if len(payload) % 2:
@@ -349,10 +358,12 @@ class BrowserDialect(Dialect):
             await call.send({"event": "latency", "ms": round(latency_ms)})
 
     async def on_turn(self, call: MediaStreamCall, role: str, text: str) -> None:
-        await call.send({"event": "transcript", "role": role, "text": text})
+        if not self._failed:
+            await call.send({"event": "transcript", "role": role, "text": text})
 
     async def fail(self, call: MediaStreamCall, failure: CallFailure) -> None:
         """The page shows ``say`` and speaks it with the browser's own voice (the TTS may be what died)."""
+        self._failed = True
         target = {"to": failure.transfer_to} if failure.transfer_to else {}
         await call.send({"event": "failure", "say": failure.say, "then": failure.then, **target})
 

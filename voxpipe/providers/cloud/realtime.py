@@ -11,9 +11,14 @@ What it adds to pipecat's ``OpenAIRealtimeLLMService`` (or a service built on it
   the caller hears a short gap. Only when the attempts are spent is a permanent ``CONNECTIVITY`` error
   pushed (which ends the call, or moves to a backup);
 - a response with no output within ``response_timeout_secs`` is reported (the ``ResponseWatchdog``);
-- pipecat sends its first context as conversation items and asks for a response; when that context ends
-  with the caller's turn, which server VAD has already committed and is answering, only the history before
-  it is sent, so the turn is neither duplicated nor answered twice;
+- pipecat sends its first context as conversation items and asks for a response; when that context holds
+  the caller's turn that server VAD has already committed and is answering (or, for a quick reply, has
+  answered and the aggregator has written too), only the history before it is sent, so the turn is neither
+  duplicated nor answered twice;
+- in a fallback chain: a failed session says what it heard and left unanswered (``unanswered_turn``); a
+  backup handed the call (``ConversationHandoverFrame``) restores the conversation as after a reconnect and
+  answers that turn once; a session retired by a switch is closed; a reply a drop cut short is marked with a
+  ``ReplyCutFrame`` after its end, so its fragment leaves the conversation when it is asked for again;
 - with ``pcmu=True`` (phone calls) the caller's audio goes out as G.711 and the model's comes back as it,
   decoded only to the PCM16 pipecat frames carry; a barge-in truncates at what the caller heard;
 - the input transcription is billed: its usage (which pipecat drops) is reported as usage of
