@@ -176,19 +176,12 @@ def test_browser_call_gets_a_token_shows_transcript_replies_and_latency_then_res
     assert len(messages) > 5  # the resumed call added to the same conversation
 
 
-FAILING_TTS = """
-name: web
-agent:
-  instructions: You are a scripted test agent.
-  greeting: Welcome to the web agent.
-vad: {provider: testkit_vad, start_secs: 0.1, stop_secs: 0.3}
-turn: {strategy: silence, timeout_secs: 0.2}
-stt: {provider: testkit_stt, options: {transcripts: ["what are your hours"]}}
-llm: {provider: testkit_llm, options: {replies: [{when: "*", say: "We are open nine to five."}]}}
-tts: {provider: openai, options: {api_key: "${OPENAI_API_KEY}", base_url: "${OPENAI_BASE_URL}"}}
-on_failure: {say: "Sorry, our line has a problem. Goodbye."}
-sessions: {store: memory}
-"""
+#: The deployment above, with its TTS on the OpenAI fake (made to fail) and no backup.
+FAILING_TTS = DEPLOYMENT.replace(
+    "tts: {provider: testkit_tts, options: {secs_per_char: 0.02}}",
+    'tts: {provider: openai, options: {api_key: "${OPENAI_API_KEY}", base_url: "${OPENAI_BASE_URL}"}}\n'
+    'on_failure: {say: "Sorry, our line has a problem. Goodbye."}',
+)
 #: Records what the page asks the browser's own voice to say (headless Chromium has no voice to hear).
 SPOKEN_PROBE = """
 window.voxpipeSpoken = [];
@@ -197,7 +190,9 @@ speechSynthesis.speak = (utterance) => { window.voxpipeSpoken.push(utterance.tex
 """
 
 
-def test_browser_call_whose_tts_fails_shows_and_speaks_the_apology(browser: object, cloud: object) -> None:
+def test_browser_call_whose_tts_fails_shows_and_speaks_the_apology(
+    browser: object, cloud: object, tmp_path: Path
+) -> None:
     """The deployment's TTS answers 500 from the greeting on and there is no backup: the page shows
     ``on_failure``'s text and speaks it with the browser's own voice (the Web Speech API), within 2 s of the
     fault."""
@@ -205,7 +200,8 @@ def test_browser_call_whose_tts_fails_shows_and_speaks_the_apology(browser: obje
 
     with FakeOpenAI(Behaviour(api_key="test-key", fail_status=500, fail_count=1000)) as tts:
         environ = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": tts.url + "/v1"}
-        app = create_app([parse_deployment(FAILING_TTS, environ=environ)], warm_up=False)
+        deployment = parse_deployment(FAILING_TTS.replace("DB", str(tmp_path / "s.db")), environ=environ)
+        app = create_app([deployment], warm_up=False)
         with RunningServer(app) as server:
             browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SPOKEN_PROBE})
             browser.get(f"{server.url}/web/")
