@@ -249,6 +249,16 @@ def conversation(calls: CallLog) -> list[tuple[str, str]]:
     return [(m["role"], standard_message_text(m)) for m in call.context.get_messages() if isinstance(m, dict)]
 
 
+def heard(observed: Observed) -> str:
+    """What the caller heard, in the document's words."""
+    reply = observed.record.turns[-1].reply if observed.record.turns else ""
+    if observed.told:
+        return f"on_failure: {observed.told}"
+    if reply and reply != ANSWER and reply.endswith(ANSWER):
+        return "the first words of each cut reply, then the answer"
+    return "the answer" if reply else "nothing"
+
+
 def summarise(kind: str, fault: str, backup: bool, transport: str, observed: Observed) -> Outcome:
     record = observed.record
     fatal = next((e for e in record.errors if e.fatal), None)
@@ -257,11 +267,7 @@ def summarise(kind: str, fault: str, backup: bool, transport: str, observed: Obs
         kind=kind,
         fault=fault,
         backup=backup,
-        caller_hears=(
-            f"on_failure: {observed.told}"
-            if observed.told
-            else ("the answer" if record.turns and record.turns[-1].reply else "nothing")
-        ),
+        caller_hears=heard(observed),
         end="failed, " + record.failure.then if record.failure else "completed",
         error=f"{fatal.role} {fatal.provider}: {fatal.kind}" if fatal else "",
         fallback=", ".join(f"{e.role} {e.from_provider} -> {e.to_provider}" for e in record.fallbacks),

@@ -38,6 +38,7 @@ PINNED = {
     "pipecat.services.openai.realtime.llm:OpenAIRealtimeLLMService._handle_evt_error": "ac9436402e9d5887",
     "pipecat.services.openai.realtime.llm:OpenAIRealtimeLLMService._handle_evt_response_done": "9b5c6545e9048d44",
     "pipecat.services.openai.realtime.llm:OpenAIRealtimeLLMService._handle_evt_session_updated": "814bf57774529d43",
+    "pipecat.services.openai.realtime.llm:OpenAIRealtimeLLMService._handle_evt_speech_started": "d09337866273d2f5",
     "pipecat.services.openai.realtime.llm:OpenAIRealtimeLLMService._handle_evt_speech_stopped": "909768d8d652ed5d",
     "pipecat.services.openai.realtime.llm:OpenAIRealtimeLLMService._receive_task_handler": "205c3c1c82c0a004",
     "pipecat.services.openai.realtime.llm:OpenAIRealtimeLLMService._send_user_audio": "c6f353594fde5873",

@@ -181,9 +181,7 @@ def realtime_session_class(base: type) -> type:
         async def _take_over(self, handover: ConversationHandoverFrame) -> None:
             """A fallback switched the call here from a failed session: this one gets the conversation so far
             (as after a reconnect) and answers the turn the failed one left unanswered, once."""
-            from pipecat.processors.aggregators.llm_context import LLMContext as Context
-
-            context = handover.context if isinstance(handover.context, Context) else Context()
+            context = handover.context if isinstance(handover.context, LLMContext) else LLMContext()
             self._context, self._heard = context, handover.heard
             self._llm_needs_conversation_setup = True
             await self._process_completed_function_calls(send_new_results=False)
