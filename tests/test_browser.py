@@ -200,9 +200,11 @@ def test_browser_call_whose_tts_fails_shows_and_speaks_the_apology(
 
     with FakeOpenAI(Behaviour(api_key="test-key", fail_status=500, fail_count=1000)) as tts:
         environ = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": tts.url + "/v1"}
-        deployment = parse_deployment(FAILING_TTS.replace("DB", str(tmp_path / "s.db")), environ=environ)
-        app = create_app([deployment], warm_up=False)
-        with RunningServer(app) as server:
+        port = free_port()
+        page = f"transport: {{browser: {{allowed_origins: ['http://127.0.0.1:{port}']}}}}\n"
+        yaml = FAILING_TTS.replace("DB", str(tmp_path / "s.db")) + page
+        app = create_app([parse_deployment(yaml, environ=environ)], warm_up=False)
+        with RunningServer(app, port) as server:
             browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SPOKEN_PROBE})
             browser.get(f"{server.url}/web/")
             wait_until(lambda: browser.find_element(By.ID, "title").text == "web")
