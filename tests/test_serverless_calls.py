@@ -338,14 +338,14 @@ def twiml_of(text: str) -> ET.Element:
     return ET.fromstring(text)  # noqa: S314 — the TwiML our own function wrote, in a test
 
 
-async def twilio_posts(function: LambdaFunction, url: str, form: dict[str, str]) -> dict[str, Any]:
-    """Twilio's signed POST of ``form`` to ``url`` on the TwiML function."""
+async def twilio_posts(function: LambdaFunction, url: str, form: dict[str, str], token: str = TOKEN) -> dict[str, Any]:
+    """Twilio's POST of ``form`` to ``url`` on the TwiML function, signed with the account's auth ``token``."""
     parts = urlsplit(url)
     event = {
         "rawPath": parts.path,
         "rawQueryString": parts.query,
         "body": urlencode(form),
-        "headers": {"X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(url, form)},
+        "headers": {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, form)},
         "requestContext": {"domainName": "hooks.voxpipe.test", "http": {"method": "POST"}},
     }
     reply, _ = await function.invoke(event)

@@ -46,7 +46,7 @@ from voxpipe.security.tokens import SECRET_VARIABLE, Signer
 from voxpipe.serverless.apigw_transport import LinkSettings
 from voxpipe.serverless.worker import BridgeSettings, BridgeWorker
 from voxpipe.telephony import twiml
-from voxpipe.transports.twilio_account import TwilioClientFactory
+from voxpipe.transports.twilio_account import TransferRoute, TwilioClientFactory
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -135,6 +135,7 @@ def bridge(environ: dict[str, str], tmp_path: Path) -> Bridge:
         idle_timeout_secs: float = 600,
         disconnect: bool = True,
         twilio_client: TwilioClientFactory | None = None,
+        transfer_route: TransferRoute | None = None,
     ) -> AsyncIterator[tuple[ApiGatewayShim, BridgeWorker]]:
         function = LambdaFunction("voxpipe.serverless.worker.handler", environ)
         routes = {"$connect": function, "$default": function} | ({"$disconnect": function} if disconnect else {})
@@ -142,7 +143,13 @@ def bridge(environ: dict[str, str], tmp_path: Path) -> Bridge:
         deployment = parse_deployment(yaml, "deployment.yaml", environ, serverless_registry())
         records = RecordStore(tmp_path / "calls.db")
         worker = BridgeWorker(
-            deployment, environ["VOXPIPE_QUEUE_URL"], TABLE, settings, records=records, twilio_client=twilio_client
+            deployment,
+            environ["VOXPIPE_QUEUE_URL"],
+            TABLE,
+            settings,
+            records=records,
+            twilio_client=twilio_client,
+            transfer_route=transfer_route,
         )
         stop = asyncio.Event()
         async with shim:
@@ -358,8 +365,9 @@ async def test_a_failed_twilio_call_is_told_and_ended_through_twilios_rest_api(
     )
 
 
-async def twilio_client(shim: ApiGatewayShim, call_sid: str) -> Client:
-    """A Twilio Media Streams client whose call has started (signed, bound to ``call_sid``)."""
+async def twilio_client(shim: ApiGatewayShim, call_sid: str, parameters: dict[str, str] | None = None) -> Client:
+    """A Twilio Media Streams client whose call has started (signed; its ``<Parameter>``s are ``parameters``, by
+    default only the token binding it to ``call_sid``)."""
     signature = RequestValidator(TOKEN).compute_signature(BRIDGE_URL, {})
     client = await Client.connect(shim.client_url, {"X-Twilio-Signature": signature})
     client.stream_sid = "MZ0000000000000000000000000000fail"
@@ -367,7 +375,7 @@ async def twilio_client(shim: ApiGatewayShim, call_sid: str) -> Client:
         "callSid": call_sid,
         "streamSid": client.stream_sid,
         "tracks": ["inbound"],
-        "customParameters": webhook_parameters("twilio", call_sid),
+        "customParameters": webhook_parameters("twilio", call_sid) if parameters is None else parameters,
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
     }
     await client.send(client.event("connected"), client.event("start", start=start))

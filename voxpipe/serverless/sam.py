@@ -128,6 +128,9 @@ def sam_template(
     outputs: dict[str, Any] = {"TableName": {"Description": "Conversations and connections.", "Value": ref("Table")}}
     bedrock_models = [spec["model"] for spec in config["llm"] if spec["provider"] == "bedrock"]
     relay_url = sub("wss://${RelayApi}.execute-api.${AWS::Region}.amazonaws.com/${StageName}")
+    bridge_url = sub("wss://${BridgeApi}.execute-api.${AWS::Region}.amazonaws.com/${StageName}")
+    # the bridge's warm transfers report to the TwiML function, which brings an unanswered caller back to the bridge
+    bridge_env = {BRIDGE_URL_ENV: bridge_url} if bridge else {}
     if relay:
         if not config["llm"]:
             supported = ", ".join(sorted(STREAMERS))
@@ -161,7 +164,7 @@ def sam_template(
             "voxpipe.serverless.twiml.handler",
             "Twilio voice webhook: answers ConversationRelay TwiML.",
             [],
-            {RELAY_URL_ENV: relay_url, **narrow_env},
+            {RELAY_URL_ENV: relay_url, **bridge_env, **narrow_env},
         )
         resources["TwimlFunction"]["Properties"]["Events"] = {
             name: {"Type": "HttpApi", "Properties": {"Path": path, "Method": "POST"}}
@@ -173,7 +176,6 @@ def sam_template(
             "Value": sub("https://${ServerlessHttpApi}.execute-api.${AWS::Region}.amazonaws.com/twiml"),
         }
     if bridge:
-        bridge_url = sub("wss://${BridgeApi}.execute-api.${AWS::Region}.amazonaws.com/${StageName}")
         resources |= websocket_api("Bridge", "BridgeFunction", f"Audio bridge of {deployment.name}")
         resources["DeadLetterQueue"] = {
             "Type": "AWS::SQS::Queue",

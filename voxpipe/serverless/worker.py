@@ -16,6 +16,9 @@ Two halves in one module, because they share the queue's message format:
   events) through the same ``MediaStreamCall`` as ``voxpipe serve``. No web framework is imported. A
   connection ends on ``stop``, on ``disconnect``, when ``@connections`` answers 410, or when its DynamoDB row
   disappears (checked every ``session_check_secs``): the pipeline is cancelled, closing the provider sockets.
+  A warm transfer is the server's (``TwilioAccount``), over Twilio's REST API: the caller's TwiML becomes the
+  hold conference, the dial leg reports to the stack's ``/twiml/transfer-status`` (``serverless.transfer``),
+  which brings a caller nobody took back to a new bridge stream of the same call (``serverless.transfer.bridge_route``).
 
 Concurrent ``$default`` invocations can queue one connection's messages out of order; events carrying a
 ``sequenceNumber`` (Twilio's always do) are put back in order, waiting up to ``REORDER_WAIT_SECS`` for a gap;
@@ -61,7 +64,7 @@ if TYPE_CHECKING:
     from voxpipe.sessions import SessionStore
     from voxpipe.telephony.media_streams import StreamStart
     from voxpipe.transports.media_stream_call import Dialect
-    from voxpipe.transports.twilio_account import TwilioAccount, TwilioClientFactory
+    from voxpipe.transports.twilio_account import TransferRoute, TwilioAccount, TwilioClientFactory
 
 logger = logging.getLogger(__name__)
 
@@ -257,8 +260,10 @@ class BridgeWorker:
         registry: Registry | None = None,
         records: RecordStore | None = None,
         twilio_client: TwilioClientFactory | None = None,
+        transfer_route: TransferRoute | None = None,
     ):
-        """``twilio_client`` makes the REST client that ends a failed Twilio call (tests point it at a fake)."""
+        """``twilio_client`` makes the REST client that ends a failed Twilio call or transfers one (tests point it
+        at a fake); ``transfer_route`` (``serverless.transfer.bridge_route``) makes a warm transfer warm (else cold)."""
         from voxpipe.pipeline.host import CallBookkeeping, CallHost
         from voxpipe.sessions import open_store
         from voxpipe.transports.twilio_account import TwilioAccount
@@ -271,7 +276,9 @@ class BridgeWorker:
         bookkeeping = CallBookkeeping(records)  # each call's CallRecord, as `voxpipe serve` keeps them
         self.host = CallHost(deployment, store or open_store(deployment.sessions), registry, bookkeeping)
         # A failed call ends through REST: the bridge does not answer the <Connect action> webhook.
-        self.twilio = TwilioAccount(deployment, twilio_client or rest_client, answers_action=False)
+        self.twilio = TwilioAccount(
+            deployment, twilio_client or rest_client, answers_action=False, transfer_route=transfer_route
+        )
         self.calls: dict[str, BridgeCall] = {}
         self._sqs = aws_client("sqs")
 
@@ -366,10 +373,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"the queue and the table are required (--queue-url/${QUEUE_ENV}, --table/${TABLE_ENV})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from voxpipe.records.store import RecordStore
+    from voxpipe.serverless.transfer import bridge_route
 
     deployment = load_deployment(args.config)
     # the store `voxpipe calls` and `voxpipe report` read (the deployment's `records`, else $VOXPIPE_RECORDS)
-    worker = BridgeWorker(deployment, args.queue_url, args.table, records=RecordStore(deployment.records.target()))
+    records = RecordStore(deployment.records.target())
+    route = bridge_route(os.environ)
+    worker = BridgeWorker(deployment, args.queue_url, args.table, records=records, transfer_route=route)
 
     async def serve() -> None:
         stop = asyncio.Event()

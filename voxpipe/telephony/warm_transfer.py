@@ -11,7 +11,11 @@ Used by the server (``voxpipe.transports.twilio_account``) and by the Lambda Twi
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from voxpipe.telephony import twiml
 
@@ -22,6 +26,7 @@ FINAL = ("in-progress", "answered", *UNANSWERED)
 # The <Parameter>s of the stream (or relay session) that brings a caller back from an unanswered warm transfer.
 RETURN_STATUS, RETURN_RING_SECS, RETURN_SAY = "voxpipe_transfer", "voxpipe_ring_secs", "voxpipe_say"
 RESUME_SESSION = "voxpipe_session"  # ConversationRelay: the session (conversation) the caller comes back to
+BACK_TO_STREAM = "stream"  # a status query's ``back``: the caller returns to a media stream (the audio bridge)
 
 #: What the deployment's LLM is asked for the person a warm transfer rings.
 SUMMARY_REQUEST = (
@@ -51,3 +56,24 @@ def dial_leg(call_id: str, to: str, caller_id: str, warm: dict[str, Any], status
 def returned(status: str, ring_secs: float, say: str) -> dict[str, str]:
     """The ``<Parameter>``s that tell the agent a caller is back: the dial leg's status, its ring time, what to say."""
     return {RETURN_STATUS: status, RETURN_RING_SECS: f"{ring_secs:g}", RETURN_SAY: say}
+
+
+def status_query(call_id: str, say: str, stream_parameters: Mapping[str, str] | None = None) -> str:
+    """The query of a dial leg's status callback served by the stack's TwiML Lambda, which keeps nothing between
+    requests: the call, when it started ringing, the ``unanswered`` line, and for a caller who comes back to a
+    media stream (the audio bridge) that stream's ``<Parameter>``s. Twilio signs the whole URL, query included."""
+    query = {"call": call_id, "since": str(int(time.time() * 1000)), "say": say}
+    if stream_parameters is not None:
+        query |= {"back": BACK_TO_STREAM, "keep": json.dumps(dict(stream_parameters), separators=(",", ":"))}
+    return urlencode(query)
+
+
+def kept_parameters(query: Mapping[str, str]) -> dict[str, str] | None:
+    """The stream parameters a ``status_query`` carries; ``None`` if the caller comes back to ConversationRelay."""
+    if query.get("back") != BACK_TO_STREAM:
+        return None
+    try:
+        kept = json.loads(query.get("keep") or "{}")
+    except ValueError:
+        kept = None
+    return {str(k): str(v) for k, v in kept.items()} if isinstance(kept, dict) else {}

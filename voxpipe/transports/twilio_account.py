@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 from loguru import logger
 
 from voxpipe.config.models import Deployment
-from voxpipe.security.call_binding import PARAMETER, TTL_SECS, CallBinding
+from voxpipe.security.call_binding import PARAMETER, TTL_SECS, CallBinding, without_token
 from voxpipe.security.limits import MAX_WEBHOOK_BYTES
 from voxpipe.security.spent_tokens import MemorySpentTokens, SpentTokens
 from voxpipe.security.tokens import TokenError
@@ -122,6 +122,15 @@ class TwilioRest:
         return True
 
 
+@dataclass(frozen=True)
+class TransferRoute:
+    """Where a warm transfer's dial leg reports, and where its caller comes back, when that is not this process:
+    the serverless audio bridge's stack (its TwiML Lambda's ``/twiml/transfer-status``, and the bridge's URL)."""
+
+    status_url: str  # https://.../twiml/transfer-status
+    stream_url: str  # wss://... of the audio bridge
+
+
 @dataclass
 class PendingTransfer:
     """A warm transfer whose dial leg is ringing: enough to bring the caller back if nobody answers."""
@@ -199,14 +208,17 @@ class TwilioAccount:
         *,
         answers_action: bool = True,
         serves_transfer_status: bool = False,
+        transfer_route: TransferRoute | None = None,
     ):
         """``answers_action``: this process serves the ``<Connect action>`` webhook (the web app); the serverless
         bridge does not, so it ends a failed call through the REST API instead. ``serves_transfer_status``: this
         process answers ``/transfer-status`` (the web app does; the bridge does not), without which a warm transfer
-        nobody answers would leave the caller on hold: cold then."""
+        nobody answers would leave the caller on hold: cold then, unless ``transfer_route`` names who serves it (the
+        bridge's stack)."""
         self.deployment = deployment
         self.answers_action = answers_action
         self.serves_transfer_status = serves_transfer_status
+        self.transfer_route = transfer_route
         self.signatures = TwilioSignatures(deployment)
         self.bindings = {  # each transport's sockets are bound to the webhook's CallSid (its own namespace)
             transport: CallBinding.for_deployment(transport, self.signatures.enabled)
@@ -284,23 +296,29 @@ class TwilioAccount:
         The dial leg is a new call whose TwiML says the summary, then joins the same conference; its status
         callbacks (``/transfer-status``) say whether it was answered. ``None`` without REST credentials.
         """
-        if self.rest is None or not self.serves_transfer_status:
+        if self.rest is None or not (self.serves_transfer_status or self.transfer_route):
             logger.warning(
                 f"[{self.deployment.name}] warm transfer of {call_id} needs transport.twilio.account_sid and "
-                "voxpipe serve (its /transfer-status): transferring cold"
+                "voxpipe serve's /transfer-status (or, on the bridge, the stack's): transferring cold"
             )
             return None
-        self.transfers[call_id] = transfer
+        if self.transfer_route is None:  # this process hears the dial leg's status
+            self.transfers[call_id] = transfer
         task = asyncio.ensure_future(self._dial(self.rest, call_id, warm, transfer))
         self._dialling.add(task)
         task.add_done_callback(self._dialling.discard)
         return twiml.hold(warm_transfer.conference(call_id), warm.get("hold_audio"))
 
     async def _dial(self, rest: TwilioRest, call_id: str, warm: dict[str, Any], transfer: PendingTransfer) -> None:
-        status_url = public_url(self.deployment, "transfer-status", query=urlencode({"call": call_id}))
+        route = self.transfer_route
+        if route is None:
+            status_url = public_url(self.deployment, "transfer-status", query=urlencode({"call": call_id}))
+        else:  # the stack's TwiML Lambda keeps nothing: the URL carries what it needs to bring the caller back
+            kept = without_token(transfer.stream_parameters)
+            status_url = f"{route.status_url}?{warm_transfer.status_query(call_id, transfer.unanswered, kept)}"
         caller_id = transfer.stream_parameters.get("to") or ""
         placed = await rest.create(**warm_transfer.dial_leg(call_id, transfer.to, caller_id, warm, status_url))
-        if not placed and self.transfers.pop(call_id, None) is not None:
+        if not placed and (route is not None or self.transfers.pop(call_id, None) is not None):
             await self.bring_back(call_id, transfer, "failed", 0.0)
 
     async def bring_back(self, call_id: str, transfer: PendingTransfer, status: str, ring_secs: float) -> None:
@@ -315,6 +333,8 @@ class TwilioAccount:
         parameters = transfer.stream_parameters | returned | binding
         if relay:
             document = relay_twiml(self.deployment, parameters, resumed=True)
+        elif self.transfer_route is not None:  # the bridge answers no <Connect action>
+            document = twiml.stream_call(self.transfer_route.stream_url, None, parameters)
         else:
             document = twiml.stream_call(
                 public_url(self.deployment, "media", websocket=True),
