@@ -5,11 +5,10 @@ What it adds to pipecat's ``OpenAIRealtimeLLMService`` (or a service built on it
 
 - the connect timeout is honoured, and a refused handshake or an ``error`` event ends the session with a
   classified, permanent error: pipecat would leave the call on a dead socket;
-- a dropped connection is reconnected: up to ``reconnect_attempts`` times (counted until a response
-  completes again, so a flapping service runs out too), after 0, 0.25, 0.5, 1 s... The new session gets the
-  call's conversation back from the call's context, and a reply the drop cut short is asked for again, so
-  the caller hears a short gap. Only when the attempts are spent is a permanent ``CONNECTIVITY`` error
-  pushed (which ends the call, or moves to a backup);
+- a dropped connection is reconnected up to ``reconnect_attempts`` times (counted until a response completes
+  again, so a flapping service runs out too), after 0, 0.25, 0.5, 1 s...; the new session gets the call's
+  conversation back and a reply the drop cut short is asked for again (a short gap); then a permanent
+  ``CONNECTIVITY`` error is pushed (which ends the call, or moves to a backup);
 - a response with no output within ``response_timeout_secs`` is reported (the ``ResponseWatchdog``);
 - pipecat sends its first context as conversation items and asks for a response; when that context holds
   the caller's turn that server VAD has already committed and is answering (or, for a quick reply, has
@@ -25,8 +24,7 @@ What it adds to pipecat's ``OpenAIRealtimeLLMService`` (or a service built on it
   ``transcription_model``, priced by the provider's entry for that model;
 - a malformed event is logged and skipped (pipecat's receive loop would end the session on it);
 - with ``interrupt_response=False`` (``interruptions.enabled: false``) every ``session.update`` tells the server
-  VAD not to cancel the reply when the caller speaks: pipecat's ``server_vad`` model has no such field, and
-  the server's default cancels.
+  VAD not to cancel the reply when the caller speaks (pipecat's ``server_vad`` model has no such field).
 
 Each override of a pipecat private method here is pinned in ``voxpipe.providers.cloud.pins``.
 """
@@ -54,8 +52,6 @@ class _CheckedSocket:
     - A malformed event is logged and dropped: pipecat's parser raises on it, which ends the receive loop
       and so the session, for one bad message.
     - Each input transcription's ``usage`` is handed to ``on_usage`` (pipecat's event model drops the field).
-
-    Everything else is the socket's own.
     """
 
     def __init__(self, socket: Any, on_usage: Callable[[str, dict[str, Any]], None]) -> None:
