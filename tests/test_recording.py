@@ -24,7 +24,7 @@ from voxpipe.pipeline.builder import CallPipeline
 from voxpipe.pipeline.host import CallBookkeeping
 from voxpipe.pipeline.latency import first_audible
 from voxpipe.records.recording import AUDIBLE, Track, place, read_stereo, turn_gaps
-from voxpipe.records.recording_store import FileStore, uploader
+from voxpipe.records.recording_store import FileStore, recording_name, uploader
 from voxpipe.records.store import RecordStore
 
 STORY = "Once upon a time there was a small red bicycle that lived in a shop by the sea. " * 3
@@ -46,11 +46,15 @@ async def test_recording_gaps_match_reported_voice_to_voice(speech: list[CallerT
     deployment = parse_deployment(MEASURED.replace("STORE", str(tmp_path / "rec")))
     result = await simulate_call(deployment, speech, settle_secs=0.6)
     record = result.kept_record()
-    assert record.recording == (tmp_path / "rec" / f"{record.call_id}.wav").as_uri()
-    caller, bot, rate = read_stereo(_stored(record.recording))
+    [recording] = record.recordings
+    assert (
+        recording.location == (tmp_path / "rec" / f"{recording_name(record.call_id, record.started_at)}.wav").as_uri()
+    )
+    assert recording.turns == [1, 2] and recording.offset_secs == 0
+    caller, bot, rate = read_stereo(_stored(recording.location))
     assert rate == 24000 and np.abs(caller).max() > AUDIBLE and np.abs(bot).max() > AUDIBLE
     reported = [turn.voice_to_voice_ms for turn in record.turns]
-    gaps = turn_gaps(_stored(record.recording))
+    gaps = turn_gaps(_stored(recording.location))
     assert len(gaps) == len(reported) == 2
     for measured, figure in zip(gaps, reported, strict=True):
         assert figure is not None and abs(measured - figure) <= 20, (gaps, reported)
@@ -83,8 +87,8 @@ async def test_barge_in_cuts_the_bot_channel_where_playback_stopped(tmp_path: Pa
         await live.silence(2.0)
 
     record = await live_call(deployment, caller, bookkeeping=CallBookkeeping(RecordStore(tmp_path / "calls.db")))
-    assert record.recording is not None
-    caller_track, bot_track, rate = read_stereo(_stored(record.recording))
+    [recording] = record.recordings
+    caller_track, bot_track, rate = read_stereo(_stored(recording.location))
     caller_loud = np.flatnonzero(np.abs(caller_track.astype(np.int32)) > AUDIBLE)
     bot_loud = np.flatnonzero(np.abs(bot_track.astype(np.int32)) > AUDIBLE)
     # the barge-in: the caller's first audible sample after the story started
@@ -110,7 +114,7 @@ def test_calls_links_recordings_and_verify_checks_them(run_cli, write_yaml, tmp_
     assert done.returncode == 0, done.stderr
     [wav] = list((tmp_path / "rec").glob("*.wav"))
     listed = run_cli("calls", "--json", "--records", db)
-    assert json.loads(listed.stdout)["recording"] == wav.as_uri()
+    assert [r["location"] for r in json.loads(listed.stdout)["recordings"]] == [wav.as_uri()]
     table = run_cli("calls", "--records", db, env={"COLUMNS": "300"})
     assert wav.as_uri() in table.stdout
     verified = run_cli("calls", "--verify", "--records", db)

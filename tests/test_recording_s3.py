@@ -25,7 +25,7 @@ from voxpipe.config.loader import parse_deployment
 from voxpipe.records import recording_store
 from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.recording import read_stereo
-from voxpipe.records.recording_store import RecordingUploader
+from voxpipe.records.recording_store import RecordingUploader, recording_name
 from voxpipe.records.verify import verify
 
 BUCKET = "call-recordings"
@@ -144,11 +144,12 @@ async def test_a_flaky_store_is_retried_off_the_call_path(
         _, record, finish_secs = await _call(hello)
         assert finish_secs < 0.05  # the call never waits for its upload
         assert record.errors == [] and [t.heard for t in record.turns] == ["hello"]
-        assert record.recording == f"s3://{BUCKET}/calls/{record.call_id}.wav"
+        key = f"calls/{recording_name(record.call_id, record.started_at)}.wav"
+        assert [r.location for r in record.recordings] == [f"s3://{BUCKET}/{key}"]
         assert recording_store.uploader.drain(30)
     assert recording_store.uploader.stats == {"retried": len(faults), "stored": 1}
     assert proxy.puts == len(faults) + 1
-    body = s3.get_object(Bucket=BUCKET, Key=f"calls/{record.call_id}.wav")["Body"].read()
+    body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     _, bot, rate = read_stereo(body)
     assert rate == 24000 and len(bot) > rate  # the whole call, stored once the store recovered
 
@@ -176,7 +177,8 @@ async def test_a_dead_store_is_counted_and_logged_never_fatal(
     assert 'voxpipe_recordings_total{outcome="failed"} 1.0' in CallMetrics().render().decode()
     assert any("not stored after 4 attempts" in line and first[1].call_id in line for line in logged)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="calls/").get("Contents", [])]
-    assert f"calls/{second[1].call_id}.wav" in keys and f"calls/{first[1].call_id}.wav" not in keys
+    [stored], [lost] = ([r.location.removeprefix(f"s3://{BUCKET}/") for r in c[1].recordings] for c in (second, first))
+    assert stored in keys and lost not in keys
     # voxpipe calls --verify reads an S3 recording back; a missing one is an error it reports
     [check] = verify(second[1])
     assert check.ok and check.index == 1
@@ -188,10 +190,10 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
     gate = threading.Event()
 
     class SlowStore:
-        def location(self, call_id: str) -> str:
-            return call_id
+        def location(self, name: str) -> str:
+            return name
 
-        def put(self, call_id: str, wav: bytes) -> None:
+        def put(self, name: str, wav: bytes) -> None:
             gate.wait(10)
 
         def get(self, location: str) -> bytes:

@@ -22,8 +22,9 @@ from tests.simulators.server import RunningServer
 from tests.test_twilio_media import RATE, audible, deployment, simulator, speech, stored_messages, turn
 from voxpipe.config.loader import apply_overrides
 from voxpipe.records.recording import AUDIBLE, place, read_stereo, turn_gaps
-from voxpipe.records.recording_store import uploader
+from voxpipe.records.recording_store import recording_name, uploader
 from voxpipe.records.store import RecordStore
+from voxpipe.records.verify import verify
 from voxpipe.web.app import create_app
 
 
@@ -68,9 +69,11 @@ async def test_a_twilio_call_is_recorded_as_the_caller_heard_it(server: RunningS
         await asyncio.sleep(2.0)
     await asyncio.sleep(0.5)
     [record] = RecordStore(tmp_path / "calls.db").list()
-    assert record.recording == (tmp_path / "rec" / f"{call.call_sid}.wav").as_uri()
+    [wav] = (tmp_path / "rec").glob("*.wav")
+    assert wav.name == f"{recording_name(call.call_sid, record.started_at)}.wav"
+    assert [r.location for r in record.recordings] == [wav.as_uri()]
     assert uploader.drain(30)
-    data = (tmp_path / "rec" / f"{call.call_sid}.wav").read_bytes()
+    data = wav.read_bytes()
     caller, bot, rate = read_stereo(data)
     assert rate == RATE
     caller_loud = np.flatnonzero(np.abs(caller.astype(np.int32)) > AUDIBLE)
@@ -124,3 +127,66 @@ async def test_a_served_call_stores_its_history_and_record_redacted(tmp_path: Pa
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert b"4111" not in path.read_bytes(), path
+
+
+def _stretches(track: np.ndarray, rate: int) -> list[float]:
+    """The lengths (seconds) of what a channel holds: audible runs apart by more than 0.3 s."""
+    loud = np.flatnonzero(np.abs(track.astype(np.int32)) > AUDIBLE)
+    if not loud.size:
+        return []
+    breaks = np.flatnonzero(np.diff(loud) > rate * 0.3)
+    starts, ends = np.concatenate([[loud[0]], loud[breaks + 1]]), np.concatenate([loud[breaks], [loud[-1]]])
+    return [(end - start) / rate for start, end in zip(starts, ends, strict=True)]
+
+
+def _heard_secs(call: object) -> float:
+    return sum(len(p.pcm) // 2 for p in audible(call.heard)) / RATE  # type: ignore[attr-defined]
+
+
+async def test_a_reconnected_call_keeps_each_connections_recording(tmp_path: Path, registry: object) -> None:
+    """The socket drops mid-call (no ``stop``) and the same callSid connects again: the call's one record
+    names two WAVs in order, the first is not overwritten, and each holds its own connection's audio: the
+    first the greeting, the caller's 0.5 s question and its answer; the second the caller's 1.2 s question and
+    its answer, no greeting (a resumed call is not greeted again). Each connection's turns are verified against
+    its own WAV."""
+    phone = deployment(tmp_path, ["what are your hours"])  # each connection's STT hears it first
+    recorded = apply_overrides(phone, {"recording": {"enabled": True, "store": f"file://{tmp_path / 'rec'}"}})
+    app = create_app([recorded], records=RecordStore(tmp_path / "calls.db"), warm_up=False)
+    with RunningServer(app) as running:
+        async with simulator(running) as call:
+            await call.wait_for(lambda: audible(call.heard), what="the greeting")
+            await asyncio.sleep(1.2)
+            await turn(call)
+            call._socket.transport.abort()  # the line drops: the TCP connection is gone, no stop event
+        await asyncio.sleep(1.0)
+        assert uploader.drain(30)
+        [first_wav] = (tmp_path / "rec").glob("*.wav")
+        first_bytes = first_wav.read_bytes()
+        async with simulator(running, call_sid=call.call_sid) as again:
+            await asyncio.sleep(1.0)
+            assert not audible(again.heard)  # resumed, not greeted
+            await turn(again, speech(1.2))
+            await again.stop()
+        await asyncio.sleep(1.0)
+    assert uploader.drain(30)
+
+    [record] = RecordStore(tmp_path / "calls.db").list()
+    wavs = sorted((tmp_path / "rec").glob("*.wav"))  # named by call and connection start: in call order
+    assert len(wavs) == 2 and wavs[0] == first_wav and first_wav.read_bytes() == first_bytes  # not overwritten
+    assert all(w.name.startswith(f"{call.call_sid}-") for w in wavs)
+    assert [r.location for r in record.recordings] == [w.as_uri() for w in wavs]
+    assert [r.turns for r in record.recordings] == [[1], [2]]
+    assert [t.heard for t in record.turns] == ["what are your hours"] * 2
+    assert record.recordings[0].offset_secs == 0 and record.recordings[1].offset_secs > 3.0
+
+    first_caller, first_bot, rate = read_stereo(wavs[0].read_bytes())
+    second_caller, second_bot, _ = read_stereo(wavs[1].read_bytes())
+    greeting, answer = _stretches(first_bot, rate)  # the greeting, then "We are open nine to five."
+    [answer_again] = _stretches(second_bot, rate)  # only the resumed connection's answer
+    assert abs(greeting + answer - _heard_secs(call)) < 0.1 and abs(answer_again - _heard_secs(again)) < 0.1
+    [asked], [asked_again] = _stretches(first_caller, rate), _stretches(second_caller, rate)
+    assert abs(asked - 0.5) < 0.05 and abs(asked_again - 1.2) < 0.05  # each connection's own caller audio
+
+    checks = verify(record)
+    assert [(c.index, c.recording) for c in checks] == [(1, wavs[0].as_uri()), (2, wavs[1].as_uri())]
+    assert all(c.ok for c in checks), checks

@@ -187,8 +187,11 @@ async def test_a_call_resumes_on_another_worker_and_metrics_add_up(tmp_path: Pat
         while not all(line in _get(f"http://127.0.0.1:{port}/metrics")[1] for line in counted):
             assert time.monotonic() < deadline, _get(f"http://127.0.0.1:{port}/metrics")[1]
             await asyncio.sleep(0.2)
-        assert len(list((tmp_path / "recordings").glob("*.wav"))) == 1  # one call id: each connection rewrote it
+        wavs = sorted((tmp_path / "recordings").glob("*.wav"))  # one per connection, whichever worker took it
+        assert len(wavs) == connections
     await store.close()
+    (record,) = RecordStore(tmp_path / "calls.db").list()  # one joined record naming them all, in order
+    assert [r.location for r in record.recordings] == [w.as_uri() for w in wavs]
 
 
 @pytest.mark.parametrize("workers", [1, 2])

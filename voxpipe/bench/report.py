@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from voxpipe.bench.simulated_call import CallResult
-from voxpipe.records.model import CallRecord
+from voxpipe.records.model import CallRecord, Recording
 from voxpipe.records.stats import Estimate, VariantSummary, voice_to_voice
 from voxpipe.records.verify import TOLERANCE_MS, TurnCheck
 
@@ -119,12 +119,15 @@ def print_comparison(summaries: list[VariantSummary], console: Console, title: s
 
 
 def print_verification(checks: list[TurnCheck], console: Console) -> bool:
-    """A table of turns, reported vs recorded voice-to-voice; ``False`` if any is off by more than the tolerance."""
-    table = Table("call", "turn", "reported ms", "from recording ms", "difference ms", "ok")
+    """A table of turns, reported vs recorded voice-to-voice, each with the recording (file name) it was read
+    from; ``False`` if any is off by more than the tolerance."""
+    table = Table("call", "turn", "recording", "reported ms", "from recording ms", "difference ms", "ok")
     for c in checks:
         difference = "—" if c.reported_ms is None or c.recorded_ms is None else f"{c.reported_ms - c.recorded_ms:+.1f}"
         ok = "yes" if c.ok else "[red]NO[/red]"
-        table.add_row(c.call_id[:12], str(c.index), _ms(c.reported_ms), _ms(c.recorded_ms), difference, ok)
+        turn = "—" if c.index is None else str(c.index)
+        recording = c.recording.rsplit("/", 1)[-1]
+        table.add_row(c.call_id[:12], turn, recording, _ms(c.reported_ms), _ms(c.recorded_ms), difference, ok)
     console.print(table)
     bad = [c for c in checks if not c.ok]
     if not checks:
@@ -139,7 +142,8 @@ def print_verification(checks: list[TurnCheck], console: Console) -> bool:
 
 
 def print_calls(records: list[CallRecord], console: Console) -> None:
-    """``voxpipe calls``: one row per recorded call (scenario calls with their verdicts; recording location)."""
+    """``voxpipe calls``: one row per recorded call (scenario calls with their verdicts; the location of each
+    connection's recording, one a line, a later connection's with its start on the call's clock)."""
     scenarios = any(record.scenario for record in records)  # bench scenario calls: show their verdicts
     table = Table("started", "call", "deployment", "variant", "turns", "v2v p50 ms", "cost $", "$/min", "errors")
     if scenarios:
@@ -165,6 +169,11 @@ def print_calls(records: list[CallRecord], console: Console) -> None:
                 if scenarios
                 else []
             ),
-            record.recording or "",
+            "\n".join(_recording(r) for r in record.recordings),
         )
     console.print(table)
+
+
+def _recording(recording: Recording) -> str:
+    """A recording's location; a later connection's with when it started (seconds into the call)."""
+    return escape(recording.location) + (f" (+{recording.offset_secs:.1f} s)" if recording.offset_secs else "")

@@ -203,7 +203,7 @@ async def run_bench(plan: BenchPlan, console: Console | None = None) -> BenchRes
                 reply=turn.reply if turn else "",
                 voice_to_voice_ms=turn.voice_to_voice_ms if turn else None,
                 repeat=repeat,
-                recording=record.recording,
+                recording=record.recordings[0].location if record.recordings else None,  # a bench call: one connection
                 voice=utterance.voice,
             )
         )

@@ -14,8 +14,9 @@ One ``CallKeeping`` per call, made from the deployment (``recording:``, ``redact
   audio since the last words before the entry is silenced (``muted``) in the recording and in any other copy
   of the call's audio (``voxpipe call --out``).
 - ``active()``: log lines are redacted while the call runs.
-- ``finish(record)``: the record redacted and pointing at its recording; the WAV handed to the uploader
-  (built and stored off the call's path); the trace exported.
+- ``finish(record)``: the record of this connection redacted and pointing at its recording (a file of its own
+  per connection, so a reconnected call keeps every connection's audio); the WAV handed to the uploader (built
+  and stored off the call's path); the trace exported.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ from voxpipe.pipeline.latency import FrameTap, TurnMeter
 from voxpipe.pipeline.metering import CallMeter
 from voxpipe.pipeline.text_latency import TextTurnMeter
 from voxpipe.records import recording_store
-from voxpipe.records.model import CallRecord
+from voxpipe.records.model import CallRecord, Recording
 from voxpipe.records.recording import CallAudio
-from voxpipe.records.recording_store import RecordingStore, open_recording_store
+from voxpipe.records.recording_store import RecordingStore, open_recording_store, recording_name
 from voxpipe.redaction import Redactor
 from voxpipe.redaction.detect import number_runs
 from voxpipe.redaction.logs import redacting_logs
@@ -144,8 +145,10 @@ class CallKeeping:
             record = self.redactor.record(record)
         if self.store is not None and self.audio is not None:
             self.audio.origin = self.turn_meter.clock.started_at
-            record = record.model_copy(update={"recording": self.store.location(record.call_id)})
-            recording_store.uploader.submit(self.store, record.call_id, self.audio.wav)
+            name = recording_name(record.call_id, record.started_at)  # this connection's own file
+            kept = Recording(location=self.store.location(name), turns=[turn.index for turn in record.turns])
+            record = record.model_copy(update={"recordings": [kept]})
+            recording_store.uploader.submit(self.store, name, self.audio.wav)
         if self.tracing:
             try:
                 tracing.export(self._trace(record))

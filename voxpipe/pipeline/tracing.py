@@ -102,7 +102,7 @@ def export(trace: CallTrace) -> None:
             "voxpipe.variant": record.variant or "",
             "voxpipe.turns": len(record.turns),
             "voxpipe.cost_usd": record.cost_usd,
-            "voxpipe.recording": record.recording or "",
+            "voxpipe.recording": record.recordings[-1].location if record.recordings else "",  # this connection's
             "gen_ai.conversation.id": record.call_id,
         },
     )

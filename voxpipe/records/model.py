@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 
 class Usage(BaseModel):
@@ -147,6 +147,17 @@ class TurnTaking(BaseModel):
         return sum(u.cost_usd for u in self.wasted_usage)
 
 
+class Recording(BaseModel):
+    """One connection's stereo WAV. A call that reconnects (a dropped socket, a caller back from a warm
+    transfer) has one per connection, each in a file of its own, in order."""
+
+    location: str = Field(description="Where the WAV is: a file:// or s3:// URI.")
+    offset_secs: float = Field(0.0, description="When its connection started, in seconds since the call started.")
+    turns: list[int] = Field(
+        default_factory=list, description="The record's turns (their ``index``) this connection's audio holds."
+    )
+
+
 class CallRecord(BaseModel):
     """Everything measured about one call."""
 
@@ -171,8 +182,9 @@ class CallRecord(BaseModel):
     turn_taking: TurnTaking = Field(default_factory=TurnTaking)
     scenario: str | None = Field(None, description="The bench scenario this call played, if any.")
     verdicts: list[Verdict] = Field(default_factory=list, description="The scenario's expectations, judged.")
-    recording: str | None = Field(
-        None, description="Where the call's stereo recording is (a file:// or s3:// URI); None: not recorded."
+    recordings: list[Recording] = Field(
+        default_factory=list,
+        description="The call's stereo recordings, one per connection, in order; none: not recorded.",
     )
 
     def continuing(self, earlier: CallRecord) -> CallRecord:
@@ -180,6 +192,7 @@ class CallRecord(BaseModel):
         the ``earlier`` connections' record of the same call, so the call keeps one record and loses nothing:
         its turns, usage, events and errors in order (times from the first connection's start)."""
         shift = (self.started_at - earlier.started_at).total_seconds()
+        turns_before = len(earlier.turns)
 
         def shifted(items: list[Any]) -> list[Any]:
             return [i.model_copy(update={"at_secs": i.at_secs + shift}) if i.at_secs is not None else i for i in items]
@@ -193,8 +206,7 @@ class CallRecord(BaseModel):
                 "started_at": earlier.started_at,
                 "duration_secs": shift + self.duration_secs,
                 "caller_id": self.caller_id or earlier.caller_id,
-                "turns": earlier.turns
-                + [t.model_copy(update={"index": len(earlier.turns) + t.index}) for t in self.turns],
+                "turns": earlier.turns + [t.model_copy(update={"index": turns_before + t.index}) for t in self.turns],
                 "usage": earlier.usage + self.usage,
                 "fallbacks": earlier.fallbacks + shifted(self.fallbacks),
                 "errors": earlier.errors + shifted(self.errors),
@@ -202,7 +214,13 @@ class CallRecord(BaseModel):
                 "failure": self.failure or earlier.failure,
                 "missed_turns": earlier.missed_turns + self.missed_turns,
                 "turn_taking": TurnTaking(**taking),
-                "recording": self.recording or earlier.recording,
+                "recordings": earlier.recordings
+                + [
+                    r.model_copy(
+                        update={"offset_secs": r.offset_secs + shift, "turns": [turns_before + i for i in r.turns]}
+                    )
+                    for r in self.recordings
+                ],
             }
         )
 
@@ -218,6 +236,19 @@ class CallRecord(BaseModel):
     def passed(self) -> bool | None:
         """Whether every expectation passed (``None``: not a scenario call)."""
         return all(v.outcome == "pass" for v in self.verdicts) if self.scenario else None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_recording(cls, data: Any) -> Any:
+        """Records written before a call kept one recording per connection held its location as ``recording``."""
+        if not isinstance(data, dict) or "recording" not in data:
+            return data
+        data = dict(data)
+        location = data.pop("recording")
+        if location and "recordings" not in data:  # its one connection's audio holds every turn
+            turns = [t["index"] if isinstance(t, dict) else t.index for t in data.get("turns") or []]
+            data["recordings"] = [{"location": location, "turns": turns}]
+        return data
 
     @field_validator("errors", mode="before")
     @classmethod

@@ -4,6 +4,9 @@
 ``retention_days``) or ``s3://BUCKET/PREFIX`` (boto3; the endpoint follows the standard ``AWS_ENDPOINT_URL_S3``;
 expiry is the bucket's lifecycle rule that ``voxpipe deploy sam`` writes).
 
+Each connection of a call has a recording of its own, named by the call and the connection's start
+(``recording_name``): a call that reconnects keeps the first connection's file beside the next one's.
+
 A call hands its recording to the process's ``RecordingUploader`` and returns at once. One worker thread
 builds each WAV and stores it, retrying with backoff; when the queue is full, or a store keeps failing, the
 recording is dropped, logged and counted (``stats``, and ``voxpipe_recordings_total{outcome}`` on /metrics),
@@ -18,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -29,12 +33,19 @@ OUTCOMES = ("stored", "retried", "failed", "dropped")
 S3_TIMEOUT_SECS = 10.0  # connect and read: a hung store fails over to the next attempt instead of stalling
 
 
+def recording_name(call_id: str, connection_started_at: datetime) -> str:
+    """The name of one connection's recording: the call id, then when the connection started (UTC, to the
+    microsecond), so names sort in call order and a reconnect never overwrites the earlier connection's file."""
+    stamp = connection_started_at.astimezone(UTC) if connection_started_at.tzinfo else connection_started_at
+    return f"{call_id}-{stamp:%Y%m%dT%H%M%S.%f}Z"
+
+
 class RecordingStore(Protocol):
-    def location(self, call_id: str) -> str:
-        """Where the recording of ``call_id`` will be (a URI shown in records and reports)."""
+    def location(self, name: str) -> str:
+        """Where the recording ``name`` (``recording_name``) will be (a URI shown in records and reports)."""
         ...
 
-    def put(self, call_id: str, wav: bytes) -> None:
+    def put(self, name: str, wav: bytes) -> None:
         """Store one recording; raises on failure (the uploader retries)."""
         ...
 
@@ -44,21 +55,21 @@ class RecordingStore(Protocol):
 
 
 class FileStore:
-    """Recordings as ``DIR/<call_id>.wav``."""
+    """Recordings as ``DIR/<name>.wav``."""
 
     def __init__(self, folder: str | Path, retention_days: int | None = None):
         self.folder = Path(folder).resolve()
         self.retention_days = retention_days
         self._swept_at = float("-inf")
 
-    def location(self, call_id: str) -> str:
-        return (self.folder / f"{call_id}.wav").as_uri()
+    def location(self, name: str) -> str:
+        return (self.folder / f"{name}.wav").as_uri()
 
-    def put(self, call_id: str, wav: bytes) -> None:
+    def put(self, name: str, wav: bytes) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.folder / f".{call_id}.wav.part"
+        partial = self.folder / f".{name}.wav.part"
         partial.write_bytes(wav)
-        partial.replace(self.folder / f"{call_id}.wav")  # a reader never sees half a file
+        partial.replace(self.folder / f"{name}.wav")  # a reader never sees half a file
         if time.monotonic() - self._swept_at > SWEEP_EVERY_SECS:
             self.sweep()
 
@@ -66,7 +77,8 @@ class FileStore:
         return Path(location.removeprefix("file://")).read_bytes()
 
     def sweep(self, now: float | None = None) -> list[Path]:
-        """Delete recordings older than ``retention_days``; returns what was deleted."""
+        """Delete recordings older than ``retention_days`` (every connection's file is a ``.wav`` of the
+        folder, each aged by its own time); returns what was deleted."""
         self._swept_at = time.monotonic()
         if self.retention_days is None or not self.folder.is_dir():
             return []
@@ -78,7 +90,7 @@ class FileStore:
 
 
 class S3Store:
-    """Recordings as ``s3://BUCKET/PREFIX/<call_id>.wav``, with short timeouts so a hung store fails fast."""
+    """Recordings as ``s3://BUCKET/PREFIX/<name>.wav``, with short timeouts so a hung store fails fast."""
 
     def __init__(self, bucket: str, prefix: str = "", timeout_secs: float | None = None):
         self.bucket = bucket
@@ -86,8 +98,8 @@ class S3Store:
         self.timeout_secs = timeout_secs or S3_TIMEOUT_SECS
         self._client = None
 
-    def _key(self, call_id: str) -> str:
-        return f"{self.prefix}/{call_id}.wav" if self.prefix else f"{call_id}.wav"
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}.wav" if self.prefix else f"{name}.wav"
 
     def _s3(self):  # type: ignore[no-untyped-def]
         if self._client is None:
@@ -102,11 +114,11 @@ class S3Store:
             self._client = boto3.client("s3", config=config)
         return self._client
 
-    def location(self, call_id: str) -> str:
-        return f"s3://{self.bucket}/{self._key(call_id)}"
+    def location(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self._key(name)}"
 
-    def put(self, call_id: str, wav: bytes) -> None:
-        self._s3().put_object(Bucket=self.bucket, Key=self._key(call_id), Body=wav, ContentType="audio/wav")
+    def put(self, name: str, wav: bytes) -> None:
+        self._s3().put_object(Bucket=self.bucket, Key=self._key(name), Body=wav, ContentType="audio/wav")
 
     def get(self, location: str) -> bytes:
         bucket, _, key = location.removeprefix("s3://").partition("/")
@@ -126,7 +138,7 @@ def open_recording_store(uri: str, retention_days: int | None = None) -> Recordi
 @dataclass(frozen=True)
 class _Job:
     store: RecordingStore
-    call_id: str
+    name: str
     build: Callable[[], bytes]
 
 
@@ -148,17 +160,18 @@ class RecordingUploader:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, store: RecordingStore, call_id: str, build: Callable[[], bytes]) -> bool:
-        """Queue a recording (``build`` makes its WAV, on the worker). ``False`` if dropped: the queue is full."""
+    def submit(self, store: RecordingStore, name: str, build: Callable[[], bytes]) -> bool:
+        """Queue the recording ``name`` (``build`` makes its WAV, on the worker). ``False`` if dropped: the queue
+        is full."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._work, name="voxpipe-recordings", daemon=True)
                 self._thread.start()
         try:
-            self._queue.put_nowait(_Job(store, call_id, build))
+            self._queue.put_nowait(_Job(store, name, build))
         except queue.Full:
             self._count("dropped")
-            logger.error(f"recording of call {call_id} dropped: {self._queue.maxsize} recordings already queued")
+            logger.error(f"recording {name} dropped: {self._queue.maxsize} recordings already queued")
             return False
         return True
 
@@ -184,18 +197,18 @@ class RecordingUploader:
             wav = job.build()
         except Exception as exc:  # a bad recording must not stop the worker
             self._count("failed")
-            logger.error(f"recording of call {job.call_id} could not be built: {exc!r}")
+            logger.error(f"recording {job.name} could not be built: {exc!r}")
             return
         for attempt in range(1, self.attempts + 1):
             try:
-                job.store.put(job.call_id, wav)
+                job.store.put(job.name, wav)
             except Exception as exc:
                 if attempt == self.attempts:
                     self._count("failed")
-                    logger.error(f"recording of call {job.call_id} not stored after {attempt} attempts: {exc!r}")
+                    logger.error(f"recording {job.name} not stored after {attempt} attempts: {exc!r}")
                     return
                 self._count("retried")
-                logger.warning(f"recording of call {job.call_id}: store failed ({exc!r}), retrying")
+                logger.warning(f"recording {job.name}: store failed ({exc!r}), retrying")
                 time.sleep(self.backoff_secs * 2 ** (attempt - 1))
             else:
                 self._count("stored")

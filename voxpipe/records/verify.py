@@ -3,13 +3,16 @@
 The recording is independent evidence: the gap between the caller's last audible sample and the bot's next
 reply, read from the stereo WAV (``turn_gaps``), is what the caller lived through. A reported figure more
 than ``TOLERANCE_MS`` away from it is wrong.
+
+A call that reconnected has one WAV per connection (``CallRecord.recordings``): each connection's turns are
+checked against its own WAV, and each check names the WAV it was read from.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from voxpipe.records.model import CallRecord
+from voxpipe.records.model import CallRecord, Recording
 from voxpipe.records.recording import turn_gaps
 from voxpipe.records.recording_store import open_recording_store
 
@@ -18,10 +21,14 @@ TOLERANCE_MS = 20.0
 
 @dataclass(frozen=True)
 class TurnCheck:
-    """One turn: the reported voice-to-voice and the one read from the recording (milliseconds)."""
+    """One turn: the reported voice-to-voice and the one read from the recording (milliseconds).
+
+    ``index`` is the turn's on the call's record (``None``: a reply the WAV holds and no turn of the record
+    does); ``recording`` is the location of the WAV it was checked against."""
 
     call_id: str
-    index: int
+    recording: str
+    index: int | None
     reported_ms: float | None
     recorded_ms: float | None
 
@@ -44,17 +51,24 @@ def read_recording(location: str) -> bytes:
 
 
 def verify(record: CallRecord) -> list[TurnCheck]:
-    """Every turn of ``record`` against its recording (``OSError``: unreadable; ``ValueError``: not a recording)."""
-    if record.recording is None:
-        return []
-    gaps = turn_gaps(read_recording(record.recording))
-    count = max(len(gaps), len(record.turns))
+    """Every turn of ``record`` against its connection's recording (``OSError``: one is unreadable;
+    ``ValueError``: one is not a recording)."""
+    return [check for recording in record.recordings for check in verify_recording(record, recording)]
+
+
+def verify_recording(record: CallRecord, recording: Recording) -> list[TurnCheck]:
+    """The turns of one connection of ``record`` against that connection's WAV, in order. A gap the WAV shows
+    beyond the connection's turns is a check with no turn and no reported figure (it fails)."""
+    gaps = turn_gaps(read_recording(recording.location))
+    reported = {turn.index: turn.voice_to_voice_ms for turn in record.turns}
+    indexes: list[int | None] = [*recording.turns, *[None] * (len(gaps) - len(recording.turns))]
     return [
         TurnCheck(
             record.call_id,
-            index + 1,
-            record.turns[index].voice_to_voice_ms if index < len(record.turns) else None,
-            gaps[index] if index < len(gaps) else None,
+            recording.location,
+            index,
+            reported.get(index) if index is not None else None,
+            gaps[position] if position < len(gaps) else None,
         )
-        for index in range(count)
+        for position, index in enumerate(indexes)
     ]
