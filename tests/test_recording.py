@@ -3,7 +3,9 @@
 - the bot channel is what the caller heard: a reply cut by barge-in stops where playback stopped;
 - per-turn gaps read from the file match the reported voice-to-voice within 20 ms, and ``voxpipe calls
   --verify`` says so;
-- ``voxpipe calls`` links each call to its recording; the file:// sweep deletes expired recordings.
+- ``voxpipe calls`` links each call to its recordings; the file:// sweep deletes expired recordings;
+- a call that reconnected has one WAV per connection: the sweep covers each, and ``--verify`` checks each
+  connection's turns against its own (tests/test_recording_twilio.py plays the reconnect on the simulator).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +26,11 @@ from voxpipe.config.loader import parse_deployment
 from voxpipe.pipeline.builder import CallPipeline
 from voxpipe.pipeline.host import CallBookkeeping
 from voxpipe.pipeline.latency import first_audible
-from voxpipe.records.recording import AUDIBLE, Track, place, read_stereo, turn_gaps
+from voxpipe.records.model import CallRecord, Recording, TurnRecord
+from voxpipe.records.recording import AUDIBLE, Track, place, read_stereo, stereo_wav, turn_gaps
 from voxpipe.records.recording_store import FileStore, recording_name, uploader
 from voxpipe.records.store import RecordStore
+from voxpipe.records.verify import verify, verify_recording
 
 STORY = "Once upon a time there was a small red bicycle that lived in a shop by the sea. " * 3
 
@@ -130,6 +135,61 @@ def test_file_sweep_deletes_only_expired_recordings(tmp_path: Path) -> None:
     os.utime(tmp_path / "old.wav", (month_ago, month_ago))
     assert store.sweep() == [tmp_path / "old.wav"]
     assert [p.name for p in tmp_path.glob("*.wav")] == ["new.wav"]
+
+
+def test_the_sweep_covers_every_connection_of_a_call(tmp_path: Path) -> None:
+    """A reconnected call's files are each aged by their own time: expired ones go, a recent one stays."""
+    store = FileStore(tmp_path, retention_days=30)
+    names = [recording_name("CA1", datetime(2026, 11, 1, 9, 0, second, tzinfo=UTC)) for second in (0, 40, 59)]
+    for name in names:
+        store.put(name, b"RIFF")
+    month_ago = time.time() - 31 * 86400
+    for name in names[:2]:
+        os.utime(tmp_path / f"{name}.wav", (month_ago, month_ago))
+    assert sorted(store.sweep()) == [tmp_path / f"{name}.wav" for name in names[:2]]
+    assert [p.name for p in tmp_path.glob("*.wav")] == [f"{names[2]}.wav"]
+
+
+def _two_turn_wav(gap_secs: float, rate: int = 8000) -> bytes:
+    """A connection's WAV: the caller speaks 0.5 s, the bot answers ``gap_secs`` after for 0.5 s."""
+    tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(rate // 2) / rate)).astype(np.int16)
+    caller = np.concatenate([tone, np.zeros(int((gap_secs + 0.5) * rate), np.int16)])
+    bot = np.concatenate([np.zeros(int((0.5 + gap_secs) * rate), np.int16), tone])
+    return stereo_wav(caller, bot, rate)
+
+
+def test_verify_checks_each_connections_turns_against_its_own_recording(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two connections, each a turn with its own gap (800 and 400 ms) in its own WAV, and a third whose WAV is
+    gone: each turn is checked against its connection's file, and the missing one is named, not hidden."""
+    first, second = tmp_path / "CA1-a.wav", tmp_path / "CA1-b.wav"
+    first.write_bytes(_two_turn_wav(0.8))
+    second.write_bytes(_two_turn_wav(0.4))
+    gone = (tmp_path / "CA1-c.wav").as_uri()
+    record = CallRecord(
+        call_id="CA1",
+        deployment="phone",
+        mode="cascade",
+        started_at=datetime.now(UTC),
+        duration_secs=90.0,
+        turns=[TurnRecord(index=i, voice_to_voice_ms=ms) for i, ms in ((1, 800.0), (2, 400.0), (3, 500.0))],
+        recordings=[
+            Recording(location=first.as_uri(), turns=[1]),
+            Recording(location=second.as_uri(), offset_secs=30.0, turns=[2]),
+            Recording(location=gone, offset_secs=60.0, turns=[3]),
+        ],
+    )
+    checks = verify_recording(record, record.recordings[0]) + verify_recording(record, record.recordings[1])
+    assert [(c.index, c.recording, c.ok) for c in checks] == [(1, first.as_uri(), True), (2, second.as_uri(), True)]
+    assert [c.recorded_ms for c in checks] == [pytest.approx(800, abs=1), pytest.approx(400, abs=1)]
+    with pytest.raises(OSError):
+        verify(record)  # the record as a whole: its third recording is unreadable
+    db = tmp_path / "calls.db"
+    RecordStore(db).save(record)
+    verified = run_cli("calls", "--verify", "--records", str(db), env={"COLUMNS": "300"})
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"CA1: recording {gone} unreadable" in " ".join(verified.stderr.split())
+    assert "CA1-a.wav" in verified.stdout and "CA1-b.wav" in verified.stdout
+    assert "all 2 turns within 20 ms" in verified.stdout
 
 
 def test_the_bench_report_links_each_recording() -> None:

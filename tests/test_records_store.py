@@ -4,6 +4,7 @@ ways a fleet uses it: several writers, a dropped connection, an unreachable data
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,7 +17,7 @@ import pytest
 from tests.postgres_server import admin_url, fresh_database
 from voxpipe.config.errors import ConfigError
 from voxpipe.config.loader import parse_deployment
-from voxpipe.records.model import CallEvent, CallRecord, FallbackEvent, TurnRecord, Usage
+from voxpipe.records.model import CallEvent, CallRecord, FallbackEvent, Recording, TurnRecord, Usage
 from voxpipe.records.store import RecordStore, RecordStoreError
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,6 +97,64 @@ def test_a_later_connection_of_a_call_continues_its_record() -> None:
     assert [t.index for t in joined.turns] == [1, 2] and joined.cost_usd == 2 * first.cost_usd
     assert [f.at_secs for f in joined.fallbacks] == [3.2, 63.2] and joined.events[0].at_secs == 61.0
     assert len(joined.errors) == 2
+
+
+def test_a_later_connection_keeps_its_own_recording_beside_the_earlier_ones() -> None:
+    """Each connection's WAV stays on the joined record, in order, with its start on the call's clock and the
+    record's turns its audio holds."""
+    first = _record("CA1", NOW).model_copy(update={"recordings": [Recording(location="file:///r/a.wav", turns=[1])]})
+    second = _record("CA1", NOW + timedelta(seconds=60)).model_copy(
+        update={"recordings": [Recording(location="file:///r/b.wav", turns=[1])]}
+    )
+    third = _record("CA1", NOW + timedelta(seconds=90))  # a connection not recorded (none of its own)
+    joined = third.continuing(second.continuing(first))
+    assert joined.recordings == [
+        Recording(location="file:///r/a.wav", offset_secs=0.0, turns=[1]),
+        Recording(location="file:///r/b.wav", offset_secs=60.0, turns=[2]),
+    ]
+    assert [t.index for t in joined.turns] == [1, 2, 3]
+
+
+def _old_row(target: str, call_id: str, started: datetime, recording: str) -> None:
+    """A row as voxpipe wrote it before each connection kept its own recording: ``recording``, one location."""
+    old = json.loads(_record(call_id, started).model_dump_json(exclude={"recordings"})) | {"recording": recording}
+    row = (call_id, "booking", None, None, started.isoformat(), json.dumps(old))
+    if target.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(target, autocommit=True) as db:
+            db.execute("INSERT INTO calls VALUES (%s, %s, %s, %s, %s, %s::jsonb)", row)
+    else:
+        with sqlite3.connect(target) as db:
+            db.execute("INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?)", row)
+
+
+def test_an_old_record_with_one_recording_loads_lists_and_joins(
+    target: str, run_cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    store = RecordStore(target)  # the table exists, as in a database of an earlier version
+    started = datetime.now(UTC) - timedelta(minutes=5)
+    _old_row(target, "CA-old", started, "file:///r/CA-old.wav")
+    [loaded] = store.list()
+    assert loaded.recordings == [Recording(location="file:///r/CA-old.wav", turns=[1])]
+    assert store.get("CA-old") == loaded
+    table = run_cli("calls", "--records", target, env={"COLUMNS": "300"})
+    assert table.returncode == 0, table.stderr
+    assert "file:///r/CA-old.wav" in table.stdout
+    listing = run_cli("calls", "--json", "--records", target)
+    assert [r["location"] for r in json.loads(listing.stdout)["recordings"]] == ["file:///r/CA-old.wav"]
+    # the caller reconnects after the upgrade: the old connection's recording stays, the new one follows it
+    later = _record("CA-old", started + timedelta(seconds=30)).model_copy(
+        update={"recordings": [Recording(location="file:///r/CA-old-2.wav", turns=[1])]}
+    )
+    store.save(later.continuing(loaded))
+    [joined] = store.list()
+    assert [(r.location, r.offset_secs, r.turns) for r in joined.recordings] == [
+        ("file:///r/CA-old.wav", 0.0, [1]),
+        ("file:///r/CA-old-2.wav", 30.0, [2]),
+    ]
+    table = run_cli("calls", "--records", target, env={"COLUMNS": "300"})
+    assert "file:///r/CA-old.wav" in table.stdout and "file:///r/CA-old-2.wav (+30.0 s)" in table.stdout
 
 
 def test_listing_is_oldest_first_and_filters_by_instant_and_experiment(target: str) -> None:
