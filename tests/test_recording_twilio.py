@@ -129,7 +129,7 @@ async def test_a_served_call_stores_its_history_and_record_redacted(tmp_path: Pa
             assert b"4111" not in path.read_bytes(), path
 
 
-def _stretches(track: np.ndarray, rate: int) -> list[float]:
+def audible_stretches(track: np.ndarray, rate: int) -> list[float]:
     """The lengths (seconds) of what a channel holds: audible runs apart by more than 0.3 s."""
     loud = np.flatnonzero(np.abs(track.astype(np.int32)) > AUDIBLE)
     if not loud.size:
@@ -181,10 +181,10 @@ async def test_a_reconnected_call_keeps_each_connections_recording(tmp_path: Pat
 
     first_caller, first_bot, rate = read_stereo(wavs[0].read_bytes())
     second_caller, second_bot, _ = read_stereo(wavs[1].read_bytes())
-    greeting, answer = _stretches(first_bot, rate)  # the greeting, then "We are open nine to five."
-    [answer_again] = _stretches(second_bot, rate)  # only the resumed connection's answer
+    greeting, answer = audible_stretches(first_bot, rate)  # the greeting, then "We are open nine to five."
+    [answer_again] = audible_stretches(second_bot, rate)  # only the resumed connection's answer
     assert abs(greeting + answer - _heard_secs(call)) < 0.1 and abs(answer_again - _heard_secs(again)) < 0.1
-    [asked], [asked_again] = _stretches(first_caller, rate), _stretches(second_caller, rate)
+    [asked], [asked_again] = audible_stretches(first_caller, rate), audible_stretches(second_caller, rate)
     assert abs(asked - 0.5) < 0.05 and abs(asked_again - 1.2) < 0.05  # each connection's own caller audio
 
     checks = verify(record)
