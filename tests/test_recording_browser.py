@@ -23,13 +23,10 @@ import websockets
 
 from tests.simulators import page_subprotocols, page_token
 from tests.simulators.server import RunningServer
-from tests.test_recording_twilio import audible_stretches
-from tests.test_twilio_media import deployment
-from voxpipe.config.loader import apply_overrides
+from tests.test_recording_twilio import audible_stretches, phone_app, recorded_to
 from voxpipe.records.recording import AUDIBLE, read_stereo
 from voxpipe.records.recording_store import uploader
 from voxpipe.records.store import RecordStore
-from voxpipe.web.app import create_app
 
 ORIGIN = "https://app.example.com"
 RATE = 16000
@@ -114,14 +111,8 @@ class Page:
 async def test_a_reloaded_page_keeps_each_connections_recording(tmp_path: Path, registry: object) -> None:
     """The page greets and answers a 0.5 s question, the tab reloads (socket cut), the resumed call answers a
     1.2 s question: two WAVs on the call's one record, each with its own connection's audio."""
-    recorded = apply_overrides(
-        deployment(tmp_path, ["what are your hours"]),
-        {
-            "recording": {"enabled": True, "store": f"file://{tmp_path / 'rec'}"},
-            "transport": {"browser": {"allowed_origins": [ORIGIN]}},
-        },
-    )
-    app = create_app([recorded], records=RecordStore(tmp_path / "calls.db"), warm_up=False)
+    page_allowed = {"transport": {"browser": {"allowed_origins": [ORIGIN]}}}
+    app = phone_app(tmp_path, ["what are your hours"], recorded_to(tmp_path) | page_allowed)
     with RunningServer(app) as running:
         with httpx.Client(base_url=running.url) as client:
             token = page_token(client, "phone", ORIGIN)

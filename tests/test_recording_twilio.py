@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
 
 from tests.simulators.server import RunningServer
 from tests.test_twilio_media import RATE, audible, deployment, simulator, speech, stored_messages, turn
@@ -28,12 +30,20 @@ from voxpipe.records.verify import verify
 from voxpipe.web.app import create_app
 
 
+def phone_app(tmp_path: Path, transcripts: list[str], overrides: dict[str, Any]) -> FastAPI:
+    """The app serving the test phone deployment with ``overrides``; records in ``tmp_path / "calls.db"``."""
+    phone = apply_overrides(deployment(tmp_path, transcripts), overrides)
+    return create_app([phone], records=RecordStore(tmp_path / "calls.db"), warm_up=False)
+
+
+def recorded_to(tmp_path: Path) -> dict[str, Any]:
+    return {"recording": {"enabled": True, "store": f"file://{tmp_path / 'rec'}"}}
+
+
 @pytest.fixture
 def server(tmp_path: Path, registry: object) -> Iterator[RunningServer]:
-    phone = deployment(tmp_path, ["what are your hours", "tell me a story", "sorry to interrupt"])
-    recorded = apply_overrides(phone, {"recording": {"enabled": True, "store": f"file://{tmp_path / 'rec'}"}})
-    app = create_app([recorded], records=RecordStore(tmp_path / "calls.db"), warm_up=False)
-    with RunningServer(app) as running:
+    transcripts = ["what are your hours", "tell me a story", "sorry to interrupt"]
+    with RunningServer(phone_app(tmp_path, transcripts, recorded_to(tmp_path))) as running:
         yield running
 
 
@@ -110,9 +120,7 @@ async def test_a_twilio_call_is_recorded_as_the_caller_heard_it(server: RunningS
 
 
 async def test_a_served_call_stores_its_history_and_record_redacted(tmp_path: Path, registry: object) -> None:
-    phone = deployment(tmp_path, ["my card is 4111 1111 1111 1111"])
-    private = apply_overrides(phone, {"redact": {"entities": ["card_number"]}})
-    app = create_app([private], records=RecordStore(tmp_path / "calls.db"), warm_up=False)
+    app = phone_app(tmp_path, ["my card is 4111 1111 1111 1111"], {"redact": {"entities": ["card_number"]}})
     with RunningServer(app) as running:
         async with simulator(running) as call:
             await call.wait_for(lambda: audible(call.heard), what="the greeting")
@@ -149,9 +157,7 @@ async def test_a_reconnected_call_keeps_each_connections_recording(tmp_path: Pat
     first the greeting, the caller's 0.5 s question and its answer; the second the caller's 1.2 s question and
     its answer, no greeting (a resumed call is not greeted again). Each connection's turns are verified against
     its own WAV."""
-    phone = deployment(tmp_path, ["what are your hours"])  # each connection's STT hears it first
-    recorded = apply_overrides(phone, {"recording": {"enabled": True, "store": f"file://{tmp_path / 'rec'}"}})
-    app = create_app([recorded], records=RecordStore(tmp_path / "calls.db"), warm_up=False)
+    app = phone_app(tmp_path, ["what are your hours"], recorded_to(tmp_path))  # each connection's STT hears it
     with RunningServer(app) as running:
         async with simulator(running) as call:
             await call.wait_for(lambda: audible(call.heard), what="the greeting")
