@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from voxpipe.config.errors import ConfigError
+from voxpipe.records.model import CallRecord, Recording
 from voxpipe.records.store import RecordStoreError
 
 app = typer.Typer(
@@ -231,15 +232,12 @@ def _verify_calls(records: list) -> None:  # type: ignore[type-arg]
     """Print each recorded turn's reported and recorded voice-to-voice, each connection's turns against that
     connection's recording; exit 1 if any differ by > 20 ms."""
     from voxpipe.bench.report import print_verification
-    from voxpipe.records.verify import verify_recording
+    from voxpipe.records.verify import verify
 
-    checks = []
-    for record in records:
-        for recording in record.recordings:  # an unreadable one does not hide the call's other connections
-            try:
-                checks += verify_recording(record, recording)
-            except (OSError, ValueError) as exc:
-                err.print(f"{record.call_id}: recording {recording.location} unreadable: {exc}")
+    def unreadable(record: CallRecord, recording: Recording, exc: Exception) -> None:
+        err.print(f"{record.call_id}: recording {recording.location} unreadable: {exc}")
+
+    checks = [check for record in records for check in verify(record, unreadable)]
     if not print_verification(checks, out):
         raise typer.Exit(1)
 

@@ -10,6 +10,7 @@ checked against its own WAV, and each check names the WAV it was read from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from voxpipe.records.model import CallRecord, Recording
@@ -50,10 +51,21 @@ def read_recording(location: str) -> bytes:
         raise OSError(str(exc)) from exc
 
 
-def verify(record: CallRecord) -> list[TurnCheck]:
-    """Every turn of ``record`` against its connection's recording (``OSError``: one is unreadable;
-    ``ValueError``: one is not a recording)."""
-    return [check for recording in record.recordings for check in verify_recording(record, recording)]
+def verify(
+    record: CallRecord, unreadable: Callable[[CallRecord, Recording, Exception], None] | None = None
+) -> list[TurnCheck]:
+    """Every turn of ``record`` against its connection's recording. A recording that cannot be read
+    (``OSError``) or is not one (``ValueError``) is raised, or with ``unreadable`` handed to it and skipped, so
+    it does not hide the call's other connections."""
+    checks = []
+    for recording in record.recordings:
+        try:
+            checks += verify_recording(record, recording)
+        except (OSError, ValueError) as exc:
+            if unreadable is None:
+                raise
+            unreadable(record, recording, exc)
+    return checks
 
 
 def verify_recording(record: CallRecord, recording: Recording) -> list[TurnCheck]:
