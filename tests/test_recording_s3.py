@@ -12,6 +12,7 @@ import http.client
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from voxpipe.config.loader import parse_deployment
 from voxpipe.records import recording_store
 from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.recording import read_stereo
-from voxpipe.records.recording_store import RecordingUploader, recording_name
+from voxpipe.records.recording_store import RecordingUploader, open_recording_store, recording_name
 from voxpipe.records.verify import verify
 
 BUCKET = "call-recordings"
@@ -184,6 +185,19 @@ async def test_a_dead_store_is_counted_and_logged_never_fatal(
     assert check.ok and check.index == 1
     with pytest.raises(OSError, match="NoSuchKey"):
         verify(first[1])
+
+
+def test_each_connection_of_a_call_is_its_own_object(s3: Any, moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reconnected call's connections put two objects under the prefix (the lifecycle rule's), neither
+    replacing the other."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto)
+    store = open_recording_store(f"s3://{BUCKET}/calls")
+    names = [recording_name("CA-reconnected", datetime(2026, 12, 1, 9, 0, second, tzinfo=UTC)) for second in (0, 45)]
+    for name, body in zip(names, (b"first connection", b"second connection"), strict=True):
+        store.put(name, body)
+    assert [store.get(store.location(name)) for name in names] == [b"first connection", b"second connection"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="calls/CA-reconnected").get("Contents", [])]
+    assert keys == [f"calls/{name}.wav" for name in names]
 
 
 def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
