@@ -102,7 +102,10 @@ def test_a_recorded_relay_deployment_asks_twilio_to_record_the_call(tmp_path: Pa
 
     plain = parse_deployment(DEPLOYMENT.replace("{db}", str(tmp_path / "s.db")), environ={"TWILIO_AUTH_TOKEN": TOKEN})
     recorded = apply_overrides(plain, {"recording": {"enabled": True}})
-    start = '<Start><Recording channels="dual" /></Start><Connect'
+    start = (
+        '<Start><Recording channels="dual" recordingStatusCallback="https://voice.example.com/relay/recording-status" '
+        'recordingStatusCallbackEvent="completed" /></Start><Connect'
+    )
     assert start in relay_twiml(recorded) and start not in relay_twiml(plain)
     assert start not in relay_twiml(recorded, resumed=True)  # back from a transfer: already recording
 

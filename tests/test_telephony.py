@@ -32,12 +32,19 @@ def test_twiml_is_what_twilios_library_writes() -> None:
     assert twiml.conversation_relay("wss://r", "https://a.example/done", attributes) == str(expected)
     expected = VoiceResponse()
     start = Start()
-    start.recording(channels="dual")
+    start.recording(
+        channels="dual",
+        recording_status_callback="https://a.example/recorded?x=1&y=2",
+        recording_status_callback_event="completed",
+    )
     expected.append(start)
     connect = Connect(action="https://a.example/done")
     connect.conversation_relay(url="wss://r")
     expected.append(connect)
-    assert twiml.conversation_relay("wss://r", "https://a.example/done", {}, record=True) == str(expected)
+    recorded = twiml.conversation_relay(
+        "wss://r", "https://a.example/done", {}, recording_status="https://a.example/recorded?x=1&y=2"
+    )
+    assert recorded == str(expected)
     expected = VoiceResponse()
     expected.say("Sorry, goodbye.")
     expected.dial("+15550100")

@@ -4,11 +4,12 @@ Same table shape as the SQLite store (one row per call, the record as JSON), wit
 ``timestamptz`` and the record ``jsonb``, so time filters compare instants and ad-hoc SQL can look inside
 records. The driver is psycopg 3 (the ``postgres`` extra).
 
-The store keeps one connection (autocommit: each save is its own statement) and opens it again once if the
-server dropped it, e.g. after a Postgres restart. The schema is created under an advisory lock, because
-two replicas starting together would otherwise race on ``CREATE TABLE IF NOT EXISTS``. Connecting and each
-statement are bounded (``CONNECT_TIMEOUT_SECS``, ``STATEMENT_TIMEOUT_MS``): a hung database fails a save
-with an error instead of stalling the caller for ever.
+The store keeps one connection (autocommit: each save is its own statement; ``link_recording``, a transaction,
+opens one of its own so that no other thread's statement joins it) and opens it again once if the server
+dropped it, e.g. after a Postgres restart. The schema is created under an advisory lock, because two replicas
+starting together would otherwise race on ``CREATE TABLE IF NOT EXISTS``. Connecting and each statement are
+bounded (``CONNECT_TIMEOUT_SECS``, ``STATEMENT_TIMEOUT_MS``): a hung database fails a save with an error
+instead of stalling the caller for ever.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from voxpipe.records.model import CallRecord
-from voxpipe.records.store import RecordStoreError
+from voxpipe.records.store import LINK_KEEP, RecordStoreError, with_recording
 
 CONNECT_TIMEOUT_SECS = 5
 STATEMENT_TIMEOUT_MS = 5000
@@ -34,6 +35,22 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at);
 CREATE INDEX IF NOT EXISTS calls_experiment ON calls (experiment, variant);
+CREATE TABLE IF NOT EXISTS twilio_recordings (
+    call_sid    TEXT PRIMARY KEY,
+    call_id     TEXT,
+    recording   TEXT,
+    noted_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+"""
+
+# The upsert locks the link's row until the transaction ends: of two halves noted at once, the second sees both.
+_LINK = """
+INSERT INTO twilio_recordings (call_sid, call_id, recording) VALUES (%s, %s, %s)
+ON CONFLICT (call_sid) DO UPDATE SET
+    call_id = COALESCE(EXCLUDED.call_id, twilio_recordings.call_id),
+    recording = COALESCE(EXCLUDED.recording, twilio_recordings.recording),
+    noted_at = now()
+RETURNING call_id, recording
 """
 
 _UPSERT = """
@@ -66,16 +83,19 @@ class PostgresRecords:
 
     def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:
-            try:
-                self._conn = self._psycopg.connect(
-                    self._url,
-                    autocommit=True,
-                    connect_timeout=CONNECT_TIMEOUT_SECS,
-                    options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c TimeZone=UTC",
-                )
-            except self._psycopg.Error as exc:
-                raise RecordStoreError(f"record store {self.location}: {exc}") from None
+            self._conn = self._connect()
         return self._conn
+
+    def _connect(self) -> Any:
+        try:
+            return self._psycopg.connect(
+                self._url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_SECS,
+                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c TimeZone=UTC",
+            )
+        except self._psycopg.Error as exc:
+            raise RecordStoreError(f"record store {self.location}: {exc}") from None
 
     def _execute(self, query: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Run one statement; if the connection had been dropped, reconnect and run it once more."""
@@ -117,3 +137,20 @@ class PostgresRecords:
             args.append(experiment)
         rows = self._execute(query + " ORDER BY started_at", tuple(args))
         return [CallRecord.model_validate_json(row[0]) for row in rows]
+
+    def link_recording(self, call_sid: str, call_id: str | None, recording: str | None) -> str | None:
+        try:
+            with self._connect() as conn, conn.transaction():
+                conn.execute("DELETE FROM twilio_recordings WHERE noted_at < now() - %s", (LINK_KEEP,))
+                linked_id, url = conn.execute(_LINK, (call_sid, call_id, recording)).fetchone()
+                row = None
+                if linked_id is not None and url is not None:
+                    select = "SELECT record::text FROM calls WHERE call_id = %s FOR UPDATE"
+                    row = conn.execute(select, (linked_id,)).fetchone()
+                if row is None:
+                    return None
+                update = "UPDATE calls SET record = %s::jsonb WHERE call_id = %s"
+                conn.execute(update, (with_recording(row[0], url), linked_id))
+                return str(linked_id)
+        except self._psycopg.Error as exc:
+            raise RecordStoreError(f"record store {self.location}: {exc}") from None

@@ -10,6 +10,10 @@
 With no target, ``$VOXPIPE_RECORDS`` (a path or a URL) decides, then the default file. A deployment can name
 its store in YAML (``records: {store: postgres, url: ${DATABASE_URL}}``); ``RecordsConfig.target`` turns that
 into the same target string. A URL's password is never printed: ``location`` masks it.
+
+Beside the records, each backend keeps the halves of Twilio's recordings still to be matched with their record
+(``link_recording``: a ConversationRelay call is recorded by Twilio, whose callback may come before or after
+the call's record is saved).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +31,9 @@ from voxpipe.records.model import CallRecord
 
 DEFAULT_PATH = "voxpipe-calls.db"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+#: How long half of a Twilio recording's link (the record's id, or the recording's URL) waits for the other:
+#: Twilio posts its callback minutes after the call ends; a half older than this never gets its other half.
+LINK_KEEP = timedelta(days=1)
 
 
 class RecordStoreError(Exception):
@@ -41,6 +48,13 @@ class RecordBackend(Protocol):
     def get(self, call_id: str) -> CallRecord | None: ...
 
     def list(self, since: datetime | None, experiment: str | None) -> list[CallRecord]: ...
+
+    def link_recording(self, call_sid: str, call_id: str | None, recording: str | None) -> str | None: ...
+
+
+def with_recording(record_json: str, recording: str) -> str:
+    """A stored record (JSON) pointing at ``recording``."""
+    return CallRecord.model_validate_json(record_json).model_copy(update={"recording": recording}).model_dump_json()
 
 
 def default_target() -> str:
@@ -90,6 +104,14 @@ class RecordStore:
         """Records started at or after ``since`` (and of ``experiment``), oldest first."""
         return self._backend.list(since, experiment)
 
+    def link_recording(self, call_sid: str, *, call_id: str | None = None, recording: str | None = None) -> str | None:
+        """Note one half of Twilio's recording of call ``call_sid``: the id of the call's saved record
+        (``call_id``), or the recording's URL (``recording``). The halves come apart and in either order; the
+        second puts the recording on the record, in the same transaction as its own note, so no order loses it
+        (and a record saved again later is given it again by noting its id again). Returns the id of the record
+        that now points at the recording, or ``None`` while one half is missing (or its record is)."""
+        return self._backend.link_recording(call_sid, call_id, recording)
+
 
 _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -102,6 +124,19 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at);
 CREATE INDEX IF NOT EXISTS calls_experiment ON calls (experiment, variant);
+CREATE TABLE IF NOT EXISTS twilio_recordings (
+    call_sid    TEXT PRIMARY KEY,
+    call_id     TEXT,
+    recording   TEXT,
+    noted_at    TEXT NOT NULL
+);
+"""
+
+_SQLITE_LINK = """
+INSERT INTO twilio_recordings VALUES (?, ?, ?, ?)
+ON CONFLICT (call_sid) DO UPDATE SET
+    call_id = COALESCE(excluded.call_id, call_id), recording = COALESCE(excluded.recording, recording),
+    noted_at = excluded.noted_at
 """
 
 
@@ -161,3 +196,17 @@ class SqliteRecords:
         with self._connect() as db:
             rows = db.execute(query + " ORDER BY started_at", args).fetchall()
         return [CallRecord.model_validate_json(row[0]) for row in rows]
+
+    def link_recording(self, call_sid: str, call_id: str | None, recording: str | None) -> str | None:
+        now = datetime.now(UTC)
+        with self._connect() as db:  # one transaction, holding the write lock from its first statement
+            db.execute("DELETE FROM twilio_recordings WHERE noted_at < ?", (_utc_text(now - LINK_KEEP),))
+            db.execute(_SQLITE_LINK, (call_sid, call_id, recording, _utc_text(now)))
+            call_id, recording = db.execute(
+                "SELECT call_id, recording FROM twilio_recordings WHERE call_sid = ?", (call_sid,)
+            ).fetchone()
+            row = db.execute("SELECT record FROM calls WHERE call_id = ?", (call_id,)).fetchone() if call_id else None
+            if row is None or recording is None:
+                return None
+            db.execute("UPDATE calls SET record = ? WHERE call_id = ?", (with_recording(row[0], recording), call_id))
+        return str(call_id)

@@ -149,6 +149,7 @@ class HandlerConfig:
     silence: SilenceSpec | None = None  # re-prompts and the silence hang-up (``voxpipe.serverless.silence``)
     twilio_account_sid: str | None = None  # with the auth token: the REST API (warm transfers)
     session_token_secs: int = 600  # transport.browser.session_token_secs: a bridge page token's lifetime
+    twilio_recording: bool = False  # recording.enabled: Twilio records each relay call (``recordings.py``)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -185,6 +186,7 @@ class HandlerConfig:
             silence=_spec(SilenceSpec, resolved.get("silence")),
             twilio_account_sid=twilio.get("account_sid"),
             session_token_secs=int(resolved.get("session_token_secs", 600)),
+            twilio_recording=bool(resolved.get("twilio_recording", False)),
             environ=environ,
         )
 

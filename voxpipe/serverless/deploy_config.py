@@ -119,6 +119,7 @@ def handler_config(deployment: Deployment, raw: Any, registry: Registry) -> dict
         "on_failure": {"say": deployment.on_failure.say, "transfer_to": deployment.on_failure.transfer_to},
         "redact": deployment.redact.model_dump() if deployment.redact else _SENSITIVE_ONLY if sensitive else None,
         "silence": deployment.silence.model_dump() if deployment.silence else None,
+        "twilio_recording": deployment.recording.enabled,  # a relay call's recording is Twilio's
     }
     raw = raw if isinstance(raw, dict) else {}
     raw_agent, raw_transport = raw.get("agent") or {}, raw.get("transport") or {}

@@ -23,7 +23,8 @@ SILENCE_MARKER = "silence"
 #: Metadata the relay computes with (ids, times, keys being typed): never masked, or it would stop working.
 #: The keys of an entry being typed are there in clear until the entry ends (seconds), then stored masked.
 SENSITIVE_DIGESTS = "sensitive_digests"  # keyed digests of the call's sensitive digits (``redacting.py``)
-BOOKKEEPING = (KEYPAD_ENTRY, LIVE_SINCE, SILENCE_MARKER, SENSITIVE_DIGESTS)
+RECORDING = "recording"  # Twilio's recording of the call: its URL, sid... (``recordings.py``)
+BOOKKEEPING = (KEYPAD_ENTRY, LIVE_SINCE, SILENCE_MARKER, SENSITIVE_DIGESTS, RECORDING)
 #: The conversation metadata that lists the call's events (fillers, re-prompts, the silence hang-up), as the
 #: server's CallRecord lists them.
 EVENTS = "events"

@@ -4,7 +4,8 @@
 
 - the DynamoDB table of conversations and connections (key ``pk``, TTL on ``expires_at``);
 - ConversationRelay: a WebSocket API (``$connect``/``$disconnect``/``$default``) on ``relay.handler``, an
-  HTTP API (``POST /twiml``, ``POST /twiml/action``, ``POST /twiml/transfer-status``) on ``twiml.handler``, and
+  HTTP API (``POST /twiml``, ``POST /twiml/action``, ``POST /twiml/transfer-status``, and with
+  ``recording.enabled`` ``POST /twiml/recording-status``, which reads and writes the table) on ``twiml.handler``, and
   with ``silence:`` on, a standard SQS queue of delayed silence checks whose event source is ``silence.handler``;
 - the audio bridge: a WebSocket API on ``worker.handler`` (reserved concurrency: ``limits.concurrent_calls``), which
   also answers browser pages' ``POST /bridge/token`` on the HTTP API (``bridge_access.py``), its
@@ -55,6 +56,7 @@ from voxpipe.serverless import (
 )
 from voxpipe.serverless.bridge_access import TOKEN_PATH
 from voxpipe.serverless.deploy_config import SamError, handler_config, load_for_deploy, without_llm
+from voxpipe.serverless.recordings import STATUS_PATH as RECORDING_STATUS_PATH
 from voxpipe.serverless.sam_resources import (
     arn,
     bedrock_access,
@@ -160,15 +162,17 @@ def sam_template(
             ],
             {RELAY_URL_ENV: relay_url, **silence_env, **full_env},
         )
+        recorded = deployment.recording.enabled  # Twilio records; its callback links the recording to the call
         resources["TwimlFunction"] = function(
             "voxpipe.serverless.twiml.handler",
             "Twilio voice webhook: answers ConversationRelay TwiML.",
-            [],
+            [table_access(("GetItem", "PutItem"))] if recorded else [],
             {RELAY_URL_ENV: relay_url, **bridge_env, **narrow_env},
         )
+        routes = [("Webhook", "/twiml"), ("Action", "/twiml/action"), ("Status", STATUS_PATH)]
+        routes += [("Recording", RECORDING_STATUS_PATH)] if recorded else []
         resources["TwimlFunction"]["Properties"]["Events"] = {
-            name: {"Type": "HttpApi", "Properties": {"Path": path, "Method": "POST"}}
-            for name, path in (("Webhook", "/twiml"), ("Action", "/twiml/action"), ("Status", STATUS_PATH))
+            name: {"Type": "HttpApi", "Properties": {"Path": path, "Method": "POST"}} for name, path in routes
         }
         outputs["RelayUrl"] = {"Description": "ConversationRelay WebSocket URL.", "Value": relay_url}
         outputs["TwimlWebhookUrl"] = {

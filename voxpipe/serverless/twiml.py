@@ -5,7 +5,8 @@
 ``transport.conversation_relay`` and ``agent.greeting``. When the session ends, Twilio posts to
 ``/twiml/action``: a ``transfer`` handoff (see ``relay.py``) dials the number, a warm one puts the caller on
 hold and rings the person with the call's summary (``transfer.py``, which also serves the dial leg's
-``/twiml/transfer-status``), anything else hangs up.
+``/twiml/transfer-status``), anything else hangs up. With ``recording.enabled`` the relay TwiML asks Twilio to
+record the call, and Twilio posts ``/twiml/recording-status`` once the recording is ready (``recordings.py``).
 
 Every request is signed by Twilio over the URL it called and the form parameters: ``https://`` + the
 request's domain + path (+ query), or ``$VOXPIPE_HTTP_URL`` + path when a proxy (CloudFront...) stands in front.
@@ -29,6 +30,7 @@ from voxpipe.serverless import (
     event_body,
     event_headers,
     handler_config,
+    recordings,
     response,
     transfer,
 )
@@ -57,9 +59,13 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         return response(204)
     if path.endswith(ACTION_PATH):
         return response(200, action_twiml(config, base, params), "text/xml")
+    if path.endswith(recordings.STATUS_PATH):
+        recordings.recording_status(config, params)
+        return response(204)
     binding = CallBinding.for_deployment("conversation_relay", config.validate_signatures)
     token = binding.parameters(params.get("CallSid", ""))  # the setup must bring it back
-    return response(200, relay_twiml(config, base + ACTION_PATH, token), "text/xml")
+    recording_status = base + recordings.STATUS_PATH if config.twilio_recording else None
+    return response(200, relay_twiml(config, base + ACTION_PATH, token, recording_status=recording_status), "text/xml")
 
 
 def _signed(config: HandlerConfig, url: str, params: dict[str, str], signature: str | None) -> bool:
@@ -73,11 +79,17 @@ def _signed(config: HandlerConfig, url: str, params: dict[str, str], signature: 
 
 
 def relay_twiml(
-    config: HandlerConfig, action_url: str, parameters: dict[str, str] | None = None, *, resumed: bool = False
+    config: HandlerConfig,
+    action_url: str,
+    parameters: dict[str, str] | None = None,
+    *,
+    resumed: bool = False,
+    recording_status: str | None = None,
 ) -> str:
     """``<Connect><ConversationRelay/></Connect>`` pointing Twilio at the relay WebSocket API, with
     ``parameters`` (the token binding the session to the call) as ``<Parameter>``s; a ``resumed``
-    conversation (a caller back from a warm transfer) gets no second greeting."""
+    conversation (a caller back from a warm transfer) gets no second greeting. ``recording_status``: Twilio
+    records the call first (``<Start><Recording>``) and reports the recording there (``recordings.py``)."""
     relay = config.conversation_relay
     attributes = {
         "welcomeGreeting": None if resumed else config.greeting,
@@ -88,7 +100,9 @@ def relay_twiml(
         "interruptible": relay.get("interruptible"),
         "dtmfDetection": relay.get("dtmf_detection"),
     }
-    return twiml.conversation_relay(config.setting(RELAY_URL_ENV), action_url, attributes, parameters)
+    return twiml.conversation_relay(
+        config.setting(RELAY_URL_ENV), action_url, attributes, parameters, recording_status=recording_status
+    )
 
 
 def action_twiml(config: HandlerConfig, base: str, params: dict[str, str]) -> str:

@@ -70,13 +70,24 @@ def conversation_relay(
     attributes: Attributes,
     parameters: Mapping[str, str] | None = None,
     *,
-    record: bool = False,
+    recording_status: str | None = None,
 ) -> str:
     """``<Connect action><ConversationRelay url ...><Parameter .../></ConversationRelay></Connect>``: Twilio
-    speaks, voxpipe streams text. ``record``: ``<Start><Recording channels="dual"/></Start>`` first, so Twilio
-    records the call (caller and Twilio's voice on two channels) in the account's own recordings."""
+    speaks, voxpipe streams text. ``recording_status``: ``<Start><Recording channels="dual" .../></Start>`` first,
+    so Twilio records the call (caller and Twilio's voice on two channels) in the account's own recordings, and
+    posts to that URL once the recording is ready (``recordingStatusCallbackEvent="completed"``)."""
     relay = Verb("ConversationRelay", {**attributes, "url": url}, children=_parameters(parameters or {}))
-    recording = (Verb("Start", children=(Verb("Recording", {"channels": "dual"}),)),) if record else ()
+    recording: tuple[Verb, ...] = ()
+    if recording_status is not None:
+        noun = Verb(
+            "Recording",
+            {
+                "channels": "dual",
+                "recordingStatusCallback": recording_status,
+                "recordingStatusCallbackEvent": "completed",
+            },
+        )
+        recording = (Verb("Start", children=(noun,)),)
     return response(*recording, Verb("Connect", {"action": action}, children=(relay,)))
 
 

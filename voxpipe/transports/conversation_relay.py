@@ -49,6 +49,7 @@ from voxpipe.security.tokens import TokenError
 from voxpipe.sessions.base import append_turns
 from voxpipe.telephony import conversation_relay as protocol
 from voxpipe.telephony import keypad, keypad_entry
+from voxpipe.transports import twilio_recordings
 from voxpipe.transports.admission import admit_socket
 from voxpipe.transports.json_socket import POLICY_VIOLATION, JsonSocket
 from voxpipe.transports.media_stream_call import END_REPLY_TIMEOUT_SECS
@@ -155,6 +156,7 @@ class RelaySession:
         self.twilio = twilio  # binds the session to its webhook's CallSid
         self.channel = JsonSocket(socket, "type", self)
         self.session_id: str | None = None
+        self.call_sid = ""  # Twilio's, from ``setup``
         self.hosted: HostedCall | None = None
         self.transport = RelayTransport(self)
         self.response_ended = asyncio.Event()
@@ -179,7 +181,8 @@ class RelaySession:
             if self._ending is not None:
                 self._ending.cancel()
             if self.hosted is not None:
-                await self.hosted.close()
+                await self.hosted.close()  # the call's record is saved
+                await twilio_recordings.record_saved(self.host, self.call_sid, self.hosted.call_id)
                 if pending is not None:  # typed, never answered: kept in the conversation, no LLM call
                     await append_turns(self.host.store, self.hosted.call_id, [pending], expected=0)
 
@@ -247,7 +250,7 @@ class RelaySession:
             logger.warning(f"{self}: session id {session_id} is not this call's to use; the session is closed")
             await self.channel.close()
             return
-        self.session_id = session_id
+        self.session_id, self.call_sid = session_id, setup.call_sid
         greeting = self.host.deployment.agent.greeting
         if greeting and not session.messages:  # Twilio speaks welcomeGreeting: keep it in the conversation
             session.messages.append({"role": "assistant", "content": greeting})

@@ -65,15 +65,21 @@ def twilio_client(account_sid: str, auth_token: str) -> Any:
     return Client(account_sid, auth_token)
 
 
+#: Where Twilio reports a relay call's recording (``voxpipe.transports.twilio_recordings``).
+RECORDING_STATUS_PATH = "recording-status"
+
+
 def relay_twiml(deployment: Deployment, parameters: dict[str, str] | None = None, *, resumed: bool = False) -> str:
     """``<Connect action=...><ConversationRelay url=wss://.../relay .../></Connect>`` from the YAML.
 
     ``parameters`` (the token binding the session to the webhook's CallSid, and for a caller back from a warm
     transfer what happened) become ``<Parameter>``s; a ``resumed`` conversation gets no second greeting. With
     ``recording.enabled`` Twilio records the call (its recording is Twilio's: voxpipe has no audio of a relay
-    call); a resumed call's recording is already running.
+    call) and reports it to ``/recording-status`` (``twilio_recordings``); a resumed call's recording is already
+    running.
     """
     relay = deployment.transport.conversation_relay
+    recorded = deployment.recording.enabled and not resumed
     return twiml.conversation_relay(
         public_url(deployment, "relay", websocket=True),
         public_url(deployment, "connect-action"),
@@ -87,7 +93,7 @@ def relay_twiml(deployment: Deployment, parameters: dict[str, str] | None = None
             "transcriptionProvider": relay.transcription_provider,
         },
         parameters,
-        record=deployment.recording.enabled and not resumed,
+        recording_status=public_url(deployment, RECORDING_STATUS_PATH) if recorded else None,
     )
 
 

@@ -9,7 +9,8 @@
 
 Per deployment (see docs/serve.md): ``POST /twiml`` (Twilio voice webhook), ``WS /media`` (Media Streams),
 ``WS /relay`` (ConversationRelay), ``POST /connect-action`` (where Twilio goes when ``<Connect>`` ends),
-``GET /`` + ``WS /ws`` (browser page), and for realtime deployments ``POST /session`` + ``POST /tools/{name}``.
+``POST /recording-status`` (Twilio's recording of a relay call is ready), ``GET /`` + ``WS /ws`` (browser page),
+and for realtime deployments ``POST /session`` + ``POST /tools/{name}``.
 SIGTERM drains the process first (``voxpipe.web.drain``): no new call, live calls run to their end.
 
 Where sessions are in Redis, a failing provider's cooldown is shared through it (``sessions.redis_health``).
@@ -37,7 +38,7 @@ from voxpipe.providers.registry import Registry, default_registry
 from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
 from voxpipe.sessions import SessionStore, open_store
-from voxpipe.transports import browser, conversation_relay, twilio_media
+from voxpipe.transports import browser, conversation_relay, twilio_media, twilio_recordings
 from voxpipe.transports.admission import admit_request
 from voxpipe.transports.twilio_account import (
     BodyTooLarge,
@@ -200,5 +201,6 @@ def _router(host: CallHost, twilio: TwilioAccount, drain: Drain, page_origins: S
 
     twilio_media.add_routes(router, host, twilio)
     conversation_relay.add_routes(router, host, twilio)
+    twilio_recordings.add_routes(router, host, twilio)
     browser.add_routes(router, host, page_origins)
     return router
