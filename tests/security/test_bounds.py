@@ -60,8 +60,9 @@ async def test_webhook_bodies_over_64_kb_are_refused_before_they_are_read(tmp_pa
             declared = await client.post("/phone/twiml", content=big)
             chunked = await client.post("/phone/twiml", content=streamed())
             action = await client.post("/phone/connect-action", content=big)
+            recording = await client.post("/phone/recording-status", content=big)
             small = await client.post("/phone/twiml", data={"CallSid": "CA1"})
-    assert declared.status_code == chunked.status_code == action.status_code == 413
+    assert declared.status_code == chunked.status_code == action.status_code == recording.status_code == 413
     assert small.status_code == 403  # a normal body is read, and its (missing) signature refused
 
 

@@ -13,7 +13,8 @@ ends the session with ``{"type":"end","handoffData":...}`` (``<Connect action>``
 The messages and their rules are ``voxpipe.telephony.conversation_relay``'s (shared with the Lambda relay).
 The call runs on the call host like any other, in the builder's text mode: a ``RelayTransport`` carries
 text both ways, so each session leaves a ``CallRecord`` with text latency (prompt to first token, and to
-``last``), its usage, cost and fallbacks.
+``last``), its usage, cost and fallbacks. Twilio speaks, so a recorded call's recording is Twilio's: once the
+record is saved, the session notes it for Twilio's recording callback (``twilio_recordings``).
 """
 
 from __future__ import annotations
