@@ -27,8 +27,17 @@ from tests.apigw_shim import (
     write_handler_config,
 )
 from tests.test_relay_recordings import WRONG_TOKEN, callback_form, recording_url
-from tests.test_serverless_relay import DEPLOYMENT, RELAY_URL, TABLE, TOKEN, RelayCaller, signature
-from voxpipe.aws.conversations import ConversationTable, table_definition
+from tests.test_serverless_relay import (  # noqa: F401 — shim: the relay's containers, on this module's lambda_env
+    DEPLOYMENT,
+    RELAY_URL,
+    TABLE,
+    TOKEN,
+    RelayCaller,
+    shim,
+    signature,
+    table,
+)
+from voxpipe.aws.conversations import table_definition
 from voxpipe.serverless import HandlerConfig
 from voxpipe.serverless.twiml import handler as twiml_handler
 
@@ -100,22 +109,10 @@ def lambda_env(aws: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     }
 
 
-@pytest.fixture(scope="module")
-def shim(lambda_env: dict[str, str]) -> Iterator[ApiGatewayShim]:
-    function = LambdaFunction("voxpipe.serverless.relay.handler", lambda_env)
-    shim = ApiGatewayShim({"$connect": function, "$default": function, "$disconnect": function})
-    with shim:
-        function.env["VOXPIPE_CONNECTIONS_URL"] = shim.endpoint
-        yield shim
-    assert not shim.errors, shim.errors
-
-
-def table(aws: str) -> ConversationTable:
-    return ConversationTable(TABLE, 3600, client=aws_service("dynamodb", aws))
-
-
 async def test_a_signed_callback_links_the_recording_to_its_calls_conversation(
-    shim: ApiGatewayShim, aws: str, lambda_env: dict[str, str]
+    shim: ApiGatewayShim,  # noqa: F811 — the imported fixture
+    aws: str,
+    lambda_env: dict[str, str],
 ) -> None:
     # Its recording's SID (and URL) holds a run of digits a card-number detector takes for one: kept whole.
     call_sid, unknown = "CA4111111111111111" + "a" * 16, "CA" + "3" * 32
