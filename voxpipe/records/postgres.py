@@ -18,13 +18,23 @@ from datetime import datetime
 from typing import Any
 
 from voxpipe.records.model import CallRecord
-from voxpipe.records.store import LINK_KEEP, RecordStoreError, with_recording
+from voxpipe.records.store import LINK_KEEP, RecordStoreError
 
 CONNECT_TIMEOUT_SECS = 5
 STATEMENT_TIMEOUT_MS = 5000
 _SCHEMA_LOCK = 0x766F7870  # "voxp": any constant shared by every replica
 
+# Tables in the order every transaction here locks them (a link, then its call's record): creating an index
+# locks its table even when the index exists, so a replica starting while links are noted must not wait in the
+# other order (a deadlock).
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS twilio_recordings (
+    call_sid    TEXT PRIMARY KEY,
+    call_id     TEXT,
+    recording   TEXT,
+    noted_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS twilio_recordings_call ON twilio_recordings (call_id);
 CREATE TABLE IF NOT EXISTS calls (
     call_id     TEXT PRIMARY KEY,
     deployment  TEXT NOT NULL,
@@ -35,12 +45,6 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at);
 CREATE INDEX IF NOT EXISTS calls_experiment ON calls (experiment, variant);
-CREATE TABLE IF NOT EXISTS twilio_recordings (
-    call_sid    TEXT PRIMARY KEY,
-    call_id     TEXT,
-    recording   TEXT,
-    noted_at    TIMESTAMPTZ NOT NULL DEFAULT now()
-);
 """
 
 # The upsert locks the link's row until the transaction ends: of two halves noted at once, the second sees both.
@@ -59,6 +63,16 @@ VALUES (%s, %s, %s, %s, %s, %s::jsonb)
 ON CONFLICT (call_id) DO UPDATE SET
     deployment = EXCLUDED.deployment, experiment = EXCLUDED.experiment, variant = EXCLUDED.variant,
     started_at = EXCLUDED.started_at, record = EXCLUDED.record
+"""
+
+# After a save (its own statement, committed): a record without a recording gets the one linked to its call.
+# A link being noted at the same moment either is committed first (and seen here), or waits for this row and
+# then sets the recording itself: no order loses it.
+_KEEP_RECORDING = """
+UPDATE calls SET record = jsonb_set(record, '{recording}', to_jsonb(links.recording))
+FROM twilio_recordings AS links
+WHERE calls.call_id = %s AND links.call_id = calls.call_id AND links.recording IS NOT NULL
+    AND calls.record->>'recording' IS NULL
 """
 
 
@@ -122,6 +136,8 @@ class PostgresRecords:
                 record.model_dump_json(),
             ),
         )
+        if record.recording is None:
+            self._execute(_KEEP_RECORDING, (record.call_id,))
 
     def get(self, call_id: str) -> CallRecord | None:
         rows = self._execute("SELECT record::text FROM calls WHERE call_id = %s", (call_id,))
@@ -143,14 +159,12 @@ class PostgresRecords:
             with self._connect() as conn, conn.transaction():
                 conn.execute("DELETE FROM twilio_recordings WHERE noted_at < now() - %s", (LINK_KEEP,))
                 linked_id, url = conn.execute(_LINK, (call_sid, call_id, recording)).fetchone()
-                row = None
-                if linked_id is not None and url is not None:
-                    select = "SELECT record::text FROM calls WHERE call_id = %s FOR UPDATE"
-                    row = conn.execute(select, (linked_id,)).fetchone()
-                if row is None:
+                if linked_id is None or url is None:
                     return None
-                update = "UPDATE calls SET record = %s::jsonb WHERE call_id = %s"
-                conn.execute(update, (with_recording(row[0], url), linked_id))
-                return str(linked_id)
+                update = (
+                    "UPDATE calls SET record = jsonb_set(record, '{recording}', to_jsonb(%s::text)) WHERE call_id = %s"
+                )
+                linked = conn.execute(update, (url, linked_id)).rowcount
+                return str(linked_id) if linked else None
         except self._psycopg.Error as exc:
             raise RecordStoreError(f"record store {self.location}: {exc}") from None

@@ -11,9 +11,10 @@ With no target, ``$VOXPIPE_RECORDS`` (a path or a URL) decides, then the default
 its store in YAML (``records: {store: postgres, url: ${DATABASE_URL}}``); ``RecordsConfig.target`` turns that
 into the same target string. A URL's password is never printed: ``location`` masks it.
 
-Beside the records, each backend keeps the halves of Twilio's recordings still to be matched with their record
-(``link_recording``: a ConversationRelay call is recorded by Twilio, whose callback may come before or after
-the call's record is saved).
+Beside the records, each backend keeps Twilio's recordings of calls (``link_recording``): a ConversationRelay
+call is recorded by Twilio, whose callback may come before or after the call's record is saved, and a record
+may be saved again later (a caller back from a transfer, a transfer's outcome). Every save keeps the
+recording linked to its call, so no writer, in any order, loses it.
 """
 
 from __future__ import annotations
@@ -52,11 +53,6 @@ class RecordBackend(Protocol):
     def link_recording(self, call_sid: str, call_id: str | None, recording: str | None) -> str | None: ...
 
 
-def with_recording(record_json: str, recording: str) -> str:
-    """A stored record (JSON) pointing at ``recording``."""
-    return CallRecord.model_validate_json(record_json).model_copy(update={"recording": recording}).model_dump_json()
-
-
 def default_target() -> str:
     return os.environ.get("VOXPIPE_RECORDS") or DEFAULT_PATH
 
@@ -93,7 +89,8 @@ class RecordStore:
         return self._backend.path if isinstance(self._backend, SqliteRecords) else None
 
     def save(self, record: CallRecord) -> None:
-        """Insert ``record``, or replace the record of the same call id."""
+        """Insert ``record``, or replace the record of the same call id (keeping a recording linked to it by
+        ``link_recording`` if ``record`` has none)."""
         self._backend.save(record)
 
     def get(self, call_id: str) -> CallRecord | None:
@@ -105,11 +102,11 @@ class RecordStore:
         return self._backend.list(since, experiment)
 
     def link_recording(self, call_sid: str, *, call_id: str | None = None, recording: str | None = None) -> str | None:
-        """Note one half of Twilio's recording of call ``call_sid``: the id of the call's saved record
-        (``call_id``), or the recording's URL (``recording``). The halves come apart and in either order; the
-        second puts the recording on the record, in the same transaction as its own note, so no order loses it
-        (and a record saved again later is given it again by noting its id again). Returns the id of the record
-        that now points at the recording, or ``None`` while one half is missing (or its record is)."""
+        """Note one half of Twilio's recording of call ``call_sid``: the id of the call's record (``call_id``),
+        or the recording's URL (``recording``). The halves come apart and in either order; the second puts the
+        recording on the record, in the same transaction as its own note, and every later save of the record
+        keeps it. Returns the id of the record that now points at the recording, or ``None`` while one half is
+        missing (or the record is: it gets the recording when it is saved)."""
         return self._backend.link_recording(call_sid, call_id, recording)
 
 
@@ -130,6 +127,7 @@ CREATE TABLE IF NOT EXISTS twilio_recordings (
     recording   TEXT,
     noted_at    TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS twilio_recordings_call ON twilio_recordings (call_id);
 """
 
 _SQLITE_LINK = """
@@ -137,6 +135,15 @@ INSERT INTO twilio_recordings VALUES (?, ?, ?, ?)
 ON CONFLICT (call_sid) DO UPDATE SET
     call_id = COALESCE(excluded.call_id, call_id), recording = COALESCE(excluded.recording, recording),
     noted_at = excluded.noted_at
+"""
+
+# A record without a recording gets the one linked to its call (``link_recording``), if there is one.
+_SQLITE_KEEP_RECORDING = """
+UPDATE calls SET record = json_set(record, '$.recording', (
+    SELECT MAX(recording) FROM twilio_recordings WHERE call_id = calls.call_id
+))
+WHERE call_id = ? AND json_extract(record, '$.recording') IS NULL
+    AND EXISTS (SELECT 1 FROM twilio_recordings WHERE call_id = calls.call_id AND recording IS NOT NULL)
 """
 
 
@@ -167,7 +174,7 @@ class SqliteRecords:
             db.close()
 
     def save(self, record: CallRecord) -> None:
-        with self._connect() as db:
+        with self._connect() as db:  # one transaction: the write lock is taken by its first statement
             db.execute(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?)",
                 (
@@ -179,6 +186,8 @@ class SqliteRecords:
                     record.model_dump_json(),
                 ),
             )
+            if record.recording is None:
+                db.execute(_SQLITE_KEEP_RECORDING, (record.call_id,))
 
     def get(self, call_id: str) -> CallRecord | None:
         with self._connect() as db:
@@ -205,8 +214,8 @@ class SqliteRecords:
             call_id, recording = db.execute(
                 "SELECT call_id, recording FROM twilio_recordings WHERE call_sid = ?", (call_sid,)
             ).fetchone()
-            row = db.execute("SELECT record FROM calls WHERE call_id = ?", (call_id,)).fetchone() if call_id else None
-            if row is None or recording is None:
+            if call_id is None or recording is None:
                 return None
-            db.execute("UPDATE calls SET record = ? WHERE call_id = ?", (with_recording(row[0], recording), call_id))
-        return str(call_id)
+            update = "UPDATE calls SET record = json_set(record, '$.recording', ?) WHERE call_id = ?"
+            linked = db.execute(update, (recording, call_id)).rowcount
+        return str(call_id) if linked else None

@@ -9,8 +9,9 @@ recordingStatusCallbackEvent="completed"/>``), and once the file is ready Twilio
 
 The call's record is keyed by the relay's session id, which the callback does not carry, and it is saved when
 the session ends, which may be before or after the callback. So each side notes its half under the CallSid in
-the record store (``RecordStore.link_recording``), and whichever comes second puts the URL on the record: a
-shared store (SQLite for ``--workers``, PostgreSQL for a fleet) matches them whichever process got which.
+the record store (``RecordStore.link_recording``), and whichever comes second puts the URL on the record (a
+later save of the record keeps it): a shared store (SQLite for ``--workers``, PostgreSQL for a fleet) matches
+them whichever process got which.
 Only the URL is kept, never credentials: fetching the audio needs the Twilio account's (docs/records.md).
 """
 
@@ -68,8 +69,8 @@ async def recording_ready(host: CallHost, form: dict[str, str]) -> None:
 
 
 async def record_saved(host: CallHost, call_sid: str, call_id: str) -> None:
-    """A recorded relay call's record ``call_id`` is saved: note it, so Twilio's recording (come or to come)
-    is put on it. A record saved again later (a caller back from a transfer) is given it again."""
+    """A recorded relay call's record ``call_id`` is saved (or, if its session was slow to stop, is about to
+    be): note it, so Twilio's recording, come or to come, is put on it."""
     records = host.bookkeeping.records
     if records is None or not host.deployment.recording.enabled or not call_sid:
         return
