@@ -24,7 +24,7 @@ from tests.simulators.server import RunningServer
 from tests.test_conversation_relay import DEPLOYMENT, TOKEN
 from tests.test_records_store import postgres_admin, postgres_url, target  # noqa: F401 — the store fixtures
 from voxpipe.config.loader import apply_overrides, parse_deployment
-from voxpipe.records.model import CallRecord
+from voxpipe.records.model import CallRecord, Recording, TurnRecord
 from voxpipe.records.store import RecordStore
 from voxpipe.web.app import create_app
 
@@ -57,10 +57,20 @@ def callback_form(call_sid: str, status: str = "completed") -> dict[str, str]:
     return form
 
 
-def record(call_id: str) -> CallRecord:
+def record(call_id: str, turns: int = 1) -> CallRecord:
     return CallRecord(
-        call_id=call_id, deployment="relay", mode="cascade", started_at=datetime.now(UTC), duration_secs=3.0
+        call_id=call_id,
+        deployment="relay",
+        mode="cascade",
+        started_at=datetime.now(UTC),
+        duration_secs=3.0,
+        turns=[TurnRecord(index=i, heard="hello", reply="Hi.") for i in range(1, turns + 1)],
     )
+
+
+def locations(record: CallRecord | None) -> list[str]:
+    """Where the record's recordings are."""
+    return [recording.location for recording in record.recordings] if record is not None else []
 
 
 # ------------------------------------------------------------------------------------------------ the store
@@ -68,27 +78,28 @@ def record(call_id: str) -> CallRecord:
 
 def test_the_second_half_links_the_recording_in_either_order(target: str) -> None:  # noqa: F811
     store = RecordStore(target)
-    # The call's record first (the session ended), then Twilio's callback.
+    # The call's record first (the session ended), then Twilio's callback: one recording of the whole call.
     store.save(record("VX1"))
     assert store.link_recording("CA1", call_id="VX1") is None
     assert store.link_recording("CA1", recording=recording_url("CA1")) == "VX1"
-    assert store.get("VX1").recording == recording_url("CA1")
+    assert store.get("VX1").recordings == [Recording(location=recording_url("CA1"), turns=[1])]
     # Twilio's callback first, then the record.
     assert store.link_recording("CA2", recording=recording_url("CA2")) is None
     store.save(record("VX2"))
     assert store.link_recording("CA2", call_id="VX2") == "VX2"
-    assert store.get("VX2").recording == recording_url("CA2")
-    # A record saved again without it (a later connection, a transfer's outcome read before the link) keeps it.
-    store.save(record("VX2"))
-    assert store.get("VX2").recording == recording_url("CA2")
+    assert locations(store.get("VX2")) == [recording_url("CA2")]
+    # The record saved again without it (a caller back from a transfer: the joined record has two turns now;
+    # a transfer's outcome read before the link) keeps it, still the whole call's.
+    store.save(record("VX2", turns=2))
+    assert store.get("VX2").recordings == [Recording(location=recording_url("CA2"), turns=[1, 2])]
     # Both halves noted before the record is saved at all (a session slow to stop): the save takes it.
     store.link_recording("CA3", recording=recording_url("CA3"))
     assert store.link_recording("CA3", call_id="VX3") is None
     store.save(record("VX3"))
-    assert store.get("VX3").recording == recording_url("CA3")
+    assert locations(store.get("VX3")) == [recording_url("CA3")]
     # A recording of a call nobody saved a record of changes no record.
     assert store.link_recording("CA9", recording=recording_url("CA9")) is None
-    assert [r.recording for r in store.list()] == [recording_url(sid) for sid in ("CA1", "CA2", "CA3")]
+    assert [locations(r) for r in store.list()] == [[recording_url(sid)] for sid in ("CA1", "CA2", "CA3")]
 
 
 def test_halves_noted_at_once_lose_no_link(target: str) -> None:  # noqa: F811
@@ -119,7 +130,7 @@ def test_halves_noted_at_once_lose_no_link(target: str) -> None:  # noqa: F811
     for thread in threads:
         thread.join(60)
     assert not failures, failures
-    assert {r.call_id: r.recording for r in store.list()} == {cid: recording_url(sid) for sid, cid in calls}
+    assert {r.call_id: locations(r) for r in store.list()} == {cid: [recording_url(sid)] for sid, cid in calls}
 
 
 def test_a_half_left_alone_for_a_day_is_forgotten(tmp_path: Path) -> None:
@@ -168,7 +179,7 @@ async def saved(records: RecordStore, call_id: str, recording: str | None = None
     """The call's record once saved (with ``recording``, when one is expected)."""
     for _ in range(100):
         found = await asyncio.to_thread(records.get, call_id)
-        if found is not None and (recording is None or found.recording == recording):
+        if found is not None and (recording is None or locations(found) == [recording]):
             return found
         await asyncio.sleep(0.05)
     raise AssertionError(f"no record of {call_id} with recording {recording}")
@@ -178,7 +189,7 @@ async def test_a_callback_after_the_record_links_the_recording(served: Any, run_
     server, records = served
     call_sid = "CA" + "a" * 32
     call_id = await relay_call(server, call_sid)
-    assert (await saved(records, call_id)).recording is None  # Twilio is still processing the file
+    assert locations(await saved(records, call_id)) == []  # Twilio is still processing the file
     assert await post_callback(server, callback_form(call_sid)) == 204
     linked = await saved(records, call_id, recording_url(call_sid))
     assert linked.turns[0].reply == "We are open nine to five."  # the same record, nothing else changed
@@ -217,8 +228,8 @@ async def test_forged_unknown_and_absent_callbacks_change_nothing(served: Any) -
         assert await post_callback(server, callback_form(unknown)) == 204  # no such call (yet): noted, harmless
         call_id = await relay_call(server, call_sid)
         await asyncio.sleep(0.5)  # anything still to be linked would be by now
-        assert (await saved(records, call_id)).recording is None
-        assert [r.recording for r in await asyncio.to_thread(records.list)] == [None]
+        assert locations(await saved(records, call_id)) == []
+        assert [locations(r) for r in await asyncio.to_thread(records.list)] == [[]]
     finally:
         logger.remove(sink)
     assert any("rejected recording-status webhook" in line for line in logged)

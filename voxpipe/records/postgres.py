@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from voxpipe.records.model import CallRecord
-from voxpipe.records.store import LINK_KEEP, RecordStoreError
+from voxpipe.records.store import LINK_KEEP, RecordStoreError, with_twilio_recording
 
 CONNECT_TIMEOUT_SECS = 5
 STATEMENT_TIMEOUT_MS = 5000
@@ -56,6 +56,7 @@ ON CONFLICT (call_sid) DO UPDATE SET
     noted_at = now()
 RETURNING call_id, recording
 """
+_LINKED = "SELECT recording FROM twilio_recordings WHERE call_id = %s AND recording IS NOT NULL"
 
 _UPSERT = """
 INSERT INTO calls (call_id, deployment, experiment, variant, started_at, record)
@@ -63,16 +64,6 @@ VALUES (%s, %s, %s, %s, %s, %s::jsonb)
 ON CONFLICT (call_id) DO UPDATE SET
     deployment = EXCLUDED.deployment, experiment = EXCLUDED.experiment, variant = EXCLUDED.variant,
     started_at = EXCLUDED.started_at, record = EXCLUDED.record
-"""
-
-# After a save (its own statement, committed): a record without a recording gets the one linked to its call.
-# A link being noted at the same moment either is committed first (and seen here), or waits for this row and
-# then sets the recording itself: no order loses it.
-_KEEP_RECORDING = """
-UPDATE calls SET record = jsonb_set(record, '{recording}', to_jsonb(links.recording))
-FROM twilio_recordings AS links
-WHERE calls.call_id = %s AND links.call_id = calls.call_id AND links.recording IS NOT NULL
-    AND calls.record->>'recording' IS NULL
 """
 
 
@@ -136,8 +127,11 @@ class PostgresRecords:
                 record.model_dump_json(),
             ),
         )
-        if record.recording is None:
-            self._execute(_KEEP_RECORDING, (record.call_id,))
+        # Then (the save committed): Twilio's recording linked to the call goes back on it. A link noted at the
+        # same moment either committed first (and is seen here), or finds the saved record and puts it on itself.
+        linked = self._execute(_LINKED, (record.call_id,))
+        if linked:
+            self._link(record.call_id, linked[0][0])
 
     def get(self, call_id: str) -> CallRecord | None:
         rows = self._execute("SELECT record::text FROM calls WHERE call_id = %s", (call_id,))
@@ -159,12 +153,23 @@ class PostgresRecords:
             with self._connect() as conn, conn.transaction():
                 conn.execute("DELETE FROM twilio_recordings WHERE noted_at < now() - %s", (LINK_KEEP,))
                 linked_id, url = conn.execute(_LINK, (call_sid, call_id, recording)).fetchone()
-                if linked_id is None or url is None:
-                    return None
-                update = (
-                    "UPDATE calls SET record = jsonb_set(record, '{recording}', to_jsonb(%s::text)) WHERE call_id = %s"
-                )
-                linked = conn.execute(update, (url, linked_id)).rowcount
-                return str(linked_id) if linked else None
+                return self._put(conn, linked_id, url) if linked_id is not None and url is not None else None
         except self._psycopg.Error as exc:
             raise RecordStoreError(f"record store {self.location}: {exc}") from None
+
+    def _link(self, call_id: str, recording: str) -> None:
+        try:
+            with self._connect() as conn, conn.transaction():
+                self._put(conn, call_id, recording)
+        except self._psycopg.Error as exc:
+            raise RecordStoreError(f"record store {self.location}: {exc}") from None
+
+    @staticmethod
+    def _put(conn: Any, call_id: str, recording: str) -> str | None:
+        """Twilio's ``recording`` onto the record of ``call_id`` (locked until the transaction ends), if saved."""
+        row = conn.execute("SELECT record::text FROM calls WHERE call_id = %s FOR UPDATE", (call_id,)).fetchone()
+        if row is None:
+            return None
+        update = "UPDATE calls SET record = %s::jsonb WHERE call_id = %s"
+        conn.execute(update, (with_twilio_recording(row[0], recording), call_id))
+        return str(call_id)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from voxpipe.records.model import CallRecord
+from voxpipe.records.model import CallRecord, Recording
 
 DEFAULT_PATH = "voxpipe-calls.db"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -51,6 +51,15 @@ class RecordBackend(Protocol):
     def list(self, since: datetime | None, experiment: str | None) -> list[CallRecord]: ...
 
     def link_recording(self, call_sid: str, call_id: str | None, recording: str | None) -> str | None: ...
+
+
+def with_twilio_recording(record_json: str, location: str) -> str:
+    """A stored record (JSON) with Twilio's recording of the call among its recordings: one file of the whole
+    call (offset 0, every turn of the record), whatever connections the record joins."""
+    record = CallRecord.model_validate_json(record_json)
+    whole = Recording(location=location, turns=[turn.index for turn in record.turns])
+    others = [recording for recording in record.recordings if recording.location != location]
+    return record.model_copy(update={"recordings": [*others, whole]}).model_dump_json()
 
 
 def default_target() -> str:
@@ -89,8 +98,8 @@ class RecordStore:
         return self._backend.path if isinstance(self._backend, SqliteRecords) else None
 
     def save(self, record: CallRecord) -> None:
-        """Insert ``record``, or replace the record of the same call id (keeping a recording linked to it by
-        ``link_recording`` if ``record`` has none)."""
+        """Insert ``record``, or replace the record of the same call id (with Twilio's recording of the call,
+        if ``link_recording`` linked one to it)."""
         self._backend.save(record)
 
     def get(self, call_id: str) -> CallRecord | None:
@@ -137,14 +146,7 @@ ON CONFLICT (call_sid) DO UPDATE SET
     noted_at = excluded.noted_at
 """
 
-# A record without a recording gets the one linked to its call (``link_recording``), if there is one.
-_SQLITE_KEEP_RECORDING = """
-UPDATE calls SET record = json_set(record, '$.recording', (
-    SELECT MAX(recording) FROM twilio_recordings WHERE call_id = calls.call_id
-))
-WHERE call_id = ? AND json_extract(record, '$.recording') IS NULL
-    AND EXISTS (SELECT 1 FROM twilio_recordings WHERE call_id = calls.call_id AND recording IS NOT NULL)
-"""
+_LINKED = "SELECT recording FROM twilio_recordings WHERE call_id = ? AND recording IS NOT NULL"
 
 
 def _utc_text(moment: datetime) -> str:
@@ -174,7 +176,10 @@ class SqliteRecords:
             db.close()
 
     def save(self, record: CallRecord) -> None:
-        with self._connect() as db:  # one transaction: the write lock is taken by its first statement
+        stored = record.model_dump_json()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")  # a link noted meanwhile waits for this write, and then sees it
+            linked = db.execute(_LINKED, (record.call_id,)).fetchone()
             db.execute(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?)",
                 (
@@ -183,11 +188,9 @@ class SqliteRecords:
                     record.experiment,
                     record.variant,
                     _utc_text(record.started_at),
-                    record.model_dump_json(),
+                    with_twilio_recording(stored, linked[0]) if linked else stored,
                 ),
             )
-            if record.recording is None:
-                db.execute(_SQLITE_KEEP_RECORDING, (record.call_id,))
 
     def get(self, call_id: str) -> CallRecord | None:
         with self._connect() as db:
@@ -214,8 +217,9 @@ class SqliteRecords:
             call_id, recording = db.execute(
                 "SELECT call_id, recording FROM twilio_recordings WHERE call_sid = ?", (call_sid,)
             ).fetchone()
-            if call_id is None or recording is None:
+            row = db.execute("SELECT record FROM calls WHERE call_id = ?", (call_id,)).fetchone() if call_id else None
+            if row is None or recording is None:
                 return None
-            update = "UPDATE calls SET record = json_set(record, '$.recording', ?) WHERE call_id = ?"
-            linked = db.execute(update, (recording, call_id)).rowcount
-        return str(call_id) if linked else None
+            update = "UPDATE calls SET record = ? WHERE call_id = ?"
+            db.execute(update, (with_twilio_recording(row[0], recording), call_id))
+        return str(call_id)
