@@ -21,8 +21,10 @@ import pytest
 from fastapi import FastAPI
 
 from tests.simulators.server import RunningServer
+from tests.simulators.twilio_media import TwilioMediaSimulator
 from tests.test_twilio_media import RATE, audible, deployment, simulator, speech, stored_messages, turn
 from voxpipe.config.loader import apply_overrides
+from voxpipe.records.model import CallRecord
 from voxpipe.records.recording import AUDIBLE, place, read_stereo, turn_gaps
 from voxpipe.records.recording_store import recording_name, uploader
 from voxpipe.records.store import RecordStore
@@ -61,6 +63,18 @@ def _within(loud: np.ndarray, other: np.ndarray, samples: int) -> np.ndarray:
     return loud & ~near
 
 
+def _stretches(mask: np.ndarray, rate: int) -> list[tuple[float, float]]:
+    """Where ``mask`` is set, as (start, end) seconds into the file: what an assertion names."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    stretches: list[tuple[float, float]] = []
+    for start, end in zip(edges[::2] / rate, edges[1::2] / rate, strict=True):
+        if stretches and start - stretches[-1][1] < FRAME_SECS:  # one stretch across a sine's quiet samples
+            stretches[-1] = (stretches[-1][0], round(end, 3))
+        else:
+            stretches.append((round(start, 3), round(end, 3)))
+    return stretches
+
+
 def _dominant_hz(track: np.ndarray, rate: int) -> float:
     spectrum = np.abs(np.fft.rfft(track.astype(float)))
     return float(np.fft.rfftfreq(len(track), 1 / rate)[np.argmax(spectrum)])
@@ -68,18 +82,29 @@ def _dominant_hz(track: np.ndarray, rate: int) -> float:
 
 async def test_a_twilio_call_is_recorded_as_the_caller_heard_it(server: RunningServer, tmp_path: Path) -> None:
     async with simulator(server) as call:
-        await call.wait_for(lambda: audible(call.heard), what="the greeting")
-        await asyncio.sleep(1.2)
-        await turn(call)
-        await call.speak(speech())  # "tell me a story"
-        await call.wait_for(lambda: len(audible(call.heard)) > 60, what="the story")
-        await asyncio.sleep(1.0)
-        await call.speak(speech(0.4))  # barge in
-        await call.wait_for(lambda: call.clears, what="a clear")
-        await asyncio.sleep(2.0)
+        await barge_in_call(call)
     await asyncio.sleep(0.5)
     [record] = RecordStore(tmp_path / "calls.db").list()
-    [wav] = (tmp_path / "rec").glob("*.wav")
+    assert_recorded_as_heard(call, record, tmp_path / "rec")
+
+
+async def barge_in_call(call: TwilioMediaSimulator) -> None:
+    """The greeting, a question and its answer, then a story the caller interrupts (and the reply to that)."""
+    await call.wait_for(lambda: audible(call.heard), what="the greeting")
+    await asyncio.sleep(1.2)
+    await turn(call)
+    await call.speak(speech())  # "tell me a story"
+    await call.wait_for(lambda: sum(len(p.pcm) for p in audible(call.heard)) > 2.4 * RATE * 2, what="the story")
+    await asyncio.sleep(1.0)
+    await call.speak(speech(0.4))  # barge in
+    await call.wait_for(lambda: call.clears, what="a clear")
+    await asyncio.sleep(2.0)
+
+
+def assert_recorded_as_heard(call: TwilioMediaSimulator, record: CallRecord, folder: Path) -> None:
+    """``call``'s recording (a ``barge_in_call``) is the simulator's line: the caller on the left, the bot on the
+    right as it played, cut where the clear cut it, each turn's gap the record's voice-to-voice within 20 ms."""
+    [wav] = folder.glob("*.wav")
     assert wav.name == f"{recording_name(call.call_sid, record.started_at)}.wav"
     assert [r.location for r in record.recordings] == [wav.as_uri()]
     assert uploader.drain(30)
@@ -100,21 +125,19 @@ async def test_a_twilio_call_is_recorded_as_the_caller_heard_it(server: RunningS
     barge_in = caller_loud[caller_loud > story_start][0]
     assert 0.0 < (story_end - barge_in) / rate < 0.8
 
-    # The bot channel is the simulator's playout, within one frame either way. The file's clock is found from
-    # the caller's first words (each 20 ms frame is placed where it arrived: when the simulator sent it, less
-    # its length).
-    origin = call.spoken[0].at - FRAME_SECS - caller_loud[0] / rate
+    # The bot channel is the simulator's playout, within one 20 ms frame either way. The file's clock is found
+    # from the caller's first words (each media frame is placed where it arrived: when the simulator sent it,
+    # less its length).
+    origin = call.spoken[0].at - call.frame_secs - caller_loud[0] / rate
     heard = _loud(place([(p.at, p.pcm) for p in call.heard], origin, rate))
     recorded = _loud(bot)
     frame = round(FRAME_SECS * rate)
     cleared = round((call.clears[0] - origin) * rate)
-    assert not _within(recorded, heard, frame).any()  # no bot audio the caller did not hear
-    # the simulator counts the chunk a clear cut (40 ms) as heard whole; the file keeps the part played before it
-    heard_but_cut = np.zeros_like(heard)
-    heard_but_cut[cleared : cleared + 2 * frame] = True
-    assert not (_within(heard, recorded, frame) & ~heard_but_cut).any()  # all the caller heard, where it was heard
+    unheard, missing = _within(recorded, heard, frame), _within(heard, recorded, frame)
+    assert not unheard.any(), _stretches(unheard, rate)  # no bot audio the caller did not hear
+    assert not missing.any(), _stretches(missing, rate)  # all the caller heard, where it was heard
     after_clear = recorded[cleared + frame :]
-    resumed = np.flatnonzero(heard[cleared + 2 * frame :])[0] + frame  # the next reply (the simulator's)
+    resumed = np.flatnonzero(heard[cleared + frame :])[0]  # the next reply (the simulator's)
     assert not after_clear[: resumed - frame].any()  # nothing of the dropped story after the clear
     assert recorded[cleared - 2 * frame : cleared].any()  # and the story was playing up to it
 

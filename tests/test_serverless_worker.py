@@ -170,20 +170,29 @@ FAST = BridgeSettings(poll_wait_secs=1, session_check_secs=60)
 
 
 class Client:
-    """A media-stream client (the browser page, or Twilio) on the shim: numbered events out, bot audio in."""
+    """A media-stream client (the browser page, or Twilio) on the shim: numbered events out, bot audio in.
 
-    def __init__(self, ws: Any, stream_sid: str = ""):
+    Once it reads (``read_in_background``; a page or a Twilio call from the start, else from the first ``stream``
+    or ``collect`` on) it plays the bot's audio as the
+    page and Twilio do: each ``mark`` is echoed once the audio before it has played (at real time), and a
+    ``clear`` echoes the pending ones at once."""
+
+    def __init__(self, ws: Any, stream_sid: str = "", payload_bytes_per_sec: int = 32000):
         self.ws = ws
         self.sequence = 0
         self.received: list[dict[str, Any]] = []
         self.stream_sid = stream_sid
+        self.payload_bytes_per_sec = payload_bytes_per_sec  # the page's PCM16 at 16 kHz; Twilio's mu-law: 8000
+        self._played_until = 0.0  # when the audio received so far will have played (time.monotonic())
+        self._echoes: dict[str, asyncio.TimerHandle] = {}
+        self._reader: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(cls, url: str, headers: dict[str, str], subprotocols: list[str] | None = None) -> Client:
         socket = await websockets.connect(
             url, additional_headers=headers, subprotocols=subprotocols, open_timeout=20, max_size=None
         )
-        return cls(socket)
+        return cls(socket, payload_bytes_per_sec=8000 if "X-Twilio-Signature" in headers else 32000)
 
     @classmethod
     async def page(cls, shim: ApiGatewayShim, issued: dict[str, Any] | None = None) -> Client:
@@ -193,6 +202,7 @@ class Client:
         client = await cls.connect(shim.client_url, {"Origin": ORIGIN}, ["voxpipe", f"token.{issued['token']}"])
         assert client.ws.subprotocol == "voxpipe"
         client.stream_sid = issued["session_id"]  # the session (and stream) id is the token's
+        client.read_in_background()  # a page plays what it is sent from the start
         return client
 
     def page_start(self) -> dict[str, Any]:
@@ -208,6 +218,7 @@ class Client:
 
     async def stream(self, events: list[dict[str, Any]], every_secs: float = 0.1) -> None:
         """Send events at the pace of the audio they carry, as a live client does."""
+        self.read_in_background()
         for event in events:
             await self.send(event)
             await asyncio.sleep(every_secs)
@@ -216,16 +227,47 @@ class Client:
         return self.event("media", media={"track": "inbound", "payload": base64.b64encode(payload).decode()})
 
     async def collect(self, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 20) -> None:
+        """Wait until ``until(received)``; raises what ended the reading (``ConnectionClosed``...) first."""
+        reader = self.read_in_background()
         deadline = time.monotonic() + timeout
         while not until(self.received):
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"not received in time; got {[m['event'] for m in self.received]}"
-            try:
-                message = await asyncio.wait_for(self.ws.recv(), remaining)
-            except TimeoutError:
-                raise AssertionError(f"not received in time; got {[m['event'] for m in self.received]}") from None
-            assert len(message) <= FRAME_LIMIT
+            if reader.done():
+                reader.result()
+            assert time.monotonic() < deadline, f"not received in time; got {[m['event'] for m in self.received]}"
+            await asyncio.sleep(0.01)
+
+    def read_in_background(self) -> asyncio.Task[None]:
+        if self._reader is None:
+            self._reader = asyncio.ensure_future(self._read())
+        return self._reader
+
+    async def _read(self) -> None:
+        while True:
+            message = await self.ws.recv()  # ConnectionClosed once closed
+            assert len(message) <= FRAME_LIMIT, len(message)
             self.received.append(json.loads(message))
+            self._play(self.received[-1])
+
+    def _play(self, event: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if event["event"] == "media":
+            payload = base64.b64decode(event["media"]["payload"])
+            self._played_until = max(now, self._played_until) + len(payload) / self.payload_bytes_per_sec
+        elif event["event"] == "mark" and event["mark"]["name"] != "keepalive":
+            name = event["mark"]["name"]
+            self._echoes[name] = asyncio.get_running_loop().call_later(
+                max(0.0, self._played_until - now), self._echo, name
+            )
+        elif event["event"] == "clear":
+            self._played_until = now
+            for name, echo in list(self._echoes.items()):
+                echo.cancel()
+                self._echo(name)
+
+    def _echo(self, name: str) -> None:
+        self._echoes.pop(name, None)
+        task = asyncio.ensure_future(self.send(self.event("mark", mark={"name": name})))
+        task.add_done_callback(lambda done: done.exception())  # a closed socket: nobody listens any more
 
     def audio(self, decode: Callable[[bytes], bytes] = bytes) -> bytes:
         return b"".join(decode(base64.b64decode(m["media"]["payload"])) for m in self.received if m["event"] == "media")
@@ -379,6 +421,7 @@ async def twilio_client(shim: ApiGatewayShim, call_sid: str, parameters: dict[st
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
     }
     await client.send(client.event("connected"), client.event("start", start=start))
+    client.read_in_background()  # Twilio plays what it is sent from the start
     return client
 
 

@@ -303,11 +303,15 @@ def test_playout_counts_what_was_heard() -> None:
     assert playout.acked("bogus", time.monotonic()) is None and not playout.drained.is_set()
     returned_at = time.monotonic()
     playout.acked(names[2], returned_at)
-    assert playout.playing(returned_at + 0.01) == (4, pytest.approx(0.01))  # playing since the third's mark came back
-    assert playout.playing(returned_at + 0.5) == (4, pytest.approx(0.04))  # (a chunk plays no longer than it lasts)
+    assert playout.heard(returned_at + 0.01) == [(4, pytest.approx(0.01), returned_at)]  # since the 3rd came back
+    assert playout.heard(returned_at + 0.05) == [  # the fourth played whole (its mark still on its way), the fifth
+        (4, pytest.approx(0.04), returned_at),  # began where it ended
+        (5, pytest.approx(0.01), pytest.approx(returned_at + 0.04)),
+    ]
+    assert [secs for _, secs, _ in playout.heard(returned_at + 0.5)] == [pytest.approx(0.04)] * 2  # no longer
     playout.clear()  # barge-in: the pending marks will come back, unheard
     assert all(playout.acked(name, time.monotonic()) is None for name in names[3:]) and playout.drained.is_set()
-    assert playout.playing(time.monotonic()) is None
+    assert playout.heard(time.monotonic()) == []
     playout.start_response()
     assert playout.acked(playout.sent(40), time.monotonic()) == 40  # a new response counts from zero
 

@@ -4,16 +4,18 @@ As Twilio does, the simulator
 - opens the socket with ``X-Twilio-Signature`` over the exact ``wss://`` URL (auth token given), sends
   ``connected`` then ``start`` (callSid, streamSid, customParameters with the webhook's call token, mediaFormat
   audio/x-mulaw 8000);
+- numbers every event after ``connected`` (``sequenceNumber``, from 1);
 - sends one ``media`` event every 20 ms for the whole call (160 mu-law bytes: the caller's speech when there
-  is some, else line silence), with ``chunk`` and ``timestamp`` counters;
+  is some, else line silence), with ``chunk`` and ``timestamp`` counters (``frame_secs`` changes the 20 ms);
 - plays the bot's ``media`` at real time from a buffer, echoes each ``mark`` once the audio before it has
-  played, and on ``clear`` drops the buffered audio and echoes the pending marks at once;
+  played, and on ``clear`` stops playing, drops the buffered audio and echoes the pending marks at once;
 - sends ``dtmf`` and ``stop`` on request, and anything raw (malformed JSON...) with ``send_raw``;
 - once the app closes the stream, posts the ``<Connect action>`` webhook as Twilio does (``connect_action``:
   signed form with ``CallSid``), whose TwiML says what the caller hears next (a failed call's ``<Say>``).
 
-``heard`` is the bot audio as the caller heard it (PCM16 8 kHz, with the time each chunk started playing);
-``spoken`` the caller's speech as it went down the line (each 20 ms frame with the time it was sent).
+``heard`` is the bot audio as the caller heard it (PCM16 8 kHz, with the time each chunk started playing; a
+chunk a ``clear`` cut is kept up to the clear);
+``spoken`` the caller's speech as it went down the line (each frame with the time it was sent).
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from voxpipe.audio import g711
 
 RATE = 8000
 FRAME_SECS = 0.02
-FRAME_BYTES = int(RATE * FRAME_SECS)  # mu-law: one byte per sample
 WAIT_SECS = 20.0
 
 
@@ -68,6 +69,7 @@ class TwilioMediaSimulator:
     parameters: dict[str, str] = field(default_factory=lambda: {"from": "+15550001111", "to": "+15559990000"})
     signature: str | None = None  # override (a bad signature test)
     bound: bool = True  # start carries the token the webhook's TwiML gave call_sid (False: a forged start)
+    frame_secs: float = FRAME_SECS  # Twilio's are 20 ms; a test through Lambda-like containers may send fewer
 
     def __post_init__(self) -> None:
         self.events: list[dict[str, Any]] = []  # everything the server sent, parsed
@@ -77,9 +79,11 @@ class TwilioMediaSimulator:
         self.clears: list[float] = []
         self.closed = asyncio.Event()
         self.closed_at: float | None = None  # when the app closed the stream (monotonic)
-        self._speech: deque[bytes] = deque()  # 20 ms mu-law frames of caller speech to send
+        self._speech: deque[bytes] = deque()  # mu-law frames of caller speech to send
         self._buffer: deque[_Queued] = deque()  # Twilio's playout buffer
         self._chunk = 0
+        self._sequence = 0  # the last sequenceNumber sent
+        self._cut = asyncio.Event()  # set by a clear: the chunk playing stops
         self._socket: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self.first_media_at: float | None = None  # when the first bot media event arrived
@@ -103,7 +107,6 @@ class TwilioMediaSimulator:
         await self.send(
             {
                 "event": "start",
-                "sequenceNumber": "1",
                 "streamSid": self.stream_sid,
                 "start": {
                     "accountSid": "AC" + "0" * 32,
@@ -129,6 +132,9 @@ class TwilioMediaSimulator:
             await self._socket.close()
 
     async def send(self, event: dict[str, Any]) -> None:
+        if event["event"] != "connected":
+            self._sequence += 1
+            event = {**event, "sequenceNumber": str(self._sequence)}
         await self.send_raw(json.dumps(event))
 
     async def send_raw(self, data: str | bytes) -> None:
@@ -149,15 +155,16 @@ class TwilioMediaSimulator:
     def say(self, pcm16_8k: bytes) -> float:
         """Queue caller speech (PCM16, 8 kHz); returns its duration in seconds."""
         mulaw = g711.encode(pcm16_8k)
-        for offset in range(0, len(mulaw), FRAME_BYTES):
-            self._speech.append(mulaw[offset : offset + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff"))
+        size = round(RATE * self.frame_secs)  # mu-law: one byte per sample
+        for offset in range(0, len(mulaw), size):
+            self._speech.append(mulaw[offset : offset + size].ljust(size, b"\xff"))
         return len(pcm16_8k) / 2 / RATE
 
     async def speak(self, pcm16_8k: bytes) -> float:
         """Say ``pcm16_8k`` and return once its last frame was sent (the end of the caller's speech)."""
         self.say(pcm16_8k)
         while self._speech:
-            await asyncio.sleep(FRAME_SECS / 2)
+            await asyncio.sleep(self.frame_secs / 2)
         return time.monotonic()
 
     async def dtmf(self, digit: str) -> None:
@@ -169,11 +176,11 @@ class TwilioMediaSimulator:
         await self.send({"event": "stop", "streamSid": self.stream_sid, "stop": {"callSid": self.call_sid}})
 
     async def _line(self) -> None:
-        """20 ms media events at real time, speech or line silence, as long as the call lasts."""
+        """Media events (20 ms each) at real time, speech or line silence, as long as the call lasts."""
         next_at = time.monotonic()
         while not self.closed.is_set():
             speaking = bool(self._speech)
-            payload = self._speech.popleft() if speaking else b"\xff" * FRAME_BYTES
+            payload = self._speech.popleft() if speaking else b"\xff" * round(RATE * self.frame_secs)
             self._chunk += 1
             await self.send(
                 {
@@ -182,14 +189,14 @@ class TwilioMediaSimulator:
                     "media": {
                         "track": "inbound",
                         "chunk": str(self._chunk),
-                        "timestamp": str(self._chunk * 20),
+                        "timestamp": str(round(self._chunk * self.frame_secs * 1000)),
                         "payload": base64.b64encode(payload).decode(),
                     },
                 }
             )
             if speaking:
                 self.spoken.append(Played(time.monotonic(), g711.decode(payload)))
-            next_at += FRAME_SECS
+            next_at += self.frame_secs
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     # -- Twilio's playout of the bot's audio
@@ -207,6 +214,7 @@ class TwilioMediaSimulator:
                     self._buffer.append(_Queued(mark=event["mark"]["name"]))
                 elif kind == "clear":
                     self.clears.append(time.monotonic())
+                    self._cut.set()
                     dropped = [q.mark for q in self._buffer if q.mark]
                     self._buffer.clear()
                     for name in dropped:
@@ -230,8 +238,12 @@ class TwilioMediaSimulator:
             if item.mark is not None:
                 await self._echo(item.mark)
                 continue
-            self.heard.append(Played(time.monotonic(), item.pcm))
-            await asyncio.sleep(len(item.pcm) / 2 / RATE)
+            played = Played(time.monotonic(), item.pcm)
+            self.heard.append(played)
+            self._cut.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cut.wait(), len(item.pcm) / 2 / RATE)
+                played.pcm = played.pcm[: round((time.monotonic() - played.at) * RATE) * 2]  # cut by a clear
 
     # -- waiting
 

@@ -182,6 +182,7 @@ class TurnMeter(BaseObserver):
         self.events: list[StageEvent] = []
         self._starts: list[tuple[float, float]] = []  # (caller's end of speech, bot reply start) per turn
         self._caller = _Speech()
+        self._caller_spans: list[list[float]] = []  # [began, ended] of each stretch the caller was audible
         self._bot = _Speech()
         self._transcripts: set[int] = set()
 
@@ -223,8 +224,12 @@ class TurnMeter(BaseObserver):
         if end is None:
             return
         caller, bot = self._caller, self._bot
+        start = started_at + (first_audible(frame.audio, frame.sample_rate) or 0.0)
+        if self._caller_spans and start - self._caller_spans[-1][1] < NEW_REPLY_GAP_SECS:
+            self._caller_spans[-1][1] = started_at + end
+        else:
+            self._caller_spans.append([start, started_at + end])
         if caller.last_audible_end is not None:
-            start = started_at + (first_audible(frame.audio, frame.sample_rate) or 0.0)
             ended_a_turn = start - caller.last_audible_end >= self.end_of_turn_secs
             if ended_a_turn and (bot.stretch_start is None or bot.stretch_start < caller.last_audible_end):
                 self.missed_turns += 1  # spoke again, the last turn still unanswered
@@ -235,14 +240,14 @@ class TurnMeter(BaseObserver):
         if start is None:
             return
         start += started_at
-        bot, caller = self._bot, self._caller
+        bot = self._bot
         new_reply = bot.last_audible_end is None or start - bot.last_audible_end > NEW_REPLY_GAP_SECS
         if new_reply:
-            spoke_since = caller.last_audible_end is not None and (
-                bot.stretch_start is None or caller.last_audible_end > bot.stretch_start
-            )
-            if spoke_since and caller.last_audible_end is not None:
-                self._starts.append((caller.last_audible_end, start))
+            # The caller's speech before the reply: the audio played is passed on when its mark comes back,
+            # which can be after caller audio that came later (a mark late through the bridge's queue).
+            spoke = next((span for span in reversed(self._caller_spans) if span[0] < start), None)
+            if spoke is not None and (bot.stretch_start is None or spoke[1] > bot.stretch_start):
+                self._starts.append((spoke[1], start))
             bot.stretch_start = start
         bot.last_audible_end = started_at + (last_audible(frame.audio, frame.sample_rate) or 0.0)
 

@@ -39,10 +39,13 @@ from pipecat.transports.base_transport import TransportParams
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.serverless import ConnectionGone, Connections
 from voxpipe.telephony import json_messages
+from voxpipe.telephony.media_streams import Playout
 from voxpipe.transports.media_transport import (
-    MediaOutput,
+    MARK_SEQ,
+    PLAYS_BEFORE_MARK,
     MediaPeer,
     MediaStreamInput,
+    MediaStreamOutput,
     MediaTransport,
     media_params,
 )
@@ -129,33 +132,27 @@ class MediaLink:
         await self.peer.send_mark(name)
         return not self.gone
 
-    async def clear(self) -> bool:
-        await self.peer.send_clear()
-        return not self.gone
 
+class ApiGwOutput(MediaStreamOutput):
+    """Bot audio to ``@connections``: aggregated, split under the frame limit, paced, kept alive; what was
+    played is passed on by the marks that come back, as on the server (``MediaStreamOutput``)."""
 
-class ApiGwOutput(MediaOutput):
-    """Bot audio to ``@connections``: aggregated, split under the frame limit, paced, kept alive."""
-
-    def __init__(self, params: TransportParams, link: MediaLink, settings: LinkSettings):
-        super().__init__(params)
+    def __init__(self, params: TransportParams, link: MediaLink, settings: LinkSettings, report_played: bool):
+        super().__init__(params, link.peer, Playout(), report_played)
         self._link = link
         self._settings = settings
         self._buffer = bytearray()
+        self._window: list[tuple[Frame, int]] = []  # the frames in ``_buffer``, each with its end in bytes
         self._lock = asyncio.Lock()
-        self._next_play_at = 0.0
-        self._marks = 0
         self._tail: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.Task[None] | None = None
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
-        await self.set_transport_ready(frame)
         self._keepalive = self.create_task(self._keep_alive(), name="apigw_keepalive")
 
     async def stop(self, frame: EndFrame) -> None:
-        await super().stop(frame)  # every queued chunk is written
-        await self._flush()
+        await super().stop(frame)  # every queued chunk is sent and, within reason, played
         await self._stop_keepalive()
 
     async def cancel(self, frame: CancelFrame) -> None:
@@ -170,21 +167,31 @@ class ApiGwOutput(MediaOutput):
             self._keepalive = None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
         if isinstance(frame, InterruptionFrame):
-            async with self._lock:
-                self._buffer.clear()
-                self._next_play_at = 0.0
-                await self._link.clear()
+            await self._drop_window()  # before the clear: a window not sent yet is never sent
+        await super().process_frame(frame, direction)
 
-    async def mark_returned(self, name: str, returned_at: float) -> None:
-        """Returned marks need no answer: the bridge paces its audio by time."""
+    async def _drop_window(self) -> None:
+        """Barge-in: the window being filled is dropped, its frames never passed on (a ``MARK_SEQ`` of 0 is
+        below any cleared mark), and pacing starts afresh."""
+        async with self._lock:
+            for frame, _ in self._window:
+                frame.metadata[MARK_SEQ] = 0
+            self._buffer.clear()
+            self._window.clear()
+            self._next_play_at = 0.0
+
+    def _open_seq(self) -> int:
+        """The window being filled is followed by the next mark."""
+        return self._playout.sent_seq + (1 if self._buffer else 0)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         if self._link.gone:
             return False
         async with self._lock:
             self._buffer += frame.audio
+            self._window.append((frame, len(self._buffer)))
+            frame.metadata[MARK_SEQ] = self._playout.sent_seq + 1
             full = len(self._buffer) >= self._window_bytes()
         if self._tail is not None:
             self._tail.cancel()
@@ -201,17 +208,27 @@ class ApiGwOutput(MediaOutput):
     def _flush_soon(self) -> None:
         self.create_task(self._flush(), name="apigw_tail")
 
+    async def _send_rest(self) -> None:
+        await self._flush()
+
     async def _flush(self) -> None:
-        """Send what is buffered as one window (split if need be) and a mark after it."""
+        """Send what is buffered as one window (split if need be) and a mark after it; each frame of the window
+        learns how much of the window follows it (it played that long before the mark came back)."""
         async with self._lock:
             if not self._buffer or self._link.gone:
                 return
-            pcm, self._buffer = bytes(self._buffer), bytearray()
+            pcm, window = bytes(self._buffer), self._window
+            self._buffer, self._window = bytearray(), []
             now = time.monotonic()
-            self._next_play_at = max(now, self._next_play_at) + len(pcm) / 2 / self.sample_rate
-            self._marks += 1
-            if await self._link.media(pcm):
-                await self._link.mark(f"audio-{self._marks}")
+            duration = len(pcm) / 2 / self.sample_rate
+            self._next_play_at = max(now, self._next_play_at) + duration
+            if not await self._link.media(pcm):
+                return
+            mark = self._playout.sent(duration * 1000)
+            for frame, end in window:
+                frame.metadata[MARK_SEQ] = int(mark)
+                frame.metadata[PLAYS_BEFORE_MARK] = (len(pcm) - end) / 2 / self.sample_rate
+            await self._link.mark(mark)
 
     async def _keep_alive(self) -> None:
         period = self._settings.keepalive_secs
@@ -224,12 +241,13 @@ class ApiGwOutput(MediaOutput):
 class ApiGwTransport(MediaTransport):
     """The pipecat transport of one bridged connection."""
 
-    def __init__(self, link: MediaLink, audio: AudioFormat, settings: LinkSettings):
+    def __init__(self, link: MediaLink, audio: AudioFormat, settings: LinkSettings, *, report_played: bool = False):
+        """``report_played``: send ``BotAudioPlayedFrame`` upstream (for a realtime service's truncation)."""
         super().__init__()
         params = media_params(audio, chunks_10ms=2)
         self.link = link
         self._input = MediaStreamInput(params)
-        self._output = ApiGwOutput(params, link, settings)
+        self._output = ApiGwOutput(params, link, settings, report_played)
 
     def input(self) -> MediaStreamInput:
         """Caller audio in: ``await transport.input().audio(pcm, arrived_at)`` (``ready``: the pipeline started)."""

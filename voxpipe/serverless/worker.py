@@ -21,8 +21,9 @@ Two halves in one module, because they share the queue's message format:
   which brings a caller nobody took back to a new bridge stream of the same call (``serverless.transfer.bridge_route``).
 
 Concurrent ``$default`` invocations can queue one connection's messages out of order; events carrying a
-``sequenceNumber`` (Twilio's always do) are put back in order, waiting up to ``REORDER_WAIT_SECS`` for a gap;
-audio that comes later than that is dropped (other events are still handled). At most ``MAX_EARLY_EVENTS``
+``sequenceNumber`` (Twilio's always do, from 1: the ``start``) are put back in order, waiting up to
+``REORDER_WAIT_SECS`` for a gap (``START_WAIT_SECS`` for the first event); audio that comes later than that is
+dropped (other events are still handled). At most ``MAX_EARLY_EVENTS``
 wait: one more skips the gap at once.
 """
 
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
     from voxpipe.serverless.apigw_transport import ApiGwTransport, LinkSettings
     from voxpipe.sessions import SessionStore
     from voxpipe.telephony.media_streams import StreamStart
-    from voxpipe.transports.media_stream_call import Dialect
+    from voxpipe.transports.media_stream_call import Dialect, MediaStreamCall
     from voxpipe.transports.twilio_account import TransferRoute, TwilioAccount, TwilioClientFactory
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ logger = logging.getLogger(__name__)
 #: How long an out-of-order event waits for the ones before it (then the gap is skipped): a cold Lambda
 #: container can hold one message back by several hundred milliseconds.
 REORDER_WAIT_SECS = 1.0
+#: How long events wait for the first one (Twilio's ``start``): nothing of a call works before it, and the cold
+#: container it may land on (the first ``$default`` of a connection) can take more than a second to start.
+START_WAIT_SECS = 5.0
 #: Events held back waiting for a gap to fill (10 s of Twilio audio); one more skips the gap at once.
 MAX_EARLY_EVENTS = 500
 
@@ -122,6 +126,19 @@ def _enqueue(config: HandlerConfig, request: Mapping[str, Any], kind: str, **fie
 
 # ------------------------------------------------------------------------------------------------ the worker
 
+Queued = tuple[dict[str, Any], float | None]
+"""A client event and when the Lambda queued it (``time.monotonic()``; ``None``: unknown)."""
+
+
+def queued_at(message: Mapping[str, Any]) -> float | None:
+    """When the Lambda queued ``message`` (its ``at``, epoch seconds) on this process's monotonic clock, no later
+    than now (the Lambda's clock may run a little ahead); ``None`` without one."""
+    at = message.get("at")
+    if not isinstance(at, int | float):
+        return None
+    now = time.monotonic()
+    return min(now, now - (time.time() - at))
+
 
 @dataclass(frozen=True)
 class BridgeSettings:
@@ -160,8 +177,8 @@ class BridgeCall:
         )
         self.link.attach(self.call)
         self.transport: ApiGwTransport | None = None
-        self._next_seq: int | None = None
-        self._early: dict[int, dict[str, Any]] = {}
+        self._next_seq = 1  # numbered from 1 (Twilio's ``start``): an event queued ahead of it waits for it
+        self._early: dict[int, Queued] = {}
         self._gap_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -173,42 +190,45 @@ class BridgeCall:
     def closed(self) -> asyncio.Event:
         return self.call.closed
 
-    def _transport(self, call: Any, start: StreamStart) -> ApiGwTransport:
+    def _transport(self, call: MediaStreamCall, start: StreamStart) -> ApiGwTransport:
         from voxpipe.serverless.apigw_transport import ApiGwTransport
 
-        self.transport = ApiGwTransport(self.link, self.dialect.audio, self.link_settings)
+        realtime = call.host.deployment.mode == "realtime"  # its service truncates what was not played
+        self.transport = ApiGwTransport(self.link, self.dialect.audio, self.link_settings, report_played=realtime)
         return self.transport
 
     # -- receiving: order, then the state machine
 
-    async def receive(self, text: str) -> None:
-        """One client message, as the Lambda queued it."""
+    async def receive(self, text: str, received_at: float | None = None) -> None:
+        """One client message, as the Lambda queued it (``received_at``: then, on this process's monotonic clock;
+        the stream places caller audio and returned marks by it, not by when the queue gave it to us)."""
         event = json_messages.read(text, "event", self)
         if event is None:
             return
         sequence = event.get("sequenceNumber")
         if not str(sequence or "").isdigit():
-            await self.call.receive(event)
+            await self.call.receive(event, received_at)
             return
         seq = int(sequence)
-        if self._next_seq is None or seq == self._next_seq:
-            await self._in_order(seq, event)
+        if seq == self._next_seq:
+            await self._in_order(seq, (event, received_at))
         elif seq > self._next_seq:
-            self._early[seq] = event
+            self._early[seq] = (event, received_at)
             if len(self._early) > MAX_EARLY_EVENTS:  # bounded: a client cannot make the worker hold more
                 logger.warning("%s: %s events wait for %s; the gap is skipped", self, len(self._early), self._next_seq)
                 first = min(self._early)
                 await self._in_order(first, self._early.pop(first))
             if self._early and self._gap_timer is None:
-                self._gap_timer = asyncio.get_running_loop().call_later(REORDER_WAIT_SECS, self._skip_gap)
+                wait = START_WAIT_SECS if self._next_seq == 1 else REORDER_WAIT_SECS
+                self._gap_timer = asyncio.get_running_loop().call_later(wait, self._skip_gap)
         elif event["event"] != "media":  # a straggler whose gap was skipped: stale audio is dropped, events not
-            await self.call.receive(event)
+            await self.call.receive(event, received_at)
 
-    async def _in_order(self, seq: int, event: dict[str, Any]) -> None:
-        await self.call.receive(event)
+    async def _in_order(self, seq: int, queued: Queued) -> None:
+        await self.call.receive(*queued)
         self._next_seq = seq + 1
         while self._next_seq in self._early:
-            await self.call.receive(self._early.pop(self._next_seq))
+            await self.call.receive(*self._early.pop(self._next_seq))
             self._next_seq += 1
         if not self._early and self._gap_timer is not None:
             self._gap_timer.cancel()
@@ -335,7 +355,7 @@ class BridgeWorker:
             if call is None:
                 logger.warning("message for unknown connection %s (a worker restart drops live calls)", connection_id)
                 return
-            await call.receive(message["body"])
+            await call.receive(message["body"], queued_at(message))
         elif kind == "disconnect" and call is not None:
             await self._end(connection_id, "the client disconnected")
 

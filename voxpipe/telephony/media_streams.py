@@ -13,7 +13,7 @@ serverless bridge (events from a queue, answers through ``@connections``) run th
 What the caller heard: Twilio buffers the audio it is sent, so the app sends a ``mark`` after each chunk and
 Twilio echoes it once the chunk has played, or at once when a ``clear`` dropped it. ``Playout`` keeps the
 marks in flight and says how much of the current response has been played, and, when a ``clear`` cuts a
-chunk while it plays, how much of that chunk was heard (``playing``).
+chunk while it plays, which chunks were heard and how much of the last one (``heard``).
 """
 
 from __future__ import annotations
@@ -94,33 +94,43 @@ class ArrivalClock:
     Twilio stamps each inbound frame with milliseconds since the stream began. The least-delayed frame seen
     so far tells when the stream began on our clock (``offset``: its handling time minus its timestamp); every
     frame then arrived at ``offset + timestamp``. So a frame handled late, because the loop was busy, is still
-    placed when it reached us. A stream without timestamps (the browser page) gets its handling time.
+    placed when it reached us. A stream without timestamps (the browser page) gets its handling time. An event
+    that reached us through a queue is handled when the carrier says it was received (``received_at``: on the
+    serverless bridge, when the Lambda queued it), so neither the queue nor a backlog behind a late ``start``
+    moves it.
 
     Other events (a returned ``mark``) carry no timestamp, but Twilio sends them in order with the media it
-    sends every 20 ms: one handled after the latest media frame reached us no later than a frame after it
-    (``event_arrived``).
+    sends every 20 ms: one handled after the latest media frame was sent between that frame and the next, so it
+    is placed when it was handled, but no later than half a frame after the latest (off by 10 ms at most;
+    ``event_arrived``; the frames' spacing is read from their timestamps).
     """
 
     def __init__(self, now: Callable[[], float] = time.monotonic):
         self._now = now
         self._offset: float | None = None
         self._latest: float | None = None  # when the latest stamped media frame arrived
+        self._stamp: float | None = None  # its timestamp (seconds)
+        self._spacing = MEDIA_FRAME_SECS  # between stamped frames: Twilio's 20 ms, else as seen
 
-    def arrived(self, timestamp_ms: object) -> float:
-        handled = self._now()
+    def arrived(self, timestamp_ms: object, received_at: float | None = None) -> float:
+        handled = self._now() if received_at is None else received_at
         try:
             stamp = float(timestamp_ms) / 1000  # type: ignore[arg-type]  # Twilio sends it as a string
         except (TypeError, ValueError):
             return handled
+        if self._stamp is not None and stamp > self._stamp:
+            self._spacing = stamp - self._stamp
+        self._stamp = stamp
         if self._offset is None or handled - stamp < self._offset:
             self._offset = handled - stamp
         self._latest = self._offset + stamp
         return self._latest
 
-    def event_arrived(self) -> float:
-        """When an unstamped event handled now arrived: now, or one media frame after the latest one if sooner."""
-        handled = self._now()
-        return handled if self._latest is None else min(handled, self._latest + MEDIA_FRAME_SECS)
+    def event_arrived(self, received_at: float | None = None) -> float:
+        """When an unstamped event handled now (or ``received_at``) arrived: then, or half a media frame after
+        the latest one if sooner."""
+        handled = self._now() if received_at is None else received_at
+        return handled if self._latest is None else min(handled, self._latest + self._spacing / 2)
 
 
 class StreamHandler(Protocol):
@@ -158,15 +168,16 @@ class MediaStream:
         self.keypad = keypad_entry.KeypadEntry(handler.keypad_entry)
         self.arrival = ArrivalClock()
 
-    async def receive(self, event: dict[str, Any]) -> None:
-        """Handle one event (a dict with a string ``event``); a malformed one is logged and skipped."""
+    async def receive(self, event: dict[str, Any], received_at: float | None = None) -> None:
+        """Handle one event (a dict with a string ``event``); a malformed one is logged and skipped.
+        ``received_at``: when the carrier received it (``time.monotonic()``), if not now (``ArrivalClock``)."""
         kind = event["event"]
         try:
-            await self._handle(kind, event)
+            await self._handle(kind, event, received_at)
         except (Malformed, keypad.NotADigit) as problem:
             log.warning("%s: %s event ignored: %s", self._owner, kind, problem)
 
-    async def _handle(self, kind: str, event: dict[str, Any]) -> None:
+    async def _handle(self, kind: str, event: dict[str, Any], received_at: float | None) -> None:
         if kind == "connected" or self.state is StreamState.STOPPED:
             return
         if kind == "start":
@@ -185,10 +196,11 @@ class MediaStream:
         elif kind == "media":
             media = field_of(event, "media", dict)
             if media.get("track", "inbound") == "inbound":
-                await self._handler.audio(decode_payload(media), self.arrival.arrived(media.get("timestamp")))
+                arrived_at = self.arrival.arrived(media.get("timestamp"), received_at)
+                await self._handler.audio(decode_payload(media), arrived_at)
         elif kind == "mark":
             name = str(field_of(event, "mark", dict).get("name", ""))
-            await self._handler.mark_returned(name, self.arrival.event_arrived())
+            await self._handler.mark_returned(name, self.arrival.event_arrived(received_at))
         elif kind == "dtmf":
             await self.keypad.press(str(field_of(event, "dtmf", dict).get("digit", "")))
         else:
@@ -275,17 +287,23 @@ class Playout:
             self.drained.set()
         return round(played.end_ms) if played and played.response == self._response else None
 
-    def playing(self, now: float) -> tuple[int, float] | None:
-        """The chunk the peer is playing at ``now``: its mark's sequence number and the seconds of it played.
+    def heard(self, now: float) -> list[tuple[int, float, float]]:
+        """The chunks whose marks are out that the peer has played by ``now``, whole or in part: each one's mark
+        (sequence number), the seconds of it played, and when it began playing.
 
-        Chunks play back to back, so the oldest chunk whose mark is still out began when the previous mark
-        came back, or when it was sent if the peer had nothing left to play then. ``None``: nothing is out.
+        Chunks play back to back: the oldest began when the previous mark came back, or when it was sent if the
+        peer had nothing left to play then; each next one when the one before it ended, or when it was sent. A
+        mark can still be on its way back while the chunks after it play (the serverless bridge's queue).
         """
-        if not self._pending:
-            return None
-        chunk = self._pending[0]
-        played = min(now - max(chunk.sent_at, self._acked_at), chunk.duration_secs)
-        return (chunk.seq, played) if played > 0 else None
+        chunks = []
+        free_at = self._acked_at  # when the peer had played everything before the chunk
+        for chunk in self._pending:
+            began = max(chunk.sent_at, free_at)
+            if began >= now:
+                break
+            chunks.append((chunk.seq, min(now - began, chunk.duration_secs), began))
+            free_at = began + chunk.duration_secs
+        return chunks
 
     def clear(self) -> None:
         """The peer was told to drop queued audio: pending marks will come back, but were not heard."""

@@ -137,9 +137,9 @@ class MediaStreamCall(MediaPeer):
         self._drop_logged = 0.0  # seconds of dropped audio when that was last logged
         self.closed = asyncio.Event()
 
-    async def receive(self, event: dict[str, Any]) -> None:
-        """One well-formed event from the peer."""
-        await self.stream.receive(event)
+    async def receive(self, event: dict[str, Any], received_at: float | None = None) -> None:
+        """One well-formed event from the peer (``received_at``: when the carrier got it, if not now)."""
+        await self.stream.receive(event, received_at)
 
     async def send(self, event: dict[str, Any]) -> bool:
         """Send one event as is (a dialect's extras: transcripts, latency, the end); ``False`` once gone."""

@@ -63,6 +63,8 @@ CALLER_CHUNK_SECS = 0.06  # caller audio goes in, in frames of at least this
 LEAD_SECS = 0.12  # how far ahead of real time audio may be sent (absorbs network jitter)
 DRAIN_TIMEOUT_SECS = 5.0  # at the end of a call, how long to wait for the last marks
 MARK_SEQ = "voxpipe_mark_seq"  # frame.metadata key: the sequence number of the mark sent after a bot audio chunk
+#: frame.metadata key: seconds of audio sent between a bot audio frame and its mark (a window of several frames)
+PLAYS_BEFORE_MARK = "voxpipe_plays_before_mark"
 
 
 class MediaPeer(abc.ABC):
@@ -113,7 +115,10 @@ class MediaStreamInput(BaseInputTransport):
 
     async def audio(self, pcm: bytes, arrived_at: float) -> None:
         """Push caller audio once a frame's worth has come, stamped with when it arrived (the turn meter times
-        the caller by it)."""
+        the caller by it). Audio before the pipeline started is dropped: the input has no sample rate yet (the
+        bridge's reordering can hand audio over while ``start`` waits for the pipeline)."""
+        if not self.ready.is_set():
+            return
         self._pending += pcm
         if len(self._pending) < self._frame_bytes:
             return
@@ -144,7 +149,8 @@ class MediaStreamOutput(MediaOutput):
         await self.set_transport_ready(frame)
 
     async def stop(self, frame: EndFrame) -> None:
-        await super().stop(frame)  # every queued chunk is sent
+        await super().stop(frame)  # every queued chunk is written
+        await self._send_rest()  # and sent
         try:  # and, within reason, played
             await asyncio.wait_for(self._playout.drained.wait(), DRAIN_TIMEOUT_SECS)
         except TimeoutError:
@@ -162,6 +168,13 @@ class MediaStreamOutput(MediaOutput):
         await asyncio.sleep(max(0.0, self._next_play_at - LEAD_SECS - now))
         return True
 
+    async def _send_rest(self) -> None:
+        """Send audio written but not sent yet (none here: each chunk leaves with its mark as it is written)."""
+
+    def _open_seq(self) -> int:
+        """The mark that will follow the audio written so far (here: the last one sent)."""
+        return self._playout.sent_seq
+
     async def write_transport_frame(self, frame: Frame) -> None:
         if isinstance(frame, TTSStartedFrame):
             self._playout.start_response()
@@ -176,7 +189,7 @@ class MediaStreamOutput(MediaOutput):
             while self._held and self._held[0][0] <= self._playout.acked_seq:
                 seq, frame = self._held.popleft()
                 if frame.metadata.get(MARK_SEQ) == seq:
-                    frame.metadata[PLAYED_AT] = returned_at
+                    frame.metadata[PLAYED_AT] = returned_at - frame.metadata.get(PLAYS_BEFORE_MARK, 0.0)
                 await super().push_frame(frame)
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM) -> None:
@@ -185,37 +198,40 @@ class MediaStreamOutput(MediaOutput):
             return
         async with self._push_lock:
             if isinstance(frame, (InterruptionFrame, EndFrame, CancelFrame)):
-                playing, cleared_at = None, time.monotonic()
+                heard: list[tuple[int, float, float]] = []
                 if isinstance(frame, InterruptionFrame) and self._playout.acked_seq < self._playout.sent_seq:
-                    playing = self._playout.playing(cleared_at)
+                    heard = self._playout.heard(time.monotonic())
                     await self._peer.send_clear()
                     self._playout.clear()
                     self._cleared_seq = self._playout.sent_seq
-                await self._release_unheard(playing, cleared_at)
+                await self._release_unheard(heard)
             elif frame.metadata.get(MARK_SEQ, self._cleared_seq + 1) <= self._cleared_seq:
                 return  # the chunk being written when the clear went out: never played
-            elif not isinstance(frame, SystemFrame) and (
-                self._held or self._playout.acked_seq < self._playout.sent_seq
-            ):
-                self._held.append((self._playout.sent_seq, frame))
+            elif not isinstance(frame, SystemFrame) and (self._held or self._playout.acked_seq < self._open_seq()):
+                self._held.append((frame.metadata.get(MARK_SEQ, self._open_seq()), frame))
                 return
             await super().push_frame(frame, direction)
         if isinstance(frame, BotStoppedSpeakingFrame):
             self._peer.bot_stopped_speaking()
 
-    async def _release_unheard(self, playing: tuple[int, float] | None, cleared_at: float) -> None:
+    async def _release_unheard(self, heard: list[tuple[int, float, float]]) -> None:
         """The rest will never be heard: drop it, except frames that must not be lost (tool results...), and
-        the part already played of the chunk that was ``playing`` (its mark, played seconds) at ``cleared_at``."""
+        what the peer played of the chunks still out (``Playout.heard``: mark, seconds played, when it began),
+        each chunk's frames in order up to its seconds played (a chunk may be a window of several frames)."""
+        played = {seq: [secs, began] for seq, secs, began in heard}
         while self._held:
             seq, frame = self._held.popleft()
-            if playing is not None and seq == playing[0] and isinstance(frame, OutputAudioRawFrame):
-                heard = OutputAudioRawFrame(
-                    frame.audio[: round(playing[1] * frame.sample_rate) * 2 * frame.num_channels],
-                    frame.sample_rate,
-                    frame.num_channels,
-                )
-                heard.metadata[PLAYED_AT] = cleared_at
-                await super().push_frame(heard)
+            chunk = played.get(seq)
+            if chunk is not None and isinstance(frame, OutputAudioRawFrame):
+                samples = min(len(frame.audio) // 2 // frame.num_channels, round(chunk[0] * frame.sample_rate))
+                if samples > 0:
+                    part = OutputAudioRawFrame(
+                        frame.audio[: samples * 2 * frame.num_channels], frame.sample_rate, frame.num_channels
+                    )
+                    chunk[0] -= samples / frame.sample_rate
+                    chunk[1] += samples / frame.sample_rate
+                    part.metadata[PLAYED_AT] = chunk[1]  # when its last sample played
+                    await super().push_frame(part)
             elif not frame.interruptible:
                 await super().push_frame(frame)
 
