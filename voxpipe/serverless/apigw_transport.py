@@ -14,6 +14,10 @@ socket the process owns:
   nothing was posted for ``keepalive_secs``.
 
 A post answered 410 (the client is gone) calls ``on_gone`` once, which ends the call.
+
+What was played is known as on the server (``ApiGwOutput`` is a ``MediaStreamOutput``): a window's frames are
+passed on when its mark comes back, each placed by the audio after it in the window (``PLAYS_BEFORE_MARK``);
+on barge-in the window being filled is dropped and ``clear`` goes out when sent audio is still playing.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ mark sent before them comes back, so the assistant aggregator writes into the co
 played. Bot audio frames are held the same way, so each is passed on (and recorded, and timed by the turn
 meter) when the peer reports it played. On barge-in the output sends ``clear`` and drops what was held: the
 assistant's turn is cut to what the caller heard, and of the chunk that was playing only the part already
-played is passed on. pipecat delivers the chunk it was writing when the interruption came (``_cleared_seq``
-recognises it by its mark and drops it: the ``clear`` dropped it on the peer too).
+played is passed on (of every chunk played by then: a mark may still be on its way back). pipecat delivers
+the chunk it was writing when the interruption came (``_cleared_seq`` recognises it by its mark and drops it:
+the ``clear`` dropped it on the peer too). A subclass may send several frames as one chunk (the serverless
+bridge's windows): ``_open_seq`` names the mark that will follow audio written but not sent yet.
 
 In realtime deployments ``BotAudioPlayedFrame`` goes upstream on every returned mark, for the realtime
 service to truncate its server-side item (``conversation.item.truncate`` with the played milliseconds).
