@@ -99,7 +99,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.events: list[int] = []
 
-    async def receive(self, event: dict[str, Any]) -> None:
+    async def receive(self, event: dict[str, Any], received_at: float | None = None) -> None:
         self.events.append(int(event["sequenceNumber"]))
 
 
@@ -107,7 +107,7 @@ async def test_the_bridges_reorder_buffer_is_bounded() -> None:
     """A client that skips one sequence number and floods: the worker holds at most MAX_EARLY_EVENTS."""
     bridge = BridgeCall.__new__(BridgeCall)  # only the reordering state: no queue, no pipeline
     bridge.call, bridge.connection_id, bridge.dialect = _Recorder(), "c1", Dialect()
-    bridge._next_seq, bridge._early, bridge._gap_timer, bridge._tasks = None, {}, None, set()
+    bridge._next_seq, bridge._early, bridge._gap_timer, bridge._tasks = 1, {}, None, set()
     await bridge.receive(json.dumps({"event": "media", "sequenceNumber": "1"}))
     for seq in range(3, 3 + 3 * MAX_EARLY_EVENTS):  # 2 never comes
         await bridge.receive(json.dumps({"event": "media", "sequenceNumber": str(seq)}))
@@ -116,6 +116,16 @@ async def test_the_bridges_reorder_buffer_is_bounded() -> None:
     if bridge._gap_timer is not None:
         bridge._gap_timer.cancel()
     await asyncio.sleep(0)
+
+
+async def test_the_bridge_holds_early_events_for_a_late_start() -> None:
+    """Events queued ahead of the ``start`` (a cold container held it back) wait for it and then follow it."""
+    bridge = BridgeCall.__new__(BridgeCall)
+    bridge.call, bridge.connection_id, bridge.dialect = _Recorder(), "c1", Dialect()
+    bridge._next_seq, bridge._early, bridge._gap_timer, bridge._tasks = 1, {}, None, set()
+    for seq in (2, 3, 1, 4):
+        await bridge.receive(json.dumps({"event": "media", "sequenceNumber": str(seq)}))
+    assert bridge.call.events == [1, 2, 3, 4] and bridge._gap_timer is None
 
 
 def test_lambda_handlers_refuse_unsigned_mode_without_insecure(caplog: pytest.LogCaptureFixture) -> None:
