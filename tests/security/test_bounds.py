@@ -27,11 +27,10 @@ from tests.test_twilio_media import TOKEN, deployment
 from voxpipe.config.loader import parse_deployment
 from voxpipe.security.limits import MAX_WEBHOOK_BYTES, RealTimeBudget
 from voxpipe.serverless import CONFIG_FORMAT, HandlerConfig, HandlerConfigError
-from voxpipe.serverless.worker import MAX_EARLY_EVENTS, BridgeCall
+from voxpipe.serverless.event_order import MAX_EARLY_EVENTS, EventOrder
 from voxpipe.telephony import keypad
 from voxpipe.telephony.keypad_entry import KeypadEntry
 from voxpipe.transports.json_socket import MAX_FRAME_BYTES
-from voxpipe.transports.media_stream_call import Dialect
 from voxpipe.web.app import create_app
 
 UNSIGNED = """
@@ -105,27 +104,24 @@ class _Recorder:
 
 async def test_the_bridges_reorder_buffer_is_bounded() -> None:
     """A client that skips one sequence number and floods: the worker holds at most MAX_EARLY_EVENTS."""
-    bridge = BridgeCall.__new__(BridgeCall)  # only the reordering state: no queue, no pipeline
-    bridge.call, bridge.connection_id, bridge.dialect = _Recorder(), "c1", Dialect()
-    bridge._next_seq, bridge._early, bridge._gap_timer, bridge._tasks = 1, {}, None, set()
-    await bridge.receive(json.dumps({"event": "media", "sequenceNumber": "1"}))
+    recorder = _Recorder()
+    order = EventOrder(recorder.receive, "c1")
+    await order.receive({"event": "media", "sequenceNumber": "1"}, None)
     for seq in range(3, 3 + 3 * MAX_EARLY_EVENTS):  # 2 never comes
-        await bridge.receive(json.dumps({"event": "media", "sequenceNumber": str(seq)}))
-        assert len(bridge._early) <= MAX_EARLY_EVENTS
-    assert bridge.call.events[:3] == [1, 3, 4]  # the gap was skipped once the buffer was full
-    if bridge._gap_timer is not None:
-        bridge._gap_timer.cancel()
+        await order.receive({"event": "media", "sequenceNumber": str(seq)}, None)
+        assert len(order.early) <= MAX_EARLY_EVENTS
+    assert recorder.events[:3] == [1, 3, 4]  # the gap was skipped once the buffer was full
+    order.close()
     await asyncio.sleep(0)
 
 
 async def test_the_bridge_holds_early_events_for_a_late_start() -> None:
     """Events queued ahead of the ``start`` (a cold container held it back) wait for it and then follow it."""
-    bridge = BridgeCall.__new__(BridgeCall)
-    bridge.call, bridge.connection_id, bridge.dialect = _Recorder(), "c1", Dialect()
-    bridge._next_seq, bridge._early, bridge._gap_timer, bridge._tasks = 1, {}, None, set()
+    recorder = _Recorder()
+    order = EventOrder(recorder.receive, "c1")
     for seq in (2, 3, 1, 4):
-        await bridge.receive(json.dumps({"event": "media", "sequenceNumber": str(seq)}))
-    assert bridge.call.events == [1, 2, 3, 4] and bridge._gap_timer is None
+        await order.receive({"event": "media", "sequenceNumber": str(seq)}, None)
+    assert recorder.events == [1, 2, 3, 4] and order.gap_timer is None
 
 
 def test_lambda_handlers_refuse_unsigned_mode_without_insecure(caplog: pytest.LogCaptureFixture) -> None:

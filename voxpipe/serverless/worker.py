@@ -20,11 +20,8 @@ Two halves in one module, because they share the queue's message format:
   hold conference, the dial leg reports to the stack's ``/twiml/transfer-status`` (``serverless.transfer``),
   which brings a caller nobody took back to a new bridge stream of the same call (``serverless.transfer.bridge_route``).
 
-Concurrent ``$default`` invocations can queue one connection's messages out of order; events carrying a
-``sequenceNumber`` (Twilio's always do, from 1: the ``start``) are put back in order, waiting up to
-``REORDER_WAIT_SECS`` for a gap (``START_WAIT_SECS`` for the first event); audio that comes later than that is
-dropped (other events are still handled). At most ``MAX_EARLY_EVENTS``
-wait: one more skips the gap at once.
+Concurrent ``$default`` invocations can queue one connection's messages out of order: ``event_order`` puts them
+back in order.
 """
 
 from __future__ import annotations
@@ -54,6 +51,7 @@ from voxpipe.serverless import (
     response,
 )
 from voxpipe.serverless.bridge_access import TOKEN_ROUTE, admit, token
+from voxpipe.serverless.event_order import EventOrder
 from voxpipe.telephony import json_messages
 
 if TYPE_CHECKING:
@@ -68,15 +66,6 @@ if TYPE_CHECKING:
     from voxpipe.transports.twilio_account import TransferRoute, TwilioAccount, TwilioClientFactory
 
 logger = logging.getLogger(__name__)
-
-#: How long an out-of-order event waits for the ones before it (then the gap is skipped): a cold Lambda
-#: container can hold one message back by several hundred milliseconds.
-REORDER_WAIT_SECS = 1.0
-#: How long events wait for the first one (Twilio's ``start``): nothing of a call works before it, and the cold
-#: container it may land on (the first ``$default`` of a connection) can take more than a second to start.
-START_WAIT_SECS = 5.0
-#: Events held back waiting for a gap to fill (10 s of Twilio audio); one more skips the gap at once.
-MAX_EARLY_EVENTS = 500
 
 
 # ------------------------------------------------------------------------------------------------ the Lambda
@@ -126,9 +115,6 @@ def _enqueue(config: HandlerConfig, request: Mapping[str, Any], kind: str, **fie
 
 # ------------------------------------------------------------------------------------------------ the worker
 
-Queued = tuple[dict[str, Any], float | None]
-"""A client event and when the Lambda queued it (``time.monotonic()``; ``None``: unknown)."""
-
 
 def queued_at(message: Mapping[str, Any]) -> float | None:
     """When the Lambda queued ``message`` (its ``at``, epoch seconds) on this process's monotonic clock, no later
@@ -177,10 +163,7 @@ class BridgeCall:
         )
         self.link.attach(self.call)
         self.transport: ApiGwTransport | None = None
-        self._next_seq = 1  # numbered from 1 (Twilio's ``start``): an event queued ahead of it waits for it
-        self._early: dict[int, Queued] = {}
-        self._gap_timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.order = EventOrder(self.call.receive, self)
 
     @property
     def hosted(self) -> HostedCall | None:
@@ -197,51 +180,14 @@ class BridgeCall:
         self.transport = ApiGwTransport(self.link, self.dialect.audio, self.link_settings, report_played=realtime)
         return self.transport
 
-    # -- receiving: order, then the state machine
+    # -- receiving: in order (``EventOrder``), then the state machine
 
     async def receive(self, text: str, received_at: float | None = None) -> None:
         """One client message, as the Lambda queued it (``received_at``: then, on this process's monotonic clock;
         the stream places caller audio and returned marks by it, not by when the queue gave it to us)."""
         event = json_messages.read(text, "event", self)
-        if event is None:
-            return
-        sequence = event.get("sequenceNumber")
-        if not str(sequence or "").isdigit():
-            await self.call.receive(event, received_at)
-            return
-        seq = int(sequence)
-        if seq == self._next_seq:
-            await self._in_order(seq, (event, received_at))
-        elif seq > self._next_seq:
-            self._early[seq] = (event, received_at)
-            if len(self._early) > MAX_EARLY_EVENTS:  # bounded: a client cannot make the worker hold more
-                logger.warning("%s: %s events wait for %s; the gap is skipped", self, len(self._early), self._next_seq)
-                first = min(self._early)
-                await self._in_order(first, self._early.pop(first))
-            if self._early and self._gap_timer is None:
-                wait = START_WAIT_SECS if self._next_seq == 1 else REORDER_WAIT_SECS
-                self._gap_timer = asyncio.get_running_loop().call_later(wait, self._skip_gap)
-        elif event["event"] != "media":  # a straggler whose gap was skipped: stale audio is dropped, events not
-            await self.call.receive(event, received_at)
-
-    async def _in_order(self, seq: int, queued: Queued) -> None:
-        await self.call.receive(*queued)
-        self._next_seq = seq + 1
-        while self._next_seq in self._early:
-            await self.call.receive(*self._early.pop(self._next_seq))
-            self._next_seq += 1
-        if not self._early and self._gap_timer is not None:
-            self._gap_timer.cancel()
-            self._gap_timer = None
-
-    def _skip_gap(self) -> None:
-        self._gap_timer = None
-        if self._early:
-            first = min(self._early)
-            logger.warning("%s: events %s..%s never came; skipped", self, self._next_seq, first - 1)
-            task = asyncio.ensure_future(self._in_order(first, self._early.pop(first)))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if event is not None:
+            await self.order.receive(event, received_at)
 
     # -- ending
 
@@ -256,8 +202,7 @@ class BridgeCall:
 
     async def close(self, reason: str) -> None:
         """End the call now: cancel the pipeline (its provider sockets close) and store the conversation."""
-        if self._gap_timer is not None:
-            self._gap_timer.cancel()
+        self.order.close()
         if not self.closed.is_set():
             logger.info("%s: closing: %s", self, reason)
         await self.call.close()
