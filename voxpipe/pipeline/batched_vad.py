@@ -21,18 +21,28 @@ decisions are pipecat's at the window, whatever size the frames come in (tests/t
 them with ``SileroVADAnalyzer`` on the corpus). The price is latency: a window waits up to one tick (10 ms)
 for its batch. A batch of 16 windows costs ~40 us per window against ~120 us for a run of one
 (``benchmarks/call_cpu.py`` measures the whole call).
+
+pipecat's step also measures the loudness (ITU-R BS.1770) of the last 0.4 s for every window: ~36 us at 8 kHz,
+about as much as the window's share of the batch. Where the answer is sure to be 0 it is not measured:
+BS.1770 gates a block quieter than -70 LUFS to minus infinity, which pipecat reads as volume 0, and the
+K-weighting filter amplifies no frequency by more than ``K_WEIGHTING_MAX_GAIN``, so a window whose own energy
+is that far below the gate measures 0 whatever its spectrum. Checking costs one dot product (~3 us); the
+silence between a caller's turns, and while the bot speaks, is such a window on a quiet line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
 from loguru import logger
+from pipecat.audio.utils import exp_smoothing
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
+from pipecat.audio.volume import VOLUME_WINDOW_SECS
 
 from voxpipe.pipeline.shared_models import silero_session
 
@@ -40,6 +50,11 @@ TICK_SECS = 0.01  # how long a window may wait for the others of its batch
 CONTEXT_SAMPLES = {8000: 32, 16000: 64}  # Silero prepends the previous window's tail to each window
 STATE_SHAPE = (2, 1, 128)
 SETTLED = (VADState.SPEAKING, VADState.QUIET)
+# BS.1770: a block's loudness is -0.691 + 10 log10(mean square of the K-weighted samples), gated below -70 LUFS.
+GATE_MEAN_SQUARE = 10 ** ((-70.0 + 0.691) / 10)
+# The K-weighting filter's largest gain at any rate pipecat's VAD runs at (1.63 at 8 kHz, near 4 kHz; 1.61 at
+# 16 kHz), with a margin: tests/test_batched_vad_volume.py checks both the filter and the gate against pipecat.
+K_WEIGHTING_MAX_GAIN = 1.7
 
 
 @dataclass
@@ -68,6 +83,7 @@ class BatchedSileroVADAnalyzer(SileroVADAnalyzer):
         self._partial = b""
         self._waiting: list[bytes] = []  # windows cut but not scored yet
         self._score = 0.0  # the batch's score of the window being applied
+        self._loudness_window = b""  # the audio pipecat's volume tracker measures (its last 0.4 s)
 
     @property
     def vad_state(self) -> VADState:
@@ -86,6 +102,21 @@ class BatchedSileroVADAnalyzer(SileroVADAnalyzer):
         """The batch's score of ``buffer``, the window ``_run_analyzer`` is applying (see ``apply``)."""
         self._maybe_reset_model(self._score)
         return self._score
+
+    def _get_smoothed_volume(self, audio: bytes) -> float:
+        """pipecat's smoothed volume (``VADAnalyzer._get_smoothed_volume``, pinned), with the loudness of a
+        window sure to be gated read as the 0 pipecat's measure gives it, without measuring (module doc)."""
+        self._volume_tracker.update(audio, self.sample_rate)
+        volume = 0.0 if self._surely_gated(audio) else self._volume_tracker.volume
+        return exp_smoothing(volume, self._prev_volume, self._smoothing_factor)
+
+    def _surely_gated(self, audio: bytes) -> bool:
+        """Whether the last 0.4 s of audio is so quiet that its K-weighted loudness is below BS.1770's gate."""
+        size = math.ceil(VOLUME_WINDOW_SECS * self.sample_rate) * 2  # as pipecat's tracker keeps it
+        self._loudness_window = (self._loudness_window + audio)[-size:]
+        samples = np.frombuffer(self._loudness_window, np.int16).astype(np.float64)
+        mean_square = samples @ samples / (size // 2) / 32768.0**2  # (exact: integers below 2**53)
+        return mean_square * K_WEIGHTING_MAX_GAIN**2 < GATE_MEAN_SQUARE
 
     def next_window(self) -> tuple[np.ndarray, np.ndarray]:
         """The model input of the first waiting window (context + samples, float32) and the state it starts from."""

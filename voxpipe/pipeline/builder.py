@@ -303,7 +303,7 @@ def build_call(
             enable_usage_metrics=True,
             send_initial_empty_metrics=False,  # pipecat's zero TTFB records would skew every average
         ),
-        observers=[CallObserver([*meter.observers, *turn_observers, *observers])],
+        observers=[*meter.observers, *turn_observers, *observers],
         clock=clock,
         enable_rtvi=False,  # lean by default: only a browser client needs RTVI
         enable_turn_tracking=False,
@@ -315,6 +315,7 @@ def build_call(
         processor_unusable_policy=ProcessorUnusablePolicy.CONTINUE,
         conversation_id=call.call_id,
     )
+    CallObserver.install(worker)  # observers told inline: no queue and task per call (call_observer)
     FailureWatch(deployment.on_failure, call, meter).attach(worker)
     built = CallPipeline(deployment, call, pipeline, worker, context, services, meter, keeping)
     if deployment.silence is not None:

@@ -48,12 +48,19 @@ PINNED = {
 }
 
 #: Private pipecat methods voxpipe calls rather than overrides, whose exact behaviour it relies on: the batched
-#: VAD (``voxpipe.pipeline.batched_vad``) runs pipecat's per-window step and model reset on its own scores; a
-#: cascade's aggregators are built as the pair builds them (``voxpipe.pipeline.aggregators``).
+#: VAD (``voxpipe.pipeline.batched_vad``) runs pipecat's per-window step and model reset on its own scores, and
+#: its smoothed volume over the volume tracker's window, skipping the loudness measure where it must be 0; a
+#: cascade's aggregators are built as the pair builds them (``voxpipe.pipeline.aggregators``); a call's worker has
+#: its ``WorkerObserver`` (made in ``__init__``) replaced by ``voxpipe.pipeline.call_observer.CallObserver``,
+#: which tells a frame's first push as ``WorkerObserver.on_push_frame`` does.
 RELIED_ON = {
+    "pipecat.pipeline.worker:PipelineWorker.__init__": "bc9c01d67d0e0a18",
+    "pipecat.pipeline.worker_observer:WorkerObserver.on_push_frame": "469c3453cb1d2d89",
     "pipecat.processors.aggregators.llm_response_universal:LLMContextAggregatorPair.__init__": "e67d9b2fb2d47d95",
     "pipecat.audio.vad.vad_analyzer:VADAnalyzer._run_analyzer": "0a33840d096030fc",
     "pipecat.audio.vad.silero:SileroVADAnalyzer._maybe_reset_model": "854a3229996bb5ff",
+    "pipecat.audio.vad.vad_analyzer:VADAnalyzer._get_smoothed_volume": "2db0b1a237baabfc",
+    "pipecat.audio.volume:AudioVolumeTracker.update": "8bce5c057db48890",
 }
 
 #: Private attributes of pipecat's services that the built-ins set, not only read (``tests/test_pipecat_pins.py``
