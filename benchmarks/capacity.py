@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,21 +128,24 @@ def _pinned(core: int, niceness: int) -> Any:
     return pin
 
 
-def _server_command(kind: str, port: int, workdir: Path) -> tuple[list[str], str]:
-    """The command line of a server and the WebSocket URL its callers open."""
+def _server_command(kind: str, port: int, workdir: Path, runner: list[str]) -> tuple[list[str], str]:
+    """The command line of a server and the WebSocket URL its callers open; ``runner``: what runs voxpipe's
+    command line (``-m voxpipe.cli``, or benchmarks/loop_probe.py's watched server)."""
     if kind == "voxpipe":
         config = workdir / "capacity.yaml"
         config.write_text(DEPLOYMENT.format(host=PUBLIC_HOST, **{**SETTINGS, "vad": json.dumps(SETTINGS["vad"])}))
-        command = [sys.executable, "-m", "voxpipe.cli", "serve", str(config), "--port", str(port), "--workers", "1"]
+        command = [sys.executable, *runner, "serve", str(config), "--port", str(port), "--workers", "1"]
         return command, f"ws://127.0.0.1:{port}/capacity/media"
     bot = [sys.executable, str(HERE / "pipecat_twilio_bot.py"), "--port", str(port)]
     return [*bot, "--settings", json.dumps(SETTINGS)], f"ws://127.0.0.1:{port}/ws"
 
 
 @contextlib.contextmanager
-def running_server(kind: str, core: int, niceness: int, workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def running_server(
+    kind: str, core: int, niceness: int, workdir: Path, runner: tuple[str, ...] = ("-m", "voxpipe.cli")
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = _free_port()
-    command, url = _server_command(kind, port, workdir)
+    command, url = _server_command(kind, port, workdir, list(runner))
     env = {
         **os.environ,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
@@ -250,10 +253,19 @@ def _callers(url: str, calls: int, turns: int, core: int, niceness: int) -> dict
     return json.loads(out.stdout)
 
 
-def measure(kind: str, calls: int, args: argparse.Namespace, workdir: Path) -> Run:
-    with running_server(kind, args.server_core, args.nice, workdir) as (server, url):
+def measure(
+    kind: str,
+    calls: int,
+    args: argparse.Namespace,
+    workdir: Path,
+    runner: tuple[str, ...] = ("-m", "voxpipe.cli"),
+    warmed_up: Callable[[subprocess.Popen[bytes]], None] = lambda server: None,
+) -> Run:
+    """One server kind at one N (``runner`` and ``warmed_up``: benchmarks/loop_lag.py's watched server)."""
+    with running_server(kind, args.server_core, args.nice, workdir, runner) as (server, url):
         _callers(url, 1, 1, args.load_core, args.nice)  # warm-up: first-call imports, model sessions, caches
         time.sleep(1.0)
+        warmed_up(server)
         sampler = ProcessSampler(server.pid)
         idle_rss = sampler.rss_mb()
         with sampler:

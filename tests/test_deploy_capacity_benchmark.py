@@ -40,3 +40,16 @@ def test_call_cpu_reads_the_servers_own_cpu_time(tmp_path: Path, registry: objec
     run = call_cpu.measure("voxpipe", args, tmp_path)
     assert run.missed == 0 and run.calls == 2
     assert run.cpu_secs > 0 and run.wall_secs > 1 and 0 < run.ms_per_caller_sec < 1000
+
+
+def test_loop_lag_watches_the_servers_loop(tmp_path: Path, registry: object) -> None:
+    import loop_lag
+
+    cores = sorted(os.sched_getaffinity(0))
+    args = argparse.Namespace(turns=2, server_core=cores[0], load_core=cores[-1], nice=0)
+    run, probe, stages = loop_lag.measure(1, args)
+    assert run.missed == 0 and len(run.gaps_ms) == 2
+    # The probe ran inside the server's loop for the whole measured run (cleared after the warm-up call).
+    assert probe["secs"] > 2 and len(probe["timer_late_ms"]) > probe["secs"] * 50
+    assert all(late > -2 for late in probe["timer_late_ms"]) and probe["ready_wait_ms"]
+    assert len(stages["voice_to_voice_ms"]) == 3  # the warm-up call's turn and this run's two
