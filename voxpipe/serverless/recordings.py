@@ -20,11 +20,11 @@ from voxpipe.aws.conversations import Conversation
 from voxpipe.serverless import HandlerConfig
 from voxpipe.serverless.redacting import conversations
 from voxpipe.serverless.relay_turns import RECORDING
+from voxpipe.telephony.recording_status import RecordingStatus
 
 logger = logging.getLogger(__name__)
 
 STATUS_PATH = "/twiml/recording-status"
-COMPLETED = "completed"
 
 
 class _NotARelayCall(Exception):
@@ -33,27 +33,26 @@ class _NotARelayCall(Exception):
 
 def recording_status(config: HandlerConfig, form: dict[str, str]) -> None:
     """Twilio's recording status callback: a completed recording's URL onto its call's conversation."""
-    call_sid, sid = form.get("CallSid", ""), form.get("RecordingSid", "")
-    status, url = form.get("RecordingStatus", ""), form.get("RecordingUrl", "")
-    if status != COMPLETED or not url or not call_sid:
-        logger.warning(
-            "Twilio's recording %s of call %s: %s (error %s); no recording to link",
-            sid,
-            call_sid,
-            status or "no status",
-            form.get("ErrorCode") or "none",
-        )
+    recording = RecordingStatus.of(form)
+    if not recording.linkable:
+        logger.warning("%s", recording.why_not_linked())
         return
 
     def link(conversation: Conversation) -> None:
         if conversation.metadata.get("transport") != "conversation_relay":  # none stored (or not a relay's)
             raise _NotARelayCall
-        conversation.metadata[RECORDING] = url
+        conversation.metadata[RECORDING] = recording.url
 
     table, _ = conversations(config)
     try:
-        table.mutate(call_sid, link)
+        table.mutate(recording.call_sid, link)
     except _NotARelayCall:
-        logger.warning("Twilio's recording %s is of call %s, which has no relay conversation: ignored", sid, call_sid)
+        logger.warning(
+            "Twilio's recording %s is of call %s, which has no relay conversation: ignored",
+            recording.recording_sid,
+            recording.call_sid,
+        )
         return
-    logger.info("call %s: Twilio's recording %s (%ss) linked", call_sid, sid, form.get("RecordingDuration") or "?")
+    logger.info(
+        "call %s: Twilio's recording %s (%ss) linked", recording.call_sid, recording.recording_sid, recording.duration
+    )

@@ -8,6 +8,7 @@
 - ``conversation_relay``: ConversationRelay messages, partial prompts, and the ``end`` handoff rules.
 - ``twiml``: TwiML documents built from plain values (``<Connect><Stream>``, ``<ConversationRelay>``, ``<Say>``,
   ``<Dial>``, ``<Hangup>``).
+- ``recording_status``: Twilio's recording status callback (which recording of which call, and its file).
 - ``json_messages``: the one place a JSON text message is parsed, and rejected (logged and skipped) if malformed.
 
 The server's transports (``voxpipe.transports``), the Lambda handlers and the audio bridge

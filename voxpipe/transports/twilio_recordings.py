@@ -24,10 +24,9 @@ from loguru import logger
 
 from voxpipe.pipeline.host import CallHost
 from voxpipe.records.store import RecordStoreError
+from voxpipe.telephony.recording_status import RecordingStatus
 from voxpipe.transports.twilio_account import RECORDING_STATUS_PATH as PATH
 from voxpipe.transports.twilio_account import TwilioAccount
-
-COMPLETED = "completed"
 
 
 def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None:
@@ -48,24 +47,22 @@ def add_routes(router: APIRouter, host: CallHost, twilio: TwilioAccount) -> None
 
 async def recording_ready(host: CallHost, form: dict[str, str]) -> None:
     """Note the URL of a completed recording for its call's record (other statuses have no file: logged)."""
-    name, call_sid, sid = host.deployment.name, form.get("CallSid", ""), form.get("RecordingSid", "")
-    status, url = form.get("RecordingStatus", ""), form.get("RecordingUrl", "")
-    if status != COMPLETED or not url or not call_sid:
-        logger.warning(
-            f"[{name}] Twilio's recording {sid} of call {call_sid}: {status or 'no status'} "
-            f"(error {form.get('ErrorCode') or 'none'}); no recording to link"
-        )
+    name, recording = host.deployment.name, RecordingStatus.of(form)
+    if not recording.linkable:
+        logger.warning(f"[{name}] {recording.why_not_linked()}")
         return
+    call_sid, sid = recording.call_sid, recording.recording_sid
     records = host.bookkeeping.records
     if records is None:
         logger.info(f"[{name}] Twilio recorded call {call_sid} ({sid}); no record store keeps it")
         return
-    linked = await asyncio.to_thread(records.link_recording, call_sid, recording=url)
-    seconds = form.get("RecordingDuration") or "?"
+    linked = await asyncio.to_thread(records.link_recording, call_sid, recording=recording.url)
     if linked is None:
-        logger.info(f"[{name}] Twilio's recording {sid} of call {call_sid} ({seconds}s) waits for the call's record")
+        logger.info(
+            f"[{name}] Twilio's recording {sid} of call {call_sid} ({recording.duration}s) waits for the call's record"
+        )
     else:
-        logger.info(f"[{name}] call {linked}: Twilio's recording {sid} ({seconds}s) linked to its record")
+        logger.info(f"[{name}] call {linked}: Twilio's recording {sid} ({recording.duration}s) linked to its record")
 
 
 async def record_saved(host: CallHost, call_sid: str, call_id: str) -> None:
