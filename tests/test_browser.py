@@ -104,8 +104,16 @@ def lines(driver: object, role: str) -> list[str]:
 
 
 def wait_until(condition: object, timeout: float = PAGE_TIMEOUT_SECS) -> None:
+    """Poll ``condition`` until it holds; an element the page has not made yet counts as not yet."""
+    from selenium.common.exceptions import NoSuchElementException
+
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        try:
+            if condition():
+                return
+        except NoSuchElementException:
+            pass
         if time.monotonic() > deadline:
             raise TimeoutError("the page did not show what was expected in time")
         time.sleep(0.2)

@@ -5,14 +5,17 @@ Gateway WebSocket shim; ``worker.handler`` runs in Lambda-like containers and qu
 server, FIFO); ``BridgeWorker`` runs the pipeline (voxpipe-testkit providers) and posts the bot's audio back in
 200 ms windows through ``@connections``. The marks come back the long way (shim, Lambda, SQS, the worker's long
 poll), so this proves the bot channel is laid out by the returned marks, with the server's own assertions
-(``tests/test_recording_twilio.py``): the bot channel is where the simulator played it within one 20 ms frame,
-nothing of the interrupted story is in the file after the ``clear``, and each turn's gap in the WAV matches the
-record's voice-to-voice within 20 ms.
+(``tests/test_recording_twilio.py``): the bot channel is where the simulator played it within one 40 ms media
+event, nothing of the interrupted story is in the file after the ``clear``, and each turn's gap in the WAV
+matches the record's voice-to-voice within 20 ms.
 
 The simulator sends 40 ms media events instead of Twilio's 20 ms: each message runs through a Python
 subprocess and a moto request, and 50 a second overload a two-core test machine (the queue then lags by
 seconds, which no caller would sit through). The timestamps say the spacing, as Twilio's do; a returned mark
-is then placed within 20 ms (half the spacing) rather than 10.
+is then placed within 20 ms (half the spacing) rather than 10. The cut at a barge-in is timed when the worker
+sends the ``clear``; the caller stops when it arrives, after API Gateway's ``@connections`` post: 10-16 ms later
+on a quiet two-core machine, past 20 ms under a full test run's load. Hence one media event (40 ms) either way,
+where the server's test allows one 20 ms frame.
 """
 
 from __future__ import annotations
@@ -51,4 +54,4 @@ async def test_a_bridged_twilio_call_is_recorded_as_the_caller_heard_it(
         await wait_until(lambda: not worker.calls, timeout=30)  # $disconnect -> SQS -> the call ends
         [record] = await wait_until(worker.host.bookkeeping.records.list)
     assert record.call_id == call.call_sid
-    assert_recorded_as_heard(call, record, tmp_path / "rec")
+    assert_recorded_as_heard(call, record, tmp_path / "rec", within_secs=MEDIA_SECS)

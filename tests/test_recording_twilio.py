@@ -101,9 +101,12 @@ async def barge_in_call(call: TwilioMediaSimulator) -> None:
     await asyncio.sleep(2.0)
 
 
-def assert_recorded_as_heard(call: TwilioMediaSimulator, record: CallRecord, folder: Path) -> None:
+def assert_recorded_as_heard(
+    call: TwilioMediaSimulator, record: CallRecord, folder: Path, within_secs: float = FRAME_SECS
+) -> None:
     """``call``'s recording (a ``barge_in_call``) is the simulator's line: the caller on the left, the bot on the
-    right as it played, cut where the clear cut it, each turn's gap the record's voice-to-voice within 20 ms."""
+    right as it played (within ``within_secs`` either way), cut where the clear cut it, each turn's gap the
+    record's voice-to-voice within 20 ms."""
     [wav] = folder.glob("*.wav")
     assert wav.name == f"{recording_name(call.call_sid, record.started_at)}.wav"
     assert [r.location for r in record.recordings] == [wav.as_uri()]
@@ -125,13 +128,13 @@ def assert_recorded_as_heard(call: TwilioMediaSimulator, record: CallRecord, fol
     barge_in = caller_loud[caller_loud > story_start][0]
     assert 0.0 < (story_end - barge_in) / rate < 0.8
 
-    # The bot channel is the simulator's playout, within one 20 ms frame either way. The file's clock is found
+    # The bot channel is the simulator's playout, within ``within_secs`` either way. The file's clock is found
     # from the caller's first words (each media frame is placed where it arrived: when the simulator sent it,
     # less its length).
     origin = call.spoken[0].at - call.frame_secs - caller_loud[0] / rate
     heard = _loud(place([(p.at, p.pcm) for p in call.heard], origin, rate))
     recorded = _loud(bot)
-    frame = round(FRAME_SECS * rate)
+    frame = round(within_secs * rate)
     cleared = round((call.clears[0] - origin) * rate)
     unheard, missing = _within(recorded, heard, frame), _within(heard, recorded, frame)
     assert not unheard.any(), _stretches(unheard, rate)  # no bot audio the caller did not hear

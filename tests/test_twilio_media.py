@@ -19,7 +19,16 @@ import numpy as np
 import pytest
 import websockets
 from fastapi import FastAPI, Request
-from pipecat.frames.frames import EndFrame, Frame, TTSAudioRawFrame, TTSStartedFrame, TTSStoppedFrame, TTSTextFrame
+from pipecat.frames.frames import (
+    EndFrame,
+    Frame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    TTSTextFrame,
+)
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -382,6 +391,41 @@ async def test_output_holds_text_until_its_audio_has_played_and_reports_played_m
     assert peer.sent == ["media", "mark"] * 10 + ["stopped"]
     text_at = next(at for at, f in downstream.frames if isinstance(f, TTSTextFrame))
     assert text_at - started >= 0.4 - LEAD_SECS  # released once the 0.4 s of audio before it had played
+
+
+async def test_a_chunk_taken_before_a_barge_in_is_not_sent_after_its_clear() -> None:
+    """pipecat's audio task writes the chunk it had already taken from its queue when an interruption came, and
+    may do so after the output sent ``clear``: that chunk is not sent (the caller would hear a blip of the
+    interrupted reply after it went quiet), while audio made after the interruption is."""
+    peer = _Peer()
+    transport = MediaStreamTransport(peer, AudioFormat(8000, 8000, "mulaw"))
+    peer.output = output = transport.output()
+    late = OutputAudioRawFrame(speech(0.04), 8000, 1)  # made before the interruption, written after it
+    worker = PipelineWorker(
+        Pipeline([transport.input(), output]),
+        params=PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=8000),
+        enable_rtvi=False,
+        enable_turn_tracking=False,
+    )
+    await worker.queue_frames([TTSStartedFrame(), TTSAudioRawFrame(speech(2.0), 8000, 1)])
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    running = asyncio.create_task(runner.run())
+    try:
+        await asyncio.sleep(0.3)  # the reply is playing
+        await worker.queue_frame(InterruptionFrame())
+        for _ in range(100):
+            if "clear" in peer.sent:
+                break
+            await asyncio.sleep(0.01)
+        assert "clear" in peer.sent
+        sent = len(peer.sent)
+        assert not await output.write_audio_frame(late) and len(peer.sent) == sent  # nothing after the clear
+        assert await output.write_audio_frame(OutputAudioRawFrame(speech(0.04), 8000, 1))  # the next reply's
+        assert peer.sent[sent:] == ["media", "mark"]
+    finally:
+        await runner.cancel()
+        await asyncio.wait_for(running, 10)
 
 
 async def test_realtime_deployment_over_twilio(tmp_path: Path, registry: object) -> None:

@@ -33,11 +33,9 @@ from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
     Frame,
-    InterruptionFrame,
     OutputAudioRawFrame,
     StartFrame,
 )
-from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_transport import TransportParams
 
 from voxpipe.providers.spec import AudioFormat
@@ -170,14 +168,9 @@ class ApiGwOutput(MediaStreamOutput):
             await self.cancel_task(self._keepalive)
             self._keepalive = None
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, InterruptionFrame):
-            await self._drop_window()  # before the clear: a window not sent yet is never sent
-        await super().process_frame(frame, direction)
-
-    async def _drop_window(self) -> None:
-        """Barge-in: the window being filled is dropped, its frames never passed on (a ``MARK_SEQ`` of 0 is
-        below any cleared mark), and pacing starts afresh."""
+    async def _drop_unsent(self) -> None:
+        """Barge-in, before the clear: the window being filled is never sent, its frames never passed on (a
+        ``MARK_SEQ`` of 0 is below any cleared mark), and pacing starts afresh."""
         async with self._lock:
             for frame, _ in self._window:
                 frame.metadata[MARK_SEQ] = 0
@@ -190,7 +183,7 @@ class ApiGwOutput(MediaStreamOutput):
         return self._playout.sent_seq + (1 if self._buffer else 0)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
-        if self._link.gone:
+        if self._link.gone or self._made_before_interruption(frame):
             return False
         async with self._lock:
             self._buffer += frame.audio

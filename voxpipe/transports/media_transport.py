@@ -145,6 +145,7 @@ class MediaStreamOutput(MediaOutput):
         self._push_lock = asyncio.Lock()
         self._next_play_at = 0.0
         self._cleared_seq = 0  # chunks up to this mark were dropped by a ``clear``
+        self._interrupted_id = 0  # the latest interruption's frame id: older interruptible audio is not sent
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -158,7 +159,25 @@ class MediaStreamOutput(MediaOutput):
         except TimeoutError:
             logger.warning(f"{self}: the last marks did not come back within {DRAIN_TIMEOUT_SECS:g}s")
 
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, InterruptionFrame):
+            self._interrupted_id = frame.id
+            await self._drop_unsent()
+        await super().process_frame(frame, direction)
+
+    async def _drop_unsent(self) -> None:
+        """Barge-in: drop audio written but not sent yet (none here: each chunk leaves as it is written)."""
+
+    def _made_before_interruption(self, frame: OutputAudioRawFrame) -> bool:
+        """Whether ``frame`` belongs to a reply the caller interrupted. pipecat's audio task writes the chunk it
+        had already taken from its queue when the interruption came, possibly after the ``clear`` went out: the
+        caller would hear a blip of the old reply. Frame ids only grow, so a chunk made before the interruption
+        frame has a smaller one; uninterruptible audio is always sent."""
+        return frame.interruptible and frame.id < self._interrupted_id
+
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        if self._made_before_interruption(frame):
+            return False
         duration = len(frame.audio) / 2 / self.sample_rate
         if not await self._peer.send_audio(frame.audio):
             return False
