@@ -208,6 +208,33 @@ async def test_a_callback_before_the_record_links_it_once_the_record_is_saved(se
     await saved(records, call_id, recording_url(call_sid))
 
 
+async def test_a_callback_the_store_cannot_take_is_answered_503_and_its_retry_links(served: Any) -> None:
+    """The record store fails (its file unreadable: a failed disk, a bad restore): Twilio's callback is answered
+    503, so that Twilio may retry it, and the failure is logged; once the store is back, the retry links."""
+    from loguru import logger
+
+    server, records = served
+    call_sid = "CA" + "e" * 32
+    call_id = await relay_call(server, call_sid)
+    await saved(records, call_id)
+    files = [path for path in records.path.parent.glob(records.path.name + "*") if path.is_file()]
+    for path in files:
+        path.rename(path.with_name(path.name + ".aside"))
+    records.path.write_bytes(b"not a database" * 100)
+    logged: list[str] = []
+    sink = logger.add(lambda message: logged.append(str(message)), level="ERROR")
+    try:
+        assert await post_callback(server, callback_form(call_sid)) == 503
+    finally:
+        logger.remove(sink)
+        records.path.unlink()
+        for path in files:
+            path.with_name(path.name + ".aside").rename(path)
+    assert any(f"Twilio's recording of {call_sid} not linked" in line for line in logged), logged
+    assert await post_callback(server, callback_form(call_sid)) == 204  # Twilio's retry
+    await saved(records, call_id, recording_url(call_sid))
+
+
 async def test_forged_unknown_and_absent_callbacks_change_nothing(served: Any) -> None:
     from loguru import logger
 

@@ -159,21 +159,23 @@ class SqliteRecords:
 
     def __init__(self, path: Path):
         self.path = path
-        try:
-            with self._connect() as db:
-                db.executescript(_SQLITE_SCHEMA)
-        except sqlite3.Error as exc:
-            raise RecordStoreError(f"record store {path}: {exc}") from None
+        with self._connect() as db:
+            db.executescript(_SQLITE_SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10)
+        """One transaction; SQLite's errors (a locked, full, unreadable or corrupt file) come out as
+        ``RecordStoreError``, as PostgreSQL's do, so callers handle one kind of failure."""
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            with db:
-                yield db
-        finally:
-            db.close()
+            db = sqlite3.connect(self.path, timeout=10)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                with db:
+                    yield db
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"record store {self.path}: {exc}") from None
 
     def save(self, record: CallRecord) -> None:
         stored = record.model_dump_json()
