@@ -6,10 +6,10 @@ played. Bot audio frames are held the same way, so each is passed on (and record
 meter) when the peer reports it played. On barge-in the output sends ``clear`` and drops what was held: the
 assistant's turn is cut to what the caller heard, and of the chunk that was playing only the part already
 played is passed on (of every chunk played by then: a mark may still be on its way back). pipecat delivers
-the chunk its audio task had taken when the interruption came: sent before the ``clear``, the clear drops it on
-the peer and ``_cleared_seq`` recognises it by its mark; not sent yet, it is not sent at all (a chunk made
-before the interruption frame has a smaller frame id). A subclass may send several frames as one chunk (the serverless
-bridge's windows): ``_open_seq`` names the mark that will follow audio written but not sent yet.
+the chunk its audio task had taken when the interruption came: sent before the ``clear``, the clear drops it
+on the peer and ``_cleared_seq`` recognises it by its mark; not sent yet, it is not sent at all (a chunk made
+before the interruption frame has a smaller frame id). A subclass may send several frames as one chunk (the
+serverless bridge's windows): ``_open_seq`` names the mark that will follow audio written but not sent yet.
 
 In realtime deployments ``BotAudioPlayedFrame`` goes upstream on every returned mark, for the realtime
 service to truncate its server-side item (``conversation.item.truncate`` with the played milliseconds).
