@@ -37,6 +37,7 @@ from pipecat.workers.runner import WorkerRunner
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from tests.apigw_shim import wait_until
 from tests.simulators.server import RunningServer
 from tests.simulators.twilio_media import RATE, TwilioMediaSimulator
 from voxpipe.config.loader import parse_deployment
@@ -414,11 +415,7 @@ async def test_a_chunk_taken_before_a_barge_in_is_not_sent_after_its_clear() -> 
     try:
         await asyncio.sleep(0.3)  # the reply is playing
         await worker.queue_frame(InterruptionFrame())
-        for _ in range(100):
-            if "clear" in peer.sent:
-                break
-            await asyncio.sleep(0.01)
-        assert "clear" in peer.sent
+        await wait_until(lambda: "clear" in peer.sent, timeout=1)
         sent = len(peer.sent)
         assert not await output.write_audio_frame(late) and len(peer.sent) == sent  # nothing after the clear
         assert await output.write_audio_frame(OutputAudioRawFrame(speech(0.04), 8000, 1))  # the next reply's
