@@ -15,6 +15,7 @@ framework or a wire protocol: the web app, the bridge worker and the transports 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import time
@@ -43,6 +44,7 @@ from voxpipe.providers.registry import Registry, default_registry
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.model import CallRecord, TurnRecord
 from voxpipe.records.prometheus import CallMetrics
+from voxpipe.records.spool import RecordSpool, keep_record, spool_path
 from voxpipe.records.store import RecordStore
 from voxpipe.redaction.sessions import RedactingSessionStore
 from voxpipe.security.browser_access import AccessRefused
@@ -59,10 +61,25 @@ TurnListener = Callable[[str, str], Awaitable[None]]
 
 @dataclass
 class CallBookkeeping:
-    """Where finished calls go: the record store and the process's metrics (either may be absent)."""
+    """Where finished calls go: the record store and the process's metrics (either may be absent). A record
+    the store cannot take when its call ends waits in the store's spool (``records.spool``) until it can."""
 
     records: RecordStore | None = None
     metrics: CallMetrics | None = None
+
+    def __post_init__(self) -> None:
+        self.spool = RecordSpool(spool_path(self.records)) if self.records is not None else None
+
+    async def keep(self, record: CallRecord) -> None:
+        """Save ``record`` (joined to its call's earlier connections), or spool it; never raises."""
+        if self.records is not None and self.spool is not None:
+            await keep_record(functools.partial(_save_joined, self.records), self.spool, record)
+
+    async def save_spooled(self) -> None:
+        """Save what waits in the spool (``voxpipe serve`` does at start): records of calls that ended while the
+        store was down, if it is back."""
+        if self.records is not None and self.spool is not None:
+            await asyncio.to_thread(self.spool.drain, functools.partial(_save_joined, self.records))
 
 
 @dataclass
@@ -152,10 +169,9 @@ async def run_measured_call(
             turn_taking=meter.turn_taking(),
         )
         record = call_pipeline.keeping.finish(record)  # redacted, with its recording; the trace exported
-        if bookkeeping.records:  # a database write: off the loop, which carries every other call's audio
-            await asyncio.to_thread(_save_joined, bookkeeping.records, record)
         if bookkeeping.metrics:
             bookkeeping.metrics.call_ended(record)  # this connection's numbers (an earlier one counted its own)
+        await bookkeeping.keep(record)
     return record
 
 
