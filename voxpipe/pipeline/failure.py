@@ -40,7 +40,7 @@ from pipecat.utils.errors import ErrorCategory
 from voxpipe.config.models import OnFailureConfig
 from voxpipe.pipeline.fallback import TRANSIENT
 from voxpipe.pipeline.metering import CallMeter
-from voxpipe.records.model import CallFailure
+from voxpipe.records.model import CallError, CallFailure
 
 FailureHandler = Callable[[CallFailure], Awaitable[None]]
 
@@ -89,6 +89,23 @@ def is_fatal(error: ErrorFrame, meter: CallMeter) -> bool:
     return category.is_permanent or category in TRANSIENT
 
 
+def failure_of(config: OnFailureConfig, error: CallError, at_secs: float) -> CallFailure:
+    """How the deployment's ``on_failure`` ends a call that ``error`` stopped ``at_secs`` into it."""
+    return CallFailure(
+        say=config.say,
+        then="transfer" if config.transfer_to else "hangup",
+        transfer_to=config.transfer_to,
+        error=error,
+        at_secs=at_secs,
+    )
+
+
+def store_failure(config: OnFailureConfig, problem: Exception) -> CallFailure:
+    """A call that cannot start because its session store is out of reach: told ``on_failure``'s message,
+    transferred or hung up, rather than left in silence."""
+    return failure_of(config, CallError(kind="session_store", message=str(problem), fatal=True), 0.0)
+
+
 class FailureWatch:
     """Ends a call on its first fatal error, through the deployment's ``on_failure`` (see the module docstring)."""
 
@@ -105,13 +122,7 @@ class FailureWatch:
         if self.meter.failure is not None or not is_fatal(error, self.meter):
             return
         recorded.fatal = True
-        failure = CallFailure(
-            say=self.config.say,
-            then="transfer" if self.config.transfer_to else "hangup",
-            transfer_to=self.config.transfer_to,
-            error=recorded,
-            at_secs=round(time.monotonic() - self.meter.started_at, 3),
-        )
+        failure = failure_of(self.config, recorded, round(time.monotonic() - self.meter.started_at, 3))
         self.meter.failure = failure
         logger.warning(f"call {worker.name}: {recorded.summary()}; ending it ({failure.then})")
         try:

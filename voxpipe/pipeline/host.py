@@ -49,7 +49,7 @@ from voxpipe.records.store import RecordStore
 from voxpipe.redaction.sessions import RedactingSessionStore
 from voxpipe.security.browser_access import AccessRefused
 from voxpipe.security.limits import DeploymentLimits, LimitExceeded, SharedWindows
-from voxpipe.sessions import Session, SessionRecorder, SessionStore
+from voxpipe.sessions import Session, SessionRecorder, SessionStore, StoreUnavailable
 
 CLOSE_TIMEOUT_SECS = 10.0
 #: Which process took a connection (a session's ``served_by``): calls move between workers and hosts.
@@ -290,10 +290,14 @@ class HostedCall:
             self._run.cancel()
         except (Exception, asyncio.CancelledError) as exc:
             logger.warning(f"call {self.call_id}: ended with {exc!r}")
-        if self.recorder is not None:
-            await self.recorder.flush()
-        await self.host.store.update_metadata(self.call_id, {"disconnected_at": _now()})
-        self.host.calls.discard(self)
+        try:
+            if self.recorder is not None:
+                await self.recorder.flush()  # (a failing store is retried, then logged: it never raises)
+            await self.host.store.update_metadata(self.call_id, {"disconnected_at": _now()})
+        except Exception as exc:  # the session store is down: the call is over all the same
+            logger.warning(f"call {self.call_id}: its session's disconnection not stored ({exc!r})")
+        finally:
+            self.host.calls.discard(self)
 
 
 class CallHost:
@@ -330,8 +334,12 @@ class CallHost:
         with the CallSid (``metadata["callSid"]``) that opened it. An id whose call is
         live in this process is refused too (a second socket never joins or replaces a live call). The
         caller has already verified the id (``voxpipe.security.call_binding``): only then may it resume.
+        ``StoreUnavailable`` if the session store cannot be reached.
         """
-        session = await self.store.get(call_id)
+        try:
+            session = await self.store.get(call_id)
+        except Exception as exc:  # whatever the backend raises when it is down
+            raise StoreUnavailable(f"the session store failed: {exc!r}") from exc
         stored = session.metadata if session else {}
         refusal = None
         if stored.get("deployment") not in (None, self.deployment.name):
@@ -348,7 +356,10 @@ class CallHost:
         if session is not None and session.messages:
             logger.info(f"[{self.deployment.name}] call {call_id} resumes with {len(session.messages)} messages")
         changes = {"deployment": self.deployment.name, "connected_at": _now(), "served_by": SERVED_BY, **metadata}
-        await self.store.update_metadata(call_id, changes)
+        try:
+            await self.store.update_metadata(call_id, changes)
+        except Exception as exc:
+            raise StoreUnavailable(f"the session store failed: {exc!r}") from exc
         return Session(call_id, list(session.messages) if session else [], changes)
 
     def start_call(

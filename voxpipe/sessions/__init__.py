@@ -10,6 +10,7 @@ from voxpipe.sessions.base import (
     Session,
     SessionRecorder,
     SessionStore,
+    StoreUnavailable,
     append_turns,
 )
 from voxpipe.sessions.memory import MemorySessionStore
@@ -24,6 +25,7 @@ __all__ = [
     "Session",
     "SessionRecorder",
     "SessionStore",
+    "StoreUnavailable",
     "append_turns",
     "open_store",
 ]

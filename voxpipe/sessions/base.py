@@ -27,8 +27,16 @@ log = logging.getLogger("voxpipe.sessions")
 #: The default cap on one conversation's stored size, in bytes of JSON (``sessions.max_history_bytes``).
 MAX_HISTORY_BYTES = 1024 * 1024
 
+#: At the end of a call, the waits between attempts to store what a failing store did not take.
+FLUSH_RETRY_DELAYS_SECS = (0.5, 2.0)
+
 #: pipecat writes this into a tool message while the tool runs, and replaces it in place with the result.
 TOOL_PLACEHOLDER = "IN_PROGRESS"
+
+
+class StoreUnavailable(Exception):
+    """The session store (or the store of spent call tokens beside it) is out of reach as a call starts: the
+    call cannot be opened safely, and its transport tells the caller the deployment's ``on_failure`` message."""
 
 
 class Conflict(Exception):
@@ -174,6 +182,11 @@ class SessionRecorder:
 
     ``messages`` returns the live list (pipecat's ``LLMContext.messages``), which starts with the
     ``session``'s stored messages. Only plain dict messages are stored; provider-specific objects are skipped.
+
+    A store that fails (Redis or DynamoDB out of reach, a locked SQLite file) never touches the call: the
+    messages not written stay pending and go with the next write, and ``flush`` at the end of the call tries
+    again (``FLUSH_RETRY_DELAYS_SECS``) before it gives up, saying how many messages were not stored (the
+    call's record keeps its turns). ``unstored`` counts them.
     """
 
     def __init__(self, store: SessionStore, session: Session, messages: Callable[[], list[Any]]):
@@ -185,6 +198,7 @@ class SessionRecorder:
         self._lock = asyncio.Lock()
         self._pending: set[asyncio.Task[None]] = set()
         self.refused: HistoryTooLarge | None = None  # set once the store refused a write as too large
+        self.failing: Exception | None = None  # the store's error while it fails (logged once per outage)
 
     def request_sync(self) -> None:
         """Write new settled messages soon, without blocking the caller (a pipeline observer)."""
@@ -202,10 +216,16 @@ class SessionRecorder:
                 return
             self._synced = max(self._synced, settled)
 
-    async def _append(self, messages: list[dict[str, Any]]) -> bool:
-        """Store ``messages`` after those stored; ``False`` if the store refused them as too large.
+    @property
+    def unstored(self) -> int:
+        """Settled messages of the call not in the store (while it fails, or past a refusal)."""
+        return max(0, settled_length(self._messages()) - self._synced)
 
-        The call goes on with its whole context in memory; the store keeps every turn up to the refusal.
+    async def _append(self, messages: list[dict[str, Any]]) -> bool:
+        """Store ``messages`` after those stored; ``False`` if the store refused them as too large, or failed.
+
+        The call goes on with its whole context in memory; the store keeps every turn up to the refusal. After
+        a failure the messages stay pending: the next write takes them too.
         """
         try:
             self._stored = await append_turns(self.store, self.call_id, messages, self._stored)
@@ -214,6 +234,16 @@ class SessionRecorder:
                 log.error("%s; the call goes on, but a reconnect would resume without the later turns", exc)
             self.refused = exc
             return False
+        except Exception as exc:  # the store is down or out of reach: whatever its backend raises
+            if self.failing is None:
+                log.warning(
+                    "session %s: the store failed (%r); its messages wait for the next write", self.call_id, exc
+                )
+            self.failing = exc
+            return False
+        if self.failing is not None:
+            log.info("session %s: the store is back; the messages that waited are stored", self.call_id)
+            self.failing = None
         return True
 
     async def truncate_last_assistant(self, content: str) -> None:
@@ -228,7 +258,10 @@ class SessionRecorder:
                 return
             live[-1]["content"] = content
             if self._synced >= len(self._messages()):
-                await self.store.truncate_last_assistant(self.call_id, content)
+                try:
+                    await self.store.truncate_last_assistant(self.call_id, content)
+                except Exception as exc:  # the store is down: the stored reply stays whole (the live one is cut)
+                    log.warning("session %s: the store failed to cut the last reply (%r)", self.call_id, exc)
 
     async def flush(self) -> None:
         """Wait for scheduled writes, then write what is left (call this when the call ends).
@@ -238,10 +271,29 @@ class SessionRecorder:
         """
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+        for delay in (*FLUSH_RETRY_DELAYS_SECS, None):
+            if await self._flush_once() or self.refused is not None:
+                return
+            if delay is None:
+                log.error(
+                    "session %s: %d messages of the conversation could not be stored (%r): a reconnect would "
+                    "resume without them (the call's record keeps its turns)",
+                    self.call_id,
+                    self.unstored,
+                    self.failing,
+                )
+                return
+            await asyncio.sleep(delay)
+
+    async def _flush_once(self) -> bool:
+        """Write every message not written yet; ``False`` if the store refused or failed."""
         await self.sync()
         async with self._lock:
+            if self.failing is not None:
+                return False
             live = self._messages()
             rest = [dict(m) for m in without_unanswered_tool_calls(live[self._synced :]) if isinstance(m, dict)]
             if rest and not await self._append(rest):
-                return
+                return False
             self._synced = len(live)
+            return True

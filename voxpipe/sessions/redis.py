@@ -24,6 +24,16 @@ from voxpipe.sessions.base import MAX_HISTORY_BYTES, Conflict, HistoryTooLarge, 
 
 T = TypeVar("T")
 PREFIX = "voxpipe:session"
+#: How long a Redis command may take, connecting included, before it has failed: without it a hung Redis
+#: (a stopped process, a network partition dropping packets) holds a call's start, or its end, forever.
+TIMEOUT_SECS = 2.0
+
+
+def redis_client(url: str, *, decode_responses: bool = False, timeout_secs: float = TIMEOUT_SECS) -> Redis:
+    """A client of the Redis at ``url`` whose commands fail after ``timeout_secs`` instead of waiting on."""
+    return Redis.from_url(
+        url, decode_responses=decode_responses, socket_timeout=timeout_secs, socket_connect_timeout=timeout_secs
+    )
 
 
 class RedisSessionStore:
@@ -34,7 +44,7 @@ class RedisSessionStore:
             raise ValueError("sessions.url is required with store: redis (e.g. redis://localhost:6379/0)")
         self.ttl_secs = int(ttl_secs)
         self.max_history_bytes = max_history_bytes
-        self._redis = Redis.from_url(url, decode_responses=True)
+        self._redis = redis_client(url, decode_responses=True)
 
     @staticmethod
     def _keys(call_id: str) -> tuple[str, str]:

@@ -19,10 +19,10 @@ import asyncio
 from concurrent.futures import Future
 
 from loguru import logger
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from voxpipe.pipeline.fallback import HEALTH, ProviderHealth
+from voxpipe.sessions.redis import redis_client
 
 PREFIX = "voxpipe:health:"
 
@@ -33,7 +33,7 @@ class RedisHealthBoard:
     def __init__(self, url: str, health: ProviderHealth = HEALTH, interval_secs: float = 1.0):
         self.health = health
         self.interval_secs = interval_secs
-        self._redis = Redis.from_url(url, decode_responses=True)
+        self._redis = redis_client(url, decode_responses=True)
         self._writes: set[Future[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import secrets
 
-from redis.asyncio import Redis
-
 from voxpipe.security.limits import LimitExceeded
+from voxpipe.sessions.redis import redis_client
 
 PREFIX = "voxpipe:limit"
 SLOTS = "voxpipe:slots"
@@ -75,7 +74,7 @@ class RedisWindows:
     on a hung store."""
 
     def __init__(self, url: str, scope: str, timeout_secs: float = 1.0):
-        self._redis = Redis.from_url(url, socket_timeout=timeout_secs, socket_connect_timeout=timeout_secs)
+        self._redis = redis_client(url, timeout_secs=timeout_secs)
         self._scope = scope
         self._take = self._redis.register_script(TAKE)
         self._take_slot = self._redis.register_script(TAKE_SLOT)

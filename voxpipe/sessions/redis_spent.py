@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 
-from redis.asyncio import Redis
-
 from voxpipe.security.spent_tokens import digest
+from voxpipe.sessions.redis import redis_client
 
 PREFIX = "voxpipe:spent"
 
@@ -20,7 +19,7 @@ class RedisSpentTokens:
     """``SpentTokens`` in one Redis database (``url`` as redis-py takes it)."""
 
     def __init__(self, url: str):
-        self._redis = Redis.from_url(url)
+        self._redis = redis_client(url)
 
     async def spend(self, token: str, keep_secs: float) -> bool:
         first = await self._redis.set(f"{PREFIX}:{digest(token)}", b"1", nx=True, ex=max(1, math.ceil(keep_secs)))

@@ -41,13 +41,14 @@ from pipecat.processors.filters.identity_filter import IdentityFilter
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from voxpipe.pipeline.builder import CallPipeline, TextTransport
+from voxpipe.pipeline.failure import store_failure
 from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.text_latency import TextTurnMeter
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.model import CallFailure
 from voxpipe.security.call_binding import without_token
 from voxpipe.security.tokens import TokenError
-from voxpipe.sessions.base import append_turns
+from voxpipe.sessions.base import StoreUnavailable, append_turns
 from voxpipe.telephony import conversation_relay as protocol
 from voxpipe.telephony import keypad, keypad_entry
 from voxpipe.transports import twilio_recordings
@@ -236,6 +237,9 @@ class RelaySession:
             logger.warning(f"{self}: setup for call {setup.call_sid!r} refused, the session is closed: {problem}")
             await self.channel.close(POLICY_VIOLATION, f"setup refused: {problem}")
             return
+        except StoreUnavailable as problem:
+            await self._fail_unopened(problem)
+            return
         metadata = {
             "transport": "conversation_relay",
             "callSid": setup.call_sid,
@@ -246,7 +250,11 @@ class RelaySession:
         }
         returned = setup.custom_parameters if setup.custom_parameters.get(RETURN_STATUS) else {}
         session_id = str(returned.get(RESUME_SESSION) or setup.session_id)  # back from a warm transfer: resume
-        session = await self.host.open_session(session_id, metadata)
+        try:
+            session = await self.host.open_session(session_id, metadata)
+        except StoreUnavailable as problem:
+            await self._fail_unopened(problem)
+            return
         if session is None:
             logger.warning(f"{self}: session id {session_id} is not this call's to use; the session is closed")
             await self.channel.close()
@@ -284,6 +292,12 @@ class RelaySession:
         await self.send(protocol.text_token(failure.say, last=True))  # not the turn's reply: not metered
         handoff = protocol.failure_handoff(failure.transfer_to, failure.error.summary())
         await self.send(protocol.end_session(handoff))
+
+    async def _fail_unopened(self, problem: StoreUnavailable) -> None:
+        """The session cannot be opened (its store is out of reach): Twilio speaks ``on_failure``'s message and
+        hands the call off, as when a provider fails, rather than leaving the caller in silence."""
+        logger.error(f"{self}: {problem}; the caller is told on_failure's message")
+        await self._on_failure(store_failure(self.host.deployment.on_failure, problem))
 
     async def _end_after_reply(self, handoff: dict[str, Any]) -> None:
         try:

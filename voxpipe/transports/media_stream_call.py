@@ -24,6 +24,7 @@ from loguru import logger
 from pipecat.frames.frames import LLMMessagesAppendFrame
 
 from voxpipe.audio import g711
+from voxpipe.pipeline.failure import store_failure
 from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.pipeline.latency import first_audible, last_audible
 from voxpipe.providers.spec import AudioFormat
@@ -31,6 +32,7 @@ from voxpipe.records.model import CallFailure
 from voxpipe.security.call_binding import without_token
 from voxpipe.security.limits import RealTimeBudget
 from voxpipe.security.tokens import TokenError
+from voxpipe.sessions import StoreUnavailable
 from voxpipe.telephony import media_streams
 from voxpipe.telephony.media_streams import Malformed, MediaStream, Send, StreamStart, field_of
 from voxpipe.transports.media_transport import MediaPeer, MediaTransport
@@ -148,15 +150,18 @@ class MediaStreamCall(MediaPeer):
     # -- what the stream tells (telephony.media_streams.StreamHandler)
 
     async def started(self, start: StreamStart) -> None:
-        try:
-            await self.dialect.authorize(self, start)
-        except TokenError as problem:
-            await self._refuse(f"start refused: {problem}")
-            return
         metadata = {"transport": self._carrier + self.dialect.name, **start.metadata}
         if isinstance(metadata.get("custom_parameters"), dict):
             metadata["custom_parameters"] = without_token(metadata["custom_parameters"])
-        session = await self.host.open_session(start.call_id, metadata)
+        try:
+            await self.dialect.authorize(self, start)
+            session = await self.host.open_session(start.call_id, metadata)
+        except TokenError as problem:
+            await self._refuse(f"start refused: {problem}")
+            return
+        except StoreUnavailable as problem:
+            await self._fail_unopened(problem)
+            return
         if session is None:
             await self._refuse("start refused: the call id is not this stream's to use")
             return
@@ -190,6 +195,14 @@ class MediaStreamCall(MediaPeer):
         logger.warning(f"{self}: {reason}; the stream is closed")
         await self.stream.stop()
         await self._close_peer(reason)
+
+    async def _fail_unopened(self, problem: StoreUnavailable) -> None:
+        """The call cannot be opened (its session store is out of reach): the caller is told the deployment's
+        ``on_failure`` message and transferred or hung up, as when a provider fails, not left in silence."""
+        logger.error(f"{self}: {problem}; the caller is told on_failure's message")
+        await self.dialect.fail(self, store_failure(self.host.deployment.on_failure, problem))
+        await self.stream.stop()
+        await self._close_peer("")
 
     def _transport(self) -> MediaTransport:
         if self.transport is None:  # the stream reports audio, marks and keys only once started

@@ -24,6 +24,7 @@ from voxpipe.security.call_binding import PARAMETER, TTL_SECS, CallBinding, with
 from voxpipe.security.limits import MAX_WEBHOOK_BYTES
 from voxpipe.security.spent_tokens import MemorySpentTokens, SpentTokens
 from voxpipe.security.tokens import TokenError
+from voxpipe.sessions.base import StoreUnavailable
 from voxpipe.telephony import conversation_relay, twiml, warm_transfer
 from voxpipe.telephony.warm_transfer import (  # noqa: F401 — re-exported: the transports import them from here
     RESUME_SESSION,
@@ -241,7 +242,8 @@ class TwilioAccount:
 
     async def bind(self, transport: str, call_sid: str, custom_parameters: Any) -> None:
         """Accept a socket's ``start`` / ``setup`` for ``call_sid`` if it brings the token this server's webhook
-        gave that call, unspent (it is spent now: a captured copy opens nothing more), or raise ``TokenError``."""
+        gave that call, unspent (it is spent now: a captured copy opens nothing more), or raise ``TokenError``
+        (``StoreUnavailable`` when the store of spent tokens cannot be reached)."""
         self.bindings[transport].verify(call_sid, custom_parameters)
         token = custom_parameters.get(PARAMETER) if isinstance(custom_parameters, dict) else None
         if token is None:  # unsigned (insecure: true): nothing was minted, nothing to spend
@@ -249,7 +251,7 @@ class TwilioAccount:
         try:
             first = await self.spent.spend(str(token), TTL_SECS)
         except Exception as exc:  # the shared store is down: refuse rather than let a replay through
-            raise TokenError(f"could not check that the token is unused: {exc!r}") from None
+            raise StoreUnavailable(f"could not check that the token is unused: {exc!r}") from None
         if not first:
             raise TokenError(f"the {PARAMETER} was used already (a replayed start for this call)")
 
