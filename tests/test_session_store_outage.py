@@ -153,6 +153,12 @@ async def turn(call: TwilioMediaSimulator, timeout: float = 8.0) -> None:
     await asyncio.sleep(1.0)
 
 
+async def greeted_and_answered(call: TwilioMediaSimulator) -> None:
+    """The greeting played, then the caller's first turn was answered (the store still up)."""
+    await call.wait_for(lambda: len(call.marks_echoed) > 0, what="the greeting")
+    await turn(call)
+
+
 async def until_ended(host: Any, timeout: float = 15.0) -> None:
     """The host has let go of every call."""
     deadline = time.monotonic() + timeout
@@ -166,8 +172,7 @@ async def test_a_hung_store_holds_up_no_turn_and_the_conversation_is_stored_once
 ) -> None:
     with served(tmp_path, redis) as (server, host, _):
         async with caller(server) as call:
-            await call.wait_for(lambda: len(call.marks_echoed) > 0, what="the greeting")
-            await turn(call)
+            await greeted_and_answered(call)
             redis.hang()
             started = time.monotonic()
             await turn(call)  # answered as ever: the session write waits in the background, then times out
@@ -190,8 +195,7 @@ async def test_a_store_dead_for_good_ends_the_call_cleanly_and_keeps_its_turns_i
 ) -> None:
     with served(tmp_path, redis) as (server, host, records):
         async with caller(server) as call:
-            await call.wait_for(lambda: len(call.marks_echoed) > 0, what="the greeting")
-            await turn(call)
+            await greeted_and_answered(call)
             redis.kill()
             await turn(call)
         await until_ended(host)  # flush tries again for a few seconds, then gives up
