@@ -154,8 +154,13 @@ async def turn(call: TwilioMediaSimulator, timeout: float = 8.0) -> None:
 
 
 async def greeted_and_answered(call: TwilioMediaSimulator) -> None:
-    """The greeting played, then the caller's first turn was answered (the store still up)."""
+    """The greeting played to its end (the caller talking over it would cut it from the conversation), then the
+    caller's first turn was answered (the store still up)."""
     await call.wait_for(lambda: len(call.marks_echoed) > 0, what="the greeting")
+    played = -1
+    while played != len(call.marks_echoed):  # until no mark has come back for half a second
+        played = len(call.marks_echoed)
+        await asyncio.sleep(0.5)
     await turn(call)
 
 
@@ -187,7 +192,7 @@ async def test_a_hung_store_holds_up_no_turn_and_the_conversation_is_stored_once
     await store.close()
     assert session is not None
     roles = [message["role"] for message in session.messages]
-    assert roles == ["user", "assistant"] * 3, session.messages  # every turn, those of the outage included
+    assert roles == ["assistant"] + ["user", "assistant"] * 3, session.messages  # greeting, then every turn
 
 
 async def test_a_store_dead_for_good_ends_the_call_cleanly_and_keeps_its_turns_in_the_record(
