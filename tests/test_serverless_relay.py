@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -356,6 +357,29 @@ async def test_a_failed_llm_ends_the_session_through_on_failure(shim: ApiGateway
     assert "to" not in json.loads(end["handoffData"])
     assert time.monotonic() - prompted < 5.0  # Bedrock's retries of a 500 included
     await caller.hang_up()
+
+
+async def test_a_setup_while_dynamodb_is_down_ends_the_session_through_on_failure(
+    lambda_env: dict[str, str],
+) -> None:
+    """The conversation table is out of reach when the call starts (its endpoint refuses connections): the
+    caller hears on_failure's text and the session ends with handoff data, as when the LLM fails; before, the
+    invocation raised, and every prompt after Twilio's greeting was answered by silence."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    function = LambdaFunction("voxpipe.serverless.relay.handler", {**lambda_env, "AWS_ENDPOINT_URL_DYNAMODB": dead})
+    down = ApiGatewayShim({"$connect": function, "$default": function, "$disconnect": function})
+    with down:
+        function.env["VOXPIPE_CONNECTIONS_URL"] = down.endpoint
+        caller = await RelayCaller.dial(down.client_url, signature())
+        await caller.setup("CA00000000000000000000000000000009")
+        text = await caller.next_message()
+        end = await caller.next_message()
+        await caller.hang_up()
+    assert text == {"type": "text", "token": DEFAULT_FAILURE_SAY, "last": True}
+    handoff = json.loads(end["handoffData"])
+    assert end["type"] == "end" and handoff["reason"] == "failure" and "session store" in json.dumps(handoff)
 
 
 # ------------------------------------------------------------------------------------------------ the parts

@@ -65,6 +65,16 @@ class TooManyConflicts(RuntimeError):
     """A write kept losing the race to other writers of the same item (bounded retries)."""
 
 
+#: A conversation's reads and writes fail within seconds instead of after botocore's DynamoDB default of ten
+#: attempts (~25 s of backoff against an endpoint that refuses): a caller is waiting on the line, and a call
+#: that cannot reach its conversation is told so (the relay's ``on_failure``) rather than left in silence.
+CLIENT_CONFIG: dict[str, Any] = {
+    "retries": {"mode": "standard", "max_attempts": 3},
+    "connect_timeout": 2,
+    "read_timeout": 5,
+}
+
+
 @dataclass
 class Conversation:
     """One call's stored conversation.
@@ -97,7 +107,7 @@ class ConversationTable:
         """``masked``: what of a conversation is written (the Lambda relay's redaction); by default all of it."""
         self.table = table
         self.ttl_secs = ttl_secs
-        self.client = client or aws_client("dynamodb")
+        self.client = client or aws_client("dynamodb", **CLIENT_CONFIG)
         self.clock = clock
         self.max_attempts = max_attempts
         self.masked = masked

@@ -7,7 +7,8 @@
   conversation; a final ``prompt`` and a complete keypad entry stream a reply as ``text`` tokens through
   ``@connections``; ``interrupt`` cuts the reply being spoken to what the caller heard. When no LLM of the
   chain can answer, the deployment's ``on_failure`` text is the last ``text``, then ``end`` hands the call
-  off (``handoffData`` reason ``failure``), as on the server. The messages and
+  off (``handoffData`` reason ``failure``), as on the server; the same when the conversation table fails
+  (DynamoDB out of reach): the caller is told, not left in silence. The messages and
   their rules (partial prompts, keypad entries, handoff data) are ``voxpipe.telephony``'s, as on the server.
 - No dead air: a slow tool's filler is sent (``last: false``) before the answer (``text_llm.Reply``); a reply
   spoken whole arms a silence check (``silence.py``: re-prompts, then the goodbye); a warm ``transfer`` ends the
@@ -34,6 +35,8 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from voxpipe.aws.conversations import Conversation, ConversationTooLarge, Message
 from voxpipe.security.call_binding import PARAMETER, TTL_SECS, CallBinding, without_token
@@ -124,6 +127,16 @@ class Relay:
         self.table, self.redactor = conversations(config)
 
     def handle(self, message: protocol.Inbound) -> None:
+        """Act on one message. The conversation table failing (DynamoDB out of reach, or throttled past the
+        client's retries) ends the session through ``on_failure``: without its conversation the call cannot go on,
+        and every prompt would otherwise meet silence."""
+        try:
+            self._dispatch(message)
+        except (BotoCoreError, ClientError) as exc:
+            logger.exception("connection %s: the conversation table failed; ending the session", self.connection_id)
+            self._fail(f"session store: {type(exc).__name__}: {exc}")
+
+    def _dispatch(self, message: protocol.Inbound) -> None:
         if isinstance(message, protocol.Setup):
             self.setup(message)
         elif isinstance(message, protocol.Prompt):
@@ -146,15 +159,17 @@ class Relay:
         (``voxpipe.security.call_binding``), unspent (it is spent now, in the table, so a replay is refused by
         every invocation), and the id must not name another transport's conversation.
         """
-        binding = CallBinding.for_deployment("conversation_relay", self.config.validate_signatures)
-        token = setup.custom_parameters.get(PARAMETER)
         try:
-            binding.verify(setup.call_sid, setup.custom_parameters)
-            if token is not None and not self.table.spend(digest(str(token)), TTL_SECS):
-                raise TokenError(f"the {PARAMETER} was used already (a replayed setup for this call)")
+            self._open(setup)
         except TokenError as problem:
             self._refuse(f"setup for call {setup.call_sid!r} refused: {problem}")
-            return
+
+    def _open(self, setup: protocol.Setup) -> None:
+        binding = CallBinding.for_deployment("conversation_relay", self.config.validate_signatures)
+        token = setup.custom_parameters.get(PARAMETER)
+        binding.verify(setup.call_sid, setup.custom_parameters)
+        if token is not None and not self.table.spend(digest(str(token)), TTL_SECS):
+            raise TokenError(f"the {PARAMETER} was used already (a replayed setup for this call)")
         stored = self.table.get(setup.call_sid)
         if stored is not None and stored.metadata.get("transport") not in (None, "conversation_relay"):
             self._refuse(f"call id {setup.call_sid!r} is a {stored.metadata['transport']} id: refused")
@@ -319,12 +334,18 @@ class Relay:
             return "".join(sent)
         except Exception as exc:  # no LLM of the chain could answer: the call cannot go on (on_failure)
             logger.exception("the reply to call %s failed; ending the session", call_id)
-            handoff = protocol.failure_handoff(self.config.failure_transfer_to, f"llm: {type(exc).__name__}: {exc}")
-            with contextlib.suppress(ConnectionGone):
-                connections.post_json(self.connection_id, protocol.text_token(self.config.failure_say, last=True))
-                connections.post_json(self.connection_id, protocol.end_session(handoff))
+            self._fail(f"llm: {type(exc).__name__}: {exc}")
             return "".join(sent)
         return None
+
+    def _fail(self, reason: str) -> None:
+        """The call cannot go on: ``on_failure``'s text is the last ``text``, then ``end`` hands the call off
+        (``<Connect action>`` dials the transfer or hangs up), so the caller is told, not left in silence."""
+        connections = Connections(self.endpoint)
+        handoff = protocol.failure_handoff(self.config.failure_transfer_to, reason)
+        with contextlib.suppress(ConnectionGone):
+            connections.post_json(self.connection_id, protocol.text_token(self.config.failure_say, last=True))
+            connections.post_json(self.connection_id, protocol.end_session(handoff))
 
     def _interrupted(self, call_id: str) -> bool:
         conversation = self.table.get(call_id)
