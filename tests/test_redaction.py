@@ -231,7 +231,7 @@ def test_voxpipe_call_prints_and_stores_nothing_in_clear(run_cli, write_yaml, tm
     written = done.stdout + done.stderr
     assert "You said" in written
     for clear in TRACES:
-        assert clear not in written, clear
+        assert not _contains_clear(written.encode(), clear), clear  # (a recording's random id may hold 4821)
         for name, data in _bytes_under(tmp_path).items():
             assert not _contains_clear(data, clear) or name == config.name, (clear, name)
 
