@@ -23,7 +23,7 @@ from tests.test_relay_recordings import record, relay_call
 from voxpipe.config.loader import parse_deployment
 from voxpipe.records import spool as spool_module
 from voxpipe.records.model import CallRecord
-from voxpipe.records.spool import RecordSpool, keep_record, spool_path
+from voxpipe.records.spool import RecordKeeper, RecordSpool, spool_path
 from voxpipe.records.store import RecordStore, is_postgres_url
 from voxpipe.web.app import create_app
 
@@ -83,18 +83,19 @@ async def test_records_wait_while_the_store_is_down_and_follow_the_next_saved(
 ) -> None:
     store = RecordStore(target)
     spool = RecordSpool(tmp_path / "spool.jsonl")
+    keeper = RecordKeeper(store.save, spool)
     admin = request.getfixturevalue("postgres_admin") if is_postgres_url(target) else None
     with store_down(store, admin):
-        await keep_record(store.save, spool, record("VX1"))  # never raises
-        await keep_record(store.save, spool, record("VX2"))
+        await keeper.keep(record("VX1"))  # never raises
+        await keeper.keep(record("VX2"))
     assert spool.waiting() == 2
     assert store.list() == []
     assert sum("its record not saved" in line for line in logged) == 4  # two retries each
     assert any(f"the record waits in {spool.path}" in line for line in logged), logged
-    await keep_record(store.save, spool, record("VX3"))  # the store is back: the spool follows, oldest first
+    await keeper.keep(record("VX3"))  # the store is back: the spool follows, oldest first
     assert [r.call_id for r in store.list()] == ["VX1", "VX2", "VX3"]
     assert spool.waiting() == 0
-    await keep_record(store.save, spool, record("VX4"))  # an empty spool adds nothing
+    await keeper.keep(record("VX4"))  # an empty spool adds nothing
     assert len(store.list()) == 4
 
 
@@ -127,7 +128,7 @@ async def test_a_record_that_can_be_neither_saved_nor_spooled_is_logged_whole(
         raise spool_module.RecordStoreError("record store x: down")
 
     lost = record("VX1")
-    await keep_record(down, RecordSpool(tmp_path / "no such folder" / "spool.jsonl"), lost)
+    await RecordKeeper(down, RecordSpool(tmp_path / "no such folder" / "spool.jsonl")).keep(lost)
     assert any("could be neither saved" in line and lost.model_dump_json() in line for line in logged), logged
 
 

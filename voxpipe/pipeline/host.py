@@ -15,11 +15,12 @@ framework or a wire protocol: the web app, the bridge worker and the transports 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +45,7 @@ from voxpipe.providers.registry import Registry, default_registry
 from voxpipe.providers.spec import AudioFormat
 from voxpipe.records.model import CallRecord, TurnRecord
 from voxpipe.records.prometheus import CallMetrics
-from voxpipe.records.spool import RecordSpool, keep_record, spool_path
+from voxpipe.records.spool import RecordKeeper, RecordSpool, spool_path
 from voxpipe.records.store import RecordStore
 from voxpipe.redaction.sessions import RedactingSessionStore
 from voxpipe.security.browser_access import AccessRefused
@@ -68,18 +69,15 @@ class CallBookkeeping:
     metrics: CallMetrics | None = None
 
     def __post_init__(self) -> None:
-        self.spool = RecordSpool(spool_path(self.records)) if self.records is not None else None
+        self.keeper: RecordKeeper | None = None
+        if self.records is not None:  # a record is saved joined to its call's earlier connections
+            save = functools.partial(_save_joined, self.records)
+            self.keeper = RecordKeeper(save, RecordSpool(spool_path(self.records)))
 
     async def keep(self, record: CallRecord) -> None:
-        """Save ``record`` (joined to its call's earlier connections), or spool it; never raises."""
-        if self.records is not None and self.spool is not None:
-            await keep_record(functools.partial(_save_joined, self.records), self.spool, record)
-
-    async def save_spooled(self) -> None:
-        """Save what waits in the spool (``voxpipe serve`` does at start): records of calls that ended while the
-        store was down, if it is back."""
-        if self.records is not None and self.spool is not None:
-            await asyncio.to_thread(self.spool.drain, functools.partial(_save_joined, self.records))
+        """Save ``record``, or spool it; never raises."""
+        if self.keeper is not None:
+            await self.keeper.keep(record)
 
 
 @dataclass
@@ -173,6 +171,15 @@ async def run_measured_call(
             bookkeeping.metrics.call_ended(record)  # this connection's numbers (an earlier one counted its own)
         await bookkeeping.keep(record)
     return record
+
+
+@contextlib.contextmanager
+def _store_unavailable_on_failure() -> Iterator[None]:
+    """Whatever a session store backend raises when it is down, as ``StoreUnavailable``."""
+    try:
+        yield
+    except Exception as exc:
+        raise StoreUnavailable(f"the session store failed: {exc!r}") from exc
 
 
 def _save_joined(records: RecordStore, record: CallRecord) -> None:
@@ -336,10 +343,8 @@ class CallHost:
         caller has already verified the id (``voxpipe.security.call_binding``): only then may it resume.
         ``StoreUnavailable`` if the session store cannot be reached.
         """
-        try:
+        with _store_unavailable_on_failure():
             session = await self.store.get(call_id)
-        except Exception as exc:  # whatever the backend raises when it is down
-            raise StoreUnavailable(f"the session store failed: {exc!r}") from exc
         stored = session.metadata if session else {}
         refusal = None
         if stored.get("deployment") not in (None, self.deployment.name):
@@ -356,10 +361,8 @@ class CallHost:
         if session is not None and session.messages:
             logger.info(f"[{self.deployment.name}] call {call_id} resumes with {len(session.messages)} messages")
         changes = {"deployment": self.deployment.name, "connected_at": _now(), "served_by": SERVED_BY, **metadata}
-        try:
+        with _store_unavailable_on_failure():
             await self.store.update_metadata(call_id, changes)
-        except Exception as exc:
-            raise StoreUnavailable(f"the session store failed: {exc!r}") from exc
         return Session(call_id, list(session.messages) if session else [], changes)
 
     def start_call(

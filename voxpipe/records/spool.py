@@ -1,7 +1,7 @@
 """Call records the store could not take when their call ended, kept on local disk until it can.
 
 A call's record is written as the call ends. If the store fails then (PostgreSQL restarting or out of reach, a
-locked, full or corrupt SQLite file), ``keep_record`` tries again a few times (``RETRY_DELAYS_SECS``), and then
+locked, full or corrupt SQLite file), ``RecordKeeper.keep`` tries again a few times (``RETRY_DELAYS_SECS``), and then
 appends the record to a spool: a JSON-lines file on the server's own disk (``spool_path``), with a warning that
 names it. The spool goes to the store, oldest record first, after the next record the store takes and when
 ``voxpipe serve`` starts, so a record outlives an outage of its store and a restart of the server. Only when
@@ -19,6 +19,7 @@ import fcntl
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
@@ -109,20 +110,32 @@ class RecordSpool:
         return saved
 
 
-async def keep_record(save: Save, spool: RecordSpool, record: CallRecord) -> None:
-    """Save ``record`` (off the event loop, which carries every other call's audio), retrying while the store
-    fails, then spooling it; once the store takes it, the spool's waiting records follow. Never raises."""
-    for delay in (*RETRY_DELAYS_SECS, None):
-        try:
-            await asyncio.to_thread(save, record)
-            break
-        except RecordStoreError as exc:
-            if delay is None:
-                await asyncio.to_thread(_spool, spool, record, exc)
-                return
-            logger.warning(f"call {record.call_id}: its record not saved ({exc}); trying again in {delay:g}s")
-            await asyncio.sleep(delay)
-    await asyncio.to_thread(spool.drain, save)
+@dataclass(frozen=True)
+class RecordKeeper:
+    """Saves records with ``save``, and spools in ``spool`` those the store cannot take."""
+
+    save: Save
+    spool: RecordSpool
+
+    async def keep(self, record: CallRecord) -> None:
+        """Save ``record`` (off the event loop, which carries every other call's audio), retrying while the store
+        fails, then spooling it; once the store takes it, the spool's waiting records follow. Never raises."""
+        for delay in (*RETRY_DELAYS_SECS, None):
+            try:
+                await asyncio.to_thread(self.save, record)
+                break
+            except RecordStoreError as exc:
+                if delay is None:
+                    await asyncio.to_thread(_spool, self.spool, record, exc)
+                    return
+                logger.warning(f"call {record.call_id}: its record not saved ({exc}); trying again in {delay:g}s")
+                await asyncio.sleep(delay)
+        await self.save_spooled()
+
+    async def save_spooled(self) -> None:
+        """Save what waits in the spool, oldest first, while the store takes it (``voxpipe serve`` does at start:
+        records of calls that ended while the store was down)."""
+        await asyncio.to_thread(self.spool.drain, self.save)
 
 
 def _spool(spool: RecordSpool, record: CallRecord, problem: RecordStoreError) -> None:

@@ -108,9 +108,10 @@ def create_app(
             served = [d for host, _ in hosts for d in (host.deployment, *host.router.variants.values())]
             await asyncio.to_thread(load_models, served)  # only the models these deployments and variants use
             state["ready"] = True
-        spools = {host.bookkeeping.spool.path: host.bookkeeping for host, _ in hosts if host.bookkeeping.spool}
-        for bookkeeping in spools.values():  # records of calls that ended while the store was down
-            await bookkeeping.save_spooled()
+        keepers = [host.bookkeeping.keeper for host, _ in hosts if host.bookkeeping.keeper]
+        spools = {keeper.spool.path: keeper for keeper in keepers}
+        for keeper in spools.values():  # records of calls that ended while the store was down
+            await keeper.save_spooled()
         install_sigterm(drain)
         boards = _health_boards(deployments)
         sharing = [asyncio.ensure_future(board.run()) for board in boards]
