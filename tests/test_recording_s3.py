@@ -8,12 +8,10 @@ retries off the call's path, stores the WAV once the store recovers, and counts 
 
 from __future__ import annotations
 
-import http.client
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import boto3
 import pytest
 
 from tests.apigw_shim import moto_server
+from tests.faulty_proxy import FaultyProxy
 from voxpipe.bench.simulated_call import CallerTurn, simulate_call
 from voxpipe.config.loader import parse_deployment
 from voxpipe.records import recording_store
@@ -42,64 +41,18 @@ recording: {{enabled: true, store: "s3://{BUCKET}/calls", retention_days: 7}}
 """
 
 
-class FaultyProxy:
-    """An HTTP proxy to ``upstream`` that applies ``script`` (one fault per PUT, in order) before forwarding."""
+class ScriptedPuts:
+    """The proxy's faults for S3: one from ``script`` per object PUT, in order, then none."""
 
-    def __init__(self, upstream: str, script: list[str]):
+    def __init__(self, script: list[str]):
         self.script = list(script)
         self.puts = 0
-        host, port = upstream.removeprefix("http://").split(":")
-        proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _forward(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.command == "PUT" and "/" in self.path.strip("/"):  # an object, not the bucket
-                    proxy.puts += 1
-                    fault = proxy.script.pop(0) if proxy.script else "pass"
-                    if fault in ("500", "503"):
-                        code = "SlowDown" if fault == "503" else "InternalError"
-                        payload = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
-                        self.send_response(int(fault))
-                        self.send_header("Content-Length", str(len(payload)))
-                        self.end_headers()
-                        self.wfile.write(payload)
-                        return
-                    if fault == "hang":
-                        time.sleep(3)
-                        self.close_connection = True
-                        return
-                    if fault == "cut":
-                        self.close_connection = True
-                        return
-                upstream_conn = http.client.HTTPConnection(host, int(port), timeout=10)
-                upstream_conn.request(self.command, self.path, body=body, headers=dict(self.headers))
-                response = upstream_conn.getresponse()
-                data = response.read()
-                self.send_response(response.status)
-                for name, value in response.getheaders():
-                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FaultyProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def __call__(self, method: str, path: str) -> str:
+        if method != "PUT" or "/" not in path.strip("/"):  # not an object (the bucket, or a read)
+            return "pass"
+        self.puts += 1
+        return self.script.pop(0) if self.script else "pass"
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +93,8 @@ async def _call(hello: CallerTurn):  # type: ignore[no-untyped-def]
 async def test_a_flaky_store_is_retried_off_the_call_path(
     s3: Any, moto: str, hello: CallerTurn, faults: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with FaultyProxy(moto, faults) as proxy:
+    puts = ScriptedPuts(faults)
+    with FaultyProxy(moto, puts) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
         _, record, finish_secs = await _call(hello)
         assert finish_secs < 0.05  # the call never waits for its upload
@@ -149,7 +103,7 @@ async def test_a_flaky_store_is_retried_off_the_call_path(
         assert [r.location for r in record.recordings] == [f"s3://{BUCKET}/{key}"]
         assert recording_store.uploader.drain(30)
     assert recording_store.uploader.stats == {"retried": len(faults), "stored": 1}
-    assert proxy.puts == len(faults) + 1
+    assert puts.puts == len(faults) + 1
     body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     _, bot, rate = read_stereo(body)
     assert rate == 24000 and len(bot) > rate  # the whole call, stored once the store recovered
@@ -163,7 +117,7 @@ async def test_a_dead_store_is_counted_and_logged_never_fatal(
     logged: list[str] = []
     sink = logger.add(lambda message: logged.append(str(message)), level="ERROR")
     try:
-        with FaultyProxy(moto, ["500"] * 4) as proxy:
+        with FaultyProxy(moto, ScriptedPuts(["500"] * 4)) as proxy:
             monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
             first = await _call(hello)
             assert recording_store.uploader.drain(30)

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.apigw_shim import (
     write_handler_config,
 )
 from tests.fakes import Behaviour, FakeBedrock, Turn
+from tests.faulty_proxy import FaultyProxy
 from tests.simulators import webhook_parameters
 from voxpipe.aws.conversations import ConversationTable, table_definition
 from voxpipe.config.models import DEFAULT_FAILURE_SAY
@@ -380,6 +382,38 @@ async def test_a_setup_while_dynamodb_is_down_ends_the_session_through_on_failur
     assert text == {"type": "text", "token": DEFAULT_FAILURE_SAY, "last": True}
     handoff = json.loads(end["handoffData"])
     assert end["type"] == "end" and handoff["reason"] == "failure" and "session store" in json.dumps(handoff)
+
+
+async def test_dynamodb_failing_mid_call_ends_the_session_through_on_failure(
+    lambda_env: dict[str, str], aws: str
+) -> None:
+    """The conversation table answers the setup and the first turn, then its connections are cut (a proxy in
+    front of moto): the next prompt gets on_failure's text and the session ends with handoff data, within the
+    client's three attempts, and the turn answered before the outage is in the table."""
+    down = threading.Event()
+    call_sid = "CA00000000000000000000000000000010"
+    with FaultyProxy(aws, lambda method, path: "cut" if down.is_set() else "pass") as proxy:
+        function = LambdaFunction(
+            "voxpipe.serverless.relay.handler", {**lambda_env, "AWS_ENDPOINT_URL_DYNAMODB": proxy.url}
+        )
+        with ApiGatewayShim({"$connect": function, "$default": function, "$disconnect": function}) as shim:
+            function.env["VOXPIPE_CONNECTIONS_URL"] = shim.endpoint
+            caller = await RelayCaller.dial(shim.client_url, signature())
+            await caller.setup(call_sid)
+            await caller.prompt("what are your hours")
+            assert await caller.reply() == "You said what are your hours."
+            down.set()
+            await caller.prompt("and on sunday")
+            prompted = time.monotonic()
+            text = await caller.next_message()
+            end = await caller.next_message()
+            failed_after = time.monotonic() - prompted
+            await caller.hang_up()
+    assert text == {"type": "text", "token": DEFAULT_FAILURE_SAY, "last": True}
+    assert end["type"] == "end" and json.loads(end["handoffData"])["reason"] == "failure"
+    assert failed_after < 8.0  # three attempts, not DynamoDB's default ten
+    stored = [m["content"] for m in table(aws).get(call_sid).messages if m["role"] == "user"]
+    assert stored == ["what are your hours"]
 
 
 # ------------------------------------------------------------------------------------------------ the parts
