@@ -40,6 +40,8 @@ from tests.test_twilio_media import FakeTwilioRest
 from voxpipe.audio import g711
 from voxpipe.aws.conversations import table_definition
 from voxpipe.config.loader import parse_deployment
+from voxpipe.records.model import CallRecord
+from voxpipe.records.spool import RecordSpool, spool_path
 from voxpipe.records.store import RecordStore
 from voxpipe.security.browser_access import PAGE_PURPOSE
 from voxpipe.security.tokens import SECRET_VARIABLE, Signer
@@ -513,6 +515,20 @@ def test_the_worker_runs_calls_without_a_web_framework(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+async def test_records_spooled_during_a_store_outage_are_saved_when_the_worker_starts(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    """A record a store outage left in the spool (``records.spool``) is saved when the worker starts, as
+    ``voxpipe serve`` does, not only after the next call's record."""
+    waiting = CallRecord(call_id="CA-spooled", deployment="bridge-test", mode="cascade", started_at=0, duration_secs=1)
+    spool = RecordSpool(spool_path(RecordStore(tmp_path / "calls.db")))
+    spool.add(waiting)
+    async with bridge(CASCADE, FAST) as (_, worker):
+        saved = await wait_until(lambda: [r.call_id for r in worker.host.bookkeeping.records.list()], timeout=10)
+    assert saved == ["CA-spooled"]
+    assert spool.waiting() == 0
 
 
 async def test_a_redelivered_connect_leaves_the_live_call_alone(bridge: Bridge) -> None:

@@ -1,11 +1,12 @@
 """Call records the store could not take when their call ended, kept on local disk until it can.
 
 A call's record is written as the call ends. If the store fails then (PostgreSQL restarting or out of reach, a
-locked, full or corrupt SQLite file), ``RecordKeeper.keep`` tries again a few times (``RETRY_DELAYS_SECS``), and then
-appends the record to a spool: a JSON-lines file on the server's own disk (``spool_path``), with a warning that
-names it. The spool goes to the store, oldest record first, after the next record the store takes and when
-``voxpipe serve`` starts, so a record outlives an outage of its store and a restart of the server. Only when
-the spool cannot be written either is the record logged whole, at error level, the last place it can go.
+locked, full or corrupt SQLite file), ``RecordKeeper.keep`` tries again a few times (``RETRY_DELAYS_SECS``), and
+then appends the record to a spool: a JSON-lines file on the server's own disk (``spool_path``), with a warning
+that names it. The spool goes to the store, oldest record first, after the next record the store takes and when
+``voxpipe serve`` or the bridge worker starts, so a record outlives an outage of its store and a restart of the
+server. Only when the spool cannot be written either is the record logged whole, at error level, the last place it
+can go.
 
 Several processes may share one spool (the workers of a host): each append and each drain holds an exclusive
 lock on the file. Saving a record twice is harmless: a record replaces the one of the same call id (``save``

@@ -257,7 +257,11 @@ class BridgeWorker:
         return BrowserDialect(session_id) if isinstance(session_id, str) and session_id else None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Take messages until ``stop`` is set; then end every call."""
+        """Save the records of calls that ended while the record store was down (as ``voxpipe serve`` does at
+        start), then take messages until ``stop`` is set; then end every call."""
+        keeper = self.host.bookkeeping.keeper
+        if keeper is not None:
+            await keeper.save_spooled()
         watcher = asyncio.ensure_future(self._watch_rows(stop))
         try:
             while not stop.is_set():
