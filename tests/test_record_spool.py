@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,5 +179,29 @@ async def test_a_call_ending_while_the_store_is_down_is_saved_after_the_next_cal
             last = await relay_call(server, "CA" + "3" * 32)
             await _until(lambda: spool.waiting() == 1, "the last record spooled")
     with RunningServer(_relay_app(tmp_path, records)):  # (the store is back) a restart saves what waited
-        assert records.get(last) is not None
-        assert spool.waiting() == 0
+        await _until(lambda: records.get(last) is not None and spool.waiting() == 0, "the spool saved at start")
+
+
+async def test_a_start_does_not_wait_for_a_locked_store_to_take_the_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another connection holds the SQLite file's write lock as the server starts with a record spooled (a save
+    then waits up to 10 s for it): the server serves a call at once, and once the lock is let go both records,
+    the spooled one and the call's, reach the store."""
+    monkeypatch.delenv(spool_module.SPOOL_VARIABLE, raising=False)
+    records = RecordStore(tmp_path / "calls.db")
+    records.list()  # the file and its table exist
+    spool = RecordSpool(spool_path(records))
+    spool.add(record("VX-waiting"))
+    locker = sqlite3.connect(tmp_path / "calls.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        starting = time.monotonic()
+        with RunningServer(_relay_app(tmp_path, records)) as server:
+            call = await relay_call(server, "CA" + "4" * 32)  # the caller hears the reply as ever
+            assert time.monotonic() - starting < 9.0  # before the spooled save's wait for the lock (10 s) ends
+            locker.rollback()
+            await _until(lambda: records.get(call) is not None, "the call's record saved")
+            await _until(lambda: records.get("VX-waiting") is not None and spool.waiting() == 0, "the spool saved")
+    finally:
+        locker.close()

@@ -135,8 +135,12 @@ class RecordKeeper:
 
     async def save_spooled(self) -> None:
         """Save what waits in the spool, oldest first, while the store takes it (``voxpipe serve`` does at start:
-        records of calls that ended while the store was down)."""
-        await asyncio.to_thread(self.spool.drain, self.save)
+        records of calls that ended while the store was down). Never raises: a spool that cannot be read or
+        rewritten is logged, and what it holds waits there."""
+        try:
+            await asyncio.to_thread(self.spool.drain, self.save)
+        except OSError as exc:
+            logger.error(f"record spool {self.spool.path} could not be saved to the store: {exc}")
 
 
 def _spool(spool: RecordSpool, record: CallRecord, problem: RecordStoreError) -> None:

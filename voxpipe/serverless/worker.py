@@ -257,12 +257,12 @@ class BridgeWorker:
         return BrowserDialect(session_id) if isinstance(session_id, str) and session_id else None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Save the records of calls that ended while the record store was down (as ``voxpipe serve`` does at
-        start), then take messages until ``stop`` is set; then end every call."""
+        """Take messages until ``stop`` is set; then end every call. Meanwhile the records of calls that ended
+        while the record store was down are saved (as ``voxpipe serve`` does from its start)."""
         keeper = self.host.bookkeeping.keeper
+        background = [asyncio.ensure_future(self._watch_rows(stop))]
         if keeper is not None:
-            await keeper.save_spooled()
-        watcher = asyncio.ensure_future(self._watch_rows(stop))
+            background.append(asyncio.ensure_future(keeper.save_spooled()))
         try:
             while not stop.is_set():
                 reply = await asyncio.to_thread(
@@ -281,7 +281,8 @@ class BridgeWorker:
                     entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
                     await asyncio.to_thread(self._sqs.delete_message_batch, QueueUrl=self.queue_url, Entries=entries)
         finally:
-            watcher.cancel()
+            for task in background:
+                task.cancel()
             await self.close()
 
     async def dispatch(self, message: dict[str, Any]) -> None:

@@ -108,18 +108,19 @@ def create_app(
             served = [d for host, _ in hosts for d in (host.deployment, *host.router.variants.values())]
             await asyncio.to_thread(load_models, served)  # only the models these deployments and variants use
             state["ready"] = True
-        keepers = [host.bookkeeping.keeper for host, _ in hosts if host.bookkeeping.keeper]
-        spools = {keeper.spool.path: keeper for keeper in keepers}
-        for keeper in spools.values():  # records of calls that ended while the store was down
-            await keeper.save_spooled()
         install_sigterm(drain)
         boards = _health_boards(deployments)
-        sharing = [asyncio.ensure_future(board.run()) for board in boards]
+        background = [asyncio.ensure_future(board.run()) for board in boards]
+        # Records of calls that ended while the record store was down, saved alongside the calls: a store that
+        # is slow, locked or still down does not hold up the start.
+        keepers = [host.bookkeeping.keeper for host, _ in hosts if host.bookkeeping.keeper]
+        spools = {keeper.spool.path: keeper for keeper in keepers}
+        background += [asyncio.ensure_future(keeper.save_spooled()) for keeper in spools.values()]
         logger.info(f"voxpipe serving {', '.join('/' + n + '/' for n in names)}")
         yield
-        for task in sharing:
+        for task in background:
             task.cancel()
-        await asyncio.gather(*sharing, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
         for board in boards:
             await board.close()
         for host, twilio in hosts:
