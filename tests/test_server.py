@@ -95,7 +95,15 @@ async def test_health_readiness_and_prefixes(served: RunningServer) -> None:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"ready": True, "draining": False, "deployments": ["alpha", "beta"], "active_calls": 0}
+        body = ready.json()
+        assert 0 <= body.pop("loop_load") < 0.85
+        assert body == {
+            "ready": True,
+            "draining": False,
+            "overloaded": False,
+            "deployments": ["alpha", "beta"],
+            "active_calls": 0,
+        }
         for name in ("alpha", "beta"):
             assert (await client.get(f"/{name}/config")).json()["name"] == name
             page = await client.get(f"/{name}/")

@@ -106,15 +106,21 @@ tts: {provider: testkit_tts}
 
 def test_limits_have_safe_defaults_and_are_validated() -> None:
     assert parse_deployment(BASE, environ={}).limits.concurrent_calls == 50
+    assert parse_deployment(BASE, environ={}).limits.max_loop_load == 0.85
+    with pytest.raises(ConfigError) as busier:
+        parse_deployment(BASE + "limits: {max_loop_load: 1.5}\n", "f.yaml", environ={})
+    assert [str(p) for p in busier.value.problems] == [
+        "f.yaml:6: limits.max_loop_load: input should be less than or equal to 1"
+    ]
     custom = parse_deployment(BASE + "limits: {concurrent_calls: 4, minted_secrets_per_minute: 2}\n", environ={})
     assert (custom.limits.concurrent_calls, custom.limits.minted_secrets_per_minute) == (4, 2)
-    limits = DeploymentLimits(**custom.limits.model_dump())  # what a route builds from its deployment
+    limits = DeploymentLimits.of(custom.limits)  # what a route builds from its deployment
     assert (limits.calls.limit, limits.new_calls.limit, limits.secrets.limit) == (4, 10, 2)
     with pytest.raises(ConfigError) as caught:
         parse_deployment(BASE + "limits: {concurrent_calls: 0, calls_per_hour: 3}\n", "f.yaml", environ={})
     assert [str(p) for p in caught.value.problems] == [
         "f.yaml:6: limits.calls_per_hour: unknown key 'calls_per_hour' (allowed: concurrent_calls, "
-        "calls_per_minute_per_client, minted_secrets_per_minute)",
+        "calls_per_minute_per_client, minted_secrets_per_minute, max_loop_load, busy_say)",
         "f.yaml:6: limits.concurrent_calls: input should be greater than 0",
     ]
 

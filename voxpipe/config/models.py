@@ -281,6 +281,19 @@ class LimitsConfig(Strict):
     minted_secrets_per_minute: int = Field(
         30, gt=0, description="OpenAI Realtime client secrets minted per sliding minute (each one can spend money)."
     )
+    max_loop_load: float = Field(
+        0.85,
+        gt=0,
+        le=1,
+        description="Share of the serving process's time its event loop may be busy (mean of the last 5 s) "
+        "before new calls are turned away: Twilio's webhook redirects to drain.redirect_url or says busy_say, "
+        "and /readyz answers 503. 1: never.",
+    )
+    busy_say: str = Field(
+        "All our lines are busy right now. Please call again in a few minutes.",
+        min_length=1,
+        description="What a new Twilio call hears when max_loop_load turns it away and there is no drain.redirect_url.",
+    )
 
 
 class RecordsConfig(Strict):

@@ -323,9 +323,8 @@ class CallHost:
         self.router = ExperimentRouter(deployment)  # variants are validated now, not on a call
         self.bookkeeping = bookkeeping or CallBookkeeping()
         self.calls: set[HostedCall] = set()
-        self.limits = DeploymentLimits(  # the routes admit calls through it
-            **deployment.limits.model_dump(), shared=_shared_windows(deployment)
-        )
+        # the routes admit calls through it
+        self.limits = DeploymentLimits.of(deployment.limits, shared=_shared_windows(deployment))
 
     def refused(self, problem: LimitExceeded | AccessRefused) -> None:
         """A limit, or the browser access check, refused a request: log it and count it in ``/metrics``."""

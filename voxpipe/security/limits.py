@@ -30,7 +30,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from voxpipe.config.models import LimitsConfig
 
 log = logging.getLogger("voxpipe.security")
 
@@ -210,6 +213,17 @@ class DeploymentLimits:
         self.lease_secs = lease_secs
         self.releasing: set[asyncio.Task[None]] = set()  # leases being given back
         self._shared_failing = False
+
+    @classmethod
+    def of(cls, config: LimitsConfig, shared: SharedWindows | None = None) -> DeploymentLimits:
+        """The counted limits of a deployment's ``limits:`` (its ``max_loop_load`` is the served app's: it is
+        a property of a process, not a count)."""
+        return cls(
+            config.concurrent_calls,
+            config.calls_per_minute_per_client,
+            config.minted_secrets_per_minute,
+            shared=shared,
+        )
 
     def shared_failed(self, problem: Exception) -> None:
         """The shared store failed: say so once per outage, not once per request."""

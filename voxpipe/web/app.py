@@ -37,6 +37,7 @@ from voxpipe.pipeline.host import CallBookkeeping, CallHost
 from voxpipe.providers.registry import Registry, default_registry
 from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
+from voxpipe.security.limits import LimitExceeded
 from voxpipe.sessions import SessionStore, open_store
 from voxpipe.transports import browser, conversation_relay, twilio_media, twilio_recordings
 from voxpipe.transports.admission import admit_request
@@ -48,6 +49,7 @@ from voxpipe.transports.twilio_account import (
     twilio_client,
 )
 from voxpipe.web.drain import Drain, RefuseWhileDraining, install_sigterm
+from voxpipe.web.loop_load import SAMPLE_SECS, SAMPLES, LoopLoad, busy_twiml
 
 if TYPE_CHECKING:
     from voxpipe.sessions.redis_health import RedisHealthBoard
@@ -99,6 +101,8 @@ def create_app(
         hosts.append((CallHost(deployment, store, registry, bookkeeping), twilio))
     state = {"ready": not warm_up}
     drain = Drain([host for host, _ in hosts])
+    load = LoopLoad()
+    busiest = min(d.limits.max_loop_load for d in deployments)  # /readyz: past it, some deployment turns calls away
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,6 +113,7 @@ def create_app(
             await asyncio.to_thread(load_models, served)  # only the models these deployments and variants use
             state["ready"] = True
         install_sigterm(drain)
+        load.start()
         boards = _health_boards(deployments)
         background = [asyncio.ensure_future(board.run()) for board in boards]
         # Records of calls that ended while the record store was down, saved alongside the calls: a store that
@@ -121,6 +126,7 @@ def create_app(
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        load.stop()
         for board in boards:
             await board.close()
         for host, twilio in hosts:
@@ -151,11 +157,15 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        """Shared models are loaded and the process is not draining: calls can be taken without a cold start."""
-        ready = state["ready"] and not drain.draining
+        """Shared models are loaded, the process is not draining and its event loop is not overloaded (past a
+        deployment's ``limits.max_loop_load``): calls can be taken without a cold start or a slow reply."""
+        overloaded = load.above(busiest)
+        ready = state["ready"] and not drain.draining and not overloaded
         body = {
             "ready": ready,
             "draining": drain.draining,
+            "overloaded": overloaded,
+            "loop_load": round(load.share, 3),
             "deployments": names,
             "active_calls": sum(len(host.calls) for host, _ in hosts),
         }
@@ -167,7 +177,7 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     for host, twilio in hosts:
-        app.include_router(_router(host, twilio, drain, page_origins), prefix=f"/{host.deployment.name}")
+        app.include_router(_router(host, twilio, drain, load, page_origins), prefix=f"/{host.deployment.name}")
     return app
 
 
@@ -181,7 +191,9 @@ def _health_boards(deployments: Sequence[Deployment]) -> list[RedisHealthBoard]:
     return [RedisHealthBoard(url) for url in sorted(urls)]
 
 
-def _router(host: CallHost, twilio: TwilioAccount, drain: Drain, page_origins: Sequence[str]) -> APIRouter:
+def _router(
+    host: CallHost, twilio: TwilioAccount, drain: Drain, load: LoopLoad, page_origins: Sequence[str]
+) -> APIRouter:
     router = APIRouter()
     deployment = host.deployment
 
@@ -193,6 +205,9 @@ def _router(host: CallHost, twilio: TwilioAccount, drain: Drain, page_origins: S
             return Response(status_code=403)
         if drain.draining:
             return twilio_media.xml(drain.twiml(host))
+        if load.above(deployment.limits.max_loop_load):
+            host.refused(LimitExceeded("max_loop_load", SAMPLES * SAMPLE_SECS))
+            return twilio_media.xml(busy_twiml(deployment))
         caller = form.get("From") or (request.client.host if request.client else "")
         await admit_request(host, lambda: host.limits.admit_new_call(f"caller:{caller}"))  # 429: Twilio gives up
         if deployment.transport.public_url is None:

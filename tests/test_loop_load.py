@@ -1,0 +1,127 @@
+"""A served process past its deployment's ``limits.max_loop_load`` turns new calls away (voxpipe.web.loop_load).
+
+The load is made the way production makes it, by calls: Twilio Media Streams callers (the simulator, one media
+event every 20 ms each) against the app on a real socket, with a deployment whose limit is low enough for a
+few calls to pass it. New calls then hear ``busy_say`` (or are redirected), ``/readyz`` answers 503 and the
+refusals are counted; once the calls end, the door opens again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from twilio.request_validator import RequestValidator
+
+from tests.simulators.server import RunningServer
+from tests.simulators.twilio_media import TwilioMediaSimulator
+from voxpipe.config.loader import parse_deployment
+from voxpipe.web.app import create_app
+from voxpipe.web.loop_load import LoopLoad
+
+pytestmark = pytest.mark.timeout(120)
+
+TOKEN = "loop-load-test-token"  # noqa: S105 — a made-up credential for a local test server; nothing real
+PUBLIC = "https://busy.example.com"
+DEPLOYMENT = f"""
+name: desk
+agent: {{instructions: You take bookings.}}
+vad: {{provider: testkit_vad}}
+stt: {{provider: testkit_stt}}
+llm: {{provider: testkit_llm}}
+tts: {{provider: testkit_tts}}
+transport:
+  public_url: {PUBLIC}
+  twilio: {{auth_token: "${{TWILIO_AUTH_TOKEN}}"}}
+sessions: {{store: memory}}
+limits: {{max_loop_load: LIMIT, busy_say: Every line is busy. Call back soon.}}
+"""
+
+
+async def _spin(secs: float) -> None:
+    """Keep the loop's own thread busy for ``secs``, yielding to it every 10 ms as a loaded server does."""
+    until = time.monotonic() + secs
+    while time.monotonic() < until:
+        slice_end = time.monotonic() + 0.01
+        while time.monotonic() < slice_end:
+            pass
+        await asyncio.sleep(0)
+
+
+async def _until(condition: Callable[[], Any], secs: float, what: str) -> None:
+    deadline = time.monotonic() + secs
+    while not await condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_the_share_is_the_loops_own_cpu_not_other_threads() -> None:
+    load = LoopLoad(sample_secs=0.1, samples=3)
+    load.start()
+    try:
+        await _spin(0.5)
+        assert load.share > 0.7
+        assert load.above(0.5) and not load.above(1.0)  # a limit of 1 never turns a call away
+        stop = threading.Event()
+        burner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])  # a model's thread
+        burner.start()
+        try:
+            await asyncio.sleep(0.5)
+        finally:
+            stop.set()
+            burner.join()
+        assert load.share < 0.3
+    finally:
+        load.stop()
+
+
+def _signed_webhook(call_sid: str) -> tuple[dict[str, str], dict[str, str]]:
+    form = {"CallSid": call_sid, "From": "+15550001111"}
+    signature = RequestValidator(TOKEN).compute_signature(f"{PUBLIC}/desk/twiml", form)
+    return form, {"X-Twilio-Signature": signature}
+
+
+async def test_an_overloaded_process_turns_new_twilio_calls_away_until_its_load_falls() -> None:
+    deployment = parse_deployment(DEPLOYMENT.replace("LIMIT", "0.03"), environ={"TWILIO_AUTH_TOKEN": TOKEN})
+    with RunningServer(create_app([deployment], warm_up=False)) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+
+            async def ready() -> bool:
+                return (await client.get("/readyz")).status_code == 200
+
+            async def overloaded() -> bool:
+                answer = await client.get("/readyz")
+                return answer.status_code == 503 and answer.json()["overloaded"]
+
+            form, headers = _signed_webhook("CA" + "0" * 32)
+            assert "<Stream" in (await client.post("/desk/twiml", data=form, headers=headers)).text
+            callers = [
+                TwilioMediaSimulator(
+                    f"{server.ws_url}/desk/media",
+                    f"{PUBLIC.replace('https', 'wss')}/desk/media",
+                    TOKEN,
+                    call_sid=f"CA{n:032d}",
+                )
+                for n in range(1, 9)
+            ]
+            async with contextlib.AsyncExitStack() as calls:
+                for caller in callers:
+                    await calls.enter_async_context(caller)
+                await _until(overloaded, 20, "/readyz says overloaded while eight calls run")
+                form, headers = _signed_webhook("CA" + "9" * 32)
+                turned_away = await client.post("/desk/twiml", data=form, headers=headers)
+                assert turned_away.status_code == 200
+                assert turned_away.text.endswith("<Say>Every line is busy. Call back soon.</Say><Hangup /></Response>")
+                metrics = (await client.get("/metrics")).text
+                assert 'voxpipe_refused_total{deployment="desk",limit="max_loop_load"} 1.0' in metrics
+                for caller in callers:
+                    await caller.stop()
+            await _until(ready, 20, "/readyz says ready once the calls ended")
+            form, headers = _signed_webhook("CA" + "8" * 32)
+            assert "<Stream" in (await client.post("/desk/twiml", data=form, headers=headers)).text

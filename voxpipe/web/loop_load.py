@@ -1,0 +1,71 @@
+"""How busy the serving process's event loop is: the share of the last few seconds its thread spent on the CPU.
+
+One event loop carries every call of a process. Past some share of its time busy, each call on it waits longer
+at every hop: with the capacity benchmark's cascade, the turn gap grows past +100 ms from about 60-70% of a
+core, and a loop that is never idle misses turns (docs/deploy.md, "What a call costs"). A call turned away at
+the door, to another instance or with a message, costs less than every call on the process going slow, so a
+deployment's ``limits.max_loop_load`` turns new calls away above it (``voxpipe.web.app``: Twilio's webhook, and
+``/readyz`` for the load balancer).
+
+The measure is ``time.thread_time()`` of the loop's own thread over the wall clock: the CPU the loop itself
+used, not the threads that run models or record saves on other cores. It is sampled every second and averaged
+over the last five samples, as LiveKit's agent workers average their load before they stop taking jobs, so a
+burst does not turn calls away but a sustained load does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+from voxpipe.config.models import Deployment
+from voxpipe.telephony import twiml
+
+SAMPLE_SECS = 1.0
+SAMPLES = 5
+
+
+class LoopLoad:
+    """The busy share (0-1) of the event loop it is started on, averaged over the last ``samples`` seconds."""
+
+    def __init__(self, sample_secs: float = SAMPLE_SECS, samples: int = SAMPLES):
+        self._sample_secs = sample_secs
+        self._shares: deque[float] = deque(maxlen=samples)
+        self._last = (0.0, 0.0)
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def share(self) -> float:
+        """The mean busy share of the last samples; 0 before the first."""
+        return sum(self._shares) / len(self._shares) if self._shares else 0.0
+
+    def above(self, limit: float) -> bool:
+        """Whether the loop is busier than ``limit`` (so a limit of 1 is never exceeded)."""
+        return self.share > limit
+
+    def start(self) -> None:
+        """Sample from now on, on the running loop (its callbacks run on the loop's thread)."""
+        self._last = (time.monotonic(), time.thread_time())
+        self._timer = asyncio.get_running_loop().call_later(self._sample_secs, self._sample)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _sample(self) -> None:
+        now, used = time.monotonic(), time.thread_time()
+        wall = now - self._last[0]
+        if wall > 0:
+            self._shares.append(min(1.0, (used - self._last[1]) / wall))
+        self._last = (now, used)
+        self._timer = asyncio.get_running_loop().call_later(self._sample_secs, self._sample)
+
+
+def busy_twiml(deployment: Deployment) -> str:
+    """What Twilio's voice webhook answers a call turned away: a redirect to another instance (the one the
+    deployment drains to), or ``limits.busy_say``."""
+    if deployment.drain.redirect_url:
+        return twiml.response(twiml.Verb("Redirect", {"method": "POST"}, text=deployment.drain.redirect_url))
+    return twiml.end_call(deployment.limits.busy_say)
