@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,8 +84,8 @@ transport:
   public_url: https://{host}
   twilio: {{auth_token: "${{TWILIO_AUTH_TOKEN}}"}}
 sessions: {{store: memory}}
-limits: {{concurrent_calls: 1000, calls_per_minute_per_client: 100000}}  # every caller is 127.0.0.1 here
-"""
+limits: {{concurrent_calls: 1000, calls_per_minute_per_client: 100000, max_loop_load: {max_loop_load}}}
+"""  # every caller is 127.0.0.1 here; max_loop_load 1 (never turn a call away): capacity is the loop's own knee
 
 
 @dataclass
@@ -128,12 +128,15 @@ def _pinned(core: int, niceness: int) -> Any:
     return pin
 
 
-def _server_command(kind: str, port: int, workdir: Path, runner: list[str]) -> tuple[list[str], str]:
+def _server_command(
+    kind: str, port: int, workdir: Path, runner: list[str], max_loop_load: float = 1.0
+) -> tuple[list[str], str]:
     """The command line of a server and the WebSocket URL its callers open; ``runner``: what runs voxpipe's
     command line (``-m voxpipe.cli``, or benchmarks/loop_probe.py's watched server)."""
     if kind == "voxpipe":
         config = workdir / "capacity.yaml"
-        config.write_text(DEPLOYMENT.format(host=PUBLIC_HOST, **{**SETTINGS, "vad": json.dumps(SETTINGS["vad"])}))
+        settings = {**SETTINGS, "vad": json.dumps(SETTINGS["vad"]), "max_loop_load": max_loop_load}
+        config.write_text(DEPLOYMENT.format(host=PUBLIC_HOST, **settings))
         command = [sys.executable, *runner, "serve", str(config), "--port", str(port), "--workers", "1"]
         return command, f"ws://127.0.0.1:{port}/capacity/media"
     bot = [sys.executable, str(HERE / "pipecat_twilio_bot.py"), "--port", str(port)]
@@ -142,10 +145,15 @@ def _server_command(kind: str, port: int, workdir: Path, runner: list[str]) -> t
 
 @contextlib.contextmanager
 def running_server(
-    kind: str, core: int, niceness: int, workdir: Path, runner: tuple[str, ...] = ("-m", "voxpipe.cli")
+    kind: str,
+    core: int,
+    niceness: int,
+    workdir: Path,
+    runner: tuple[str, ...] = ("-m", "voxpipe.cli"),
+    max_loop_load: float = 1.0,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = _free_port()
-    command, url = _server_command(kind, port, workdir, list(runner))
+    command, url = _server_command(kind, port, workdir, list(runner), max_loop_load)
     env = {
         **os.environ,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
@@ -243,8 +251,9 @@ def machine_lateness_ms(core: int, niceness: int) -> float:
     return float(out.stdout.strip())
 
 
-def _callers(url: str, calls: int, turns: int, core: int, niceness: int) -> dict[str, Any]:
-    command = [sys.executable, str(HERE / "twilio_callers.py"), "--url", url, "--calls", str(calls)]
+def _callers(url: str, calls: int, turns: int, core: int, niceness: int, more: Sequence[str] = ()) -> dict[str, Any]:
+    """Run the load generator (``more``: further options of benchmarks/twilio_callers.py)."""
+    command = [sys.executable, str(HERE / "twilio_callers.py"), "--url", url, "--calls", str(calls), *more]
     command += ["--turns", str(turns), "--speech", str(SPEECH), "--auth-token", AUTH_TOKEN]
     command += ["--signed-url", f"wss://{PUBLIC_HOST}{urlsplit(url).path}"]  # the URL Twilio would sign
     env = {**os.environ, "VOXPIPE_SIGNING_SECRET": SIGNING_SECRET}

@@ -17,8 +17,12 @@ pauses, and speaks again. Measured on this side of the socket:
 - lateness: how late each media event left against its schedule. Above 5 ms at p99 the generator itself was
   too busy and the run is invalid.
 
-Writes one JSON object (gaps in ms, missed count, lateness quantiles, the generator's own CPU share) to
-stdout.
+With ``--webhook``, each caller first asks the voice webhook (a signed POST, as Twilio does) and only dials
+the stream if the TwiML says ``<Stream>``; otherwise it was turned away (a busy message, a redirect) and is
+counted so. With ``--arrive-every``, callers dial one after another instead of all at once.
+
+Writes one JSON object (gaps in ms, missed count, callers turned away, lateness quantiles, the generator's own
+CPU share) to stdout.
 
     python benchmarks/twilio_callers.py --url ws://127.0.0.1:8000/capacity/media --calls 8 --turns 4 \
         --speech benchmarks/corpus/heart/open-sunday.wav [--signed-url wss://host/capacity/media --auth-token T]
@@ -40,9 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import soxr
 import websockets
+from twilio.request_validator import RequestValidator
 
 from voxpipe.audio import g711
 from voxpipe.security.call_binding import CallBinding
@@ -67,6 +73,24 @@ def utterance_frames(wav_path: Path) -> list[bytes]:
     return [g711.encode(f.tobytes()) for f in frames[loud[0] : loud[-1] + 1]]
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """Twilio's voice webhook: ``url`` to POST to, ``signed_url`` the public URL the signature covers. One HTTP
+    client serves every caller (making one costs the generator tens of ms, which would make its frames late)."""
+
+    client: httpx.AsyncClient
+    url: str
+    signed_url: str
+    auth_token: str
+
+    async def streams(self, call_sid: str, caller: str) -> bool:
+        """Ask the webhook about a new call: whether its TwiML connects a stream (else it turned the call away)."""
+        form = {"CallSid": call_sid, "From": caller, "To": "+15559990000"}
+        signature = RequestValidator(self.auth_token).compute_signature(self.signed_url, form)
+        answer = await self.client.post(self.url, data=form, headers={"X-Twilio-Signature": signature})
+        return answer.status_code == 200 and "<Stream" in answer.text
+
+
 @dataclass
 class Caller:
     """One simulated Twilio call; ``run`` plays ``turns`` turns and fills ``gaps_ms`` / ``missed``."""
@@ -77,8 +101,11 @@ class Caller:
     turns: int
     reply_timeout: float
     rng: random.Random
+    dials_after: float = 0.0  # seconds from the start of the run
+    webhook: Webhook | None = None
     gaps_ms: list[float] = field(default_factory=list)
     missed: int = 0
+    turned_away: bool = False
     lateness_ms: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -92,11 +119,15 @@ class Caller:
         self._socket: Any = None
 
     async def run(self) -> None:
+        await asyncio.sleep(self.dials_after)
+        call_sid, number = "CA" + uuid.uuid4().hex, f"+1555{self.rng.randrange(10**7):07d}"
+        if self.webhook is not None and not await self.webhook.streams(call_sid, number):
+            self.turned_away = True
+            return
         async with websockets.connect(self.url, additional_headers=self.headers, max_size=None) as socket:
             self._socket = socket
             await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-            call_sid = "CA" + uuid.uuid4().hex
-            parameters = {"from": f"+1555{self.rng.randrange(10**7):07d}", "to": "+15559990000"}
+            parameters = {"from": number, "to": "+15559990000"}
             if os.environ.get(SECRET_VARIABLE):  # as the signed webhook's TwiML would have given it
                 parameters |= CallBinding.for_deployment("twilio", signed=True).parameters(call_sid)
             start = {
@@ -201,23 +232,38 @@ def _quantiles(values: list[float]) -> dict[str, float | None]:
 
 
 async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        webhook = Webhook(client, args.webhook, args.signed_webhook, args.auth_token) if args.webhook else None
+        return await _run_calls(args, webhook)
+
+
+async def _run_calls(args: argparse.Namespace, webhook: Webhook | None) -> dict[str, Any]:
     speech = utterance_frames(args.speech)
     headers = {}
     if args.auth_token:
-        from twilio.request_validator import RequestValidator
-
         headers["X-Twilio-Signature"] = RequestValidator(args.auth_token).compute_signature(args.signed_url, {})
     rng = random.Random(args.seed)  # noqa: S311 — call timing jitter for a benchmark, nothing secret
     cpu_started, wall_started = time.process_time(), time.monotonic()
     callers = [
-        Caller(args.url, headers, speech, args.turns, args.reply_timeout, random.Random(rng.random()))  # noqa: S311 — call timing jitter for a benchmark, nothing secret
-        for _ in range(args.calls)
+        Caller(
+            args.url,
+            headers,
+            speech,
+            args.turns,
+            args.reply_timeout,
+            random.Random(rng.random()),  # noqa: S311 — call timing jitter for a benchmark, nothing secret
+            dials_after=n * args.arrive_every,
+            webhook=webhook,
+        )
+        for n in range(args.calls)
     ]
     results = await asyncio.gather(*(caller.run() for caller in callers), return_exceptions=True)
     failed = [repr(r) for r in results if isinstance(r, BaseException)]
+    turned_away = sum(caller.turned_away for caller in callers)
     return {
         "calls": args.calls,
-        "turns": args.calls * args.turns,
+        "turned_away": turned_away,
+        "turns": (args.calls - turned_away) * args.turns,
         "gaps_ms": [gap for caller in callers for gap in caller.gaps_ms],
         "missed": sum(caller.missed for caller in callers) + args.turns * len(failed),
         "failed_calls": failed,
@@ -237,6 +283,13 @@ def main() -> None:
     parser.add_argument("--signed-url", help="the public wss:// URL the signature covers")
     parser.add_argument("--auth-token", help="sign the WebSocket request as Twilio would")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--arrive-every", type=float, default=0.0, help="seconds between callers dialling (0: all at once)"
+    )
+    parser.add_argument(
+        "--webhook", help="http:// URL of the voice webhook each caller asks before it dials the stream"
+    )
+    parser.add_argument("--signed-webhook", help="the public https:// URL the webhook's signature covers")
     args = parser.parse_args()
     try:
         import uvloop  # uvicorn[standard]'s event loop: tighter timers for the 20 ms grid

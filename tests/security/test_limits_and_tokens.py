@@ -106,7 +106,7 @@ tts: {provider: testkit_tts}
 
 def test_limits_have_safe_defaults_and_are_validated() -> None:
     assert parse_deployment(BASE, environ={}).limits.concurrent_calls == 50
-    assert parse_deployment(BASE, environ={}).limits.max_loop_load == 0.85
+    assert parse_deployment(BASE, environ={}).limits.max_loop_load == 0.75
     with pytest.raises(ConfigError) as busier:
         parse_deployment(BASE + "limits: {max_loop_load: 1.5}\n", "f.yaml", environ={})
     assert [str(p) for p in busier.value.problems] == [

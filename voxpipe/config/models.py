@@ -282,7 +282,7 @@ class LimitsConfig(Strict):
         30, gt=0, description="OpenAI Realtime client secrets minted per sliding minute (each one can spend money)."
     )
     max_loop_load: float = Field(
-        0.85,
+        0.75,
         gt=0,
         le=1,
         description="Share of the serving process's time its event loop may be busy (mean of the last 5 s) "
