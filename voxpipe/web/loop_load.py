@@ -1,11 +1,12 @@
 """How busy the serving process's event loop is: the share of the last few seconds its thread spent on the CPU.
 
 One event loop carries every call of a process. Past some share of its time busy, each call on it waits longer
-at every hop: with the capacity benchmark's cascade, the turn gap grows past +100 ms from about 60-70% of a
-core, and a loop that is never idle misses turns (docs/deploy.md, "What a call costs"). A call turned away at
-the door, to another instance or with a message, costs less than every call on the process going slow, so a
-deployment's ``limits.max_loop_load`` turns new calls away above it (``voxpipe.web.app``: Twilio's webhook, and
-``/readyz`` for the load balancer).
+at every hop, and a loop that is never idle misses turns. A call turned away at the door, to another instance
+or with a message, costs less than every call on the process going slow, so a deployment's
+``limits.max_loop_load`` turns new calls away above it (``voxpipe.web.app``: Twilio's webhook, and ``/readyz``
+for the load balancer). benchmarks/overload.py measures it: a surge of callers on one core, all let in, heard
+turn gaps 425 ms or more above one call's at p90; turned away above 0.75, the calls let in stayed within
++100 ms (docs/deploy.md, "What a call costs").
 
 The measure is ``time.thread_time()`` of the loop's own thread over the wall clock: the CPU the loop itself
 used, not the threads that run models or record saves on other cores. It is sampled every second and averaged
