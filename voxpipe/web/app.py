@@ -48,8 +48,8 @@ from voxpipe.transports.twilio_account import (
     relay_twiml,
     twilio_client,
 )
-from voxpipe.web.drain import Drain, RefuseWhileDraining, install_sigterm
-from voxpipe.web.loop_load import SAMPLE_SECS, SAMPLES, LoopLoad, busy_twiml
+from voxpipe.web.drain import Drain, RefuseWhileDraining, install_sigterm, turn_away_twiml
+from voxpipe.web.loop_load import SAMPLE_SECS, SAMPLES, LoopLoad
 
 if TYPE_CHECKING:
     from voxpipe.sessions.redis_health import RedisHealthBoard
@@ -207,7 +207,7 @@ def _router(
             return twilio_media.xml(drain.twiml(host))
         if load.above(deployment.limits.max_loop_load):
             host.refused(LimitExceeded("max_loop_load", SAMPLES * SAMPLE_SECS))
-            return twilio_media.xml(busy_twiml(deployment))
+            return twilio_media.xml(turn_away_twiml(deployment, deployment.limits.busy_say))
         caller = form.get("From") or (request.client.host if request.client else "")
         await admit_request(host, lambda: host.limits.admit_new_call(f"caller:{caller}"))  # 429: Twilio gives up
         if deployment.transport.public_url is None:

@@ -29,6 +29,7 @@ from pipecat.frames.frames import ErrorFrame
 from pipecat.processors.frame_processor import FrameDirection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from voxpipe.config.models import Deployment
 from voxpipe.pipeline.host import CallHost, HostedCall
 from voxpipe.telephony import twiml
 
@@ -68,10 +69,15 @@ class Drain:
 
     def twiml(self, host: CallHost) -> str:
         """What Twilio's voice webhook answers while draining: a redirect to another instance, or a message."""
-        config = host.deployment.drain
-        if config.redirect_url:
-            return twiml.response(twiml.Verb("Redirect", {"method": "POST"}, text=config.redirect_url))
-        return twiml.end_call(config.say)
+        return turn_away_twiml(host.deployment, host.deployment.drain.say)
+
+
+def turn_away_twiml(deployment: Deployment, say: str) -> str:
+    """What Twilio's voice webhook answers a new call this process will not take (draining, or overloaded): a
+    redirect to ``drain.redirect_url`` (another instance's voice webhook), or ``say`` and a hang-up."""
+    if deployment.drain.redirect_url:
+        return twiml.response(twiml.Verb("Redirect", {"method": "POST"}, text=deployment.drain.redirect_url))
+    return twiml.end_call(say)
 
 
 async def _end_through_failure(call: HostedCall, deadline: float) -> None:

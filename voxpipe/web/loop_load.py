@@ -20,9 +20,6 @@ import asyncio
 import time
 from collections import deque
 
-from voxpipe.config.models import Deployment
-from voxpipe.telephony import twiml
-
 SAMPLE_SECS = 1.0
 SAMPLES = 5
 
@@ -62,11 +59,3 @@ class LoopLoad:
             self._shares.append(min(1.0, (used - self._last[1]) / wall))
         self._last = (now, used)
         self._timer = asyncio.get_running_loop().call_later(self._sample_secs, self._sample)
-
-
-def busy_twiml(deployment: Deployment) -> str:
-    """What Twilio's voice webhook answers a call turned away: a redirect to another instance (the one the
-    deployment drains to), or ``limits.busy_say``."""
-    if deployment.drain.redirect_url:
-        return twiml.response(twiml.Verb("Redirect", {"method": "POST"}, text=deployment.drain.redirect_url))
-    return twiml.end_call(deployment.limits.busy_say)
