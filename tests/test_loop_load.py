@@ -1,9 +1,11 @@
-"""A served process past its deployment's ``limits.max_loop_load`` turns new calls away (voxpipe.web.loop_load).
+"""A served process past its deployment's ``limits.max_loop_load`` turns new calls away
+(voxpipe.security.loop_load).
 
 The load is made the way production makes it, by calls: Twilio Media Streams callers (the simulator, one media
-event every 20 ms each) against the app on a real socket, with a deployment whose limit is low enough for a
-few calls to pass it. New calls then hear ``busy_say`` (or are redirected), ``/readyz`` answers 503 and the
-refusals are counted; once the calls end, the door opens again.
+event every 20 ms each) against the app on a real socket, with deployments whose limit is low enough for a
+few calls to pass it. New Twilio calls then hear ``busy_say``, or are redirected where ``drain.redirect_url``
+is set; a browser page's call socket is closed with 1013; ``/readyz`` answers 503 and the refusals are
+counted. The calls already connected go on, and once they end, the door opens again.
 """
 
 from __future__ import annotations
@@ -17,20 +19,24 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from twilio.request_validator import RequestValidator
 
+from tests.simulators import page_subprotocols, page_token
 from tests.simulators.server import RunningServer
 from tests.simulators.twilio_media import TwilioMediaSimulator
 from voxpipe.config.loader import parse_deployment
+from voxpipe.security.loop_load import LoopLoad
 from voxpipe.web.app import create_app
-from voxpipe.web.loop_load import LoopLoad
 
 pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "loop-load-test-token"  # noqa: S105 — a made-up credential for a local test server; nothing real
 PUBLIC = "https://busy.example.com"
+PAGE = "https://app.example.com"
+OTHER_INSTANCE = "https://spare.example.com/desk/twiml"
 DEPLOYMENT = f"""
-name: desk
+name: NAME
 agent: {{instructions: You take bookings.}}
 vad: {{provider: testkit_vad}}
 stt: {{provider: testkit_stt}}
@@ -39,9 +45,15 @@ tts: {{provider: testkit_tts}}
 transport:
   public_url: {PUBLIC}
   twilio: {{auth_token: "${{TWILIO_AUTH_TOKEN}}"}}
+  browser: {{allowed_origins: ["{PAGE}"]}}
 sessions: {{store: memory}}
 limits: {{max_loop_load: LIMIT, busy_say: Every line is busy. Call back soon.}}
 """
+
+
+def _deployment(name: str, limit: str, extra: str = "") -> Any:
+    text = DEPLOYMENT.replace("NAME", name).replace("LIMIT", limit) + extra
+    return parse_deployment(text, environ={"TWILIO_AUTH_TOKEN": TOKEN})
 
 
 async def _spin(secs: float) -> None:
@@ -81,16 +93,31 @@ async def test_the_share_is_the_loops_own_cpu_not_other_threads() -> None:
         load.stop()
 
 
-def _signed_webhook(call_sid: str) -> tuple[dict[str, str], dict[str, str]]:
+def _signed_webhook(call_sid: str, name: str = "desk") -> tuple[dict[str, str], dict[str, str]]:
     form = {"CallSid": call_sid, "From": "+15550001111"}
-    signature = RequestValidator(TOKEN).compute_signature(f"{PUBLIC}/desk/twiml", form)
+    signature = RequestValidator(TOKEN).compute_signature(f"{PUBLIC}/{name}/twiml", form)
     return form, {"X-Twilio-Signature": signature}
 
 
+async def _browser_call_refusal(ws_url: str, token: str) -> websockets.frames.Close | None:
+    """Open a browser page's call socket; how the server closed it (``None``: still open after 2 s, a call)."""
+    async with websockets.connect(ws_url, origin=PAGE, subprotocols=page_subprotocols(token)) as socket:
+        try:
+            await socket.send('{"event": "start", "start": {}}')
+            await asyncio.wait_for(socket.wait_closed(), 2)
+        except websockets.ConnectionClosed:
+            pass
+        except TimeoutError:
+            return None
+        return socket.protocol.close_rcvd
+
+
 async def test_an_overloaded_process_turns_new_twilio_calls_away_until_its_load_falls() -> None:
-    deployment = parse_deployment(DEPLOYMENT.replace("LIMIT", "0.03"), environ={"TWILIO_AUTH_TOKEN": TOKEN})
-    with RunningServer(create_app([deployment], warm_up=False)) as server:
+    desk = _deployment("desk", "0.03")
+    spare = _deployment("line2", "0.03", f"drain: {{redirect_url: {OTHER_INSTANCE}}}\n")
+    with RunningServer(create_app([desk, spare], warm_up=False)) as server:
         async with httpx.AsyncClient(base_url=server.url) as client:
+            page = page_token(httpx.Client(base_url=server.url), "desk", PAGE)
 
             async def ready() -> bool:
                 return (await client.get("/readyz")).status_code == 200
@@ -118,10 +145,18 @@ async def test_an_overloaded_process_turns_new_twilio_calls_away_until_its_load_
                 turned_away = await client.post("/desk/twiml", data=form, headers=headers)
                 assert turned_away.status_code == 200
                 assert turned_away.text.endswith("<Say>Every line is busy. Call back soon.</Say><Hangup /></Response>")
+                form, headers = _signed_webhook("CA" + "7" * 32, "line2")
+                redirected = await client.post("/line2/twiml", data=form, headers=headers)
+                assert redirected.text.endswith(f'<Redirect method="POST">{OTHER_INSTANCE}</Redirect></Response>')
+                refusal = await _browser_call_refusal(f"{server.ws_url}/desk/ws", page)
+                assert refusal is not None and refusal.code == 1013 and "max_loop_load" in refusal.reason
                 metrics = (await client.get("/metrics")).text
-                assert 'voxpipe_refused_total{deployment="desk",limit="max_loop_load"} 1.0' in metrics
+                assert 'voxpipe_refused_total{deployment="desk",limit="max_loop_load"} 2.0' in metrics
+                assert 'voxpipe_refused_total{deployment="line2",limit="max_loop_load"} 1.0' in metrics
+                assert not any(caller.closed.is_set() for caller in callers)  # the calls let in go on
                 for caller in callers:
                     await caller.stop()
             await _until(ready, 20, "/readyz says ready once the calls ended")
             form, headers = _signed_webhook("CA" + "8" * 32)
             assert "<Stream" in (await client.post("/desk/twiml", data=form, headers=headers)).text
+            assert await _browser_call_refusal(f"{server.ws_url}/desk/ws", page) is None

@@ -287,7 +287,7 @@ class LimitsConfig(Strict):
         le=1,
         description="Share of the serving process's time its event loop may be busy (mean of the last 5 s) "
         "before new calls are turned away: Twilio's webhook redirects to drain.redirect_url or says busy_say, "
-        "and /readyz answers 503. 1: never.",
+        "a browser call's socket is closed with 1013, and /readyz answers 503. 1: never.",
     )
     busy_say: str = Field(
         "All our lines are busy right now. Please call again in a few minutes.",

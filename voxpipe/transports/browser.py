@@ -45,6 +45,7 @@ from voxpipe.security.browser_access import (
     bearer,
     subprotocol_token,
 )
+from voxpipe.security.loop_load import LoopLoad
 from voxpipe.tools.access import ToolNotCallable, client_tool, run_client_tool
 from voxpipe.transports.admission import admit_request, admit_socket
 from voxpipe.transports.json_socket import POLICY_VIOLATION
@@ -153,8 +154,9 @@ async def mint_client_secret(deployment: Deployment, service: ServiceConfig) -> 
     return {"value": secret.value, "expires_at": secret.expires_at}
 
 
-def add_routes(router: APIRouter, host: CallHost, extra_origins: Sequence[str] = ()) -> None:
+def add_routes(router: APIRouter, host: CallHost, load: LoopLoad, extra_origins: Sequence[str] = ()) -> None:
     """The page, its token, its call socket and (realtime on OpenAI) its session and tools routes.
+    ``load``: the process's event loop, which turns new calls away past ``limits.max_loop_load``.
     ``extra_origins``: page origins allowed besides the deployment's own (``voxpipe serve``'s loopback ones)."""
     deployment = host.deployment
     access = browser_access(deployment, extra_origins)
@@ -219,7 +221,7 @@ def add_routes(router: APIRouter, host: CallHost, extra_origins: Sequence[str] =
             host.refused(refused)
             await socket.close(code=POLICY_VIOLATION, reason=str(refused))
             return
-        slot = await admit_socket(host, socket, socket.client.host if socket.client else "")
+        slot = await admit_socket(host, socket, socket.client.host if socket.client else "", load)
         if slot is not None:
             async with slot:
                 await serve_media_stream(host, None, socket, BrowserDialect(session.session_id))

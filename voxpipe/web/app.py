@@ -38,6 +38,7 @@ from voxpipe.providers.registry import Registry, default_registry
 from voxpipe.records.prometheus import CallMetrics
 from voxpipe.records.store import RecordStore
 from voxpipe.security.limits import LimitExceeded
+from voxpipe.security.loop_load import LoopLoad
 from voxpipe.sessions import SessionStore, open_store
 from voxpipe.transports import browser, conversation_relay, twilio_media, twilio_recordings
 from voxpipe.transports.admission import admit_request
@@ -49,7 +50,6 @@ from voxpipe.transports.twilio_account import (
     twilio_client,
 )
 from voxpipe.web.drain import Drain, RefuseWhileDraining, install_sigterm, turn_away_twiml
-from voxpipe.web.loop_load import SAMPLE_SECS, SAMPLES, LoopLoad
 
 if TYPE_CHECKING:
     from voxpipe.sessions.redis_health import RedisHealthBoard
@@ -205,8 +205,10 @@ def _router(
             return Response(status_code=403)
         if drain.draining:
             return twilio_media.xml(drain.twiml(host))
-        if load.above(deployment.limits.max_loop_load):
-            host.refused(LimitExceeded("max_loop_load", SAMPLES * SAMPLE_SECS))
+        try:
+            load.check(deployment.limits.max_loop_load)
+        except LimitExceeded as refused:
+            host.refused(refused)
             return twilio_media.xml(turn_away_twiml(deployment, deployment.limits.busy_say))
         caller = form.get("From") or (request.client.host if request.client else "")
         await admit_request(host, lambda: host.limits.admit_new_call(f"caller:{caller}"))  # 429: Twilio gives up
@@ -222,5 +224,5 @@ def _router(
     twilio_media.add_routes(router, host, twilio)
     conversation_relay.add_routes(router, host, twilio)
     twilio_recordings.add_routes(router, host, twilio)
-    browser.add_routes(router, host, page_origins)
+    browser.add_routes(router, host, load, page_origins)
     return router

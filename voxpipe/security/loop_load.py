@@ -3,10 +3,11 @@
 One event loop carries every call of a process. Past some share of its time busy, each call on it waits longer
 at every hop, and a loop that is never idle misses turns. A call turned away at the door, to another instance
 or with a message, costs less than every call on the process going slow, so a deployment's
-``limits.max_loop_load`` turns new calls away above it (``voxpipe.web.app``: Twilio's webhook, and ``/readyz``
-for the load balancer). benchmarks/overload.py measures it: a surge of callers on one core, all let in, heard
-turn gaps 425 ms or more above one call's at p90; turned away above 0.75, the calls let in stayed within
-+100 ms (docs/deploy.md, "What a call costs").
+``limits.max_loop_load`` turns new calls away above it: Twilio's webhook answers with a redirect or a message
+(``voxpipe.web.app``), a browser page's call socket is closed with 1013 ("try again later",
+``voxpipe.transports.admission``), and ``/readyz`` answers 503 for the load balancer. benchmarks/overload.py
+measures it: a surge of callers on one core, all let in, heard turn gaps 425 ms or more above one call's at
+p90; turned away above 0.75, the calls let in stayed within +100 ms (docs/deploy.md, "What a call costs").
 
 The measure is ``time.thread_time()`` of the loop's own thread over the wall clock: the CPU the loop itself
 used, not the threads that run models or record saves on other cores. It is sampled every second and averaged
@@ -19,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+
+from voxpipe.security.limits import LimitExceeded
 
 SAMPLE_SECS = 1.0
 SAMPLES = 5
@@ -41,6 +44,11 @@ class LoopLoad:
     def above(self, limit: float) -> bool:
         """Whether the loop is busier than ``limit`` (so a limit of 1 is never exceeded)."""
         return self.share > limit
+
+    def check(self, limit: float) -> None:
+        """``LimitExceeded`` (``max_loop_load``, retry after the averaging window) when the loop is above ``limit``."""
+        if self.above(limit):
+            raise LimitExceeded("max_loop_load", self._sample_secs * (self._shares.maxlen or 1))
 
     def start(self) -> None:
         """Sample from now on, on the running loop (its callbacks run on the loop's thread)."""
