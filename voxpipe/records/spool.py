@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from voxpipe.records.model import CallRecord
 from voxpipe.records.store import RecordStore, RecordStoreError
+from voxpipe.retrying import succeeds_within
 
 RETRY_DELAYS_SECS = (0.5, 2.0)  # the waits between a record's attempts, before it is spooled
 SPOOL_VARIABLE = "VOXPIPE_RECORDS_SPOOL"
@@ -121,17 +122,23 @@ class RecordKeeper:
     async def keep(self, record: CallRecord) -> None:
         """Save ``record`` (off the event loop, which carries every other call's audio), retrying while the store
         fails, then spooling it; once the store takes it, the spool's waiting records follow. Never raises."""
-        for delay in (*RETRY_DELAYS_SECS, None):
+        problems: list[RecordStoreError] = []
+
+        async def attempt() -> bool:
             try:
                 await asyncio.to_thread(self.save, record)
-                break
             except RecordStoreError as exc:
-                if delay is None:
-                    await asyncio.to_thread(_spool, self.spool, record, exc)
-                    return
-                logger.warning(f"call {record.call_id}: its record not saved ({exc}); trying again in {delay:g}s")
-                await asyncio.sleep(delay)
-        await self.save_spooled()
+                problems.append(exc)
+                return False
+            return True
+
+        def retrying(delay: float) -> None:
+            logger.warning(f"call {record.call_id}: its record not saved ({problems[-1]}); trying again in {delay:g}s")
+
+        if await succeeds_within(attempt, RETRY_DELAYS_SECS, retrying):
+            await self.save_spooled()
+        else:
+            await asyncio.to_thread(_spool, self.spool, record, problems[-1])
 
     async def save_spooled(self) -> None:
         """Save what waits in the spool, oldest first, while the store takes it (``voxpipe serve`` does at start:

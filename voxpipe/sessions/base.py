@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from voxpipe.retrying import succeeds_within
+
 Message = dict[str, Any]
 log = logging.getLogger("voxpipe.sessions")
 
@@ -271,19 +273,18 @@ class SessionRecorder:
         """
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        for delay in (*FLUSH_RETRY_DELAYS_SECS, None):
-            if await self._flush_once() or self.refused is not None:
-                return
-            if delay is None:
-                log.error(
-                    "session %s: %d messages of the conversation could not be stored (%r): a reconnect would "
-                    "resume without them (the call's record keeps its turns)",
-                    self.call_id,
-                    self.unstored,
-                    self.failing,
-                )
-                return
-            await asyncio.sleep(delay)
+
+        async def attempt() -> bool:  # (a refusal as too large is final: trying again cannot help)
+            return await self._flush_once() or self.refused is not None
+
+        if not await succeeds_within(attempt, FLUSH_RETRY_DELAYS_SECS):
+            log.error(
+                "session %s: %d messages of the conversation could not be stored (%r): a reconnect would "
+                "resume without them (the call's record keeps its turns)",
+                self.call_id,
+                self.unstored,
+                self.failing,
+            )
 
     async def _flush_once(self) -> bool:
         """Write every message not written yet; ``False`` if the store refused or failed."""
