@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +29,8 @@ from tests.simulators import page_subprotocols, page_token
 from tests.simulators.server import RunningServer
 from tests.simulators.twilio_media import TwilioMediaSimulator
 from voxpipe.config.loader import parse_deployment
-from voxpipe.security.loop_load import LoopLoad
+from voxpipe.security.limits import LimitExceeded
+from voxpipe.security.loop_load import STALE_AFTER_SAMPLES, LoopLoad
 from voxpipe.web.app import create_app
 
 pytestmark = pytest.mark.timeout(120)
@@ -91,6 +95,70 @@ async def test_the_share_is_the_loops_own_cpu_not_other_threads() -> None:
         assert load.share < 0.3
     finally:
         load.stop()
+
+
+SIBLING = """
+import asyncio, sys, time
+from pathlib import Path
+from voxpipe.security.limits import LimitExceeded
+from voxpipe.security.loop_load import STALE_AFTER_SAMPLES, LoopLoad
+
+async def work(folder: str, busy: bool, secs: float) -> None:
+    load = LoopLoad(sample_secs=0.1, samples=3, siblings=Path(folder))
+    load.start()
+    until = time.monotonic() + secs
+    while time.monotonic() < until:
+        if busy:
+            spin_until = time.monotonic() + 0.01
+            while time.monotonic() < spin_until:
+                pass
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(0.05)
+    load.stop()
+
+asyncio.run(work(sys.argv[1], sys.argv[2] == "busy", float(sys.argv[3])))
+"""
+
+
+async def _sibling_worker(folder: Path, busy: bool, secs: float) -> asyncio.subprocess.Process:
+    """Another worker process of the host, its loop busy or idle for ``secs``, publishing its load in ``folder``."""
+    sibling = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SIBLING, str(folder), "busy" if busy else "idle", str(secs)
+    )
+    await _until(lambda: _published(folder), 10, "the sibling worker publishes its load")
+    return sibling
+
+
+async def _published(folder: Path) -> bool:
+    return any(folder.glob("loop-load.*[0-9]"))
+
+
+async def test_a_busy_worker_beside_an_idle_one_turns_no_call_away_but_a_busy_host_does(tmp_path: Path) -> None:
+    """The workers of a host share one socket, and the least busy takes a new call: the host is judged."""
+    load = LoopLoad(sample_secs=0.1, samples=3, siblings=tmp_path)
+    load.start()
+    try:
+        idle = await _sibling_worker(tmp_path, busy=False, secs=3)
+        await _spin(1.0)
+        assert load.share > 0.7 and load.host_share < 0.3  # this worker is busy, its sibling is not
+        assert not load.above(0.5)
+        load.check(0.5)  # (no LimitExceeded)
+        await idle.wait()  # the sibling stopped: its published load is gone with it
+        await _spin(0.5)
+        assert load.above(0.5)
+        busy = await _sibling_worker(tmp_path, busy=True, secs=2)
+        await _spin(1.0)
+        assert load.host_share > 0.5  # every worker busy: the host turns calls away
+        with pytest.raises(LimitExceeded, match="max_loop_load"):
+            load.check(0.5)
+        busy.kill()  # a worker that dies leaves its file, but an old one counts no more
+        await busy.wait()
+        await _spin(STALE_AFTER_SAMPLES * 0.1 + 0.5)
+        assert load.above(0.5)
+    finally:
+        load.stop()
+    assert not (tmp_path / f"loop-load.{os.getpid()}").exists()  # a stopped worker takes its load away
 
 
 def _signed_webhook(call_sid: str, name: str = "desk") -> tuple[dict[str, str], dict[str, str]]:

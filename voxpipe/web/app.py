@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -101,7 +103,7 @@ def create_app(
         hosts.append((CallHost(deployment, store, registry, bookkeeping), twilio))
     state = {"ready": not warm_up}
     drain = Drain([host for host, _ in hosts])
-    load = LoopLoad()
+    load = LoopLoad(siblings=_workers_folder())
     busiest = min(d.limits.max_loop_load for d in deployments)  # /readyz: past it, some deployment turns calls away
 
     @contextlib.asynccontextmanager
@@ -166,6 +168,7 @@ def create_app(
             "draining": drain.draining,
             "overloaded": overloaded,
             "loop_load": round(load.share, 3),
+            "host_loop_load": round(load.host_share, 3),  # the least busy of this host's workers
             "deployments": names,
             "active_calls": sum(len(host.calls) for host, _ in hosts),
         }
@@ -179,6 +182,13 @@ def create_app(
     for host, twilio in hosts:
         app.include_router(_router(host, twilio, drain, load, page_origins), prefix=f"/{host.deployment.name}")
     return app
+
+
+def _workers_folder() -> Path | None:
+    """The folder the worker processes of this host share (``voxpipe serve --workers N`` makes it for
+    Prometheus' multiprocess mode): where their loops' loads are compared. ``None``: a process alone."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(folder) if folder else None
 
 
 def _health_boards(deployments: Sequence[Deployment]) -> list[RedisHealthBoard]:
