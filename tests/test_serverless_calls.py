@@ -45,6 +45,7 @@ from tests.apigw_shim import (
     write_handler_config,
 )
 from tests.fakes import Behaviour, FakeBedrock, ToolCall, Turn
+from tests.fakes.script import count_tokens
 from tests.simulators.server import RunningServer
 from tests.test_calls_transfer import FakeTwilioCalls
 from tests.test_serverless_relay import MODEL, TOKEN, RelayCaller, dynamodb, signature
@@ -283,6 +284,16 @@ async def test_slow_tool_gets_its_filler_then_the_answer(
     assert [s.name for s in children] == [f"chat {MODEL}", "execute_tool look_up_booking", f"chat {MODEL}"]
     attributes = {a.key: a.value.string_value for a in children[0].attributes}
     assert attributes["gen_ai.system"] == "aws.bedrock" and attributes["gen_ai.request.model"] == MODEL
+    quick = next(t for t in turns if not t.events)  # (its 0.2 s look-up needs no filler)
+    quick_chats = sorted(
+        (s for s in spans if s.parent_span_id == quick.span_id and s.name.startswith("chat")),
+        key=lambda s: s.start_time_unix_nano,
+    )
+    for chat in (children[0], children[2], *quick_chats):  # the tokens Bedrock's metadata event reported
+        tokens = {a.key: a.value.int_value for a in chat.attributes if a.key.startswith("gen_ai.usage.")}
+        assert tokens["gen_ai.usage.input_tokens"] > tokens["gen_ai.usage.output_tokens"] > 0
+    answer_tokens = {a.key: a.value.int_value for a in quick_chats[-1].attributes}
+    assert answer_tokens["gen_ai.usage.output_tokens"] == count_tokens("Quick answer: confirmed.")
     assert 2.9 < (children[1].end_time_unix_nano - children[1].start_time_unix_nano) / 1e9 < 3.5  # the 3 s tool
     called = [m for m in messages if m.get("tool_calls")]
     assert called[0]["content"] == FILLER and not called[1]["content"]  # the filler is the bot's words

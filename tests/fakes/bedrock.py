@@ -170,6 +170,7 @@ class FakeBedrock(FakeServer):
         self.region = region
         self.models = models
         self._cache_prefixes: set[str] = set()
+        self.usages: list[dict[str, int]] = []  # the usage of each stream finished, as sent in its metadata
 
     def setup_routes(self, app: web.Application) -> None:
         app.router.add_post("/model/{model_id}/converse-stream", self.converse_stream)
@@ -468,6 +469,7 @@ class FakeBedrock(FakeServer):
             if not faults.stream_exception:
                 latency = int((time.monotonic() - started) * 1000)
                 await response.write(event_frame("metadata", {"usage": usage, "metrics": {"latencyMs": latency}}))
+                self.usages.append(usage)
             await response.write_eof()
         except (StreamCut, ConnectionError):
             pass

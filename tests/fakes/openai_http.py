@@ -171,6 +171,7 @@ class FakeOpenAI(FakeServer):
         self.models = models
         self.require_stream = require_stream
         self._seen_prompts: list[list[str]] = []
+        self.usages: list[dict[str, Any]] = []  # the usage of each completion streamed whole with include_usage
 
     def setup_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
@@ -312,6 +313,8 @@ class FakeOpenAI(FakeServer):
             await self.chunk_pacing(len(chunks), request)
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
+            if include_usage:
+                self.usages.append(usage)
         except (StreamCut, ConnectionError):
             pass
         return response

@@ -1,13 +1,13 @@
 """OpenTelemetry traces of the Lambda relay's calls, when the standard ``OTEL_*`` variables ask for them.
 
-A Lambda sees a call as separate invocations and never its end, so each reply turn is exported by the
-invocation that answered it, before it returns (a Lambda may be frozen as soon as it has): a ``turn`` span
-(the prompt received -> the reply's last text sent) with a ``chat {model}`` span per LLM request of the reply
-(``gen_ai.*`` attributes as on the server, the time to the first piece; a request the chain fell back from
-carries its error) and an ``execute_tool {name}`` span per tool call; fillers are events of the turn. All turns
-of a call share one trace: its id is derived from the CallSid (SHA-256), and so is their parent, the call's
-span id (that call span itself is not exported: no invocation knows when the call ends). Texts are the
-caller's words and the reply as heard, masked by the deployment's ``redact:``; tool arguments are never
+A Lambda sees a call as separate invocations and never its end, so each reply turn is exported by the invocation
+that answered it, before it returns (a Lambda may be frozen as soon as it has): a ``turn`` span (the prompt
+received -> the reply's last text sent) with a ``chat {model}`` span per LLM request of the reply (``gen_ai.*``
+attributes as on the server, with the tokens the vendor reported, and the time to the first piece; a request the
+chain fell back from carries its error) and an ``execute_tool {name}`` span per tool call; fillers are events of
+the turn. All turns of a call share one trace: its id is derived from the CallSid (SHA-256), and so is their
+parent, the call's span id (that call span itself is not exported: no invocation knows when the call ends). Texts
+are the caller's words and the reply as heard, masked by the deployment's ``redact:``; tool arguments are never
 exported. With no ``OTEL_*`` set, nothing is imported and a turn costs one check.
 """
 
@@ -94,6 +94,11 @@ def _export(
         )
         if request.first is not None:
             span.set_attribute("voxpipe.first_piece_ms", round((request.first - request.started) * 1000, 1))
+        if request.usage is not None:  # as the server's spans count them (cached tokens among the input)
+            span.set_attribute("gen_ai.usage.input_tokens", request.usage.input)
+            span.set_attribute("gen_ai.usage.output_tokens", request.usage.output)
+            if request.usage.cached_input:
+                span.set_attribute("voxpipe.usage.cached_input_tokens", request.usage.cached_input)
         if request.error:
             span.set_status(Status(StatusCode.ERROR, mask(request.error)))
         span.end(end_time=_ns(request.ended or request.started))

@@ -53,6 +53,17 @@ class Span:
     first: float | None = None
     ended: float | None = None
     error: str | None = None
+    usage: TokenUsage | None = None  # an LLM request's tokens, as the vendor reported them
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """What one LLM request consumed, as its vendor reports it at the end of the stream: ``input`` counts every
+    prompt token, ``cached_input`` those of them read from the vendor's prompt cache."""
+
+    input: int
+    output: int
+    cached_input: int = 0
 
 
 class Filler(str):
@@ -71,8 +82,8 @@ class ToolCall:
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
-#: One vendor request: ``(system, messages, tools) -> text pieces and, last, the tool calls``.
-StreamFn = Callable[[str, list[Message], tuple[ToolSpec, ...]], Iterator["str | ToolCall"]]
+#: One vendor request: ``(system, messages, tools) -> text pieces and, last, the tool calls and the usage``.
+StreamFn = Callable[[str, list[Message], tuple[ToolSpec, ...]], Iterator["str | ToolCall | TokenUsage"]]
 
 
 # ------------------------------------------------------------------------------------------------ Bedrock
@@ -129,7 +140,9 @@ def bedrock_stream(spec: LLMSpec) -> StreamFn:
         if options.get(key) is not None
     }
 
-    def stream(system: str, messages: list[Message], tools: tuple[ToolSpec, ...]) -> Iterator[str | ToolCall]:
+    def stream(
+        system: str, messages: list[Message], tools: tuple[ToolSpec, ...]
+    ) -> Iterator[str | ToolCall | TokenUsage]:
         request: dict[str, Any] = {
             "modelId": spec.model,
             "messages": _bedrock_messages(messages),
@@ -147,6 +160,7 @@ def bedrock_stream(spec: LLMSpec) -> StreamFn:
         events = client.converse_stream(**request)["stream"]
         calls: list[ToolCall] = []
         pending: dict[str, Any] | None = None
+        usage: TokenUsage | None = None
         try:
             for event in events:
                 if "contentBlockStart" in event and "toolUse" in event["contentBlockStart"]["start"]:
@@ -160,9 +174,17 @@ def bedrock_stream(spec: LLMSpec) -> StreamFn:
                 elif "contentBlockStop" in event and pending is not None:
                     calls.append(ToolCall(pending["toolUseId"], pending["name"], pending["input"] or "{}"))
                     pending = None
+                elif "metadata" in event and "usage" in event["metadata"]:
+                    tokens = event["metadata"]["usage"]
+                    cached = tokens.get("cacheReadInputTokens", 0)
+                    # (Bedrock counts the prompt's cache reads and writes apart from its inputTokens)
+                    prompt = tokens.get("inputTokens", 0) + cached + tokens.get("cacheWriteInputTokens", 0)
+                    usage = TokenUsage(prompt, tokens.get("outputTokens", 0), cached)
         finally:
             events.close()  # an abandoned reply (interrupt, gone caller) releases its connection
         yield from calls
+        if usage is not None:
+            yield usage
 
     return stream
 
@@ -188,7 +210,9 @@ def openai_stream(spec: LLMSpec) -> StreamFn:
         )
     sampling = {k: options[k] for k in ("temperature", "max_completion_tokens") if options.get(k) is not None}
 
-    def stream(system: str, messages: list[Message], tools: tuple[ToolSpec, ...]) -> Iterator[str | ToolCall]:
+    def stream(
+        system: str, messages: list[Message], tools: tuple[ToolSpec, ...]
+    ) -> Iterator[str | ToolCall | TokenUsage]:
         extra: dict[str, Any] = dict(sampling)
         if tools:
             extra["tools"] = [{"type": "function", "function": _function(t)} for t in tools]
@@ -200,8 +224,13 @@ def openai_stream(spec: LLMSpec) -> StreamFn:
             **extra,
         )
         calls: dict[int, dict[str, str]] = {}
+        usage: TokenUsage | None = None
         with chunks:
             for chunk in chunks:
+                if chunk.usage is not None:  # the last chunk, with no choices (stream_options.include_usage)
+                    details = chunk.usage.prompt_tokens_details
+                    cached = (details.cached_tokens or 0) if details is not None else 0
+                    usage = TokenUsage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens, cached)
                 for choice in chunk.choices:
                     if choice.delta.content:
                         yield choice.delta.content
@@ -212,6 +241,8 @@ def openai_stream(spec: LLMSpec) -> StreamFn:
                             call["name"] += fragment.function.name or ""
                             call["arguments"] += fragment.function.arguments or ""
         yield from (ToolCall(c["id"], c["name"], c["arguments"] or "{}") for _, c in sorted(calls.items()))
+        if usage is not None:
+            yield usage
 
     return stream
 
@@ -277,6 +308,9 @@ class Reply:
             self.messages.append(assistant)
             calls: list[ToolCall] = []
             for piece in self._stream():
+                if isinstance(piece, TokenUsage):
+                    self.requests[-1].usage = piece
+                    continue
                 if isinstance(piece, ToolCall):
                     calls.append(piece)
                     continue
@@ -289,7 +323,7 @@ class Reply:
             yield from self._run_tools(calls, assistant)
         logger.warning("reply stopped after %d tool rounds", MAX_TOOL_ROUNDS)
 
-    def _stream(self) -> Iterator[str | ToolCall]:
+    def _stream(self) -> Iterator[str | ToolCall | TokenUsage]:
         """This round's pieces from the first provider of the chain that answers."""
         messages = self.history + self.messages[:-1]
         tools = self.config.tools
