@@ -14,12 +14,12 @@ used, not the threads that run models or record saves on other cores. It is samp
 over the last five samples, as LiveKit's agent workers average their load before they stop taking jobs, so a
 burst does not turn calls away but a sustained load does.
 
-The workers of one host (``voxpipe serve --workers N``) accept on one shared socket: the kernel wakes them all
-for a new connection and the first to accept it takes it, and a loop busy with its calls comes to its
-``accept`` after an idle one. So a worker judges the host, not itself: each writes its share, every sample, to a file in
-the folder the workers share (``$PROMETHEUS_MULTIPROC_DIR``, which ``voxpipe serve`` makes), and the load a
-worker turns calls away on is the lowest among the live workers. One busy worker beside an idle one turns no
-call away; the host does once every worker is past the limit.
+The workers of one host (``voxpipe serve --workers N``) accept on one shared socket: the kernel wakes them all for
+a new connection and the first to accept it takes it, and a loop busy with its calls comes to its ``accept`` after
+an idle one. So a worker judges the host, not itself: each writes its share, every sample, to a file in the folder
+the workers share (``$PROMETHEUS_MULTIPROC_DIR``, which ``voxpipe serve`` makes), and the load a worker turns calls
+away on is the lowest among the live workers. One busy worker beside an idle one turns no call away; the host does
+once every worker is past the limit.
 """
 
 from __future__ import annotations
