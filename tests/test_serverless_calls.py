@@ -33,6 +33,7 @@ from xml.etree import ElementTree as ET
 import pytest
 import tool_functions
 from twilio.request_validator import RequestValidator
+from typer.testing import CliRunner
 
 from tests.apigw_shim import (
     ApiGatewayShim,
@@ -50,6 +51,8 @@ from tests.simulators.server import RunningServer
 from tests.test_calls_transfer import FakeTwilioCalls
 from tests.test_serverless_relay import MODEL, TOKEN, RelayCaller, dynamodb, signature
 from voxpipe.aws.conversations import ConversationTable, table_definition
+from voxpipe.cli import app
+from voxpipe.records.store import RecordStore
 from voxpipe.serverless.relay_tracing import call_ids
 from voxpipe.serverless.relay_turns import KEYPAD_ENTRY
 from voxpipe.telephony import keypad
@@ -301,6 +304,50 @@ async def test_slow_tool_gets_its_filler_then_the_answer(
         "Your booking is confirmed.",
         "Quick answer: confirmed.",
     ]
+
+
+# ------------------------------------------------------------------------------------------------ records
+
+
+async def test_ended_relay_calls_become_call_records_with_turns_usage_and_cost(
+    shim: ApiGatewayShim, aws: tuple[str, str], env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``voxpipe import-relay`` turns the measures the relay kept in DynamoDB into priced CallRecords."""
+    call_sid = "CA00000000000000000000000000000f07"
+    caller = await call(shim, aws, call_sid)
+    prompted = time.time()
+    await caller.prompt("a quick one")
+    assert await caller.reply() == "Quick answer: confirmed."
+    answered = time.time()
+    await caller.hang_up()
+    await wait_until(lambda: "ended_ms" in conversation(aws, call_sid).metadata)  # ($disconnect ran)
+    stored = conversation(aws, call_sid).metadata
+    requests = stored["usage"]  # the turn's two LLM requests (the look-up, then the answer)
+    assert len(requests) == 2 and all(r["provider"] == "bedrock" and r["model"] == MODEL for r in requests)
+
+    for name, value in env.items():  # the deployment's ${...} and the table's endpoint, as an operator has them
+        monkeypatch.setenv(name, value)
+    records = tmp_path / "calls.db"
+    deployment_file = Path(env["VOXPIPE_HANDLER_CONFIG"]).with_name("deployment.yaml")
+    command = ["import-relay", str(deployment_file), "--table", TABLE, "--records", str(records)]
+    imported = CliRunner().invoke(app, command)
+    assert imported.exit_code == 0, imported.output
+    assert "ended relay calls of lambda-calls recorded in" in imported.output
+    record = RecordStore(records).get(call_sid)
+    assert record is not None and record.deployment == "lambda-calls" and record.caller_id == "+15550100"
+    (turn,) = record.turns
+    assert (turn.heard, turn.reply) == ("a quick one", "Quick answer: confirmed.")
+    assert turn.llm_first_token_ms is not None and turn.reply_complete_ms is not None
+    assert 0 < turn.llm_first_token_ms <= turn.reply_complete_ms < (answered - prompted) * 1000 + 1000
+    assert 0 < record.duration_secs < 60 and abs(record.started_at.timestamp() - prompted) < 30
+    (usage,) = record.usage
+    assert (usage.role, usage.provider, usage.model) == ("llm", "bedrock", MODEL)
+    assert usage.text_input_tokens + usage.cached_text_input_tokens == sum(r["input"] for r in requests)
+    assert usage.text_output_tokens == sum(r["output"] for r in requests) > 0
+    lite = 0.06 * usage.text_input_tokens + 0.015 * usage.cached_text_input_tokens + 0.24 * usage.text_output_tokens
+    assert usage.cost_usd == pytest.approx(lite / 1e6) and usage.cost_usd > 0  # Nova Lite's list prices
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 0 and len([r for r in RecordStore(records).list() if r.call_id == call_sid]) == 1
 
 
 # ------------------------------------------------------------------------------------------------ silence

@@ -228,6 +228,35 @@ def calls(
     print_calls(records, out)
 
 
+@app.command("import-relay")
+def import_relay(
+    config: Annotated[Path, typer.Argument(help="The deployment YAML the Lambda relay serves.")],
+    table: Annotated[
+        str | None,
+        typer.Option(help="The relay's DynamoDB table: the SAM stack's TableName (default: sessions.table)."),
+    ] = None,
+    records_db: RecordsOption = None,
+) -> None:
+    """Record the Lambda relay's ended calls (kept in its DynamoDB table) where the deployment's records go."""
+    from voxpipe.aws.conversations import ConversationTable
+    from voxpipe.config.loader import load_deployment
+    from voxpipe.providers.registry import default_registry
+    from voxpipe.records.relay import ended_relay_records
+    from voxpipe.records.store import RecordStore
+
+    deployment = load_deployment(config)
+    table = table or deployment.sessions.table
+    if not table:
+        err.print(f"{config}: give the relay's DynamoDB table with --table (sessions.table is not set)")
+        raise typer.Exit(EXIT_CONFIG)
+    conversations = ConversationTable(table, deployment.sessions.ttl_secs).conversations()
+    records = ended_relay_records(conversations, deployment, default_registry())
+    store = RecordStore(records_db or deployment.records.target())
+    for record in records:
+        store.save(record)
+    out.print(f"{len(records)} ended relay calls of {deployment.name} recorded in {store.location}")
+
+
 def _verify_calls(records: list) -> None:  # type: ignore[type-arg]
     """Print each recorded turn's reported and recorded voice-to-voice, each connection's turns against that
     connection's recording; exit 1 if any differ by > 20 ms."""

@@ -28,7 +28,7 @@ import copy
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -142,19 +142,27 @@ class ConversationTable:
             stored, live = self._read(call_id)
         raise TooManyConflicts(f"conversation {call_id}: gave up after {self.max_attempts} conflicting writes")
 
+    def conversations(self) -> Iterator[Conversation]:
+        """Every stored conversation not expired, in no order (a scan of the table: for bookkeeping off the
+        call path, such as ``voxpipe calls import-relay``, never in a call)."""
+        pages = self.client.get_paginator("scan").paginate(
+            TableName=self.table,
+            FilterExpression="begins_with(#pk, :calls)",
+            ExpressionAttributeNames={"#pk": KEY},
+            ExpressionAttributeValues={":calls": {"S": CALL_PREFIX}},
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                if not self._expired(item):
+                    yield _conversation(item["pk"]["S"].removeprefix(CALL_PREFIX), item)
+
     def _read(self, call_id: str) -> tuple[Conversation, bool]:
         """The stored item (or an empty one, version 0) and whether it is live (exists, not expired)."""
         item = self._get_item(CALL_PREFIX + call_id)
         if item is None:
             return Conversation(call_id), False
-        conversation = Conversation(
-            call_id,
-            messages=json.loads(item["messages"]["S"]),
-            metadata=json.loads(item["metadata"]["S"]),
-            live=json.loads(item["live"]["S"]),
-            version=int(item["version"]["N"]),
-        )
-        return conversation, not self._expired(item)
+        return _conversation(call_id, item), not self._expired(item)
 
     def _put_if_version(self, conversation: Conversation, expected: int) -> bool:
         if self.masked is not None:
@@ -237,6 +245,16 @@ class ConversationTable:
     def _expired(self, item: dict[str, Any]) -> bool:
         expires = item.get(TTL_ATTRIBUTE)
         return expires is not None and int(expires["N"]) <= self.clock()
+
+
+def _conversation(call_id: str, item: dict[str, Any]) -> Conversation:
+    return Conversation(
+        call_id,
+        messages=json.loads(item["messages"]["S"]),
+        metadata=json.loads(item["metadata"]["S"]),
+        live=json.loads(item["live"]["S"]),
+        version=int(item["version"]["N"]),
+    )
 
 
 def _dumps(value: Any) -> str:

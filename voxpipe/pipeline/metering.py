@@ -17,7 +17,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 
 from voxpipe.pipeline.speculation import SpeculationLedger
 from voxpipe.providers.spec import Prices, Provider
-from voxpipe.records.cost import add_usage, price
+from voxpipe.records.cost import add_usage, price, prices_for
 from voxpipe.records.model import CallError, CallEvent, CallFailure, FallbackEvent, TurnTaking, Usage
 
 
@@ -121,8 +121,7 @@ class CallMeter:
 
     def prices_for(self, provider: Provider, model: str | None) -> Prices | None:
         """The deployment's ``pricing`` override (``provider/model`` or ``provider``), else the plugin's."""
-        overrides = self.price_overrides
-        return overrides.get(f"{provider.name}/{model}") or overrides.get(provider.name) or provider.prices_for(model)
+        return prices_for(provider, model, self.price_overrides)
 
 
 def _billed_apart(ref: ServiceRef, model: str | None) -> bool:

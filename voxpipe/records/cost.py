@@ -8,9 +8,11 @@ bucket is priced once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pipecat.observers.service_metrics_observer import ServiceUsageRecord
 
-from voxpipe.providers.spec import Prices
+from voxpipe.providers.spec import Prices, Provider
 from voxpipe.records.model import Usage
 
 MILLION = 1_000_000
@@ -36,6 +38,11 @@ def add_usage(usage: Usage, record: ServiceUsageRecord, prompt_tokens_include_ca
     usage.cached_audio_input_tokens += cached_audio
     usage.text_output_tokens += (record.completion_tokens or 0) - audio_out
     usage.audio_output_tokens += audio_out
+
+
+def prices_for(provider: Provider, model: str | None, overrides: Mapping[str, Prices]) -> Prices | None:
+    """A deployment's ``pricing`` override (``provider/model`` or ``provider``), else the plugin's prices."""
+    return overrides.get(f"{provider.name}/{model}") or overrides.get(provider.name) or provider.prices_for(model)
 
 
 def price(usage: Usage, prices: Prices | None) -> float:

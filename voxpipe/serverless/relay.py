@@ -19,6 +19,9 @@
 - ``$disconnect``: forgets the connection and stores a keypad entry still being typed (unanswered: no LLM
   call); the conversation stays until its TTL, so a reconnecting call
   (same ``callSid``) resumes it.
+- Every call is measured: its start and end, each reply turn's timing (the prompt's arrival at API Gateway to
+  the reply's first and last text sent) and its LLM requests' tokens are kept in the conversation's metadata
+  (``relay_turns``), which ``voxpipe import-relay`` turns into priced CallRecords (``voxpipe.records.relay``).
 
 Each message is its own invocation, and invocations of one call run concurrently (an ``interrupt`` arrives
 while the ``prompt`` before it is still streaming), so nothing is kept between invocations: the reply in
@@ -34,6 +37,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -58,11 +62,17 @@ from voxpipe.serverless import (
 from voxpipe.serverless.redacting import conversations, redacting_logs
 from voxpipe.serverless.relay_tracing import export_turn
 from voxpipe.serverless.relay_turns import (
+    CONNECTED_MS,
+    ENDED_MS,
+    FAILURE,
     KEYPAD_ENTRY,
     LIVE_SINCE,
+    STARTED_MS,
+    TurnMeasures,
     forget_stale_turns,
     heard_messages,
     note_events,
+    note_turn,
     said,
     store_pending_entry,
 )
@@ -125,6 +135,9 @@ class Relay:
         self.received_ms: int = int(context.get("requestTimeEpoch") or time.time() * 1000)
         self.endpoint = connections_endpoint(context)
         self.table, self.redactor = conversations(config)
+        self.first_text_ms: int | None = None  # when this invocation's reply sent its first text, and its last
+        self.last_text_ms: int | None = None
+        self.failure: str | None = None  # why the reply failed and the call ended through on_failure
 
     def handle(self, message: protocol.Inbound) -> None:
         """Act on one message. The conversation table failing (DynamoDB out of reach, or throttled past the
@@ -187,6 +200,8 @@ class Relay:
                 custom_parameters=without_token(setup.custom_parameters),
                 connection_id=self.connection_id,
             )
+            conversation.metadata.setdefault(STARTED_MS, self.received_ms)
+            conversation.metadata[CONNECTED_MS] = self.received_ms
             if not conversation.messages and self.config.greeting:
                 conversation.messages.append({"role": "assistant", "content": self.config.greeting})
             if back:  # back from a warm transfer nobody took: the agent says so and carries on
@@ -214,11 +229,17 @@ class Relay:
         return row["call_id"] if row else None
 
     def disconnect(self) -> None:
-        """The session is over: forget the connection; a keypad entry still pending is stored, unanswered."""
+        """The session is over: forget the connection; a keypad entry still pending is stored, unanswered, and
+        the call's end is noted (a reconnect of the same call moves it later)."""
         row = self.table.connection(self.connection_id)
         self.table.drop_connection(self.connection_id)
+
+        def end(conversation: Conversation) -> None:
+            store_pending_entry(conversation)
+            conversation.metadata[ENDED_MS] = self.received_ms
+
         if row is not None:
-            self.table.mutate(row["call_id"], store_pending_entry)
+            self.table.mutate(row["call_id"], end)
 
     def answer(self, user: Message, *, typed_first: bool = False) -> None:
         """Store the caller's turn (after the pending keypad entry, with ``typed_first``), stream the reply,
@@ -255,7 +276,8 @@ class Relay:
             cut = conversation.live.pop(self.turn_id, None)
             (conversation.metadata.get(LIVE_SINCE) or {}).pop(self.turn_id, None)
             conversation.messages += heard_messages(reply.messages, cut if cut is not None else heard)
-            note_events(conversation, [{"kind": "filler", **filler} for filler in reply.fillers])
+            note_events(conversation, [{"kind": "filler", **filler} for filler in reply.fillers], self.received_ms)
+            self._note_turn(conversation, str(user["content"]), reply, heard if cut is None else cut)
             whole = heard is None and cut is None and not reply.effects and not conversation.live
             return self._arm(conversation, said(reply.messages)) if whole else None  # silence may follow it
 
@@ -268,6 +290,26 @@ class Relay:
         export_turn(self.config, call_id, self.received_ms / 1000, str(user["content"]), reply, spoken, self.redactor)
         if heard is None:
             self._carry_out(call_id, reply)
+
+    def _note_turn(self, conversation: Conversation, user: str, reply: Reply, heard: str | None) -> None:
+        """Keep the turn's measures for the call's record (``heard``: ``None`` if the reply was heard whole)."""
+        usage = [{"provider": r.name, "model": r.detail, **asdict(r.usage)} for r in reply.requests if r.usage]
+        turn = TurnMeasures(
+            heard=user,
+            reply=said(reply.messages) if heard is None else heard,
+            prompted_ms=self.received_ms,
+            first_text_ms=self.first_text_ms,
+            last_text_ms=self.last_text_ms if heard is None else None,
+            usage=usage,
+        )
+        note_turn(conversation, turn)
+        if self.failure is not None:
+            conversation.metadata[FAILURE] = {
+                "say": self.config.failure_say,
+                "transfer_to": self.config.failure_transfer_to,
+                "reason": self.failure,
+                "at_ms": int(time.time() * 1000),
+            }
 
     def press(self, digit: str) -> None:
         """One key: add it to the pending entry; the entry's last key (after the pause, or ``#``) answers it.
@@ -321,22 +363,31 @@ class Relay:
                 pending.append(token)
                 now = time.monotonic()
                 if isinstance(token, Filler) or now - last_post >= COALESCE_SECS:
-                    connections.post_json(self.connection_id, protocol.text_token("".join(pending), last=False))
+                    self._post_text(connections, "".join(pending), last=False)
                     sent += pending
                     pending, last_post = [], now
                 if now - last_poll >= INTERRUPT_POLL_SECS:
                     last_poll = now
                     if self._interrupted(call_id):
                         return "".join(sent)
-            connections.post_json(self.connection_id, protocol.text_token("".join(pending), last=True))
+            self._post_text(connections, "".join(pending), last=True)
         except ConnectionGone:
             logger.info("connection %s is gone; the reply stops", self.connection_id)
             return "".join(sent)
         except Exception as exc:  # no LLM of the chain could answer: the call cannot go on (on_failure)
             logger.exception("the reply to call %s failed; ending the session", call_id)
-            self._fail(f"llm: {type(exc).__name__}: {exc}")
+            self.failure = f"llm: {type(exc).__name__}: {exc}"
+            self._fail(self.failure)
             return "".join(sent)
         return None
+
+    def _post_text(self, connections: Connections, text: str, *, last: bool) -> None:
+        """Send the reply's next text, noting when its first and last were sent."""
+        connections.post_json(self.connection_id, protocol.text_token(text, last=last))
+        now_ms = int(time.time() * 1000)
+        if text and self.first_text_ms is None:
+            self.first_text_ms = now_ms
+        self.last_text_ms = now_ms
 
     def _fail(self, reason: str) -> None:
         """The call cannot go on: ``on_failure``'s text is the last ``text``, then ``end`` hands the call off

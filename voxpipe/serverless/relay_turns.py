@@ -7,6 +7,7 @@ to keep each module small; the relay's docstring explains why turns and keypad e
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from voxpipe.aws.conversations import Conversation, Message
 from voxpipe.telephony import keypad
@@ -24,10 +25,23 @@ SILENCE_MARKER = "silence"
 #: The keys of an entry being typed are there in clear until the entry ends (seconds), then stored masked.
 SENSITIVE_DIGESTS = "sensitive_digests"  # keyed digests of the call's sensitive digits (``redacting.py``)
 RECORDING = "recording"  # Twilio's recording of the call: its URL, sid... (``recordings.py``)
+#: What the call's record is made of (``voxpipe.records.relay``), times in epoch ms: when the call started (its
+#: first ``setup``), last connected (its latest ``setup``) and last ended (``$disconnect``), and each LLM
+#: request's tokens.
+STARTED_MS, CONNECTED_MS, ENDED_MS, USAGE = "started_ms", "connected_ms", "ended_ms", "usage"
 BOOKKEEPING = (KEYPAD_ENTRY, LIVE_SINCE, SILENCE_MARKER, SENSITIVE_DIGESTS, RECORDING)
+BOOKKEEPING += (STARTED_MS, CONNECTED_MS, ENDED_MS, USAGE)
 #: The conversation metadata that lists the call's events (fillers, re-prompts, the silence hang-up), as the
-#: server's CallRecord lists them.
+#: server's CallRecord lists them, each with when it happened (``at_ms``).
 EVENTS = "events"
+#: The conversation metadata that lists the call's reply turns: what the caller said and heard, and when the
+#: reply's first and last text were sent after the prompt arrived (masked by ``redact:`` like the messages).
+TURNS = "turns"
+#: A turn's texts are kept cut to this many characters: the messages hold them whole, and the conversation's
+#: one DynamoDB item (400 KB) is for the conversation, not for a second copy of it.
+TURN_TEXT_CHARS = 160
+#: Why the call ended through ``on_failure`` (its ``say``, ``transfer_to`` and ``reason``).
+FAILURE = "failure"
 #: No reply invocation runs longer than Lambda's longest timeout (15 minutes).
 LIVE_TURN_MAX_MS = 15 * 60 * 1000
 
@@ -73,7 +87,38 @@ def heard_messages(messages: list[Message], heard: str | None) -> list[Message]:
     return [m for m in kept if m["role"] != "assistant" or m.get("content") or m.get("tool_calls")]
 
 
-def note_events(conversation: Conversation, events: list[dict[str, object]]) -> None:
-    """Keep ``events`` (each with its ``kind``) in the conversation's metadata."""
+def note_events(conversation: Conversation, events: list[dict[str, object]], at_ms: int) -> None:
+    """Keep ``events`` (each with its ``kind``, and its ``at_ms`` if not ``at_ms``) in the conversation's metadata."""
     if events:
-        conversation.metadata.setdefault(EVENTS, []).extend(events)
+        conversation.metadata.setdefault(EVENTS, []).extend({"at_ms": at_ms, **event} for event in events)
+
+
+@dataclass(frozen=True)
+class TurnMeasures:
+    """One reply turn as the call's record keeps it (times in epoch ms)."""
+
+    heard: str  # what the caller said (masked by ``redact:`` when stored, as the messages are)
+    reply: str  # what of the reply the caller heard
+    prompted_ms: int  # when API Gateway received the prompt
+    first_text_ms: int | None  # when the reply's first text was sent (None: nothing was)
+    last_text_ms: int | None  # when its last text was sent (None: it was cut or failed)
+    usage: list[dict[str, object]]  # each LLM request's tokens: provider, model, input, output, cached_input
+
+
+def note_turn(conversation: Conversation, turn: TurnMeasures) -> None:
+    """Keep a reply turn's measures, and its requests' tokens, in the conversation's metadata."""
+    conversation.metadata.setdefault(TURNS, []).append(
+        {
+            "heard": _cut(turn.heard),
+            "reply": _cut(turn.reply),
+            "prompted_ms": turn.prompted_ms,
+            "first_text_ms": turn.first_text_ms,
+            "last_text_ms": turn.last_text_ms,
+        }
+    )
+    if turn.usage:
+        conversation.metadata.setdefault(USAGE, []).extend(turn.usage)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= TURN_TEXT_CHARS else text[: TURN_TEXT_CHARS - 1] + "…"

@@ -146,11 +146,11 @@ def fire(config: HandlerConfig, check: Check) -> None:
         if count >= len(spec.reprompts):
             clear(conversation)
             conversation.metadata["end_reason"] = CALLER_SILENT
-            note_events(conversation, [{"kind": "silence_hangup"}])
+            note_events(conversation, [{"kind": "silence_hangup"}], check.due_ms)
             conversation.messages.append({"role": "assistant", "content": spec.goodbye})
             return spec.goodbye, None
         text = spec.reprompts[count]
-        note_events(conversation, [{"kind": "reprompt", "text": text}])
+        note_events(conversation, [{"kind": "reprompt", "text": text}], check.due_ms)
         conversation.messages.append({"role": "assistant", "content": text})
         return text, arm(conversation, spec, following, count + 1, text)
 

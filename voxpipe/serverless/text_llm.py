@@ -296,7 +296,7 @@ class Reply:
         self.redactor = redactor
         self.messages: list[Message] = []
         self.effects: list[tuple[str, dict[str, Any]]] = []
-        self.fillers: list[dict[str, Any]] = []  # each filler said: tool, text, delay_secs
+        self.fillers: list[dict[str, Any]] = []  # each filler said: tool, text, delay_secs, at_ms (epoch ms)
         self.requests: list[Span] = []  # each LLM request (a failed one included), for traces
         self.tool_runs: list[Span] = []  # each tool call, for traces
         self._tools = {tool.name: tool for tool in config.tools}
@@ -357,7 +357,7 @@ class Reply:
             if wait(futures, timeout=after).not_done:
                 delay = round(time.monotonic() - started, 3)
                 logger.info("tool %s still running after %.2fs: filler %r", name, delay, said)
-                self.fillers.append({"tool": name, "text": said, "delay_secs": delay})
+                self.fillers.append({"tool": name, "text": said, "delay_secs": delay, "at_ms": int(time.time() * 1000)})
                 yield Filler((" " if assistant["content"] else "") + said + " ")  # apart from the words around it
                 assistant["content"] = " ".join(filter(None, (assistant["content"], said)))
         self.messages += [future.result() for future in futures]
