@@ -348,6 +348,9 @@ async def test_ended_relay_calls_become_call_records_with_turns_usage_and_cost(
     assert usage.cost_usd == pytest.approx(lite / 1e6) and usage.cost_usd > 0  # Nova Lite's list prices
     again = CliRunner().invoke(app, command)
     assert again.exit_code == 0 and len([r for r in RecordStore(records).list() if r.call_id == call_sid]) == 1
+    wrong = CliRunner().invoke(app, [*command[:3], "no-such-table", *command[4:]])
+    assert wrong.exit_code == 1 and "cannot read the relay's table no-such-table" in wrong.output
+    assert "Traceback" not in wrong.output
 
 
 # ------------------------------------------------------------------------------------------------ silence

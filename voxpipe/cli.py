@@ -238,6 +238,8 @@ def import_relay(
     records_db: RecordsOption = None,
 ) -> None:
     """Record the Lambda relay's ended calls (kept in its DynamoDB table) where the deployment's records go."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from voxpipe.aws.conversations import ConversationTable
     from voxpipe.config.loader import load_deployment
     from voxpipe.providers.registry import default_registry
@@ -250,7 +252,11 @@ def import_relay(
         err.print(f"{config}: give the relay's DynamoDB table with --table (sessions.table is not set)")
         raise typer.Exit(EXIT_CONFIG)
     conversations = ConversationTable(table, deployment.sessions.ttl_secs).conversations()
-    records = ended_relay_records(conversations, deployment, default_registry())
+    try:
+        records = ended_relay_records(conversations, deployment, default_registry())
+    except (BotoCoreError, ClientError) as exc:  # no such table, no credentials, DynamoDB out of reach
+        err.print(f"cannot read the relay's table {table}: {exc}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_RECORDS) from None
     store = RecordStore(records_db or deployment.records.target())
     for record in records:
         store.save(record)
