@@ -29,6 +29,7 @@ from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from voxpipe.records.model import CallRecord, Recording
+from voxpipe.sqlite_files import connect_wal
 
 DEFAULT_PATH = "voxpipe-calls.db"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -167,9 +168,8 @@ class SqliteRecords:
         """One transaction; SQLite's errors (a locked, full, unreadable or corrupt file) come out as
         ``RecordStoreError``, as PostgreSQL's do, so callers handle one kind of failure."""
         try:
-            db = sqlite3.connect(self.path, timeout=10)
+            db = connect_wal(self.path, timeout=10)
             try:
-                db.execute("PRAGMA journal_mode=WAL")
                 with db:
                     yield db
             finally:

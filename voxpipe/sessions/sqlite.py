@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from voxpipe.sessions.base import MAX_HISTORY_BYTES, Conflict, HistoryTooLarge, Message, Session
+from voxpipe.sqlite_files import connect_wal
 
 T = TypeVar("T")
 
@@ -63,8 +64,7 @@ class SQLiteSessionStore:
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = connect_wal(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             db.executescript(_SCHEMA)
             self._db = db
         if self._clock() - self._purged_at >= self.purge_every_secs:

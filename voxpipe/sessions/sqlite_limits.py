@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from voxpipe.security.limits import LimitExceeded
+from voxpipe.sqlite_files import connect_wal
 
 T = TypeVar("T")
 
@@ -50,8 +51,7 @@ class SQLiteWindows:
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = connect_wal(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             self._db.executescript(_SCHEMA)
         return self._db
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from voxpipe.security.spent_tokens import digest
+from voxpipe.sqlite_files import connect_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spent_tokens (digest TEXT PRIMARY KEY, until REAL NOT NULL);
@@ -36,8 +37,7 @@ class SQLiteSpentTokens:
     def _spend(self, key: str, keep_secs: float) -> bool:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = connect_wal(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             self._db.executescript(_SCHEMA)
         now = self._clock()
         self._db.execute("DELETE FROM spent_tokens WHERE until <= ?", (now,))
