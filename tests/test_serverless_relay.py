@@ -341,9 +341,12 @@ async def test_a_replayed_setup_token_is_refused_by_every_invocation(shim: ApiGa
     assert 100 < int(spent["expires_at"]["N"]) - time.time() <= 121
 
 
-async def test_a_failed_llm_ends_the_session_through_on_failure(shim: ApiGatewayShim, bedrock: FakeBedrock) -> None:
+async def test_a_failed_llm_ends_the_session_through_on_failure(
+    shim: ApiGatewayShim, bedrock: FakeBedrock, aws: str
+) -> None:
     """No LLM of the chain answers: the caller hears on_failure's text as the last ``text``, then ``end`` hands
-    the call off (reason ``failure``; ``<Connect action>`` then hangs up), as on the server."""
+    the call off (reason ``failure``; ``<Connect action>`` then hangs up), as on the server. The call's
+    measures keep the failure for its record (``voxpipe import-relay``)."""
     caller = await RelayCaller.dial(shim.client_url, signature())
     await caller.setup("CA00000000000000000000000000000003")
     healthy, bedrock.behaviour = bedrock.behaviour, Behaviour(fail_status=500, fail_count=1000)
@@ -359,6 +362,12 @@ async def test_a_failed_llm_ends_the_session_through_on_failure(shim: ApiGateway
     assert "to" not in json.loads(end["handoffData"])
     assert time.monotonic() - prompted < 5.0  # Bedrock's retries of a 500 included
     await caller.hang_up()
+    await wait_until(lambda: "ended_ms" in table(aws).get("CA00000000000000000000000000000003").metadata)
+    measures = table(aws).get("CA00000000000000000000000000000003").metadata
+    assert measures["failure"]["say"] == DEFAULT_FAILURE_SAY and measures["failure"]["reason"].startswith("llm: ")
+    (turn,) = measures["turns"]
+    assert turn["heard"] == "what are your hours" and turn["reply"] == "" and turn["last_text_ms"] is None
+    assert "usage" not in measures  # the failed requests reported no tokens
 
 
 async def test_a_setup_while_dynamodb_is_down_ends_the_session_through_on_failure(
