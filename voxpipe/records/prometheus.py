@@ -11,11 +11,14 @@ dashboard are exactly the ones ``voxpipe calls`` and ``voxpipe report`` show.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from voxpipe.records import recording_store
 from voxpipe.records.model import CallRecord
+
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 STAGES = {
@@ -176,7 +179,7 @@ class CallMetrics:
         self.ring_time.labels(deployment).observe(ring_secs)
 
     def render(self) -> bytes:
-        if not _multiprocess():
+        if multiprocess_dir() is None:
             return generate_latest(self.registry)
         every_worker = CollectorRegistry()
         multiprocess.MultiProcessCollector(every_worker)
@@ -184,9 +187,12 @@ class CallMetrics:
 
     def process_ended(self) -> None:
         """This worker stops: its live calls leave the fleet's gauge (its counters stay in the sums)."""
-        if _multiprocess():
+        if multiprocess_dir() is not None:
             multiprocess.mark_process_dead(os.getpid())
 
 
-def _multiprocess() -> bool:
-    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+def multiprocess_dir() -> Path | None:
+    """The folder the worker processes of this host share for prometheus_client's multiprocess mode (``voxpipe
+    serve --workers N`` makes it; other per-worker files live there too); ``None``: a process alone."""
+    folder = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    return Path(folder) if folder else None

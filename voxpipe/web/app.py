@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -37,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from voxpipe.config.models import Deployment
 from voxpipe.pipeline.host import CallBookkeeping, CallHost
 from voxpipe.providers.registry import Registry, default_registry
-from voxpipe.records.prometheus import CallMetrics
+from voxpipe.records.prometheus import CallMetrics, multiprocess_dir
 from voxpipe.records.store import RecordStore
 from voxpipe.security.limits import LimitExceeded
 from voxpipe.security.loop_load import LoopLoad
@@ -103,7 +101,7 @@ def create_app(
         hosts.append((CallHost(deployment, store, registry, bookkeeping), twilio))
     state = {"ready": not warm_up}
     drain = Drain([host for host, _ in hosts])
-    load = LoopLoad(siblings=_workers_folder())
+    load = LoopLoad(siblings=multiprocess_dir())  # the workers' loads are compared where their metrics are
     busiest = min(d.limits.max_loop_load for d in deployments)  # /readyz: past it, some deployment turns calls away
 
     @contextlib.asynccontextmanager
@@ -182,13 +180,6 @@ def create_app(
     for host, twilio in hosts:
         app.include_router(_router(host, twilio, drain, load, page_origins), prefix=f"/{host.deployment.name}")
     return app
-
-
-def _workers_folder() -> Path | None:
-    """The folder the worker processes of this host share (``voxpipe serve --workers N`` makes it for
-    Prometheus' multiprocess mode): where their loops' loads are compared. ``None``: a process alone."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    return Path(folder) if folder else None
 
 
 def _health_boards(deployments: Sequence[Deployment]) -> list[RedisHealthBoard]:

@@ -31,12 +31,12 @@ from loguru import logger
 from voxpipe.config.errors import ConfigError
 from voxpipe.config.loader import load_deployment
 from voxpipe.config.models import Deployment
+from voxpipe.records.prometheus import MULTIPROCESS_DIR_VARIABLE
 from voxpipe.security.tokens import SECRET_VARIABLE
 
 CONFIGS_VARIABLE = "VOXPIPE_SERVE_CONFIGS"
 ORIGINS_VARIABLE = "VOXPIPE_SERVE_PAGE_ORIGINS"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def default_workers() -> int:
@@ -126,8 +126,8 @@ def serve(
         return
     os.environ[ORIGINS_VARIABLE] = " ".join(origins)
     os.environ[CONFIGS_VARIABLE] = os.pathsep.join(str(Path(p).resolve()) for p in config_paths)
-    made_metrics_dir = METRICS_DIR_VARIABLE not in os.environ
-    metrics_dir = os.environ.setdefault(METRICS_DIR_VARIABLE, tempfile.mkdtemp(prefix="voxpipe-metrics-"))
+    made_metrics_dir = MULTIPROCESS_DIR_VARIABLE not in os.environ
+    metrics_dir = os.environ.setdefault(MULTIPROCESS_DIR_VARIABLE, tempfile.mkdtemp(prefix="voxpipe-metrics-"))
     for stale in Path(metrics_dir).glob("*.db"):  # a previous run's numbers are not this one's
         stale.unlink()
     try:
