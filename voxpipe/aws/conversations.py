@@ -144,7 +144,7 @@ class ConversationTable:
 
     def conversations(self) -> Iterator[Conversation]:
         """Every stored conversation not expired, in no order (a scan of the table: for bookkeeping off the
-        call path, such as ``voxpipe calls import-relay``, never in a call)."""
+        call path, such as ``voxpipe import-relay``, never in a call)."""
         pages = self.client.get_paginator("scan").paginate(
             TableName=self.table,
             FilterExpression="begins_with(#pk, :calls)",

@@ -6,7 +6,7 @@ item instead (``voxpipe.serverless.relay_turns``): when it started and last ende
 words, what of the reply they heard, when the reply's first and last text left after the prompt arrived), each
 LLM request's tokens as the vendor reported them, its events and, if it ended through ``on_failure``, why.
 
-``voxpipe calls import-relay CONFIG`` turns the ended ones into CallRecords here, priced with the deployment's
+``voxpipe import-relay CONFIG`` turns the ended ones into CallRecords here, priced with the deployment's
 price tables (its ``pricing`` overrides first), and saves them where the deployment's records go, so relay calls
 are in the same ``voxpipe calls`` / ``report`` / ``bench`` as the server's. A record replaces the one of the same
 call id, so importing again is harmless; a call still live (no end after its last start) waits for the next run.
