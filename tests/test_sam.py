@@ -150,6 +150,10 @@ def test_iam_is_least_privilege(template: dict[str, Any]) -> None:
             assert statement["Resource"] != "*" and "*" not in json.dumps(statement["Action"]), statement
     worker = _statements(template, "WorkerPolicy")
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= set(worker[0]["Action"])
+    # The worker writes its status and $connect reads it (voxpipe.serverless.bridge_status).
+    [worker_table] = [s for s in worker if "dynamodb:PutItem" in s["Action"]]
+    [bridge_table] = [s for s in _statements(template, "BridgeFunction") if "dynamodb:GetItem" in s["Action"]]
+    assert worker_table["Resource"] == bridge_table["Resource"] == {"Fn::GetAtt": ["Table", "Arn"]}
 
 
 def test_bundle_has_no_secret_and_no_pipecat(built: Path) -> None:

@@ -138,7 +138,10 @@ def bridge(environ: dict[str, str], tmp_path: Path) -> Bridge:
         disconnect: bool = True,
         twilio_client: TwilioClientFactory | None = None,
         transfer_route: TransferRoute | None = None,
+        start: asyncio.Event | None = None,
     ) -> AsyncIterator[tuple[ApiGatewayShim, BridgeWorker]]:
+        """``start``: the worker starts once it is set (by default at once, and ``$connect`` lets clients in only
+        once it has written its status)."""
         function = LambdaFunction("voxpipe.serverless.worker.handler", environ)
         routes = {"$connect": function, "$default": function} | ({"$disconnect": function} if disconnect else {})
         shim = ApiGatewayShim(routes, idle_timeout_secs=idle_timeout_secs)
@@ -154,13 +157,23 @@ def bridge(environ: dict[str, str], tmp_path: Path) -> Bridge:
             transfer_route=transfer_route,
         )
         stop = asyncio.Event()
+
+        async def serve() -> None:
+            if start is not None:
+                await start.wait()
+            await worker.run(stop)
+
         async with shim:
             function.env["VOXPIPE_CONNECTIONS_URL"] = shim.endpoint
-            running = asyncio.ensure_future(worker.run(stop))
+            running = asyncio.ensure_future(serve())
             try:
+                if start is None:
+                    await asyncio.wait_for(worker.status.published.wait(), 10)
                 yield shim, worker
             finally:
                 stop.set()
+                if start is not None:
+                    start.set()
                 await asyncio.wait_for(running, 30)
         assert not shim.errors, shim.errors
         assert not [(i.route, i.heavy) for i in shim.invocations if i.heavy]  # the Lambda stays light
@@ -493,17 +506,22 @@ def test_worker_needs_a_queue_and_a_table(tmp_path: Path) -> None:
 def test_the_worker_runs_calls_without_a_web_framework(tmp_path: Path) -> None:
     """The bridge worker hosts calls like `voxpipe serve`, but never imports FastAPI or Starlette."""
     (tmp_path / "deployment.yaml").write_text(CASCADE)
-    probe = (
-        "import sys;"
-        "from voxpipe.config.loader import load_deployment;"
-        "from voxpipe.serverless.worker import BridgeWorker, BridgeCall, BridgeSettings;"
-        "worker = BridgeWorker(load_deployment(sys.argv[1]), 'https://sqs.test/q.fifo', 'table');"
-        "connects = [{'client': 'twilio'}, {'client': 'browser', 'session_id': 's' * 32}];"
-        "calls = [BridgeCall(worker.host, worker.twilio, c['client'], 'https://apigw.test/prod', worker._dialect(c),"
-        " BridgeSettings()) for c in connects];"
-        "web = sorted(m for m in ('fastapi', 'starlette', 'uvicorn') if m in sys.modules);"
-        "assert not web, web"
-    )
+    probe = """
+import asyncio, sys
+from voxpipe.config.loader import load_deployment
+from voxpipe.serverless.worker import BridgeWorker, BridgeCall, BridgeSettings
+
+async def main():
+    worker = BridgeWorker(load_deployment(sys.argv[1]), 'https://sqs.test/q.fifo', 'table')
+    for connect in ({'client': 'twilio'}, {'client': 'browser', 'session_id': 's' * 32}):
+        slot = await worker.status.admit()
+        dialect = worker._dialect(connect)
+        BridgeCall(worker.host, worker.twilio, 'c', 'https://apigw.test/prod', dialect, BridgeSettings(), slot)
+
+asyncio.run(main())
+web = sorted(m for m in ('fastapi', 'starlette', 'uvicorn') if m in sys.modules)
+assert not web, web
+"""
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
     env["TWILIO_AUTH_TOKEN"] = TOKEN
     done = subprocess.run(  # noqa: S603 — fixed argv: this interpreter, no caller input

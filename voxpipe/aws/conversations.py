@@ -13,6 +13,9 @@ One string hash key, ``pk``, and two kinds of item:
   bridge's worker needs (``endpoint``, ``client``). ``$disconnect`` deletes it; the worker watches it.
 - ``spent#<token digest>``: a call-binding token already used (``voxpipe.security.spent_tokens``), kept until
   it expires, so a replayed ``setup`` / ``start`` is refused by every invocation and worker.
+- ``worker#<queue URL>``: whether the audio bridge's worker on that queue takes new calls
+  (``voxpipe.serverless.bridge_status``), rewritten every few seconds and expiring soon after: no fresh row, no
+  worker.
 
 Every item carries ``expires_at`` (epoch seconds), the table's TTL attribute. DynamoDB deletes expired
 items lazily (typically within days), so every read here filters them out itself.
@@ -42,6 +45,7 @@ TTL_ATTRIBUTE = "expires_at"
 CALL_PREFIX = "call#"
 CONNECTION_PREFIX = "conn#"
 SPENT_PREFIX = "spent#"
+WORKER_PREFIX = "worker#"
 #: API Gateway closes a WebSocket connection after 2 hours; a connection row outlives it a little.
 CONNECTION_TTL_SECS = 2 * 3600 + 600
 
@@ -89,6 +93,17 @@ class Conversation:
     metadata: dict[str, Any] = field(default_factory=dict)
     live: dict[str, str | None] = field(default_factory=dict)
     version: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """What the audio bridge's worker last said of itself: whether it takes new calls (``refusal``: why not),
+    its event loop's busy share and its live calls."""
+
+    accepting: bool
+    refusal: str
+    load: float
+    calls: int
 
 
 class ConversationTable:
@@ -215,6 +230,32 @@ class ConversationTable:
     def drop_connection(self, connection_id: str) -> None:
         """Delete a connection's row (idempotent)."""
         self.client.delete_item(TableName=self.table, Key={KEY: {"S": CONNECTION_PREFIX + connection_id}})
+
+    # -------------------------------------------------------------------------------------- bridge workers
+
+    def publish_worker(self, queue_url: str, status: WorkerStatus, fresh_secs: int) -> None:
+        """Write the worker's status; it reads as gone once ``fresh_secs`` pass without another write."""
+        item = {
+            KEY: {"S": WORKER_PREFIX + queue_url},
+            "accepting": {"BOOL": status.accepting},
+            "refusal": {"S": status.refusal},
+            "load": {"N": f"{status.load:.3f}"},
+            "calls": {"N": str(status.calls)},
+            TTL_ATTRIBUTE: {"N": str(int(self.clock()) + fresh_secs)},
+        }
+        self.client.put_item(TableName=self.table, Item=item)
+
+    def worker(self, queue_url: str) -> WorkerStatus | None:
+        """The status of the worker serving ``queue_url``, or ``None`` when none was written lately."""
+        item = self._get_item(WORKER_PREFIX + queue_url)
+        if item is None or self._expired(item):
+            return None
+        return WorkerStatus(
+            accepting=item["accepting"]["BOOL"],
+            refusal=item["refusal"]["S"],
+            load=float(item["load"]["N"]),
+            calls=int(item["calls"]["N"]),
+        )
 
     # -------------------------------------------------------------------------------------- spent tokens
 

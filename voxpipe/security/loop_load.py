@@ -57,6 +57,10 @@ class LoopLoad:
         self._siblings_least: float | None = None  # the lowest share of the other live workers, at the last sample
 
     @property
+    def sample_secs(self) -> float:
+        return self._sample_secs
+
+    @property
     def share(self) -> float:
         """This loop's mean busy share over the last samples; 0 before the first."""
         return sum(self._shares) / len(self._shares) if self._shares else 0.0

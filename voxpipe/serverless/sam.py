@@ -206,7 +206,7 @@ def sam_template(
             "voxpipe.serverless.worker.handler",
             "Audio bridge WebSocket routes: queues the caller's audio for the worker.",
             [
-                table_access(("PutItem", "DeleteItem")),
+                table_access(("GetItem", "PutItem", "DeleteItem")),  # GetItem: the worker's status (bridge_status)
                 {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": arn("Queue")},
             ],
             # it signs and checks browser page tokens, signed Twilio deployment or not

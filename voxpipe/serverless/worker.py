@@ -4,16 +4,17 @@ Two halves in one module, because they share the queue's message format:
 
 - ``handler``, the Lambda of the bridge's WebSocket API (no pipecat): ``$connect`` authorises the client (a
   valid ``X-Twilio-Signature`` over ``$VOXPIPE_BRIDGE_URL``, or a browser page's signed session token, which
-  the same function hands out at ``POST /bridge/token``: ``bridge_access.py``), records the connection in
+  the same function hands out at ``POST /bridge/token``: ``bridge_access.py``), refuses it (503) unless the
+  worker's fresh status says it takes calls (``bridge_status.py``), records the connection in
   DynamoDB and queues ``connect`` (with the token's session id, the browser call's id); ``$default`` queues
   each message; ``$disconnect`` deletes the connection's row and queues ``disconnect``. The queue is FIFO
   with one message group per connection, so each caller's messages stay in order while callers are served in
   parallel.
 - ``python -m voxpipe.serverless.worker CONFIG``: the worker. It runs the deployment's pipeline (cascade or
   realtime) per connection on the call host (``voxpipe.pipeline.host``: session store, resumed conversations,
-  tools and their effects, a ``CallRecord`` per call) with an ``ApiGwTransport``, speaking the Media Streams
-  events of the connection's dialect (Twilio, or the browser page's PCM16 with its transcript and latency
-  events) through the same ``MediaStreamCall`` as ``voxpipe serve``. No web framework is imported. A
+  tools and their effects, a ``CallRecord`` per call, the deployment's ``limits``) with an ``ApiGwTransport``,
+  speaking the Media Streams events of the connection's dialect (Twilio, or the browser page's PCM16 with its
+  transcript and latency events) through the same ``MediaStreamCall`` as ``voxpipe serve``. No web framework is imported. A
   connection ends on ``stop``, on ``disconnect``, when ``@connections`` answers 410, or when its DynamoDB row
   disappears (checked every ``session_check_secs``): the pipeline is cancelled, closing the provider sockets.
   A warm transfer is the server's (``TwilioAccount``), over Twilio's REST API: the caller's TwiML becomes the
@@ -39,12 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 from voxpipe.aws.conversations import ConversationTable
 from voxpipe.security.browser_access import AccessRefused
+from voxpipe.security.limits import LimitExceeded
 from voxpipe.serverless import (
     QUEUE_ENV,
     TABLE_ENV,
     Connections,
     HandlerConfig,
     aws_client,
+    bridge_status,
     connections_endpoint,
     event_body,
     handler_config,
@@ -59,6 +62,7 @@ if TYPE_CHECKING:
     from voxpipe.pipeline.host import CallHost, HostedCall
     from voxpipe.providers.registry import Registry
     from voxpipe.records.store import RecordStore
+    from voxpipe.security.limits import CallSlot
     from voxpipe.serverless.apigw_transport import ApiGwTransport, LinkSettings
     from voxpipe.sessions import SessionStore
     from voxpipe.telephony.media_streams import StreamStart
@@ -83,6 +87,10 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         client = admit(config, event)
         if isinstance(client, AccessRefused):
             return response(client.status, str(client))
+        refused = bridge_status.refusal(table.worker(config.setting(QUEUE_ENV)))
+        if refused is not None:  # a caller let in now would hear silence: Twilio goes on with its next verb
+            logger.warning("connection %s refused: %s", connection_id, refused)
+            return response(503, refused)
         endpoint = connections_endpoint(request)
         table.bind_connection(
             connection_id, client.session_id or connection_id, endpoint=endpoint, client=client.client
@@ -147,7 +155,9 @@ class BridgeCall:
         endpoint: str,
         dialect: Dialect,
         settings: BridgeSettings,
+        slot: CallSlot,
     ):
+        """``slot``: the call's place under the deployment's limits, given back when the call ends."""
         from voxpipe.serverless.apigw_transport import LinkSettings, MediaLink
         from voxpipe.transports.media_stream_call import MediaStreamCall
 
@@ -164,6 +174,13 @@ class BridgeCall:
         self.link.attach(self.call)
         self.transport: ApiGwTransport | None = None
         self.order = EventOrder(self.call.receive, self)
+        self._slot_held = asyncio.ensure_future(self._hold(slot))
+
+    async def _hold(self, slot: CallSlot) -> None:
+        try:
+            await self.closed.wait()
+        finally:
+            await slot.release()
 
     @property
     def hosted(self) -> HostedCall | None:
@@ -245,6 +262,7 @@ class BridgeWorker:
             deployment, twilio_client or rest_client, answers_action=False, transfer_route=transfer_route
         )
         self.calls: dict[str, BridgeCall] = {}
+        self.status = bridge_status.StatusBeacon(self.table, queue_url, deployment.limits, self.host.limits)
         self._sqs = aws_client("sqs")
 
     def _dialect(self, message: dict[str, Any]) -> Dialect | None:
@@ -260,7 +278,7 @@ class BridgeWorker:
         """Take messages until ``stop`` is set; then end every call. Meanwhile the records of calls that ended
         while the record store was down are saved (as ``voxpipe serve`` does from its start)."""
         keeper = self.host.bookkeeping.keeper
-        background = [asyncio.ensure_future(self._watch_rows(stop))]
+        background = [asyncio.ensure_future(self._watch_rows(stop)), asyncio.ensure_future(self.status.run())]
         if keeper is not None:
             background.append(asyncio.ensure_future(keeper.save_spooled()))
         try:
@@ -283,6 +301,7 @@ class BridgeWorker:
         finally:
             for task in background:
                 task.cancel()
+            await self.status.stopping()
             await self.close()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -298,8 +317,14 @@ class BridgeWorker:
                 logger.warning("connect for %s without a session id refused", connection_id)
                 await asyncio.to_thread(Connections(message["endpoint"]).close, connection_id)
                 return
+            try:
+                slot = await self.status.admit()
+            except LimitExceeded as refused:  # past a limit since the status $connect read: closed, not left silent
+                self.host.refused(refused)
+                await asyncio.to_thread(Connections(message["endpoint"]).close, connection_id)
+                return
             self.calls[connection_id] = BridgeCall(
-                self.host, self.twilio, connection_id, message["endpoint"], dialect, self.settings
+                self.host, self.twilio, connection_id, message["endpoint"], dialect, self.settings, slot
             )
         elif kind == "message":
             if call is None:
