@@ -1,11 +1,13 @@
-"""The audio bridge lets a caller in only when a worker will run the call (``voxpipe.serverless.bridge_status``).
+"""The audio bridge lets a caller in only when a worker will run the call (``voxpipe.serverless.bridge_status``),
+and a worker told to stop drains its calls first (``BridgeWorker.drain``).
 
 Before, ``$connect`` queued every caller's audio whether or not a worker was there: with the worker down or past
-its load, a Twilio caller heard silence until they hung up. These tests run the real path (the API Gateway shim,
-``worker.handler`` in Lambda-like containers, SQS and DynamoDB on moto, ``BridgeWorker``) and check each door:
-``$connect`` refuses (503, so Twilio goes on with the TwiML after ``<Connect>``) when no worker wrote a fresh
-status, when its status says it is full or overloaded, and once it stops; the worker itself closes a connection
-its status let in a moment too early.
+its load, a Twilio caller heard silence until they hung up; and a worker's restart cut its live calls off. These
+tests run the real path (the API Gateway shim, ``worker.handler`` in Lambda-like containers, SQS and DynamoDB on
+moto, ``BridgeWorker``) and check each door: ``$connect`` refuses (503, so Twilio goes on with the TwiML after
+``<Connect>``) when no worker wrote a fresh status, when its status says it is full or overloaded, and once it
+drains or stops; the worker itself closes a connection its status let in a moment too early. A drain lets the
+live call finish, or ends it through ``on_failure`` at the deadline.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from tests.test_serverless_worker import (  # noqa: F401 — aws, environ and br
     Client,
     aws,
     bridge,
+    chunks,
     environ,
+    speech_then_silence,
     started,
     twilio_client,
 )
@@ -172,3 +176,51 @@ async def test_an_overloaded_worker_turns_callers_away_until_its_loop_is_free(
         await client.send(client.page_start())
         await client.collect(lambda got: any(m["event"] == "media" for m in got))
         await client.ws.close()
+
+
+# ------------------------------------------------------------------------------------------------ drain
+
+
+def speech(client: Client) -> list[dict[str, Any]]:
+    """A caller's turn in 100 ms media events of the page's PCM16."""
+    return [client.media(c) for c in chunks(speech_then_silence(16000), 3200)]
+
+
+ANSWER = {"event": "transcript", "role": "assistant", "text": "We are open from nine to five every day."}
+
+
+async def test_a_draining_worker_finishes_its_live_call_and_lets_no_new_one_in(
+    bridge: Bridge,  # noqa: F811
+    environ: dict[str, str],  # noqa: F811
+) -> None:
+    """SIGTERM's drain: ``$connect`` is told at once, the live call runs a whole turn after the drain began, and
+    the worker stops once that call has ended, its record complete."""
+    async with bridge(CASCADE, FAST) as (shim, worker):
+        client = await Client.page(shim)
+        await client.send(client.page_start())
+        await started(worker)
+        await worker.drain()
+        assert status(environ) == WorkerStatus(accepting=False, refusal=STOPPING, load=status(environ).load, calls=1)
+        code, reason = await refused(Client.page(shim))
+        assert (code, reason) == (503, f"the bridge worker takes no new call: {STOPPING}")
+        await client.stream(speech(client))
+        await client.collect(lambda got: ANSWER in got)
+        assert not worker.calls_drain.done.is_set()
+        await client.ws.close()
+        await asyncio.wait_for(worker.calls_drain.done.wait(), 20)
+        [record] = await wait_until(worker.host.bookkeeping.records.list)
+    assert record.failure is None and [t.reply for t in record.turns][-1] == ANSWER["text"]
+
+
+async def test_a_call_still_live_at_the_drain_deadline_ends_through_on_failure(bridge: Bridge) -> None:  # noqa: F811
+    deadline = CASCADE + "drain: {deadline_secs: 1}\non_failure: {say: We are closing for maintenance.}\n"
+    async with bridge(deadline, FAST) as (shim, worker):
+        client = await Client.page(shim)
+        await client.send(client.page_start())
+        await started(worker)
+        await worker.drain()
+        await asyncio.wait_for(client.ws.wait_closed(), 20)  # ended by the worker, not by the caller
+        await asyncio.wait_for(worker.calls_drain.done.wait(), 20)
+        [record] = await wait_until(worker.host.bookkeeping.records.list)
+    assert record.failure is not None and "drain deadline" in record.failure.error.message
+    assert record.failure.say == "We are closing for maintenance."

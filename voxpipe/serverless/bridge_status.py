@@ -76,13 +76,14 @@ class StatusBeacon:
         self.load = load or LoopLoad()
         self.heartbeat_secs, self.fresh_secs = heartbeat_secs, fresh_secs
         self.published = asyncio.Event()  # set once the first status is in the table
+        self.stopping = False  # draining or stopped: no new call, whatever the load
         self._failing = False
 
-    def status(self, stopping: bool = False) -> WorkerStatus:
+    def status(self) -> WorkerStatus:
         """What the worker would answer a new call now."""
         calls = self.limits.calls
         reason = ""
-        if stopping:
+        if self.stopping:
             reason = STOPPING
         elif self.load.above(self.max_loop_load):
             reason = "max_loop_load exceeded"
@@ -122,9 +123,10 @@ class StatusBeacon:
         finally:
             self.load.stop()
 
-    async def stopping(self) -> None:
-        """Tell ``$connect`` at once that this worker takes no more calls (rather than after ``FRESH_SECS``)."""
-        await self._publish(self.status(stopping=True))
+    async def stop_taking_calls(self) -> None:
+        """From now on no new call, and ``$connect`` is told at once (rather than after ``FRESH_SECS``)."""
+        self.stopping = True
+        await self._publish(self.status())
 
     async def _publish(self, status: WorkerStatus) -> bool:
         try:

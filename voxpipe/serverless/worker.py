@@ -14,9 +14,12 @@ Two halves in one module, because they share the queue's message format:
   realtime) per connection on the call host (``voxpipe.pipeline.host``: session store, resumed conversations,
   tools and their effects, a ``CallRecord`` per call, the deployment's ``limits``) with an ``ApiGwTransport``,
   speaking the Media Streams events of the connection's dialect (Twilio, or the browser page's PCM16 with its
-  transcript and latency events) through the same ``MediaStreamCall`` as ``voxpipe serve``. No web framework is imported. A
-  connection ends on ``stop``, on ``disconnect``, when ``@connections`` answers 410, or when its DynamoDB row
-  disappears (checked every ``session_check_secs``): the pipeline is cancelled, closing the provider sockets.
+  transcript and latency events) through the same ``MediaStreamCall`` as ``voxpipe serve``. No web framework is
+  imported. A connection ends on ``stop``, on ``disconnect``, when ``@connections`` answers 410, or when its
+  DynamoDB row disappears (checked every ``session_check_secs``): the pipeline is cancelled, closing the provider
+  sockets. On SIGTERM the worker drains as ``voxpipe serve`` does (``voxpipe.pipeline.drain``): no new call
+  (``$connect`` is told at once), live calls run to their end for up to ``drain.deadline_secs``, then end through
+  ``on_failure``, and the worker stops with the last one.
   A warm transfer is the server's (``TwilioAccount``), over Twilio's REST API: the caller's TwiML becomes the
   hold conference, the dial leg reports to the stack's ``/twiml/transfer-status`` (``serverless.transfer``),
   which brings a caller nobody took back to a new bridge stream of the same call (``serverless.transfer.bridge_route``).
@@ -246,6 +249,7 @@ class BridgeWorker:
     ):
         """``twilio_client`` makes the REST client that ends a failed Twilio call or transfers one (tests point it
         at a fake); ``transfer_route`` (``serverless.transfer.bridge_route``) makes a warm transfer warm (else cold)."""
+        from voxpipe.pipeline.drain import Drain
         from voxpipe.pipeline.host import CallBookkeeping, CallHost
         from voxpipe.sessions import open_store
         from voxpipe.transports.twilio_account import TwilioAccount
@@ -263,6 +267,7 @@ class BridgeWorker:
         )
         self.calls: dict[str, BridgeCall] = {}
         self.status = bridge_status.StatusBeacon(self.table, queue_url, deployment.limits, self.host.limits)
+        self.calls_drain = Drain([self.host])
         self._sqs = aws_client("sqs")
 
     def _dialect(self, message: dict[str, Any]) -> Dialect | None:
@@ -275,14 +280,15 @@ class BridgeWorker:
         return BrowserDialect(session_id) if isinstance(session_id, str) and session_id else None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Take messages until ``stop`` is set; then end every call. Meanwhile the records of calls that ended
-        while the record store was down are saved (as ``voxpipe serve`` does from its start)."""
+        """Take messages until ``stop`` is set, or a drain (``drain``) is over; then end every call. Meanwhile the
+        records of calls that ended while the record store was down are saved (as ``voxpipe serve`` does from its
+        start). The loop notices either within a long poll (``poll_wait_secs``)."""
         keeper = self.host.bookkeeping.keeper
         background = [asyncio.ensure_future(self._watch_rows(stop)), asyncio.ensure_future(self.status.run())]
         if keeper is not None:
             background.append(asyncio.ensure_future(keeper.save_spooled()))
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self.calls_drain.done.is_set():
                 reply = await asyncio.to_thread(
                     self._sqs.receive_message,
                     QueueUrl=self.queue_url,
@@ -301,8 +307,14 @@ class BridgeWorker:
         finally:
             for task in background:
                 task.cancel()
-            await self.status.stopping()
+            await self.status.stop_taking_calls()
             await self.close()
+
+    async def drain(self) -> None:
+        """Take no new call (``$connect`` is told at once) and let the live ones end, each for at most its
+        deployment's ``drain.deadline_secs``, then through ``on_failure``; ``run`` returns once none is left."""
+        await self.status.stop_taking_calls()
+        self.calls_drain.begin()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """One queued message: a connection opened, sent an event, or closed."""
@@ -311,6 +323,10 @@ class BridgeWorker:
         if kind == "connect":
             if call is not None and not call.closed.is_set():  # SQS delivers at least once: a redelivery
                 logger.warning("connect for live connection %s ignored (a redelivery)", connection_id)
+                return
+            if self.calls_drain.draining:  # $connect let it in just before the status said so
+                logger.warning("connect for %s refused: the worker is draining", connection_id)
+                await asyncio.to_thread(Connections(message["endpoint"]).close, connection_id)
                 return
             dialect = self._dialect(message)
             if dialect is None:  # queued by a Lambda that checked no token: nothing names the browser's session
@@ -356,7 +372,8 @@ class BridgeWorker:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m voxpipe.serverless.worker CONFIG``: serve the bridge's queue until SIGTERM or SIGINT."""
+    """``python -m voxpipe.serverless.worker CONFIG``: serve the bridge's queue until SIGINT (now) or SIGTERM
+    (after a drain)."""
     from voxpipe.config.loader import load_deployment
 
     parser = argparse.ArgumentParser(prog="python -m voxpipe.serverless.worker", description=__doc__.split("\n")[0])
@@ -378,8 +395,10 @@ def main(argv: list[str] | None = None) -> None:
 
     async def serve() -> None:
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        loop = asyncio.get_running_loop()
+        draining: list[asyncio.Task[None]] = []  # held: the loop keeps only weak references to tasks
+        loop.add_signal_handler(signal.SIGTERM, lambda: draining.append(asyncio.ensure_future(worker.drain())))
+        loop.add_signal_handler(signal.SIGINT, stop.set)  # at once
         await worker.run(stop)
 
     asyncio.run(serve())

@@ -205,7 +205,7 @@ def _router(
         if form is None:
             return Response(status_code=403)
         if drain.draining:
-            return twilio_media.xml(drain.twiml(host))
+            return twilio_media.xml(turn_away_twiml(host.deployment, host.deployment.drain.say))
         try:
             load.check(deployment.limits.max_loop_load)
         except LimitExceeded as refused:

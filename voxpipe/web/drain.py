@@ -7,8 +7,8 @@ A deploy or a scale-in must not cut a caller off mid-sentence. On SIGTERM (``ins
    again later), and answers Twilio's voice webhook with TwiML from the deployment's ``drain:`` section:
    ``<Redirect>`` to another instance, or ``<Say>`` its message then hang up;
 3. lets live calls run to their end, each for at most its deployment's ``drain.deadline_secs`` from the
-   signal; a call still live then ends through the deployment's ``on_failure`` (the caller is told, then
-   hung up or transferred), by the same path as a provider that cannot go on, so its record is complete;
+   signal; a call still live then ends through the deployment's ``on_failure`` (``voxpipe.pipeline.drain``,
+   which the serverless bridge's worker drains with too);
 4. hands the signal back to the server (uvicorn), which then stops once the last call has ended.
 
 The signal is taken from uvicorn for the drain and given back after it: uvicorn's own shutdown closes live
@@ -20,56 +20,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from loguru import logger
-from pipecat.frames.frames import ErrorFrame
-from pipecat.processors.frame_processor import FrameDirection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voxpipe.config.models import Deployment
-from voxpipe.pipeline.host import CallHost, HostedCall
+from voxpipe.pipeline.drain import Drain
 from voxpipe.telephony import twiml
 
 TRY_AGAIN_LATER = 1013  # WebSocket close code: the server is overloaded or stopping, come back later
-POLL_SECS = 0.1
-
-
-class Drain:
-    """The drain of one process's call hosts; ``begin()`` starts it once, ``done`` is set when it is over."""
-
-    def __init__(self, hosts: Sequence[CallHost]):
-        self.hosts = list(hosts)
-        self.draining = False
-        self.done = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def begin(self) -> None:
-        if self.draining:
-            return
-        self.draining = True
-        live = sum(len(host.calls) for host in self.hosts)
-        logger.info(f"draining: no new calls; {live} live call(s) may run to their end")
-        self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        ended_early: set[HostedCall] = set()
-        while live := [(host, call) for host in self.hosts for call in host.calls]:
-            for host, call in live:
-                if call not in ended_early and loop.time() - started >= host.deployment.drain.deadline_secs:
-                    ended_early.add(call)
-                    await _end_through_failure(call, host.deployment.drain.deadline_secs)
-            await asyncio.sleep(POLL_SECS)
-        logger.info("drained: no live call left")
-        self.done.set()
-
-    def twiml(self, host: CallHost) -> str:
-        """What Twilio's voice webhook answers while draining: a redirect to another instance, or a message."""
-        return turn_away_twiml(host.deployment, host.deployment.drain.say)
 
 
 def turn_away_twiml(deployment: Deployment, say: str) -> str:
@@ -78,17 +39,6 @@ def turn_away_twiml(deployment: Deployment, say: str) -> str:
     if deployment.drain.redirect_url:
         return twiml.response(twiml.Verb("Redirect", {"method": "POST"}, text=deployment.drain.redirect_url))
     return twiml.end_call(say)
-
-
-async def _end_through_failure(call: HostedCall, deadline: float) -> None:
-    """End a live call the way a call that cannot go on ends: ``on_failure`` tells the caller, then the end."""
-    pipeline = call.pipeline
-    logger.warning(f"call {call.call_id}: still live {deadline:g}s after the drain began; ending it (on_failure)")
-    if pipeline is None:
-        await call.close()
-        return
-    error = ErrorFrame(f"the server is shutting down (drain deadline of {deadline:g}s reached)", fatal=True)
-    await pipeline.worker.queue_frame(error, FrameDirection.UPSTREAM)
 
 
 class RefuseWhileDraining:
