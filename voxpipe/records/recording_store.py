@@ -1,7 +1,7 @@
 """Where recordings go, and how they get there without touching the call: a bounded queue and a retrying worker.
 
 ``open_recording_store`` reads ``recording.store``: ``file://DIR`` (a folder; ``sweep`` deletes files past
-``retention_days``) or ``s3://BUCKET/PREFIX`` (boto3; the endpoint follows the standard ``AWS_ENDPOINT_URL_S3``;
+``retention_days``) or ``s3://BUCKET/PREFIX`` (botocore; the endpoint follows the standard ``AWS_ENDPOINT_URL_S3``;
 expiry is the bucket's lifecycle rule that ``voxpipe deploy sam`` writes).
 
 Each connection of a call has a recording of its own, named by the call and the connection's start
@@ -103,7 +103,7 @@ class S3Store:
 
     def _s3(self):  # type: ignore[no-untyped-def]
         if self._client is None:
-            import boto3
+            import botocore.session
             from botocore.config import Config
 
             config = Config(
@@ -111,7 +111,8 @@ class S3Store:
                 read_timeout=self.timeout_secs,
                 retries={"mode": "standard", "total_max_attempts": 1},  # the uploader owns retries
             )
-            self._client = boto3.client("s3", config=config)
+            # what boto3.client("s3") makes, without boto3 (region and endpoint from the environment or config)
+            self._client = botocore.session.get_session().create_client("s3", config=config)
         return self._client
 
     def location(self, name: str) -> str:
